@@ -1,0 +1,558 @@
+"""A thin bus over nats-py: request/reply with queue groups (NATS services protocol), core pub/sub,
+JetStream streams with de-duplicated publish, durable pull consumers with bounded concurrency, and KV.
+
+Trace context travels in message headers on every hop. See docs/architecture.md for why this is a thin
+wrapper and not FastStream (measured there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.micro import add_service
+from nats.micro.request import Request as MicroRequest
+from nats.micro.service import Service as MicroService
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from pydantic import BaseModel, ValidationError
+
+from adp_common.catalog import Catalog, StreamSpec
+from adp_common.envelope import Envelope, decode, wrap
+from adp_common.errors import ErrorBody, ErrorCode, PlatformError
+from adp_common.logging import correlation_id
+from adp_common.telemetry import current_traceparent, extract_context, inject_headers, tracer
+
+log = logging.getLogger("adp.bus")
+
+M = TypeVar("M", bound=BaseModel)
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+ERROR_HEADER = "Nats-Service-Error"
+CORRELATION_HEADER = "Adp-Correlation-Id"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+class Retry(Exception):
+    """Raised by a consumer handler: nak the message so it is redelivered after `delay` seconds."""
+
+    def __init__(self, reason: str = "", delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class Reject(Exception):
+    """Raised by a consumer handler: the message can never be processed; terminate it (no redelivery)."""
+
+
+@dataclass
+class RequestContext:
+    subject: str
+    headers: dict[str, str]
+
+
+@dataclass
+class Delivery:
+    """What a JetStream consumer handler receives."""
+
+    msg: Msg
+    envelope: Envelope
+    num_delivered: int
+    stream_seq: int
+
+    @property
+    def payload(self) -> Any:
+        return self.envelope.payload
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.msg.headers or {})
+
+
+Handler = Callable[[Any, RequestContext], Awaitable[BaseModel | dict[str, Any] | None]]
+ConsumerHandler = Callable[[Delivery], Awaitable[None]]
+
+
+@dataclass
+class Consumer:
+    """A running durable pull consumer; stop() stops fetching and drains in-flight messages."""
+
+    name: str
+    task: asyncio.Task[None]
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    processed: int = 0
+    failed: int = 0
+
+    async def stop(self, grace: float = 20.0) -> None:
+        self.stopping.set()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(self.task, timeout=grace)
+        if self.inflight:
+            _, pending = await asyncio.wait(self.inflight, timeout=grace)
+            for t in pending:
+                t.cancel()
+
+
+def _encode(payload: BaseModel | dict[str, Any] | bytes | None) -> bytes:
+    if payload is None:
+        return b"{}"
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, BaseModel):
+        return payload.model_dump_json().encode()
+    import json
+
+    return json.dumps(payload, default=str).encode()
+
+
+class Bus:
+    def __init__(self, nc: NATS, catalog: Catalog, *, name: str = "adp", instance: str = "") -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=10)
+        self.catalog = catalog
+        self.name = name
+        self.instance = instance
+        self._micro: MicroService | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._handler_slots: asyncio.Semaphore | None = None
+        self._consumers: list[Consumer] = []
+        self._subs: list[Subscription] = []
+        self._kv: dict[str, KeyValue] = {}
+
+    # ---- connection -----------------------------------------------------------------------------------
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        prefix: str = "adp",
+        name: str = "adp",
+        instance: str = "",
+        connect_timeout: float = 5.0,
+        handler_concurrency: int = 64,
+    ) -> Bus:
+        async def on_error(err: Exception) -> None:
+            log.warning("nats error: %s", err)
+
+        async def on_disconnect() -> None:
+            log.warning("nats disconnected")
+
+        async def on_reconnect() -> None:
+            log.info("nats reconnected")
+
+        nc = await nats.connect(
+            url,
+            name=f"{name}:{instance}" if instance else name,
+            connect_timeout=connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            pending_size=64 * 1024 * 1024,
+        )
+        bus = cls(nc, Catalog(prefix), name=name, instance=instance)
+        bus._handler_slots = asyncio.Semaphore(handler_concurrency)
+        return bus
+
+    @property
+    def connected(self) -> bool:
+        return self.nc.is_connected
+
+    async def close(self, grace: float = 20.0) -> None:
+        """Stop taking work, let in-flight handlers and consumers finish (up to `grace`), then drain."""
+        if self._micro is not None:
+            with contextlib.suppress(Exception):
+                await self._micro.stop()
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        await asyncio.gather(*(c.stop(grace) for c in self._consumers), return_exceptions=True)
+        if self._handler_tasks:
+            await asyncio.wait(self._handler_tasks, timeout=grace)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.drain(), timeout=5)
+        if not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+    # ---- request / reply ------------------------------------------------------------------------------
+    async def request(
+        self,
+        subject: str,
+        payload: BaseModel | dict[str, Any] | None = None,
+        *,
+        timeout: float = 10.0,
+        response_model: type[M] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Send a request and return the reply (parsed into `response_model` when given).
+
+        Raises PlatformError with the responder's code on an error reply, SERVICE_UNAVAILABLE when nobody
+        answers or the reply is late."""
+        hdrs = inject_headers(headers)
+        cid = correlation_id.get()
+        if cid:
+            hdrs.setdefault(CORRELATION_HEADER, cid)
+        try:
+            msg = await self.nc.request(subject, _encode(payload), timeout=timeout, headers=hdrs)
+        except NoRespondersError:
+            raise PlatformError(ErrorCode.SERVICE_UNAVAILABLE, f"no service answers {subject}") from None
+        except (NatsTimeoutError, TimeoutError):
+            raise PlatformError(
+                ErrorCode.SERVICE_UNAVAILABLE, f"{subject} did not answer within {timeout:g}s"
+            ) from None
+        if msg.headers and ERROR_CODE_HEADER in msg.headers:
+            code = msg.headers.get(ERROR_CODE_HEADER, "INTERNAL_ERROR")
+            try:
+                body = ErrorBody.model_validate_json(msg.data)
+                raise PlatformError(body.code, body.message)
+            except ValidationError:
+                code = code if code in ErrorCode.__members__ else ErrorCode.INTERNAL_ERROR
+                raise PlatformError(code, msg.headers.get(ERROR_HEADER, "error")) from None
+        if response_model is None:
+            import json
+
+            return json.loads(msg.data) if msg.data else None
+        return response_model.model_validate_json(msg.data)
+
+    async def _micro_service(self) -> MicroService:
+        if self._micro is None:
+            self._micro = await add_service(
+                self.nc,
+                name=self.name,
+                version="0.1.0",
+                description=f"AI Dialogue Platform {self.name}",
+                metadata={"instance": self.instance, "prefix": self.catalog.prefix},
+                queue_group=self.name,
+            )
+        return self._micro
+
+    async def serve(
+        self,
+        subject: str,
+        handler: Handler,
+        request_model: type[BaseModel] | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+    ) -> None:
+        """Answer requests on `subject` (queue group = service name, so copies share the load).
+
+        The handler gets the parsed request and a RequestContext and returns the reply model. A raised
+        PlatformError becomes an error reply with its code; a bad request a VALIDATION_ERROR reply.
+        Handlers run concurrently (bounded), so one slow request never blocks the others."""
+        micro = await self._micro_service()
+        slots = self._handler_slots or asyncio.Semaphore(64)
+
+        async def run(req: MicroRequest) -> None:
+            headers = dict(req.headers or {})
+            token = otel_context.attach(extract_context(headers))
+            cid_token = correlation_id.set(headers.get(CORRELATION_HEADER))
+            try:
+                with tracer().start_as_current_span(f"serve {name or subject}", kind=trace.SpanKind.SERVER):
+                    try:
+                        parsed = (
+                            request_model.model_validate_json(req.data or b"{}")
+                            if request_model is not None
+                            else (req.data or b"")
+                        )
+                        result = await handler(parsed, RequestContext(subject=req.subject, headers=headers))
+                        await req.respond(_encode(result))
+                    except ValidationError as err:
+                        await self._respond_error(req, PlatformError(ErrorCode.VALIDATION_ERROR, _short(err)))
+                    except PlatformError as err:
+                        await self._respond_error(req, err)
+                    except Exception:
+                        log.exception("handler for %s failed", subject)
+                        await self._respond_error(
+                            req, PlatformError(ErrorCode.INTERNAL_ERROR, "internal error")
+                        )
+            finally:
+                correlation_id.reset(cid_token)
+                otel_context.detach(token)
+                slots.release()
+
+        async def on_request(req: MicroRequest) -> None:
+            await slots.acquire()  # back-pressure: at most N handlers in flight per process
+            task = asyncio.create_task(run(req))
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+
+        await micro.add_endpoint(
+            name=name or subject.replace(".", "-"),
+            subject=subject,
+            handler=on_request,
+            queue_group=queue or self.name,
+        )
+
+    @staticmethod
+    async def _respond_error(req: MicroRequest, err: PlatformError) -> None:
+        with contextlib.suppress(Exception):
+            await req.respond(
+                err.body().model_dump_json().encode(),
+                headers={ERROR_CODE_HEADER: err.code.value, ERROR_HEADER: err.message[:200]},
+            )
+
+    # ---- core pub/sub ---------------------------------------------------------------------------------
+    async def publish(
+        self, subject: str, payload: BaseModel | dict[str, Any] | bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Fire-and-forget core NATS publish (token chunks, live notifications)."""
+        await self.nc.publish(subject, _encode(payload), headers=headers)
+
+    async def subscribe(
+        self,
+        subject: str,
+        cb: Callable[[Msg], Awaitable[None]] | None = None,
+        *,
+        queue: str = "",
+        pending_msgs_limit: int = 65536,
+    ) -> Subscription:
+        sub = await self.nc.subscribe(subject, queue=queue, cb=cb, pending_msgs_limit=pending_msgs_limit)
+        if cb is not None:
+            self._subs.append(sub)
+        return sub
+
+    # ---- JetStream ------------------------------------------------------------------------------------
+    async def ensure_stream(self, spec: StreamSpec, *, replicas: int = 1) -> None:
+        """Create the stream, or update it to this config; safe to call from every copy at start."""
+        cfg = StreamConfig(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            retention=RetentionPolicy(spec.retention),
+            storage=StorageType.FILE,
+            max_age=spec.max_age_s,
+            max_msgs=spec.max_msgs,
+            duplicate_window=spec.duplicate_window_s,
+            discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
+            description=spec.description or None,
+        )
+        try:
+            await self.js.add_stream(cfg)
+        except BadRequestError:
+            await self.js.update_stream(cfg)
+
+    async def ensure_streams(self, bases: list[str] | None = None) -> None:
+        specs = self.catalog.streams if bases is None else [self.catalog.stream_by_base(b) for b in bases]
+        for spec in specs:
+            await self.ensure_stream(spec)
+
+    async def publish_event(
+        self,
+        subject: str,
+        payload: BaseModel,
+        *,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> int:
+        """Publish a registered payload in an Envelope to JetStream; `msg_id` de-duplicates within the
+        stream's duplicate window. Returns the stream sequence."""
+        env = wrap(payload, source=f"{self.name}/{self.instance}", traceparent=current_traceparent(), id=msg_id)
+        hdrs = inject_headers(headers)
+        hdrs[MSG_ID_HEADER] = env.id
+        ack = await self.js.publish(subject, env.model_dump_json().encode(), timeout=timeout, headers=hdrs)
+        return ack.seq
+
+    async def consume(
+        self,
+        stream: str,
+        durable: str,
+        handler: ConsumerHandler,
+        *,
+        filter_subject: str | None = None,
+        concurrency: int = 16,
+        batch: int = 32,
+        ack_wait: float = 30.0,
+        max_deliver: int = 20,
+        backoff: float = 1.0,
+        deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+    ) -> Consumer:
+        """Run a durable pull consumer (shared by every copy using the same `durable`).
+
+        Ack after the handler returns; `Retry` naks with a delay; `Reject` or an undecodable message is
+        terminated; any other exception naks with exponential backoff. While a handler runs its message
+        is kept alive (in_progress) so long steps are not redelivered to another copy."""
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=max(concurrency * 4, 64),
+            filter_subject=filter_subject,
+            deliver_policy=deliver_policy,
+        )
+        psub = await self.js.pull_subscribe(
+            filter_subject or "", durable=durable, stream=stream, config=config
+        )
+        slots = asyncio.Semaphore(concurrency)
+        consumer: Consumer
+
+        async def keep_alive(msg: Msg) -> None:
+            while True:
+                await asyncio.sleep(ack_wait / 3)
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+        async def handle(msg: Msg) -> None:
+            headers = dict(msg.headers or {})
+            token = otel_context.attach(extract_context(headers))
+            alive = asyncio.create_task(keep_alive(msg))
+            try:
+                meta = msg.metadata
+                try:
+                    env = decode(msg.data)
+                except (ValidationError, ValueError, KeyError) as err:
+                    log.error("rejecting undecodable message on %s: %s", msg.subject, _short(err))
+                    await msg.term()
+                    return
+                with tracer().start_as_current_span(f"consume {durable}", kind=trace.SpanKind.CONSUMER):
+                    await handler(
+                        Delivery(
+                            msg=msg, envelope=env, num_delivered=meta.num_delivered, stream_seq=meta.sequence.stream
+                        )
+                    )
+                await msg.ack()
+                consumer.processed += 1
+            except Reject as err:
+                log.error("terminating message on %s: %s", msg.subject, err)
+                consumer.failed += 1
+                with contextlib.suppress(Exception):
+                    await msg.term()
+            except Retry as err:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=err.delay)
+            except asyncio.CancelledError:
+                # Shutting down mid-message: hand it straight back for another copy.
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                raise
+            except Exception:
+                consumer.failed += 1
+                n = msg.metadata.num_delivered if msg.metadata else 1
+                delay = min(backoff * (2 ** (n - 1)), 30.0) * (0.5 + random.random() / 2)
+                log.exception("handler failed on %s (delivery %d); retry in %.1fs", msg.subject, n, delay)
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=delay)
+            finally:
+                alive.cancel()
+                otel_context.detach(token)
+                slots.release()
+
+        async def loop() -> None:
+            while not consumer.stopping.is_set():
+                free = concurrency - len(consumer.inflight)
+                if free <= 0:
+                    await slots.acquire()
+                    slots.release()
+                    continue
+                try:
+                    msgs = await psub.fetch(batch=min(batch, free), timeout=1.0)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                except Exception as err:  # connection trouble: back off, the client reconnects
+                    if consumer.stopping.is_set():
+                        break
+                    log.warning("fetch on %s failed: %s", durable, err)
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in msgs:
+                    await slots.acquire()
+                    task = asyncio.create_task(handle(msg))
+                    consumer.inflight.add(task)
+                    task.add_done_callback(consumer.inflight.discard)
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+        consumer = Consumer(name=durable, task=asyncio.create_task(loop()))
+        self._consumers.append(consumer)
+        return consumer
+
+    async def stream_messages(
+        self, stream: str, subject: str, *, start_seq: int | None = None, limit: int = 10_000
+    ) -> list[Msg]:
+        """Read stored messages on `subject` (oldest first) with an ephemeral ordered consumer."""
+        try:
+            info = await self.js.stream_info(stream)
+        except NotFoundError:
+            return []
+        if info.state.messages == 0:
+            return []
+        out: list[Msg] = []
+        sub = await self.js.subscribe(
+            subject,
+            stream=stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
+            config=ConsumerConfig(opt_start_seq=start_seq) if start_seq else None,
+        )
+        try:
+            while len(out) < limit:
+                pending = sub.pending_msgs
+                try:
+                    msg = await sub.next_msg(timeout=0.2 if out or pending else 0.5)
+                except (NatsTimeoutError, TimeoutError):
+                    break
+                out.append(msg)
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return out
+
+    async def kv(self, base: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
+        """The KV bucket `base` (prefixed), created on first use."""
+        name = self.catalog.bucket(base)
+        if name not in self._kv:
+            try:
+                self._kv[name] = await self.js.key_value(name)
+            except (NotFoundError, Exception):
+                self._kv[name] = await self.js.create_key_value(bucket=name, history=history, ttl=ttl)
+        return self._kv[name]
+
+
+def _short(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        parts = []
+        for e in err.errors()[:5]:
+            loc = ".".join(str(p) for p in e["loc"])
+            parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+        return "; ".join(parts)
+    return str(err)[:300]
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05) -> bool:
+    """Poll an async predicate until true or timeout (used by start-up checks and tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(interval)
+    return False

@@ -1,0 +1,77 @@
+"""The envelope every durable fact on the bus travels in, and the typed registry of event types."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+P = TypeVar("P", bound=BaseModel)
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Envelope(BaseModel, Generic[P]):
+    """Wraps a payload with identity, type, time, origin, trace context and schema version."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(default_factory=new_id, description="Unique message id; also the Nats-Msg-Id")
+    type: str = Field(description="Event type name, e.g. 'usage.recorded'")
+    time: datetime = Field(default_factory=utcnow)
+    schema_version: int = SCHEMA_VERSION
+    source: str = Field(default="", description="service/instance that produced it")
+    traceparent: str | None = Field(default=None, description="W3C trace context of the producer")
+    payload: P
+
+
+# type name -> payload model, filled by the schema modules (used for decoding and AsyncAPI).
+EVENT_TYPES: dict[str, type[BaseModel]] = {}
+
+
+def event_type(name: str):
+    """Class decorator: register a payload model under an event type name."""
+
+    def wrap(cls: type[BaseModel]) -> type[BaseModel]:
+        if name in EVENT_TYPES and EVENT_TYPES[name] is not cls:
+            raise ValueError(f"event type {name!r} registered twice")
+        EVENT_TYPES[name] = cls
+        cls.__event_type__ = name  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def type_of(payload: BaseModel) -> str:
+    name = getattr(type(payload), "__event_type__", None)
+    if name is None:
+        raise TypeError(f"{type(payload).__name__} is not a registered event payload")
+    return name
+
+
+def wrap(payload: BaseModel, *, source: str = "", traceparent: str | None = None, id: str | None = None) -> Envelope:
+    env = Envelope[type(payload)](  # type: ignore[misc]
+        type=type_of(payload), source=source, traceparent=traceparent, payload=payload
+    )
+    if id is not None:
+        env.id = id
+    return env
+
+
+def decode(data: bytes | str | dict[str, Any]) -> Envelope:
+    """Parse an envelope and its payload by the registered type (unknown types keep a dict payload)."""
+    raw = data if isinstance(data, dict) else Envelope[Any].model_validate_json(data).model_dump()  # type: ignore[index]
+    model = EVENT_TYPES.get(raw["type"])
+    if model is None:
+        return Envelope[Any].model_validate(raw)  # type: ignore[index]
+    return Envelope[model].model_validate(raw)  # type: ignore[valid-type]

@@ -1,0 +1,108 @@
+"""Per-service admin HTTP server: GET /health, /ready and /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from adp_common.schemas.common import ComponentHealth, HealthReply
+from adp_common.telemetry import Metrics
+
+log = logging.getLogger("adp.health")
+
+Check = Callable[[], Awaitable[None]]
+
+
+class HealthChecks:
+    """Named async checks; a check raising (or taking over `timeout`) marks its component DOWN."""
+
+    def __init__(self, service: str, instance: str) -> None:
+        self.service = service
+        self.instance = instance
+        self.checks: dict[str, Check] = {}
+        self.info: dict[str, object] = {}
+        self.ready = False
+
+    def add(self, name: str, check: Check) -> None:
+        self.checks[name] = check
+
+    async def run(self, timeout: float = 2.0) -> HealthReply:
+        async def one(name: str, check: Check) -> tuple[str, ComponentHealth]:
+            start = time.perf_counter()
+            try:
+                await asyncio.wait_for(check(), timeout)
+                return name, ComponentHealth(status="UP", latency_ms=round((time.perf_counter() - start) * 1000, 2))
+            except Exception as err:
+                return name, ComponentHealth(status="DOWN", detail=str(err)[:200] or type(err).__name__)
+
+        results = dict(await asyncio.gather(*(one(n, c) for n, c in self.checks.items())))
+        up = self.ready and all(c.status == "UP" for c in results.values())
+        return HealthReply(
+            service=self.service,
+            instance=self.instance,
+            status="UP" if up else "DOWN",
+            components=results,
+            info=dict(self.info),
+        )
+
+
+def build_admin_app(checks: HealthChecks, metrics: Metrics) -> Starlette:
+    async def health(_: Request) -> Response:
+        reply = await checks.run()
+        return JSONResponse(reply.model_dump(mode="json"), status_code=200 if reply.status == "UP" else 503)
+
+    async def ready(_: Request) -> Response:
+        return JSONResponse({"ready": checks.ready}, status_code=200 if checks.ready else 503)
+
+    async def live(_: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def prom(_: Request) -> Response:
+        body, ctype = metrics.render()
+        return Response(body, media_type=ctype)
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/ready", ready),
+            Route("/live", live),
+            Route("/metrics", prom),
+        ]
+    )
+
+
+class AdminServer:
+    """uvicorn in the service's own event loop; port 0 picks a free port (see `.port`)."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        self.host = host
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.port: int = self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.task, 5)

@@ -1,0 +1,34 @@
+"""Messages every service shares."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from adp_common.envelope import utcnow
+
+Status = Literal["UP", "DOWN"]
+
+
+class ComponentHealth(BaseModel):
+    status: Status
+    detail: str | None = None
+    latency_ms: float | None = None
+
+
+class HealthReply(BaseModel):
+    """Reply to `<prefix>.<service>.health` and body of each service's HTTP `/health`."""
+
+    service: str
+    instance: str
+    status: Status
+    version: str = "0.1.0"
+    timestamp: datetime = Field(default_factory=utcnow)
+    components: dict[str, ComponentHealth] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Empty(BaseModel):
+    pass

@@ -1,0 +1,127 @@
+"""dialogue service messages: commands and queries from the gateway, discussion events, work jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from adp_common.envelope import event_type, utcnow
+
+# Contract event names (SSE `event:` field and Socket.IO event names).
+DISCUSSION_EVENT_NAMES = (
+    "discussion-started",
+    "message-start",
+    "message-chunk",
+    "message-complete",
+    "round-complete",
+    "questions-generated",
+    "summary-created",
+    "conversation-resolved",
+    "error",
+)
+
+
+class PersonaSpec(BaseModel):
+    name: str = Field(min_length=1, max_length=40)
+    role_prompt: str = Field(default="", max_length=4000)
+    route: str = Field(default="default", max_length=100, description="llm-router route for this persona")
+
+
+class FileRef(BaseModel):
+    """A file the gateway accepted; its extracted text is discussion context."""
+
+    id: str | None = None
+    name: str = Field(max_length=255)
+    content_type: str
+    size: int = Field(ge=0)
+    text: str = Field(default="", description="extracted text (PDF/plain); empty for images")
+
+
+class DialogueCommand(BaseModel):
+    """Request on `<prefix>.dialogue.command`. Reply: DiscussionView (or an error reply)."""
+
+    action: Literal["create", "proceed", "answers", "input", "questions", "summary", "stop"]
+    user_id: str
+    discussion_id: str | None = None
+    # create
+    topic: str | None = None
+    personas: list[PersonaSpec] | None = None
+    max_rounds: int | None = Field(default=None, ge=1, le=100)
+    auto: bool = False
+    files: list[FileRef] = Field(default_factory=list, max_length=5)
+    # answers
+    round_number: int | None = None
+    answers: dict[str, list[str]] | None = None
+    # input
+    input: str | None = Field(default=None, max_length=5000)
+
+
+class DialogueQuery(BaseModel):
+    """Request on `<prefix>.dialogue.query`."""
+
+    kind: Literal["list", "get", "export", "active_count"]
+    user_id: str | None = None
+    discussion_id: str | None = None
+    format: Literal["json", "markdown"] = "json"
+
+
+class DiscussionView(BaseModel):
+    """A discussion as clients see it (camelCase keys as in the contract)."""
+
+    id: str
+    userId: str
+    topic: str
+    status: str
+    currentRound: int = 0
+    maxRounds: int = 20
+    personas: list[PersonaSpec] = Field(default_factory=list)
+    rounds: list[dict[str, Any]] = Field(default_factory=list)
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    questions: list[dict[str, Any]] = Field(default_factory=list)
+    summaries: list[dict[str, Any]] = Field(default_factory=list)
+    resolution: dict[str, Any] | None = None
+    tokenCount: int = 0
+    tokenLimit: int = 4000
+    createdAt: datetime | None = None
+    updatedAt: datetime | None = None
+    error: dict[str, Any] | None = None
+    hasActiveDiscussion: bool | None = None
+
+
+class DiscussionList(BaseModel):
+    discussions: list[DiscussionView]
+
+
+class ExportReply(BaseModel):
+    format: Literal["json", "markdown"]
+    content: str
+
+
+class CountReply(BaseModel):
+    count: int
+
+
+@event_type("discussion.event")
+class DiscussionEvent(BaseModel):
+    """A discussion event. Durable ones go to `Catalog.discussion_events(id)` with a per-discussion `seq`
+    (the SSE id); `message-chunk` goes to `Catalog.discussion_chunks(id)` on core NATS with seq 0."""
+
+    discussionId: str
+    seq: int = 0
+    event: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    time: datetime = Field(default_factory=utcnow)
+
+
+@event_type("dialogue.job")
+class DialogueJob(BaseModel):
+    """A discussion step on the DIALOGUE_WORK work queue. Idempotent by (discussion_id, step_key)."""
+
+    discussion_id: str
+    kind: Literal["turn", "summary", "questions", "resolution", "final"]
+    step_key: str = Field(description="unique per step, e.g. 'r3t2' for round 3 turn 2")
+    round: int = 0
+    position: int = 0
+    data: dict[str, Any] = Field(default_factory=dict)

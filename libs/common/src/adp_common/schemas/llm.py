@@ -1,0 +1,129 @@
+"""llm-router messages: completion requests, streamed chunks, results, usage records, provider state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from adp_common.envelope import event_type, new_id, utcnow
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(BaseModel):
+    role: Role
+    content: str
+
+
+class CompletionRequest(BaseModel):
+    """Request on `<prefix>.llm.complete`. The reply is a CompletionResult (or an error reply).
+
+    When `stream` is true the router publishes CompletionChunk messages on `Catalog.llm_stream(request_id)`
+    (core NATS) as tokens arrive; the caller subscribes to it before sending the request.
+    """
+
+    request_id: str = Field(default_factory=new_id, description="Idempotency key; also the usage record id")
+    messages: list[ChatMessage] = Field(min_length=1)
+    route: str = Field(default="default", description="Persona route ('analyzer'), model name, or 'provider/model'")
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    stream: bool = False
+    user_id: str | None = None
+    discussion_id: str | None = None
+    persona: str | None = None
+    timeout_s: float = Field(default=120.0, gt=0, le=600, description="Deadline for the whole call")
+    fallback_after_tokens: bool = Field(
+        default=False, description="Allow falling to the next provider after tokens were streamed"
+    )
+
+
+class CompletionChunk(BaseModel):
+    request_id: str
+    seq: int
+    delta: str = ""
+    # Set when the router restarted the answer on another provider after tokens were sent.
+    restart: bool = False
+    provider: str | None = None
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+
+
+class CompletionResult(BaseModel):
+    request_id: str
+    text: str
+    finish_reason: str = "stop"
+    usage: Usage = Field(default_factory=Usage)
+    provider: str
+    model: str
+    simulated: bool = False
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    attempts: int = 1
+
+
+@event_type("usage.recorded")
+class UsageRecord(BaseModel):
+    """One per LLM call, success or failure, published once (Nats-Msg-Id = request_id) on USAGE."""
+
+    request_id: str
+    user_id: str | None = None
+    discussion_id: str | None = None
+    persona: str | None = None
+    route: str | None = None
+    provider: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    status: Literal["ok", "error"] = "ok"
+    error_code: str | None = None
+    time: datetime = Field(default_factory=utcnow)
+
+
+class ModelInfo(BaseModel):
+    id: str
+    provider: str
+    simulated: bool = False
+    owned_by: str = ""
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+BreakerStateName = Literal["closed", "open", "half_open"]
+
+
+class BreakerState(BaseModel):
+    """Value stored per provider in the breakers KV bucket, shared by all router copies."""
+
+    provider: str
+    state: BreakerStateName = "closed"
+    failures: list[float] = Field(default_factory=list, description="epoch seconds of recent failures")
+    successes_in_half_open: int = 0
+    opened_at: float | None = None
+    updated_at: float = 0.0
+
+
+class ProviderStatus(BaseModel):
+    provider: str
+    available: bool
+    breaker: BreakerStateName = "closed"
+    success_rate: float | None = None
+    requests: int = 0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    simulated: bool = False
+    models: list[str] = Field(default_factory=list)
+
+
+class ProviderStatusList(BaseModel):
+    providers: list[ProviderStatus]

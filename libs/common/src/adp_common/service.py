@@ -1,0 +1,188 @@
+"""The shell every service runs in: settings, logging, tracing, bus, database, admin HTTP server,
+health over the bus, heartbeats, and graceful shutdown on SIGTERM/SIGINT.
+
+A service supplies a `ServiceApp` (start/stop hooks that register its bus handlers); everything
+else is here so the five services stay thin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+import asyncpg
+import psutil
+
+from adp_common import db
+from adp_common.bus import Bus
+from adp_common.health import AdminServer, HealthChecks, build_admin_app
+from adp_common.logging import setup_logging
+from adp_common.schemas.common import HealthReply
+from adp_common.schemas.ops import Heartbeat
+from adp_common.settings import ServiceSettings
+from adp_common.telemetry import Metrics, setup_tracing, shutdown_tracing
+
+log = logging.getLogger("adp.service")
+
+
+class ServiceApp(Protocol):
+    async def start(self, rt: ServiceRuntime) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        service: str,
+        migrations_dir: Path | None = None,
+        use_database: bool = True,
+        streams: list[str] | None = None,
+        admin_server: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.instance = settings.instance_id or f"{service}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.migrations_dir = migrations_dir
+        self.use_database = use_database
+        self.streams = streams
+        self.admin_server = admin_server
+        self.metrics = Metrics()
+        self.checks = HealthChecks(service, self.instance)
+        self.bus: Bus | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.admin: AdminServer | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def database_name(self) -> str:
+        if self.settings.database_name:
+            return self.settings.database_name
+        base = self.service.replace("-", "_")
+        return f"{base}_{self.settings.db_suffix}" if self.settings.db_suffix else base
+
+    async def start(self) -> None:
+        s = self.settings
+        self.bus = await Bus.connect(
+            s.nats_url,
+            prefix=s.subject_prefix,
+            name=self.service,
+            instance=self.instance,
+            handler_concurrency=s.handler_concurrency,
+        )
+        bus = self.bus
+
+        async def nats_ok() -> None:
+            if not bus.connected:
+                raise ConnectionError("not connected to NATS")
+            await bus.nc.flush(timeout=2)
+
+        self.checks.add("nats", nats_ok)
+        await bus.ensure_streams(self.streams)
+        if self.use_database:
+            self.pool = await db.open_pool(
+                s.database_url.get_secret_value(),
+                self.database_name,
+                migrations_dir=self.migrations_dir,
+                min_size=s.db_pool_min,
+                max_size=s.db_pool_max,
+            )
+            pool = self.pool
+
+            async def db_ok() -> None:
+                await db.ping(pool)
+
+            self.checks.add("database", db_ok)
+
+        async def health(_: object, __: object) -> HealthReply:
+            return await self.checks.run()
+
+        await bus.serve(bus.catalog.health(self.service), health, name="health")
+        if self.admin_server:
+            self.admin = AdminServer(build_admin_app(self.checks, self.metrics), s.http_host, s.http_port)
+            await self.admin.start()
+            self.checks.info["admin_port"] = self.admin.port
+        self._heartbeat = asyncio.create_task(self._heartbeats())
+
+    async def _heartbeats(self) -> None:
+        assert self.bus is not None
+        proc = psutil.Process()
+        while True:
+            try:
+                mem = psutil.virtual_memory()
+                disk = shutil.disk_usage(os.environ.get("ADP_DATA_DIR", "/"))
+                beat = Heartbeat(
+                    service=self.service,
+                    instance=self.instance,
+                    rss_bytes=proc.memory_info().rss,
+                    memory_pressure=round(mem.percent / 100, 4),
+                    disk_free_ratio=round(disk.free / disk.total, 4),
+                )
+                await self.bus.publish_event(self.bus.catalog.ops("heartbeat"), beat)
+            except Exception as err:  # never let heartbeats kill the service
+                log.debug("heartbeat failed: %s", err)
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+    async def stop(self) -> None:
+        self.checks.ready = False
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self.bus is not None:
+            await self.bus.close(grace=self.settings.shutdown_grace_s)
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), 10)
+        if self.admin is not None:
+            await self.admin.stop()
+        shutdown_tracing()
+
+
+async def run_service(rt: ServiceRuntime, app: ServiceApp, stop_event: asyncio.Event | None = None) -> None:
+    """Start the runtime and the app, mark ready, wait for SIGTERM/SIGINT (or `stop_event`), drain, stop."""
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if stop_event is None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+    try:
+        await rt.start()
+        await app.start(rt)
+        rt.checks.ready = True
+        port = rt.admin.port if rt.admin is not None else rt.settings.http_port
+        log.info("%s ready", rt.service, extra={"admin_url": f"http://{rt.settings.http_host}:{port}"})
+        await stop.wait()
+        log.info("%s stopping: draining in-flight work", rt.service)
+    finally:
+        rt.checks.ready = False
+        with contextlib.suppress(Exception):
+            await app.stop()
+        await rt.stop()
+        log.info("%s stopped", rt.service)
+
+
+def main_for(service: str, settings: ServiceSettings, app: ServiceApp, **runtime_kwargs: object) -> None:
+    """Entry point helper for `adp-<service>` console scripts."""
+    rt = ServiceRuntime(settings, service=service, **runtime_kwargs)  # type: ignore[arg-type]
+    setup_logging(
+        service,
+        rt.instance,
+        level=settings.log_level,
+        log_dir=settings.log_dir,
+        max_bytes=settings.log_max_bytes,
+        backups=settings.log_backups,
+    )
+    setup_tracing(service, rt.instance)
+    try:
+        asyncio.run(run_service(rt, app))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,107 @@
+"""Bus behaviour against a real NATS server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from adp_common.bus import Bus, Delivery, Reject, RequestContext, Retry
+from adp_common.errors import ErrorCode, PlatformError
+from adp_common.schemas.llm import UsageRecord
+from pydantic import BaseModel
+
+
+class Ping(BaseModel):
+    n: int
+
+
+class Pong(BaseModel):
+    n: int
+    who: str
+
+
+async def test_request_reply_and_error_codes(bus: Bus, nats_url: str, prefix: str) -> None:
+    server = await Bus.connect(nats_url, prefix=prefix, name="svc", instance="a")
+    try:
+
+        async def handle(req: Ping, ctx: RequestContext) -> Pong:
+            if req.n < 0:
+                raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "nope")
+            return Pong(n=req.n * 2, who="a")
+
+        await server.serve(bus.catalog.subject("svc", "double"), handle, Ping)
+        reply = await bus.request(bus.catalog.subject("svc", "double"), Ping(n=21), response_model=Pong)
+        assert reply.n == 42
+        with pytest.raises(PlatformError) as err:
+            await bus.request(bus.catalog.subject("svc", "double"), Ping(n=-1))
+        assert err.value.code == ErrorCode.DISCUSSION_NOT_FOUND
+        with pytest.raises(PlatformError) as bad:
+            await bus.request(bus.catalog.subject("svc", "double"), {"n": "x"})
+        assert bad.value.code == ErrorCode.VALIDATION_ERROR
+    finally:
+        await server.close(grace=1)
+    with pytest.raises(PlatformError) as gone:
+        await bus.request(bus.catalog.subject("svc", "double"), Ping(n=1), timeout=1)
+    assert gone.value.code == ErrorCode.SERVICE_UNAVAILABLE
+
+
+async def test_slow_handler_does_not_block_others(bus: Bus, nats_url: str, prefix: str) -> None:
+    server = await Bus.connect(nats_url, prefix=prefix, name="svc", instance="a")
+    try:
+
+        async def handle(req: Ping, ctx: RequestContext) -> Pong:
+            await asyncio.sleep(0.5 if req.n == 0 else 0)
+            return Pong(n=req.n, who="a")
+
+        subject = bus.catalog.subject("svc", "slow")
+        await server.serve(subject, handle, Ping)
+        slow = asyncio.create_task(bus.request(subject, Ping(n=0), response_model=Pong))
+        await asyncio.sleep(0.05)
+        fast = await asyncio.wait_for(bus.request(subject, Ping(n=1), response_model=Pong), 0.3)
+        assert fast.n == 1 and not slow.done()
+        assert (await slow).n == 0
+    finally:
+        await server.close(grace=1)
+
+
+async def test_duplicate_msg_id_is_dropped(bus: Bus) -> None:
+    await bus.ensure_streams(["USAGE"])
+    rec = UsageRecord(request_id="r1", provider="p", model="m", input_tokens=3)
+    s1 = await bus.publish_event(bus.catalog.usage_record, rec, msg_id="r1")
+    s2 = await bus.publish_event(bus.catalog.usage_record, rec, msg_id="r1")
+    assert s1 == s2
+    info = await bus.js.stream_info(bus.catalog.stream_name("USAGE"))
+    assert info.state.messages == 1
+
+
+async def test_ensure_stream_is_idempotent(bus: Bus) -> None:
+    await bus.ensure_streams()
+    await bus.ensure_streams()
+    names = {s.config.name for s in await bus.js.streams_info()}
+    for spec in bus.catalog.streams:
+        assert spec.name in names
+
+
+async def test_consumer_ack_retry_reject(bus: Bus) -> None:
+    await bus.ensure_streams(["USAGE"])
+    seen: list[tuple[str, int]] = []
+    done = asyncio.Event()
+
+    async def handler(d: Delivery) -> None:
+        rid = d.payload.request_id
+        seen.append((rid, d.num_delivered))
+        if rid == "retry" and d.num_delivered == 1:
+            raise Retry("again", delay=0.1)
+        if rid == "bad":
+            raise Reject("never")
+        if rid == "retry":
+            done.set()
+
+    consumer = await bus.consume(bus.catalog.stream_name("USAGE"), "c1", handler, concurrency=4)
+    for rid in ("ok", "retry", "bad"):
+        await bus.publish_event(bus.catalog.usage_record, UsageRecord(request_id=rid, provider="p", model="m"))
+    await asyncio.wait_for(done.wait(), 10)
+    await consumer.stop(grace=2)
+    assert ("retry", 2) in seen
+    assert [s for s in seen if s[0] == "bad"] == [("bad", 1)]
+    assert [s for s in seen if s[0] == "ok"] == [("ok", 1)]

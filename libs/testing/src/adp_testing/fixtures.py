@@ -1,0 +1,143 @@
+"""pytest fixtures shared by every test in the repo (loaded from the root conftest.py).
+
+Each test gets its own subject prefix, hence its own streams and KV buckets, and its own databases;
+all are removed at teardown. Real servers only: see adp_testing.servers for where they come from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from adp_common import db
+from adp_common.bus import Bus
+
+from adp_testing import servers
+from adp_testing.procs import ServiceProcesses
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    started = servers.resolve_nats()
+    yield started.url
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    started = servers.resolve_postgres()
+    yield started.url
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    started = servers.resolve_redis()
+    if started is None:
+        pytest.skip("no Redis server available (set ADP_TEST_REDIS_URL)")
+    yield started.url
+    started.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A subject prefix unique to this test: its streams, subjects and buckets are its own."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+async def cleanup_prefix(nats_url: str, prefix: str) -> None:
+    """Delete every stream and KV bucket created under `prefix`."""
+    bus = await Bus.connect(nats_url, prefix=prefix, name="cleanup")
+    try:
+        stream_prefix = bus.catalog.stream_name("")
+        kv_prefix = "KV_" + bus.catalog.bucket("")
+        names = await bus.js.streams_info()
+        for info in names:
+            name = info.config.name
+            if name.startswith(stream_prefix) or name.startswith(kv_prefix):
+                with contextlib.suppress(Exception):
+                    await bus.js.delete_stream(name)
+    finally:
+        await bus.close(grace=1)
+
+
+@pytest_asyncio.fixture
+async def bus(nats_url: str, prefix: str) -> AsyncIterator[Bus]:
+    b = await Bus.connect(nats_url, prefix=prefix, name="test", instance="test")
+    try:
+        yield b
+    finally:
+        await b.close(grace=2)
+        await cleanup_prefix(nats_url, prefix)
+
+
+class Databases:
+    """Creates uniquely named databases and drops them at teardown."""
+
+    def __init__(self, server_dsn: str, tag: str) -> None:
+        self.server_dsn = server_dsn
+        self.tag = tag
+        self.created: list[str] = []
+
+    def name(self, base: str) -> str:
+        n = f"{base}_{self.tag}"
+        if n not in self.created:
+            self.created.append(n)
+        return n
+
+    def dsn(self, base: str) -> str:
+        return db.with_database(self.server_dsn, self.name(base))
+
+    async def connect(self, base: str) -> asyncpg.Connection:
+        await db.ensure_database(self.server_dsn, self.name(base))
+        return await asyncpg.connect(self.dsn(base))
+
+    async def drop_all(self) -> None:
+        for n in self.created:
+            with contextlib.suppress(Exception):
+                await db.drop_database(self.server_dsn, n)
+
+
+@pytest_asyncio.fixture
+async def databases(pg_dsn: str, prefix: str) -> AsyncIterator[Databases]:
+    dbs = Databases(pg_dsn, prefix)
+    try:
+        yield dbs
+    finally:
+        await dbs.drop_all()
+
+
+@pytest.fixture
+def service_env(nats_url: str, pg_dsn: str, prefix: str) -> dict[str, str]:
+    """Environment for starting service processes isolated to this test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")}
+    env.update(
+        {
+            "ADP_NATS_URL": nats_url,
+            "ADP_DATABASE_URL": pg_dsn,
+            "ADP_SUBJECT_PREFIX": prefix,
+            "ADP_DB_SUFFIX": prefix,
+            "ADP_LOG_LEVEL": "INFO",
+            "ADP_HEARTBEAT_INTERVAL_S": "2",
+        }
+    )
+    return env
+
+
+@pytest_asyncio.fixture
+async def processes(nats_url: str, pg_dsn: str, prefix: str) -> AsyncIterator[ServiceProcesses]:
+    """Start services as separate OS processes; all are killed and their databases dropped at teardown."""
+    procs = ServiceProcesses(nats_url=nats_url, pg_dsn=pg_dsn, prefix=prefix)
+    try:
+        yield procs
+    finally:
+        await procs.stop_all()
+        await asyncio.sleep(0)
+        await procs.drop_databases()
+        await cleanup_prefix(nats_url, prefix)

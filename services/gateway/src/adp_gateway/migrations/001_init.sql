@@ -1,0 +1,2 @@
+-- gateway: initial schema placeholder; the service issue fills it in
+SELECT 1;
