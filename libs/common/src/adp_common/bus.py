@@ -290,9 +290,7 @@ class Bus:
                         await self._respond_error(req, err)
                     except Exception:
                         log.exception("handler for %s failed", subject)
-                        await self._respond_error(
-                            req, PlatformError(ErrorCode.INTERNAL_ERROR, "internal error")
-                        )
+                        await self._respond_error(req, PlatformError(ErrorCode.INTERNAL_ERROR, "internal error"))
             finally:
                 correlation_id.reset(cid_token)
                 otel_context.detach(token)
@@ -409,9 +407,7 @@ class Bus:
             filter_subject=filter_subject,
             deliver_policy=deliver_policy,
         )
-        psub = await self.js.pull_subscribe(
-            filter_subject or "", durable=durable, stream=stream, config=config
-        )
+        psub = await self.js.pull_subscribe(filter_subject or "", durable=durable, stream=stream, config=config)
         slots = asyncio.Semaphore(concurrency)
         consumer: Consumer
 

@@ -89,7 +89,9 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list
                    checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+        done = {
+            r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
         for mig in sorted(migrations, key=lambda m: m.version):
             if mig.version in done:
                 if done[mig.version] != mig.checksum:

@@ -34,14 +34,14 @@ class ServiceProcesses:
         return self.manager.start(service, extra_env=extra_env)
 
     async def start_healthy(
-        self, services: list[str] | None = None, *, replicas: int = 1, extra_env: dict[str, str] | None = None,
+        self,
+        services: list[str] | None = None,
+        *,
+        replicas: int = 1,
+        extra_env: dict[str, str] | None = None,
         timeout: float = 60.0,
     ) -> list[Proc]:
-        procs = [
-            self.start(svc, extra_env)
-            for svc in (services or START_ORDER)
-            for _ in range(replicas)
-        ]
+        procs = [self.start(svc, extra_env) for svc in (services or START_ORDER) for _ in range(replicas)]
         await self.manager.wait_healthy(procs, timeout=timeout)
         return procs
 
