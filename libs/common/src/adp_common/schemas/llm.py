@@ -37,6 +37,12 @@ class CompletionRequest(BaseModel):
     fallback_after_tokens: bool = Field(
         default=False, description="Allow falling to the next provider after tokens were streamed"
     )
+    task: str | None = Field(
+        default=None,
+        description="What the call is for: turn | continue | summary | questions | resolution | final | chat. "
+        "Lets the simulated provider answer in kind (e.g. JSON for questions).",
+    )
+    round: int | None = Field(default=None, ge=0, description="Discussion round of a dialogue call")
 
 
 class CompletionChunk(BaseModel):

@@ -1,0 +1,27 @@
+"""`adp`: the platform's command line — launcher, operator commands and terminal client."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from adp_cli import launcher, ops, terminal
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adp", description="AI Dialogue Platform command line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    launcher.register(sub)  # up
+    ops.register(sub)  # status, breakers, budget, alerts, backup, restore (operators)
+    terminal.register(sub)  # discuss, costs (users)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sys.exit(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    main()
