@@ -1,9 +1,142 @@
-"""adp CLI commands (launcher): filled in by its issue."""
+"""`adp up`: run the whole platform locally as separate processes.
+
+Uses NATS / PostgreSQL / Redis from ADP_NATS_URL / ADP_DATABASE_URL / ADP_REDIS_URL, else servers already
+listening on the default local ports, else starts embedded NATS and PostgreSQL from PyPI packages with
+data under `--data-dir` (no Docker, no system packages). Redis is optional (the gateway falls back to
+in-process rate limiting).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from adp_cli import servers
+from adp_cli.procs import SERVICES, START_ORDER, ProcessManager
+
+
+def _parse_scale(values: list[str]) -> dict[str, int]:
+    scale: dict[str, int] = {}
+    for item in values:
+        name, _, count = item.partition("=")
+        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"--scale takes SERVICE=N with SERVICE in {', '.join(SERVICES)}")
+        scale[name] = int(count)
+    return scale
+
+
+def bootstrap_key(data_dir: Path) -> str:
+    """ADP_BOOTSTRAP_API_KEY, else a key generated once and kept in the data dir."""
+    key = os.environ.get("ADP_BOOTSTRAP_API_KEY")
+    if key:
+        return key
+    path = data_dir / "bootstrap-api-key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = "adp_" + secrets.token_urlsafe(24)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    started: list[servers.Started] = []
+    try:
+        nats = servers.resolve_nats("ADP_NATS_URL", use_docker=False, data_dir=data_dir / "nats")
+        started.append(nats)
+        print(f"NATS       {nats.url} ({nats.kind})")
+        pg = servers.resolve_postgres("ADP_DATABASE_URL", use_docker=False, data_dir=data_dir / "postgres")
+        started.append(pg)
+        print(f"PostgreSQL {pg.url.split('@')[-1]} ({pg.kind})")
+        redis = servers.resolve_redis("ADP_REDIS_URL", use_docker=False)
+        if redis is not None:
+            started.append(redis)
+            print(f"Redis      {redis.url} ({redis.kind})")
+        else:
+            print("Redis      none (rate limits enforced per gateway process)")
+        key = bootstrap_key(data_dir)
+        env = dict(os.environ)
+        env.update({"ADP_NATS_URL": nats.url, "ADP_DATABASE_URL": pg.url, "ADP_BOOTSTRAP_API_KEY": key})
+        if redis is not None:
+            env["ADP_REDIS_URL"] = redis.url
+        if args.log_dir:
+            env["ADP_LOG_DIR"] = str(Path(args.log_dir).resolve())
+        manager = ProcessManager(env=env, relay=None if args.quiet else sys.stdout, log_dir=data_dir / "logs")
+        return asyncio.run(_run(manager, args, key))
+    finally:
+        for s in reversed(started):
+            s.stop()
+
+
+async def _run(manager: ProcessManager, args: argparse.Namespace, key: str) -> int:
+    scale = _parse_scale(args.scale or [])
+    procs = []
+    for service in START_ORDER:
+        for i in range(scale.get(service, args.replicas)):
+            # Only the first gateway takes the public port; further copies take the next ones.
+            port = args.port + i if service == "gateway" else None
+            procs.append(manager.start(service, port=port))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiting = asyncio.create_task(manager.wait_healthy(procs, timeout=args.timeout))
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({waiting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if stopper in done:
+        waiting.cancel()
+        await asyncio.to_thread(manager.stop_all, 20)
+        return 130
+    stopper.cancel()
+    try:
+        waiting.result()
+    except Exception as err:
+        print(f"\nstart-up failed: {err}", file=sys.stderr)
+        await asyncio.to_thread(manager.stop_all, 10)
+        return 1
+    gateways = [p for p in procs if p.service == "gateway"]
+    print()
+    print(f"AI Dialogue Platform is up ({len(procs)} processes: " + ", ".join(p.name for p in procs) + ")")
+    print(f"  Gateway:  {gateways[0].url}   (web console at /, API docs at /docs)")
+    for extra in gateways[1:]:
+        print(f"            {extra.url}")
+    print(f"  API key:  {key}")
+    print(f'  Try:      curl -H "Authorization: Bearer {key}" {gateways[0].url}/api/health')
+    print("  Stop:     Ctrl-C")
+    sys.stdout.flush()
+    if args.exit_when_healthy:
+        await asyncio.to_thread(manager.stop_all, 15)
+        return 0
+    reported: set[str] = set()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 2)
+        for p in procs:
+            if not p.alive() and p.name not in reported:
+                print(f"!! {p.name} exited with {p.popen.returncode}", file=sys.stderr)
+                reported.add(p.name)
+    print("stopping (draining in-flight work)...")
+    await asyncio.to_thread(manager.stop_all, 20)
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this module's sub-commands to the `adp` parser."""
+    p = sub.add_parser("up", help="run all services locally (embedded NATS/PostgreSQL when none are running)")
+    p.add_argument("--replicas", type=int, default=1, help="copies of every service (default 1)")
+    p.add_argument("--scale", action="append", metavar="SERVICE=N", help="copies of one service, e.g. llm-router=3")
+    p.add_argument("--port", type=int, default=int(os.environ.get("ADP_GATEWAY_PORT", "8080")), help="gateway port")
+    p.add_argument("--data-dir", default=os.environ.get("ADP_DATA_DIR", ".adp"), help="embedded servers' data")
+    p.add_argument("--log-dir", default=None, help="also write error.log/combined.log here (ADP_LOG_DIR)")
+    p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for every service to be healthy")
+    p.add_argument("--quiet", action="store_true", help="don't stream service logs (they go to DATA_DIR/logs)")
+    p.add_argument("--exit-when-healthy", action="store_true", help="start, check health, stop (smoke test)")
+    p.set_defaults(func=cmd_up)

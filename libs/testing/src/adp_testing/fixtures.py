@@ -18,7 +18,7 @@ import pytest_asyncio
 from adp_common import db
 from adp_common.bus import Bus
 
-from adp_testing import servers
+from adp_cli import servers
 from adp_testing.procs import ServiceProcesses
 
 

