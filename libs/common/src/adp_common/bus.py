@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -41,6 +40,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
+import adp_common.schemas  # noqa: F401  (registers every event type for decode())
 from adp_common.catalog import Catalog, StreamSpec
 from adp_common.envelope import Envelope, decode, wrap
 from adp_common.errors import ErrorBody, ErrorCode, PlatformError
@@ -159,12 +159,14 @@ class Bus:
             log.warning("nats error: %s", err)
 
         async def on_disconnect() -> None:
-            log.warning("nats disconnected")
+            if not nc.is_closed and not nc.is_draining:
+                log.warning("nats disconnected")
 
         async def on_reconnect() -> None:
             log.info("nats reconnected")
 
-        nc = await nats.connect(
+        nc = NATS()
+        await nc.connect(
             url,
             name=f"{name}:{instance}" if instance else name,
             connect_timeout=connect_timeout,
