@@ -1,0 +1,108 @@
+"""The launcher and the embedded servers a fresh machine falls back to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from adp_cli import servers
+from adp_cli.main import build_parser
+from adp_common import db
+from adp_common.bus import Bus
+
+
+async def test_embedded_nats_has_jetstream(tmp_path: Path) -> None:
+    started = await asyncio.to_thread(servers.start_embedded_nats, tmp_path / "nats")
+    try:
+        bus = await Bus.connect(started.url, prefix="emb")
+        try:
+            await bus.ensure_streams(["USAGE"])
+            info = await bus.js.stream_info(bus.catalog.stream_name("USAGE"))
+            assert info.config.name == "EMB_USAGE"
+        finally:
+            await bus.close(grace=1)
+    finally:
+        started.stop()
+
+
+async def test_embedded_postgres_serves_databases(tmp_path: Path) -> None:
+    started = await asyncio.to_thread(servers.start_embedded_postgres, tmp_path / "pg")
+    try:
+        await db.ensure_database(started.url, "emb_check")
+        conn = await asyncpg.connect(db.with_database(started.url, "emb_check"))
+        try:
+            assert await conn.fetchval("SELECT 41 + 1") == 42
+        finally:
+            await conn.close()
+    finally:
+        await asyncio.to_thread(started.stop)
+
+
+def test_parser_rejects_bad_scale() -> None:
+    from adp_cli.launcher import _parse_scale
+
+    assert _parse_scale(["llm-router=3"]) == {"llm-router": 3}
+    with pytest.raises(Exception, match="SERVICE=N"):
+        _parse_scale(["nope=2"])
+    args = build_parser().parse_args(["up", "--replicas", "2", "--port", "9000"])
+    assert args.replicas == 2 and args.port == 9000
+
+
+@pytest.mark.slow
+async def test_adp_up_brings_every_service_to_healthy(nats_url: str, pg_dsn: str, prefix: str, tmp_path: Path) -> None:
+    """`adp up` starts all five services as processes, each healthy over HTTP, then stops on SIGTERM."""
+    port = servers.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")}
+    env.update(
+        ADP_NATS_URL=nats_url,
+        ADP_DATABASE_URL=pg_dsn,
+        ADP_SUBJECT_PREFIX=prefix,
+        ADP_DB_SUFFIX=prefix,
+        ADP_BOOTSTRAP_API_KEY="adp_launcher_test_key_123456",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adp_cli.main", "up", "--port", str(port), "--data-dir", str(tmp_path), "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        while True:
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)  # type: ignore[union-attr]
+            assert line, "launcher exited early:\n" + "".join(lines)
+            lines.append(line)
+            if "Stop:" in line:
+                break
+        out = "".join(lines)
+        assert f"http://127.0.0.1:{port}" in out and "adp_launcher_test_key_123456" in out
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.get(f"http://127.0.0.1:{port}/health")
+            assert r.status_code == 200
+        bus = await Bus.connect(nats_url, prefix=prefix)
+        try:
+            for service in ("gateway", "dialogue", "llm-router", "cost", "alerts"):
+                reply = await bus.request(bus.catalog.health(service), None, timeout=5)
+                assert reply["status"] == "UP", (service, reply)
+        finally:
+            await bus.close(grace=1)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for base in ("gateway", "dialogue", "cost", "alerts"):
+            await db.drop_database(pg_dsn, f"{base}_{prefix}")
+        from adp_testing.fixtures import cleanup_prefix
+
+        await cleanup_prefix(nats_url, prefix)
