@@ -10,8 +10,9 @@ import asyncio
 import signal
 import sys
 
-from adp_common.bus import Bus, Delivery, RequestContext
 from pydantic import BaseModel
+
+from adp_common.bus import Bus, Delivery, RequestContext
 
 
 class Who(BaseModel):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import BaseModel
+
 from adp_common.bus import Bus, Delivery, Reject, RequestContext, Retry
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.llm import UsageRecord
-from pydantic import BaseModel
 
 
 class Ping(BaseModel):

@@ -10,9 +10,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from adp_common.bus import Bus
 from adp_common.schemas.llm import UsageRecord
-from pydantic import BaseModel
 
 WORKER = Path(__file__).with_name("bus_worker.py")
 

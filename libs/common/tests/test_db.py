@@ -5,6 +5,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
 from adp_common import db
 from adp_testing.fixtures import Databases
 

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from adp_common.logging import correlation_id, redact, redact_text, setup_logging
 
 

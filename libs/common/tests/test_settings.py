@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from adp_common.settings import ConfigError, ServiceSettings, load_settings
 
 

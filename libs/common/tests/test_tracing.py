@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from adp_common.bus import Bus, Delivery, RequestContext
-from adp_common.schemas.llm import UsageRecord
-from adp_common.telemetry import current_trace_id, setup_tracing, tracer
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
+
+from adp_common.bus import Bus, Delivery, RequestContext
+from adp_common.schemas.llm import UsageRecord
+from adp_common.telemetry import current_trace_id, setup_tracing, tracer
 
 
 class Q(BaseModel):

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 import pytest_asyncio
-from adp_common import db
-from adp_common.bus import Bus
 
 from adp_cli import servers
+from adp_common import db
+from adp_common.bus import Bus
 from adp_testing.procs import ServiceProcesses
 
 
