@@ -1,19 +1,209 @@
-"""The llm-router service shell: wires bus handlers to the domain logic."""
+"""The llm-router service shell: wires bus handlers to the routing engine."""
 
 from __future__ import annotations
 
-from adp_common.service import ServiceRuntime
+import asyncio
+import contextlib
+import logging
+import os
+import time
 
+import httpx
+
+from adp_common.bus import RequestContext
+from adp_common.catalog import KV_BREAKERS, KV_BUDGET
+from adp_common.schemas.llm import (
+    BreakerStateName,
+    CompletionRequest,
+    CompletionResult,
+    ModelInfo,
+    ModelList,
+    ProviderStatus,
+    ProviderStatusList,
+)
+from adp_common.schemas.ops import BreakerChange, ProviderHealthEvent
+from adp_common.service import ServiceRuntime
+from adp_router.breaker import BreakerBoard, BreakerPolicy
+from adp_router.budget import BudgetGate
+from adp_router.config import RouterConfig, load_config
+from adp_router.health import HealthBoard
+from adp_router.metrics import BREAKER_VALUE, RouterMetrics
+from adp_router.providers import Provider, build_provider
+from adp_router.router import Router
 from adp_router.settings import RouterSettings
+
+log = logging.getLogger("adp.router.app")
 
 
 class RouterApp:
-    def __init__(self, settings: RouterSettings) -> None:
+    def __init__(self, settings: RouterSettings, config: RouterConfig | None = None) -> None:
         self.settings = settings
+        self.config = config
         self.rt: ServiceRuntime | None = None
+        self.router: Router | None = None
+        self.client: httpx.AsyncClient | None = None
+        self.breakers: BreakerBoard | None = None
+        self.budget: BudgetGate | None = None
+        self.health = HealthBoard(settings.router_health_window_s)
+        self.metrics: RouterMetrics | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._health_task: asyncio.Task[None] | None = None
 
     async def start(self, rt: ServiceRuntime) -> None:
         self.rt = rt
+        s = self.settings
+        bus = rt.bus
+        assert bus is not None
+        config = self.config or load_config(s, os.environ)
+        self.config = config
+        self.metrics = RouterMetrics(rt.metrics.registry)
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=s.router_max_connections, max_keepalive_connections=s.router_max_connections
+            ),
+            timeout=httpx.Timeout(60.0, connect=s.router_connect_timeout_s),
+        )
+        providers: dict[str, Provider] = {
+            name: build_provider(
+                rp,
+                self.client,
+                connect_timeout=s.router_connect_timeout_s,
+                default_max_tokens=s.router_default_max_tokens,
+                simulated_ttft_s=s.simulated_ttft_ms / 1000,
+                simulated_tokens_per_s=s.simulated_tokens_per_s,
+            )
+            for name, rp in config.providers.items()
+        }
+        policy = BreakerPolicy(
+            failure_threshold=s.breaker_failure_threshold,
+            window_s=s.breaker_window_s,
+            cooldown_s=s.breaker_cooldown_s,
+            success_threshold=s.breaker_success_threshold,
+        )
+        self.breakers = BreakerBoard(await bus.kv(KV_BREAKERS), policy, on_change=self._breaker_changed)
+        await self.breakers.start()
+        self.budget = BudgetGate(await bus.kv(KV_BUDGET))
+        await self.budget.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.budget.synced.wait(), 5)
+        for name in providers:
+            self.metrics.breaker.labels(name).set(BREAKER_VALUE[self.breakers.state(name).state])
+        self.router = Router(
+            s,
+            config,
+            providers,
+            bus=bus,
+            breakers=self.breakers,
+            budget=self.budget,
+            health=self.health,
+            metrics=self.metrics,
+        )
+        await bus.serve(bus.catalog.llm_complete, self._complete, CompletionRequest, name="complete")
+        await bus.serve(bus.catalog.llm_models, self._models, None, name="models")
+        await bus.serve(bus.catalog.llm_providers, self._providers, None, name="providers")
+        rt.checks.info["providers"] = sorted(config.providers)
+        rt.checks.info["simulated_only"] = config.simulated_only
+        self._health_task = asyncio.create_task(self._publish_health())
+        log.info(
+            "llm-router routing with providers %s%s",
+            ", ".join(sorted(config.providers)),
+            " (simulated only: no provider key configured)" if config.simulated_only else "",
+        )
 
     async def stop(self) -> None:
-        pass
+        if self._health_task is not None:
+            self._health_task.cancel()
+        # let in-flight calls finish before the HTTP client goes away
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.settings.shutdown_grace_s)
+        if self.breakers is not None:
+            await self.breakers.stop()
+        if self.budget is not None:
+            await self.budget.stop()
+        if self.client is not None:
+            await self.client.aclose()
+
+    # ---- handlers -----------------------------------------------------------------------------------
+    async def _complete(self, req: CompletionRequest, _: RequestContext) -> CompletionResult:
+        assert self.router is not None
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            return await self.router.complete(req)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _models(self, _: object, __: RequestContext) -> ModelList:
+        assert self.config is not None
+        out: list[ModelInfo] = []
+        for name, rp in self.config.providers.items():
+            sim = rp.config.kind == "simulated"
+            if sim and not self.config.simulated_only and self.config.real_providers:
+                pass  # still listed: explicit 'simulated/<persona>' routes always work
+            for model in rp.config.models:
+                out.append(
+                    ModelInfo(id=model if sim else f"{name}/{model}", provider=name, simulated=sim, owned_by=name)
+                )
+        return ModelList(models=out)
+
+    def provider_statuses(self) -> list[ProviderStatus]:
+        assert self.config is not None and self.breakers is not None
+        now = time.time()
+        out = []
+        for name, rp in self.config.providers.items():
+            snap = self.health.snapshot(name, now)
+            state = self.breakers.state(name).state
+            out.append(
+                ProviderStatus(
+                    provider=name,
+                    available=state != "open",
+                    breaker=state,
+                    success_rate=snap.success_rate,
+                    requests=snap.requests,
+                    latency_p50_ms=snap.latency_p50_ms,
+                    latency_p95_ms=snap.latency_p95_ms,
+                    simulated=rp.config.kind == "simulated",
+                    models=list(rp.config.models),
+                )
+            )
+        return out
+
+    async def _providers(self, _: object, __: RequestContext) -> ProviderStatusList:
+        return ProviderStatusList(providers=self.provider_statuses())
+
+    # ---- events -------------------------------------------------------------------------------------
+    async def _breaker_changed(self, provider: str, state: BreakerStateName, previous: BreakerStateName) -> None:
+        assert self.rt is not None and self.rt.bus is not None and self.metrics is not None
+        self.metrics.breaker.labels(provider).set(BREAKER_VALUE[state])
+        log.warning("circuit breaker of %s: %s -> %s", provider, previous, state)
+        bus = self.rt.bus
+        await bus.publish_event(
+            bus.catalog.ops("breaker"), BreakerChange(provider=provider, state=state, previous=previous)
+        )
+
+    async def _publish_health(self) -> None:
+        assert self.rt is not None and self.rt.bus is not None
+        bus = self.rt.bus
+        while True:
+            await asyncio.sleep(self.settings.router_health_interval_s)
+            try:
+                for st in self.provider_statuses():
+                    if self.metrics is not None:
+                        self.metrics.breaker.labels(st.provider).set(BREAKER_VALUE[st.breaker])
+                    await bus.publish_event(
+                        bus.catalog.ops("provider-health"),
+                        ProviderHealthEvent(
+                            provider=st.provider,
+                            available=st.available,
+                            success_rate=st.success_rate,
+                            requests=st.requests,
+                            latency_p50_ms=st.latency_p50_ms,
+                            latency_p95_ms=st.latency_p95_ms,
+                        ),
+                    )
+            except Exception as err:
+                log.warning("provider health publish failed: %s", err)

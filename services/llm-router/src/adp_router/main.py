@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from adp_common.service import main_for
 from adp_common.settings import load_settings
-
 from adp_router.app import RouterApp
 from adp_router.settings import RouterSettings
 

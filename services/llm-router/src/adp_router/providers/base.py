@@ -1,0 +1,111 @@
+"""What every provider adapter implements, and the error it raises."""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import httpx
+
+from adp_common.errors import ErrorCode
+from adp_common.schemas.llm import CompletionRequest
+from adp_router.config import ResolvedProvider
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+class ProviderError(Exception):
+    """One failed provider call. `retryable`: worth another attempt at the same provider (5xx, 429,
+    connection trouble); every ProviderError lets the router fall to the next chain entry."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+        timeout: bool = False,
+        counts_for_breaker: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.timeout = timeout
+        self.counts_for_breaker = counts_for_breaker
+
+    @property
+    def code(self) -> ErrorCode:
+        return ErrorCode.LLM_TIMEOUT if self.timeout else ErrorCode.LLM_PROVIDER_ERROR
+
+
+class CallState:
+    """What one provider call reports besides the text: usage and finish reason."""
+
+    __slots__ = ("finish_reason", "input_tokens", "output_tokens")
+
+    def __init__(self) -> None:
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.finish_reason: str = "stop"
+
+
+class Provider(Protocol):
+    resolved: ResolvedProvider
+
+    @property
+    def name(self) -> str: ...
+
+    def stream(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> AsyncIterator[str]:
+        """Yield text deltas as they arrive; fill `st` (usage, finish reason) by the end."""
+        ...
+
+    async def complete(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> str:
+        """Non-streaming call: the whole text."""
+        ...
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    return None
+
+
+def error_for_status(provider: str, status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
+    snippet = body[:300].decode(errors="replace").strip()
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    # Client mistakes (bad request, auth) say nothing about the provider's health.
+    counts = status >= 500 or status in (408, 429)
+    return ProviderError(
+        f"{provider} answered HTTP {status}: {snippet}",
+        retryable=status in RETRYABLE_STATUS,
+        status=status,
+        retry_after=retry_after,
+        counts_for_breaker=counts,
+    )
+
+
+def transport_error(provider: str, err: Exception) -> ProviderError:
+    if isinstance(err, httpx.TimeoutException):
+        return ProviderError(f"{provider} timed out ({type(err).__name__})", timeout=True)
+    return ProviderError(f"{provider} connection failed: {type(err).__name__}: {err}"[:300], retryable=True)
+
+
+def malformed(provider: str, what: str) -> ProviderError:
+    return ProviderError(f"{provider} sent malformed output: {what}"[:300])
+
+
+def http_timeout(timeout: float, connect_timeout: float) -> httpx.Timeout:
+    return httpx.Timeout(timeout, connect=min(timeout, connect_timeout))

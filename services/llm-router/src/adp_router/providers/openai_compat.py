@@ -1,0 +1,145 @@
+"""OpenAI-compatible chat completions (Groq, Mistral, OpenRouter, OpenAI, Ollama, vLLM, ...)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from adp_common.schemas.llm import CompletionRequest
+from adp_router.config import ResolvedProvider
+from adp_router.providers.base import (
+    CallState,
+    ProviderError,
+    error_for_status,
+    http_timeout,
+    malformed,
+    transport_error,
+)
+from adp_router.sse import SSEParser
+
+
+class OpenAIProvider:
+    def __init__(self, resolved: ResolvedProvider, client: httpx.AsyncClient, *, connect_timeout: float = 10.0) -> None:
+        self.resolved = resolved
+        self.client = client
+        self.connect_timeout = connect_timeout
+        cfg = resolved.config
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self.headers = {"content-type": "application/json", **cfg.headers}
+        if resolved.api_key:
+            self.headers["authorization"] = f"Bearer {resolved.api_key}"
+
+    @property
+    def name(self) -> str:
+        return self.resolved.name
+
+    def _body(self, req: CompletionRequest, model: str, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in req.messages],
+            "stream": stream,
+        }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        if req.max_tokens is not None:
+            body["max_tokens"] = req.max_tokens
+        if req.temperature is not None:
+            body["temperature"] = req.temperature
+        return body
+
+    async def stream(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> AsyncIterator[str]:
+        name = self.name
+        done = False
+        try:
+            async with self.client.stream(
+                "POST",
+                self.url,
+                json=self._body(req, model, True),
+                headers=self.headers,
+                timeout=http_timeout(timeout, self.connect_timeout),
+            ) as resp:
+                if resp.status_code >= 400:
+                    raise error_for_status(name, resp.status_code, await resp.aread(), resp.headers)
+                parser = SSEParser()
+                finished = False
+                async for line in resp.aiter_lines():
+                    ev = parser.feed(line)
+                    if ev is None:
+                        continue
+                    data = ev.data
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        obj = json.loads(data)
+                    except ValueError:
+                        raise malformed(name, f"SSE data is not JSON: {data[:80]!r}") from None
+                    if not isinstance(obj, dict):
+                        raise malformed(name, "SSE data is not an object")
+                    if "error" in obj:
+                        raise ProviderError(f"{name} stream error: {str(obj['error'])[:200]}", retryable=True)
+                    choices = obj.get("choices")
+                    if choices:
+                        try:
+                            ch = choices[0]
+                            delta = ch.get("delta") or {}
+                            content = delta.get("content")
+                            reason = ch.get("finish_reason")
+                        except (AttributeError, IndexError, KeyError, TypeError):
+                            raise malformed(name, "unexpected chunk shape") from None
+                        if content:
+                            if not isinstance(content, str):
+                                raise malformed(name, "delta content is not text")
+                            yield content
+                        if reason:
+                            st.finish_reason = str(reason)
+                            finished = True
+                    elif choices is None and "usage" not in obj:
+                        raise malformed(name, "chunk without choices")
+                    usage = obj.get("usage")
+                    if isinstance(usage, dict):
+                        _take_usage(st, usage)
+                if not done and not finished:
+                    raise ProviderError(f"{name} stream ended before completion", retryable=True)
+        except ProviderError:
+            raise
+        except httpx.HTTPError as err:
+            raise transport_error(name, err) from None
+
+    async def complete(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> str:
+        name = self.name
+        try:
+            resp = await self.client.post(
+                self.url,
+                json=self._body(req, model, False),
+                headers=self.headers,
+                timeout=http_timeout(timeout, self.connect_timeout),
+            )
+        except httpx.HTTPError as err:
+            raise transport_error(name, err) from None
+        if resp.status_code >= 400:
+            raise error_for_status(name, resp.status_code, resp.content, resp.headers)
+        try:
+            obj = resp.json()
+            choice = obj["choices"][0]
+            text = choice["message"]["content"] or ""
+            if not isinstance(text, str):
+                raise TypeError("content")
+            st.finish_reason = str(choice.get("finish_reason") or "stop")
+            usage = obj.get("usage")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise malformed(name, f"unexpected response body: {resp.text[:80]!r}") from None
+        if isinstance(usage, dict):
+            _take_usage(st, usage)
+        return text
+
+
+def _take_usage(st: CallState, usage: dict[str, Any]) -> None:
+    pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if isinstance(pt, int):
+        st.input_tokens = pt
+    if isinstance(ct, int):
+        st.output_tokens = ct

@@ -1,0 +1,352 @@
+"""The routing engine: budget gate, fallback chain, breakers, retries, streaming, usage records.
+
+Hot path per streamed token: one string format and one core-NATS publish (buffered by the client)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from adp_common.bus import Bus
+from adp_common.errors import ErrorCode, PlatformError
+from adp_common.schemas.llm import CompletionRequest, CompletionResult, Usage, UsageRecord
+from adp_router.breaker import BreakerBoard
+from adp_router.budget import BudgetGate
+from adp_router.config import RouteEntry, RouterConfig
+from adp_router.health import HealthBoard
+from adp_router.metrics import RouterMetrics
+from adp_router.providers import CallState, Provider, ProviderError
+from adp_router.settings import RouterSettings
+from adp_router.simulated_text import estimate_tokens
+
+log = logging.getLogger("adp.router")
+
+
+class ChunkEmitter:
+    """Publishes CompletionChunk JSON on the request's stream subject (seq from 0, monotonic even across a
+    restart on another provider; the first chunk after a restart carries restart=true)."""
+
+    __slots__ = ("_head", "nc", "request_id", "restart", "seq", "subject")
+
+    def __init__(self, nc: NATS, subject: str, request_id: str) -> None:
+        self.nc = nc
+        self.subject = subject
+        self.request_id = request_id
+        self.seq = 0
+        self.restart = False
+        self._head = ""
+
+    def set_provider(self, provider: str) -> None:
+        self._head = f'{{"request_id":{json.dumps(self.request_id)},"provider":{json.dumps(provider)},"seq":'
+
+    async def emit(self, delta: str) -> None:
+        restart = "true" if self.restart else "false"
+        self.restart = False
+        data = f'{self._head}{self.seq},"restart":{restart},"delta":{json.dumps(delta)}}}'
+        self.seq += 1
+        await self.nc.publish(self.subject, data.encode())
+
+
+@dataclass
+class Track:
+    """What the usage record of one call reports (the last attempted provider when it fails)."""
+
+    provider: str = "none"
+    model: str = "none"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+    ttft_ms: float | None = None
+    attempts: int = 0
+
+
+def _retryable(emitter: ChunkEmitter | None, sent_before: list[int]) -> Any:
+    def check(err: BaseException) -> bool:
+        if not isinstance(err, ProviderError) or not err.retryable:
+            return False
+        # never retry once this attempt streamed tokens to the caller
+        return emitter is None or emitter.seq == sent_before[0]
+
+    return check
+
+
+class Router:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        config: RouterConfig,
+        providers: dict[str, Provider],
+        *,
+        bus: Bus,
+        breakers: BreakerBoard,
+        budget: BudgetGate,
+        health: HealthBoard,
+        metrics: RouterMetrics,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.providers = providers
+        self.bus = bus
+        self.breakers = breakers
+        self.budget = budget
+        self.health = health
+        self.metrics = metrics
+        self._backoff = wait_exponential_jitter(
+            initial=settings.router_backoff_initial_s,
+            max=settings.router_backoff_max_s,
+            jitter=max(settings.router_backoff_initial_s, 0.01),
+        )
+
+    # ---- entry point --------------------------------------------------------------------------------
+    async def complete(self, req: CompletionRequest) -> CompletionResult:
+        t0 = time.perf_counter()
+        deadline = t0 + req.timeout_s
+        track = Track()
+        self.metrics.inflight.inc()
+        try:
+            chain = self._gate(req, self.config.resolve(req.route, req.persona))
+            result = await self._run_chain(req, chain, t0, deadline, track)
+        except PlatformError as err:
+            latency = (time.perf_counter() - t0) * 1000
+            self.metrics.requests.labels(track.provider, track.model, "error").inc()
+            self.metrics.errors.labels(track.provider, track.model, err.code.value).inc()
+            await self._record(req, track, latency, err.code.value)
+            raise
+        finally:
+            self.metrics.inflight.dec()
+        self.metrics.requests.labels(result.provider, result.model, "ok").inc()
+        self.metrics.latency.labels(result.provider, result.model).observe(result.latency_ms / 1000)
+        if result.ttft_ms is not None:
+            self.metrics.ttft.labels(result.provider, result.model).observe(result.ttft_ms / 1000)
+        await self._record(req, track, result.latency_ms, None)
+        return result
+
+    def _gate(self, req: CompletionRequest, chain: list[RouteEntry]) -> list[RouteEntry]:
+        if not chain:
+            raise PlatformError(ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"no provider configured for route {req.route!r}")
+        mode = self.settings.router_budget_mode
+        if mode == "off":
+            return chain
+        scope = self.budget.exceeded_scope(req.user_id)
+        if scope is None:
+            return chain
+        if mode == "free_only":
+            free = [
+                e
+                for e in chain
+                if e.provider in self.config.providers and self.config.providers[e.provider].config.free
+            ]
+            if free:
+                return free
+        self.metrics.budget_rejections.inc()
+        raise PlatformError(ErrorCode.BUDGET_EXCEEDED, f"budget exceeded ({scope})")
+
+    # ---- chain and attempts ----------------------------------------------------------------------------
+    async def _run_chain(
+        self, req: CompletionRequest, chain: list[RouteEntry], t0: float, deadline: float, track: Track
+    ) -> CompletionResult:
+        emitter = (
+            ChunkEmitter(self.bus.nc, self.bus.catalog.llm_stream(req.request_id), req.request_id)
+            if req.stream
+            else None
+        )
+        last: ProviderError | None = None
+        skipped = 0
+        for i, entry in enumerate(chain):
+            provider = self.providers.get(entry.provider)
+            if provider is None:
+                continue
+            if not await self.breakers.allow(entry.provider):
+                skipped += 1
+                continue
+            if time.perf_counter() >= deadline:
+                break
+            try:
+                text, st = await self._run_entry(req, provider, entry, emitter, t0, deadline, track)
+            except ProviderError as err:
+                last = err
+                if emitter is not None and emitter.seq > 0:
+                    if not req.fallback_after_tokens:
+                        break  # tokens already reached the caller: never switch answers silently
+                    emitter.restart = True
+                if i + 1 < len(chain):
+                    self.metrics.fallbacks.labels(entry.provider).inc()
+                continue
+            latency = (time.perf_counter() - t0) * 1000
+            return CompletionResult(
+                request_id=req.request_id,
+                text=text,
+                finish_reason=st.finish_reason,
+                usage=Usage(
+                    input_tokens=track.input_tokens, output_tokens=track.output_tokens, estimated=track.estimated
+                ),
+                provider=entry.provider,
+                model=entry.model,
+                simulated=self.config.providers[entry.provider].config.kind == "simulated",
+                latency_ms=round(latency, 3),
+                ttft_ms=track.ttft_ms,
+                attempts=track.attempts,
+            )
+        if last is None:
+            if skipped:
+                raise PlatformError(
+                    ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"every provider for route {req.route!r} has an open circuit"
+                )
+            if time.perf_counter() >= deadline:
+                raise PlatformError(ErrorCode.LLM_TIMEOUT, f"deadline of {req.timeout_s:g}s passed")
+            raise PlatformError(ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"no provider available for route {req.route!r}")
+        raise PlatformError(last.code, last.message)
+
+    async def _run_entry(
+        self,
+        req: CompletionRequest,
+        provider: Provider,
+        entry: RouteEntry,
+        emitter: ChunkEmitter | None,
+        t0: float,
+        deadline: float,
+        track: Track,
+    ) -> tuple[str, CallState]:
+        sent_before = [emitter.seq if emitter else 0]
+
+        def past_deadline(rs: RetryCallState) -> bool:
+            return time.perf_counter() + rs.upcoming_sleep >= deadline - 0.01
+
+        def wait(rs: RetryCallState) -> float:
+            err = rs.outcome.exception() if rs.outcome else None
+            if isinstance(err, ProviderError) and err.retry_after is not None:
+                return min(err.retry_after, self.settings.router_retry_after_max_s)
+            return self._backoff(rs)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.router_max_attempts) | past_deadline,
+            wait=wait,
+            retry=retry_if_exception(_retryable(emitter, sent_before)),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                sent_before[0] = emitter.seq if emitter else 0
+                return await self._attempt(req, provider, entry, emitter, t0, deadline, track)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        req: CompletionRequest,
+        provider: Provider,
+        entry: RouteEntry,
+        emitter: ChunkEmitter | None,
+        t0: float,
+        deadline: float,
+        track: Track,
+    ) -> tuple[str, CallState]:
+        start = time.perf_counter()
+        name = entry.provider
+        track.provider, track.model = name, entry.model
+        track.attempts += 1
+        st = CallState()
+        parts: list[str] = []
+        remaining = deadline - start
+        timeout = min(provider.resolved.config.timeout_s, remaining)
+        try:
+            if timeout <= 0:
+                raise ProviderError(f"deadline of {req.timeout_s:g}s passed before calling {name}", timeout=True)
+            try:
+                async with asyncio.timeout(timeout):
+                    if emitter is not None:
+                        emitter.set_provider(name)
+                        gen = provider.stream(req, entry.model, st, timeout)
+                        try:
+                            async for delta in gen:
+                                if not parts:
+                                    track.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
+                                parts.append(delta)
+                                await emitter.emit(delta)
+                        finally:
+                            await gen.aclose()  # type: ignore[attr-defined]
+                    else:
+                        parts.append(await provider.complete(req, entry.model, st, timeout))
+            except TimeoutError:
+                raise ProviderError(f"{name} did not finish within {timeout:.3g}s", timeout=True) from None
+        except ProviderError as err:
+            self._usage(track, req, st, parts, failed=True)
+            await self._failed(name, entry.model, start, err)
+            raise
+        except Exception as err:  # an adapter bug must not crash the call: report a clean provider error
+            log.exception("provider %s failed unexpectedly", name)
+            perr = ProviderError(f"{name} failed: {type(err).__name__}")
+            self._usage(track, req, st, parts, failed=True)
+            await self._failed(name, entry.model, start, perr)
+            raise perr from None
+        text = "".join(parts)
+        self._usage(track, req, st, parts, failed=False)
+        now = time.perf_counter()
+        self.health.record(name, time.time(), True, (now - start) * 1000)
+        self.metrics.attempts.labels(name, "ok").inc()
+        await self.breakers.success(name)
+        return text, st
+
+    async def _failed(self, name: str, model: str, start: float, err: ProviderError) -> None:
+        self.health.record(name, time.time(), False, (time.perf_counter() - start) * 1000)
+        self.metrics.attempts.labels(name, "timeout" if err.timeout else "error").inc()
+        self.metrics.errors.labels(name, model, err.code.value).inc()
+        if err.counts_for_breaker:
+            await self.breakers.failure(name)
+        log.warning("attempt on %s failed: %s", name, err.message)
+
+    @staticmethod
+    def _usage(track: Track, req: CompletionRequest, st: CallState, parts: list[str], *, failed: bool) -> None:
+        """Usage of the latest attempt: the provider's figures, else an estimate (chars/4) marked estimated.
+        Failed attempts that streamed nothing cost nothing."""
+        if failed and not parts and st.input_tokens is None:
+            track.input_tokens = track.output_tokens = 0
+            track.estimated = False
+            return
+        est = False
+        if st.input_tokens is not None:
+            track.input_tokens = st.input_tokens
+        else:
+            track.input_tokens = sum(estimate_tokens(m.content) + 4 for m in req.messages)
+            est = True
+        if st.output_tokens is not None and not failed:
+            track.output_tokens = st.output_tokens
+        else:
+            track.output_tokens = estimate_tokens("".join(parts))
+            est = est or bool(parts)
+        track.estimated = est
+
+    # ---- usage records ---------------------------------------------------------------------------------
+    async def _record(self, req: CompletionRequest, track: Track, latency_ms: float, error: str | None) -> None:
+        rec = UsageRecord(
+            request_id=req.request_id,
+            user_id=req.user_id,
+            discussion_id=req.discussion_id,
+            persona=req.persona,
+            route=req.route,
+            provider=track.provider,
+            model=track.model,
+            input_tokens=track.input_tokens,
+            output_tokens=track.output_tokens,
+            estimated=track.estimated,
+            latency_ms=round(latency_ms, 3),
+            ttft_ms=track.ttft_ms,
+            status="error" if error else "ok",
+            error_code=error,
+        )
+        for i in range(3):
+            try:
+                await self.bus.publish_event(self.bus.catalog.usage_record, rec, msg_id=req.request_id, timeout=3)
+                return
+            except Exception as err:
+                if i == 2:
+                    log.error("usage record %s not published: %s", req.request_id, err)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.2 * (i + 1))
