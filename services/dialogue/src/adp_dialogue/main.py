@@ -6,7 +6,6 @@ from pathlib import Path
 
 from adp_common.service import main_for
 from adp_common.settings import load_settings
-
 from adp_dialogue.app import DialogueApp
 from adp_dialogue.settings import DialogueSettings
 

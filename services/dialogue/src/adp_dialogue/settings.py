@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from adp_common.settings import ServiceSettings
 
 
 class DialogueSettings(ServiceSettings):
     service_name: str = "dialogue"
+    max_active_discussions: int = Field(default=1, ge=1, description="Unresolved discussions per user")
+    default_max_rounds: int = Field(default=20, ge=1, le=100)
+    token_limit: int = Field(default=4000, ge=200, description="Context tokens before an automatic summary (80%)")
+    worker_concurrency: int = Field(default=8, ge=1, description="Steps run at once by one copy")
+    step_ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery delay of a step whose copy died")
+    step_max_deliver: int = Field(default=10, ge=1)
+    llm_timeout_s: float = Field(default=120.0, gt=0, le=600, description="Deadline of one LLM call")
+    turn_max_tokens: int = Field(default=600, ge=16)
+    max_continuations: int = Field(default=2, ge=0, description="Continuations of a cut-off answer")
+    resolution_min_round: int = Field(default=5, ge=1)
+    auto_questions: bool = Field(default=True, description="Ask the user questions automatically from round 3")
+    sweep_interval_s: float = Field(default=30.0, gt=0, description="How often stalled discussions are checked")
+    stall_after_s: float = Field(
+        default=600.0, gt=0, description="A running discussion this quiet gets its current job re-published"
+    )

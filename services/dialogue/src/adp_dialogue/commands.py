@@ -1,0 +1,310 @@
+"""Commands and queries from the gateway (request/reply over the bus)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+
+from adp_common.bus import RequestContext
+from adp_common.errors import ErrorCode, PlatformError
+from adp_common.schemas.dialogue import (
+    CountReply,
+    DialogueCommand,
+    DialogueJob,
+    DialogueQuery,
+    DiscussionEvent,
+    DiscussionList,
+    DiscussionView,
+    ExportReply,
+)
+from adp_dialogue import store, views
+from adp_dialogue.domain import questions
+from adp_dialogue.domain.export import to_markdown
+from adp_dialogue.domain.personas import USER_PERSONA, normalise_personas, user_turn_number
+from adp_dialogue.domain.text import estimate_tokens
+from adp_dialogue.engine import Engine, questions_job, summary_job, turn_job
+from adp_dialogue.settings import DialogueSettings
+
+log = logging.getLogger("adp.dialogue.commands")
+
+TOPIC_MIN, TOPIC_MAX = 10, 1000
+TERMINAL = ("resolved", "completed", "stopped")
+
+
+def parse_id(raw: str | None) -> str:
+    """A discussion id (uuid, hex or dashed) in canonical hex form; INVALID_DISCUSSION_ID otherwise."""
+    try:
+        return uuid.UUID(str(raw or "").strip()).hex
+    except ValueError:
+        raise PlatformError(ErrorCode.INVALID_DISCUSSION_ID, "invalid discussion id") from None
+
+
+class Commands:
+    def __init__(self, settings: DialogueSettings, pool: asyncpg.Pool, engine: Engine) -> None:
+        self.s = settings
+        self.pool = pool
+        self.engine = engine
+
+    # ---- dispatch -------------------------------------------------------------------------------------
+    async def command(self, cmd: DialogueCommand, _: RequestContext | None = None) -> DiscussionView:
+        if not cmd.user_id.strip():
+            raise PlatformError(ErrorCode.VALIDATION_ERROR, "user_id is required")
+        if cmd.action == "create":
+            return await self.create(cmd)
+        did = parse_id(cmd.discussion_id)
+        handler = {
+            "proceed": self.proceed,
+            "answers": self.answers,
+            "input": self.user_input,
+            "questions": self.questions,
+            "summary": self.summary,
+            "stop": self.stop,
+        }[cmd.action]
+        return await handler(cmd, did)
+
+    async def query(self, q: DialogueQuery, _: RequestContext | None = None) -> Any:
+        async with self.pool.acquire() as conn:
+            if q.kind == "active_count":
+                return CountReply(count=await store.count_active(conn, q.user_id))
+            if not q.user_id:
+                raise PlatformError(ErrorCode.VALIDATION_ERROR, "user_id is required")
+            if q.kind == "list":
+                rows = await store.list_discussions(conn, q.user_id)
+                return DiscussionList(discussions=[views.base_view(r) for r in rows])
+            did = parse_id(q.discussion_id)
+            d = await self._owned(conn, did, q.user_id)
+            view = await views.full_view(conn, d)
+        if q.kind == "get":
+            return view
+        if q.format == "markdown":
+            return ExportReply(format="markdown", content=to_markdown(view.model_dump(mode="json")))
+        return ExportReply(format="json", content=json.dumps(view.model_dump(mode="json"), indent=2))
+
+    # ---- helpers --------------------------------------------------------------------------------------
+    @staticmethod
+    async def _owned(conn: store.Conn, did: str, user_id: str, *, for_update: bool = False) -> asyncpg.Record:
+        d = await store.get_discussion(conn, did, for_update=for_update)
+        if d is None or d["user_id"] != user_id:  # never reveal another user's discussion
+            raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "discussion not found")
+        return d
+
+    @staticmethod
+    def _require_waiting(d: asyncpg.Record, *, allow_error: bool = False) -> None:
+        if d["status"] == "running":
+            raise PlatformError(ErrorCode.CONFLICT, "a step is running; wait for the round to finish")
+        if d["status"] in TERMINAL:
+            raise PlatformError(ErrorCode.CONFLICT, f"the discussion is {d['status']}")
+        if d["error"] is not None and not allow_error:
+            raise PlatformError(ErrorCode.CONFLICT, "the last step failed; proceed retries it")
+
+    async def _after_commit(self, events: list[DiscussionEvent], job: DialogueJob | None) -> None:
+        """Publish after the commit. If this fails the sweeper re-publishes the job of a stalled discussion."""
+        try:
+            await self.engine.publish_events(events)
+            if job is not None:
+                await self.engine.publish_job(job)
+        except Exception as err:
+            log.warning("publishing after commit failed (the sweeper will retry the job): %s", err)
+
+    async def _view(self, did: str) -> DiscussionView:
+        async with self.pool.acquire() as conn:
+            d = await store.get_discussion(conn, did)
+            assert d is not None
+            return await views.full_view(conn, d)
+
+    async def _start_round(
+        self, conn: store.Conn, d: asyncpg.Record, events: list[tuple[str, dict[str, Any]]], extra_tokens: int = 0
+    ) -> tuple[list[DiscussionEvent], DialogueJob]:
+        nxt = d["current_round"] + 1
+        if nxt > d["max_rounds"]:
+            raise PlatformError(ErrorCode.CONFLICT, f"the discussion reached its maximum of {d['max_rounds']} rounds")
+        job = turn_job(d["id"], nxt, 1)
+        stored = await store.add_events(conn, d["id"], None, events)
+        await store.update_discussion(
+            conn,
+            d["id"],
+            status="running",
+            current_round=nxt,
+            current_job=job.model_dump(),
+            error=None,
+            token_count=d["token_count"] + extra_tokens,
+        )
+        return stored, job
+
+    async def _user_message(self, conn: store.Conn, d: asyncpg.Record, content: str) -> asyncpg.Record:
+        personas = store.loads(d["personas"])
+        rnd = d["current_round"] + 1
+        row = await store.insert_message(
+            conn,
+            id=uuid.uuid4().hex,
+            discussion_id=d["id"],
+            persona=USER_PERSONA,
+            content=content,
+            round=rnd,
+            turn=user_turn_number(rnd, len(personas)),
+            position=0,
+            provider=None,
+            model=None,
+            input_tokens=0,
+            output_tokens=estimate_tokens(content),
+        )
+        if row is None:
+            raise PlatformError(ErrorCode.CONFLICT, "the user already spoke before this round")
+        return row
+
+    # ---- commands -------------------------------------------------------------------------------------
+    async def create(self, cmd: DialogueCommand) -> DiscussionView:
+        topic = (cmd.topic or "").strip()
+        if not TOPIC_MIN <= len(topic) <= TOPIC_MAX:
+            raise PlatformError(ErrorCode.VALIDATION_ERROR, f"topic must be {TOPIC_MIN} to {TOPIC_MAX} characters long")
+        try:
+            personas = normalise_personas(cmd.personas)
+        except ValueError as err:
+            raise PlatformError(ErrorCode.VALIDATION_ERROR, str(err)) from None
+        max_rounds = cmd.max_rounds or self.s.default_max_rounds
+        did = uuid.uuid4().hex
+        job = turn_job(did, 1, 1)
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await store.lock_user(conn, cmd.user_id)
+                active = await store.count_active(conn, cmd.user_id)
+                if active >= self.s.max_active_discussions:
+                    raise PlatformError(
+                        ErrorCode.ACTIVE_DISCUSSION_LIMIT,
+                        f"hasActiveDiscussion: you already have {active} unresolved discussion(s); "
+                        f"the limit is {self.s.max_active_discussions}. Finish or stop one first.",
+                    )
+                await store.create_discussion(
+                    conn,
+                    id=did,
+                    user_id=cmd.user_id,
+                    topic=topic,
+                    personas=[p.model_dump() for p in personas],
+                    max_rounds=max_rounds,
+                    auto_mode=cmd.auto,
+                    token_limit=self.s.token_limit,
+                    status="running",
+                    current_round=1,
+                    current_job=job.model_dump(),
+                )
+                for f in cmd.files:
+                    await store.add_file(
+                        conn,
+                        id=f.id or uuid.uuid4().hex,
+                        discussion_id=did,
+                        name=f.name,
+                        content_type=f.content_type,
+                        size=f.size,
+                        text=f.text,
+                    )
+                events = await store.add_events(
+                    conn,
+                    did,
+                    None,
+                    [
+                        (
+                            "discussion-started",
+                            {
+                                "topic": topic,
+                                "personas": [p.model_dump() for p in personas],
+                                "maxRounds": max_rounds,
+                            },
+                        )
+                    ],
+                )
+        await self._after_commit(events, job)
+        view = await self._view(did)
+        view.hasActiveDiscussion = True
+        return view
+
+    async def proceed(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                d = await self._owned(conn, did, cmd.user_id, for_update=True)
+                self._require_waiting(d, allow_error=True)
+                failed = store.loads(d["current_job"]) if d["error"] is not None else None
+                if failed:
+                    job = DialogueJob.model_validate(failed)
+                    job.data = {**job.data, "retry": int(job.data.get("retry", 0)) + 1}
+                    await store.update_discussion(conn, did, status="running", error=None, current_job=job.model_dump())
+                    events: list[DiscussionEvent] = []
+                else:
+                    events, job = await self._start_round(conn, d, [])
+        await self._after_commit(events, job)
+        return await self._view(did)
+
+    async def answers(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+        if not cmd.answers:
+            raise PlatformError(ErrorCode.VALIDATION_ERROR, "answers are required: {questionId: [optionId]}")
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                d = await self._owned(conn, did, cmd.user_id, for_update=True)
+                self._require_waiting(d)
+                rnd = cmd.round_number or d["current_round"]
+                qs = await store.question_set(conn, did, rnd)
+                if qs is None:
+                    raise PlatformError(ErrorCode.VALIDATION_ERROR, f"no questions were generated for round {rnd}")
+                if qs["answers"] is not None:
+                    raise PlatformError(ErrorCode.CONFLICT, f"the questions of round {rnd} were already answered")
+                items = store.loads(qs["questions"])
+                problems = questions.validate_answers(items, cmd.answers)
+                if problems:
+                    raise PlatformError(ErrorCode.VALIDATION_ERROR, "; ".join(problems))
+                await store.answer_question_set(conn, qs["id"], cmd.answers)
+                row = await self._user_message(conn, d, questions.answers_text(items, cmd.answers))
+                events, job = await self._start_round(
+                    conn, d, [("message-complete", {"message": views.message_dict(row)})], row["output_tokens"]
+                )
+        await self._after_commit(events, job)
+        return await self._view(did)
+
+    async def user_input(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+        text = (cmd.input or "").strip()
+        if not text:
+            raise PlatformError(ErrorCode.VALIDATION_ERROR, "input must not be empty")
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                d = await self._owned(conn, did, cmd.user_id, for_update=True)
+                self._require_waiting(d)
+                row = await self._user_message(conn, d, text)
+                events, job = await self._start_round(
+                    conn, d, [("message-complete", {"message": views.message_dict(row)})], row["output_tokens"]
+                )
+        await self._after_commit(events, job)
+        return await self._view(did)
+
+    async def _side_step(self, cmd: DialogueCommand, did: str, kind: str) -> DiscussionView:
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                d = await self._owned(conn, did, cmd.user_id, for_update=True)
+                self._require_waiting(d)
+                rnd = d["current_round"]
+                if kind == "questions":
+                    if await store.question_set(conn, did, rnd) is not None:
+                        raise PlatformError(ErrorCode.CONFLICT, f"questions were already generated for round {rnd}")
+                    job = questions_job(did, rnd, "requested")
+                else:
+                    if any(s["round"] == rnd for s in await store.summaries(conn, did)):
+                        raise PlatformError(ErrorCode.CONFLICT, f"round {rnd} is already summarised")
+                    job = summary_job(did, rnd, "wait", "requested")
+                await store.update_discussion(conn, did, status="running", current_job=job.model_dump())
+        await self._after_commit([], job)
+        return await self._view(did)
+
+    async def questions(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+        return await self._side_step(cmd, did, "questions")
+
+    async def summary(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+        return await self._side_step(cmd, did, "summary")
+
+    async def stop(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                d = await self._owned(conn, did, cmd.user_id, for_update=True)
+                if d["status"] not in TERMINAL:
+                    await store.update_discussion(conn, did, status="stopped", current_job=None)
+        return await self._view(did)

@@ -1,0 +1,323 @@
+"""Plain SQL over asyncpg: the dialogue database is the only source of truth."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from adp_common.schemas.dialogue import DiscussionEvent
+
+ACTIVE_STATUSES = ("running", "waiting")
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+_UPDATABLE = {
+    "status",
+    "current_round",
+    "token_count",
+    "resolution",
+    "current_job",
+    "error",
+    "personas",
+}
+_JSON_COLUMNS = {"resolution", "current_job", "error", "personas"}
+
+
+def _j(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str)
+
+
+def loads(value: Any) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    return json.loads(value)
+
+
+async def create_discussion(
+    conn: Conn,
+    *,
+    id: str,
+    user_id: str,
+    topic: str,
+    personas: list[dict[str, Any]],
+    max_rounds: int,
+    auto_mode: bool,
+    token_limit: int,
+    status: str,
+    current_round: int,
+    current_job: dict[str, Any] | None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO discussions (id, user_id, topic, status, personas, current_round, max_rounds, auto_mode,
+                                    token_limit, current_job)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb)""",
+        id,
+        user_id,
+        topic,
+        status,
+        _j(personas),
+        current_round,
+        max_rounds,
+        auto_mode,
+        token_limit,
+        _j(current_job),
+    )
+
+
+async def add_file(conn: Conn, *, id: str, discussion_id: str, name: str, content_type: str, size: int, text: str):
+    await conn.execute(
+        "INSERT INTO files (id, discussion_id, name, content_type, size, text) VALUES ($1, $2, $3, $4, $5, $6)",
+        id,
+        discussion_id,
+        name,
+        content_type,
+        size,
+        text,
+    )
+
+
+async def get_discussion(conn: Conn, discussion_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    sql = "SELECT * FROM discussions WHERE id = $1" + (" FOR UPDATE" if for_update else "")
+    return await conn.fetchrow(sql, discussion_id)
+
+
+async def lock_user(conn: Conn, user_id: str) -> None:
+    """Serialise creations by one user (the active-discussion limit is checked under this lock)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dialogue-user:' || $1))", user_id)
+
+
+async def update_discussion(conn: Conn, discussion_id: str, **fields: Any) -> None:
+    if not fields:
+        return
+    sets, args = [], []
+    for i, (k, v) in enumerate(fields.items(), start=2):
+        if k not in _UPDATABLE:
+            raise ValueError(f"cannot update {k}")
+        if k in _JSON_COLUMNS:
+            sets.append(f"{k} = ${i}::jsonb")
+            args.append(_j(v))
+        else:
+            sets.append(f"{k} = ${i}")
+            args.append(v)
+    await conn.execute(
+        f"UPDATE discussions SET {', '.join(sets)}, updated_at = now() WHERE id = $1", discussion_id, *args
+    )
+
+
+async def list_discussions(conn: Conn, user_id: str, limit: int = 200) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM discussions WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2", user_id, limit
+    )
+
+
+async def count_active(conn: Conn, user_id: str | None = None) -> int:
+    if user_id is None:
+        return await conn.fetchval("SELECT count(*) FROM discussions WHERE status = ANY($1::text[])", ACTIVE_STATUSES)
+    return await conn.fetchval(
+        "SELECT count(*) FROM discussions WHERE user_id = $1 AND status = ANY($2::text[])", user_id, ACTIVE_STATUSES
+    )
+
+
+async def messages(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM messages WHERE discussion_id = $1 ORDER BY round, position", discussion_id)
+
+
+async def insert_message(
+    conn: Conn,
+    *,
+    id: str,
+    discussion_id: str,
+    persona: str,
+    content: str,
+    round: int,
+    turn: int,
+    position: int,
+    provider: str | None,
+    model: str | None,
+    input_tokens: int,
+    output_tokens: int,
+) -> asyncpg.Record | None:
+    """The stored message, or None when this (round, turn) is already stored."""
+    return await conn.fetchrow(
+        """INSERT INTO messages (id, discussion_id, persona, content, round, turn, position, provider, model,
+                                 input_tokens, output_tokens)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+           ON CONFLICT (discussion_id, round, turn) DO NOTHING RETURNING *""",
+        id,
+        discussion_id,
+        persona,
+        content,
+        round,
+        turn,
+        position,
+        provider,
+        model,
+        input_tokens,
+        output_tokens,
+    )
+
+
+async def insert_round(conn: Conn, discussion_id: str, number: int, token_count: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """INSERT INTO rounds (discussion_id, number, token_count) VALUES ($1, $2, $3)
+           ON CONFLICT DO NOTHING RETURNING *""",
+        discussion_id,
+        number,
+        token_count,
+    )
+
+
+async def rounds(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM rounds WHERE discussion_id = $1 ORDER BY number", discussion_id)
+
+
+async def insert_summary(
+    conn: Conn,
+    *,
+    id: str,
+    discussion_id: str,
+    round: int,
+    content: str,
+    tokens_before: int,
+    tokens_after: int,
+    reason: str,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """INSERT INTO summaries (id, discussion_id, round, content, tokens_before, tokens_after, reason)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (discussion_id, round) DO NOTHING RETURNING *""",
+        id,
+        discussion_id,
+        round,
+        content,
+        tokens_before,
+        tokens_after,
+        reason,
+    )
+
+
+async def summaries(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM summaries WHERE discussion_id = $1 ORDER BY round", discussion_id)
+
+
+async def insert_question_set(
+    conn: Conn,
+    *,
+    id: str,
+    discussion_id: str,
+    round: int,
+    questions: list[dict[str, Any]],
+    reason: str,
+    fallback: bool,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """INSERT INTO question_sets (id, discussion_id, round, questions, reason, fallback)
+           VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT (discussion_id, round) DO NOTHING RETURNING *""",
+        id,
+        discussion_id,
+        round,
+        _j(questions),
+        reason,
+        fallback,
+    )
+
+
+async def question_sets(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM question_sets WHERE discussion_id = $1 ORDER BY round", discussion_id)
+
+
+async def question_set(conn: Conn, discussion_id: str, round: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM question_sets WHERE discussion_id = $1 AND round = $2", discussion_id, round
+    )
+
+
+async def answer_question_set(conn: Conn, set_id: str, answers: dict[str, list[str]]) -> None:
+    await conn.execute(
+        "UPDATE question_sets SET answers = $2::jsonb, answered_at = now() WHERE id = $1", set_id, _j(answers)
+    )
+
+
+async def files(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM files WHERE discussion_id = $1 ORDER BY created_at, id", discussion_id)
+
+
+async def add_events(
+    conn: Conn, discussion_id: str, step_key: str | None, events: list[tuple[str, dict[str, Any]]]
+) -> list[DiscussionEvent]:
+    """Allocate consecutive seqs (in the caller's transaction) and store the events."""
+    if not events:
+        return []
+    first = await conn.fetchval(
+        "UPDATE discussions SET next_seq = next_seq + $2 WHERE id = $1 RETURNING next_seq - $2",
+        discussion_id,
+        len(events),
+    )
+    out = []
+    for i, (name, data) in enumerate(events):
+        row = await conn.fetchrow(
+            """INSERT INTO events (discussion_id, seq, event, data, step_key) VALUES ($1, $2, $3, $4::jsonb, $5)
+               RETURNING created_at""",
+            discussion_id,
+            first + i,
+            name,
+            _j(data),
+            step_key,
+        )
+        out.append(DiscussionEvent(discussionId=discussion_id, seq=first + i, event=name, data=data, time=row[0]))
+    return out
+
+
+async def events_for_step(conn: Conn, discussion_id: str, step_key: str) -> list[DiscussionEvent]:
+    rows = await conn.fetch(
+        "SELECT * FROM events WHERE discussion_id = $1 AND step_key = $2 ORDER BY seq", discussion_id, step_key
+    )
+    return [_event(r) for r in rows]
+
+
+async def events_after(conn: Conn, discussion_id: str, after_seq: int = 0) -> list[DiscussionEvent]:
+    rows = await conn.fetch(
+        "SELECT * FROM events WHERE discussion_id = $1 AND seq > $2 ORDER BY seq", discussion_id, after_seq
+    )
+    return [_event(r) for r in rows]
+
+
+def _event(r: asyncpg.Record) -> DiscussionEvent:
+    return DiscussionEvent(
+        discussionId=r["discussion_id"], seq=r["seq"], event=r["event"], data=loads(r["data"]), time=r["created_at"]
+    )
+
+
+async def processed_step(conn: Conn, discussion_id: str, step_key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM processed_steps WHERE discussion_id = $1 AND step_key = $2", discussion_id, step_key
+    )
+
+
+async def mark_processed(conn: Conn, discussion_id: str, step_key: str, next_job: dict[str, Any] | None) -> bool:
+    done = await conn.fetchval(
+        """INSERT INTO processed_steps (discussion_id, step_key, next_job) VALUES ($1, $2, $3::jsonb)
+           ON CONFLICT DO NOTHING RETURNING true""",
+        discussion_id,
+        step_key,
+        _j(next_job),
+    )
+    return bool(done)
+
+
+async def stalled_running(conn: Conn, older_than_s: float, limit: int = 100) -> list[asyncpg.Record]:
+    """Discussions 'running' with no progress for `older_than_s` (their current job is re-published)."""
+    return await conn.fetch(
+        """SELECT id, current_job FROM discussions
+           WHERE status = 'running' AND updated_at < now() - make_interval(secs => $1)
+           ORDER BY updated_at LIMIT $2""",
+        older_than_s,
+        limit,
+    )
+
+
+async def touch(conn: Conn, discussion_id: str) -> datetime:
+    return await conn.fetchval(
+        "UPDATE discussions SET updated_at = now() WHERE id = $1 RETURNING updated_at", discussion_id
+    )

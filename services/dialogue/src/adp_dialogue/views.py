@@ -1,0 +1,87 @@
+"""Rows -> client views (camelCase, as in the client contract)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from adp_common.schemas.dialogue import DiscussionView, PersonaSpec
+from adp_dialogue import store
+
+
+def message_dict(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "persona": r["persona"],
+        "content": r["content"],
+        "turn": r["turn"],
+        "round": r["round"],
+        "provider": r["provider"],
+        "model": r["model"],
+        "inputTokens": r["input_tokens"],
+        "outputTokens": r["output_tokens"],
+        "createdAt": r["created_at"].isoformat(),
+    }
+
+
+def summary_dict(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "roundNumber": r["round"],
+        "content": r["content"],
+        "tokensBefore": r["tokens_before"],
+        "tokensAfter": r["tokens_after"],
+        "reason": r["reason"],
+        "createdAt": r["created_at"].isoformat(),
+    }
+
+
+def question_set_dict(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "roundNumber": r["round"],
+        "questions": store.loads(r["questions"]),
+        "reason": r["reason"],
+        "fallback": r["fallback"],
+        "answers": store.loads(r["answers"]),
+        "answeredAt": r["answered_at"].isoformat() if r["answered_at"] else None,
+        "createdAt": r["created_at"].isoformat(),
+    }
+
+
+def round_dict(number: int, msgs: list[dict[str, Any]], completed_at: Any = None) -> dict[str, Any]:
+    return {
+        "number": number,
+        "messages": [m for m in msgs if m["round"] == number],
+        "completedAt": completed_at.isoformat() if completed_at else None,
+    }
+
+
+def base_view(d: asyncpg.Record, *, has_active: bool | None = None) -> DiscussionView:
+    return DiscussionView(
+        id=d["id"],
+        userId=d["user_id"],
+        topic=d["topic"],
+        status=d["status"],
+        currentRound=d["current_round"],
+        maxRounds=d["max_rounds"],
+        personas=[PersonaSpec(**p) for p in store.loads(d["personas"])],
+        resolution=store.loads(d["resolution"]),
+        tokenCount=d["token_count"],
+        tokenLimit=d["token_limit"],
+        createdAt=d["created_at"],
+        updatedAt=d["updated_at"],
+        error=store.loads(d["error"]),
+        hasActiveDiscussion=has_active,
+    )
+
+
+async def full_view(conn: store.Conn, d: asyncpg.Record, *, has_active: bool | None = None) -> DiscussionView:
+    view = base_view(d, has_active=has_active)
+    msgs = [message_dict(r) for r in await store.messages(conn, d["id"])]
+    view.messages = msgs
+    view.rounds = [round_dict(r["number"], msgs, r["completed_at"]) for r in await store.rounds(conn, d["id"])]
+    view.summaries = [summary_dict(r) for r in await store.summaries(conn, d["id"])]
+    view.questions = [question_set_dict(r) for r in await store.question_sets(conn, d["id"])]
+    return view
