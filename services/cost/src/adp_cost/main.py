@@ -6,7 +6,6 @@ from pathlib import Path
 
 from adp_common.service import main_for
 from adp_common.settings import load_settings
-
 from adp_cost.app import CostApp
 from adp_cost.settings import CostSettings
 

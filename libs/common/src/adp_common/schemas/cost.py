@@ -30,6 +30,9 @@ class CostQuery(BaseModel):
     user_id: str | None = None
     start_date: date | None = None
     end_date: date | None = None
+    limit: int | None = Field(
+        default=None, ge=1, le=10_000, description="Max rows for the row kinds (default: the service's cap)"
+    )
 
 
 class CostRow(BaseModel):
