@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adp_common.service import main_for
-from adp_common.settings import load_settings
-
 from adp_alerts.app import AlertsApp
 from adp_alerts.settings import AlertsSettings
+from adp_common.service import main_for
+from adp_common.settings import load_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
