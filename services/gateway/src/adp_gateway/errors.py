@@ -1,0 +1,70 @@
+"""The contract's error envelope `{"error": {"code", "message"}}` and the exception handlers that produce it."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adp_common.errors import HTTP_STATUS, ErrorCode, PlatformError
+
+log = logging.getLogger("adp.gateway")
+
+
+def error_body(code: ErrorCode | str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": str(ErrorCode(code).value), "message": message}}
+
+
+def error_response(
+    code: ErrorCode | str, message: str, status: int | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    code = ErrorCode(code)
+    return JSONResponse(error_body(code, message), status_code=status or HTTP_STATUS[code], headers=headers)
+
+
+def code_for_status(status: int) -> ErrorCode:
+    return {
+        401: ErrorCode.UNAUTHORIZED,
+        403: ErrorCode.FORBIDDEN,
+        404: ErrorCode.NOT_FOUND,
+        409: ErrorCode.CONFLICT,
+        413: ErrorCode.VALIDATION_ERROR,
+        429: ErrorCode.RATE_LIMIT_EXCEEDED,
+        503: ErrorCode.SERVICE_UNAVAILABLE,
+    }.get(status, ErrorCode.INTERNAL_ERROR if status >= 500 else ErrorCode.VALIDATION_ERROR)
+
+
+def validation_message(err: RequestValidationError | ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body",))
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def platform_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, PlatformError)
+        headers = {"Retry-After": "1"} if exc.code == ErrorCode.SERVICE_UNAVAILABLE else None
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:
+            headers = {"Retry-After": str(retry_after)}
+        return error_response(exc.code, exc.message, headers=headers)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return error_response(code_for_status(exc.status_code), detail, exc.status_code, headers=exc.headers)
+
+    async def request_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError | ValidationError)
+        return error_response(ErrorCode.VALIDATION_ERROR, validation_message(exc))
+
+    app.add_exception_handler(PlatformError, platform_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(ValidationError, request_validation)

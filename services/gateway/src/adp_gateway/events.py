@@ -1,0 +1,191 @@
+"""Live discussion events for one client: subscribe first, replay history, then live, de-duplicated by seq.
+
+Durable events (JetStream DISCUSSIONS, Envelope-wrapped, seq per discussion) and token chunks (core NATS,
+plain DiscussionEvent JSON, seq 0) both reach the core subscription in publication order. History is read
+after subscribing, so nothing published in between is lost; seq de-duplicates the overlap. Each client has
+a bounded buffer: a client that falls too far behind gets an `error` event (SLOW_CONSUMER) and is cut off;
+it can resume with Last-Event-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+
+from adp_common.bus import Bus
+from adp_common.envelope import decode
+from adp_common.schemas.dialogue import DiscussionEvent
+
+log = logging.getLogger("adp.gateway.events")
+
+SLOW_CONSUMER = "SLOW_CONSUMER"
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    pass
+
+
+@dataclass(frozen=True)
+class Overflow:
+    last_seq: int
+
+
+Item = DiscussionEvent | Heartbeat | Overflow
+
+
+def parse_message(subject: str, data: bytes) -> DiscussionEvent | None:
+    """A DiscussionEvent from a durable envelope (…events) or a plain chunk (…chunks); None if unreadable."""
+    try:
+        if subject.endswith(".events"):
+            env = decode(data)
+            payload = env.payload
+            if isinstance(payload, DiscussionEvent):
+                return payload
+            return DiscussionEvent.model_validate(payload)
+        return DiscussionEvent.model_validate_json(data)
+    except (ValidationError, ValueError, KeyError, TypeError):
+        log.warning("unreadable discussion message on %s", subject)
+        return None
+
+
+def event_payload(ev: DiscussionEvent) -> dict[str, Any]:
+    """The JSON clients get (SSE data and Socket.IO payload): the event's data plus discussionId."""
+    return {**ev.data, "discussionId": ev.discussionId}
+
+
+def format_sse(ev: DiscussionEvent) -> str:
+    lines = []
+    if ev.seq > 0:
+        lines.append(f"id: {ev.seq}")
+    lines.append(f"event: {ev.event}")
+    data = json.dumps(event_payload(ev), default=str, separators=(",", ":"))
+    lines.extend(f"data: {line}" for line in data.splitlines() or [""])
+    return "\n".join(lines) + "\n\n"
+
+
+def format_sse_error(discussion_id: str, code: str, message: str, last_seq: int) -> str:
+    data = {"discussionId": discussion_id, "code": code, "message": message, "lastEventId": last_seq}
+    return f"event: error\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def parse_last_event_id(value: str | None) -> int:
+    """0 when absent; raises ValueError when present but not a non-negative integer."""
+    if value is None or value.strip() == "":
+        return 0
+    n = int(value.strip())
+    if n < 0:
+        raise ValueError("negative event id")
+    return n
+
+
+class EventStream:
+    """One client's view of a discussion's events (use `async with`, then iterate `items()`)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        discussion_id: str,
+        *,
+        last_seq: int = 0,
+        replay: bool = True,
+        queue_size: int = 2000,
+        heartbeat_s: float = 15.0,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self.bus = bus
+        self.discussion_id = discussion_id
+        self.last_seq = last_seq
+        self.replay = replay
+        self.heartbeat_s = heartbeat_s
+        self.stop = stop or asyncio.Event()
+        self.queue: asyncio.Queue[Msg] = asyncio.Queue(queue_size)
+        self.overflowed = False
+        self._sub: Subscription | None = None
+        self._history: list[DiscussionEvent] | None = None
+
+    async def __aenter__(self) -> EventStream:
+        async def on_msg(msg: Msg) -> None:
+            if self.overflowed:
+                return
+            try:
+                self.queue.put_nowait(msg)
+            except asyncio.QueueFull:
+                self.overflowed = True
+
+        self._sub = await self.bus.nc.subscribe(self.bus.catalog.discussion_all(self.discussion_id), cb=on_msg)
+        await self.bus.nc.flush(timeout=5)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def history(self) -> list[DiscussionEvent]:
+        stream = self.bus.catalog.stream_name("DISCUSSIONS")
+        msgs = await self.bus.stream_messages(stream, self.bus.catalog.discussion_events(self.discussion_id))
+        out = []
+        for m in msgs:
+            ev = parse_message(m.subject, m.data)
+            if ev is not None:
+                out.append(ev)
+        out.sort(key=lambda e: e.seq)
+        return out
+
+    async def prepare(self) -> None:
+        """Read the history (after subscribing) and fix the de-duplication baseline; idempotent."""
+        if self._history is not None:
+            return
+        self._history = []
+        for ev in await self.history():
+            if ev.seq > self.last_seq:
+                if self.replay:
+                    self._history.append(ev)
+                self.last_seq = ev.seq
+
+    async def items(self) -> AsyncIterator[Item]:
+        # 1. history (read after the subscription, so nothing published in between is lost)
+        await self.prepare()
+        assert self._history is not None
+        pending, self._history = self._history, []
+        for ev in pending:
+            yield ev
+        # 2. live
+        stop_wait = asyncio.ensure_future(self.stop.wait())
+        try:
+            while not self.stop.is_set():
+                if self.overflowed:  # the client fell too far behind: cut it off, it resumes by seq
+                    yield Overflow(self.last_seq)
+                    return
+                get = asyncio.ensure_future(self.queue.get())
+                done, _ = await asyncio.wait({get, stop_wait}, timeout=self.heartbeat_s, return_when="FIRST_COMPLETED")
+                if get not in done:
+                    get.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await get
+                    if self.stop.is_set():
+                        return
+                    yield Heartbeat()
+                    continue
+                msg = get.result()
+                ev = parse_message(msg.subject, msg.data)
+                if ev is None:
+                    continue
+                if msg.subject.endswith(".events"):
+                    if ev.seq <= self.last_seq:
+                        continue  # already delivered (history overlap or a re-publish)
+                    self.last_seq = ev.seq
+                yield ev
+        finally:
+            stop_wait.cancel()

@@ -1,0 +1,251 @@
+"""Prometheus metrics, the request-stats window published for the alerts service, and the ASGI middleware
+that gives every request an id, sheds load, limits body size, logs one access line and records metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from adp_common.errors import ErrorCode
+from adp_common.logging import correlation_id
+from adp_common.schemas.ops import RequestStats
+from adp_gateway.errors import error_body
+
+access_log = logging.getLogger("adp.gateway.access")
+log = logging.getLogger("adp.gateway")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+EXEMPT_PATHS = ("/health", "/ready", "/live", "/metrics")
+UPLOAD_PATHS = ("/api/files", "/api/discussions")
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "adp_gateway_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "adp_gateway_http_request_duration_seconds",
+            "HTTP request latency (until the response is complete; streams excluded)",
+            ["method", "route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.errors = Counter("adp_gateway_http_errors", "Error responses", ["route", "code"], registry=registry)
+        self.inflight = Gauge("adp_gateway_inflight_requests", "Requests in flight", registry=registry)
+        self.streams = Gauge("adp_gateway_active_streams", "Open streams", ["kind"], registry=registry)
+        self.connections = Gauge("adp_gateway_socketio_connections", "Connected Socket.IO clients", registry=registry)
+        self.shed = Counter("adp_gateway_shed_requests", "Requests refused by load shedding", registry=registry)
+        self.rate_limited = Counter(
+            "adp_gateway_rate_limited", "Requests refused by rate limits", ["bucket"], registry=registry
+        )
+        self.total = 0
+        self.total_errors = 0
+
+
+@dataclass
+class StatsWindow:
+    """Request outcomes since the last publication (latency sample bounded by reservoir sampling)."""
+
+    start: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.monotonic)
+    requests: int = 0
+    errors: int = 0
+    client_errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    sample_size: int = 500
+
+    def add(self, status: int, latency_ms: float) -> None:
+        self.requests += 1
+        if status >= 500:
+            self.errors += 1
+        elif status >= 400:
+            self.client_errors += 1
+        if len(self.latencies) < self.sample_size:
+            self.latencies.append(latency_ms)
+        else:
+            i = random.randrange(self.requests)
+            if i < self.sample_size:
+                self.latencies[i] = latency_ms
+
+    def to_stats(self, service: str, instance: str) -> RequestStats:
+        lat = sorted(self.latencies)
+        p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None
+        return RequestStats(
+            service=service,
+            instance=instance,
+            window_start=self.start,
+            window_s=round(time.monotonic() - self.started, 3),
+            requests=self.requests,
+            errors=self.errors,
+            client_errors=self.client_errors,
+            latencies_ms=[round(x, 2) for x in lat],
+            latency_p95_ms=round(p95, 2) if p95 is not None else None,
+        )
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def client_ip(scope: Scope, trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        for k, v in scope.get("headers", []):
+            if k == b"x-forwarded-for":
+                return v.decode("latin-1").split(",")[0].strip()[:64]
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+class GatewayMiddleware:
+    """Pure ASGI (streams pass straight through)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: GatewayMetrics,
+        window: list[StatsWindow],
+        max_inflight: int,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        trust_forwarded_for: bool = False,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.window = window  # one-element holder, swapped by the stats publisher
+        self.max_inflight = max_inflight
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.trust_forwarded_for = trust_forwarded_for
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        rid = headers.get("x-request-id", "")
+        if not _REQUEST_ID.match(rid):
+            rid = uuid.uuid4().hex
+        token = correlation_id.set(rid)
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        ip = client_ip(scope, self.trust_forwarded_for)
+        state["client_ip"] = ip
+        start = time.perf_counter()
+        status_holder = {"status": 0, "streaming": False}
+        exempt = path in EXEMPT_PATHS
+        is_stream = path.endswith("/events")
+        counted = not exempt and not is_stream
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                hdrs = list(message.get("headers", []))
+                hdrs.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": hdrs}
+                ctype = next((v for k, v in hdrs if k.lower() == b"content-type"), b"")
+                status_holder["streaming"] = ctype.startswith(b"text/event-stream")
+            await send(message)
+
+        async def respond(status: int, code: ErrorCode, message: str, extra: dict[str, str] | None = None) -> None:
+            body = json.dumps(error_body(code, message)).encode()
+            hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            hdrs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+            await send_wrapper({"type": "http.response.start", "status": status, "headers": hdrs})
+            await send({"type": "http.response.body", "body": body})
+
+        try:
+            if counted and self.inflight >= self.max_inflight:
+                self.metrics.shed.inc()
+                await respond(
+                    503, ErrorCode.SERVICE_UNAVAILABLE, "gateway overloaded, retry shortly", {"Retry-After": "1"}
+                )
+                return
+            limit = self.max_body_bytes
+            is_upload = path in UPLOAD_PATHS and headers.get("content-type", "").startswith("multipart/form-data")
+            if is_upload:
+                limit = self.max_upload_bytes
+            too_large_code = ErrorCode.INVALID_FILE_SIZE if is_upload else ErrorCode.VALIDATION_ERROR
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await respond(413, too_large_code, f"request body larger than {limit} bytes")
+                return
+            received = 0
+
+            async def receive_limited() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise BodyTooLarge
+                return message
+
+            if counted:
+                self.inflight += 1
+                self.metrics.inflight.inc()
+            try:
+                await self.app(scope, receive_limited, send_wrapper)
+            except BodyTooLarge:
+                if status_holder["status"] == 0:
+                    await respond(413, too_large_code, f"request body larger than {limit} bytes")
+            except Exception:
+                log.exception("unhandled error on %s %s", scope.get("method"), path)
+                if status_holder["status"] == 0:
+                    await respond(500, ErrorCode.INTERNAL_ERROR, "internal error")
+            finally:
+                if counted:
+                    self.inflight -= 1
+                    self.metrics.inflight.dec()
+        finally:
+            self._record(scope, path, status_holder, start, ip, rid)
+            correlation_id.reset(token)
+
+    def _record(self, scope: Scope, path: str, holder: dict[str, object], start: float, ip: str, rid: str) -> None:
+        status = int(holder["status"] or 0) or 500
+        elapsed = time.perf_counter() - start
+        route = scope.get("route")
+        route_path = getattr(route, "path", None) or ("/socket.io" if path.startswith("/socket.io") else "unmatched")
+        method = scope.get("method", "")
+        self.metrics.requests.labels(method, route_path, str(status)).inc()
+        self.metrics.total += 1
+        if not holder["streaming"]:
+            self.metrics.latency.labels(method, route_path).observe(elapsed)
+        if status >= 400:
+            code = scope.get("state", {}).get("error_code") or str(status)
+            self.metrics.errors.labels(route_path, code).inc()
+        if status >= 500:
+            self.metrics.total_errors += 1
+        if path not in EXEMPT_PATHS:
+            self.window[0].add(status, elapsed * 1000)
+        principal = scope.get("state", {}).get("principal")
+        access_log.info(
+            "%s %s %s",
+            method,
+            path,
+            status,
+            extra={
+                "event": "access",
+                "method": method,
+                "path": path,
+                "route": route_path,
+                "status": status,
+                "user_id": getattr(principal, "user_id", None),
+                "key_id": getattr(principal, "key_id", None),
+                "latency_ms": round(elapsed * 1000, 2),
+                "request_id": rid,
+                "client_ip": ip,
+            },
+        )

@@ -1,0 +1,185 @@
+"""OpenAI chat-completions wire format <-> the platform's CompletionRequest/CompletionResult (pure)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from adp_common.errors import ErrorCode, PlatformError
+from adp_common.schemas.llm import ChatMessage, CompletionChunk, CompletionRequest, CompletionResult, ModelList
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class OpenAIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[OpenAIMessage] = Field(min_length=1, max_length=1000)
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=32768)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(default=None, max_length=200)
+    n: int | None = Field(default=None, ge=1, le=1)
+
+
+def _text(content: str | list[ContentPart] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if part.type != "text":
+            raise PlatformError(ErrorCode.VALIDATION_ERROR, f"content part type {part.type!r} is not supported")
+        texts.append(part.text or "")
+    return "".join(texts)
+
+
+def to_completion_request(body: ChatCompletionRequest, *, user_id: str, timeout_s: float) -> CompletionRequest:
+    messages = [
+        ChatMessage(role="system" if m.role == "developer" else m.role, content=_text(m.content)) for m in body.messages
+    ]
+    return CompletionRequest(
+        messages=messages,
+        route=body.model,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        stream=body.stream,
+        user_id=user_id,
+        timeout_s=timeout_s,
+        task="chat",
+    )
+
+
+def completion_id(request_id: str) -> str:
+    return f"chatcmpl-{request_id}"
+
+
+def usage_dict(result: CompletionResult) -> dict[str, int]:
+    p, c = result.usage.input_tokens, result.usage.output_tokens
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def completion_response(result: CompletionResult, *, model: str, created: int | None = None) -> dict[str, Any]:
+    return {
+        "id": completion_id(result.request_id),
+        "object": "chat.completion",
+        "created": created or int(time.time()),
+        "model": result.model or model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "logprobs": None,
+                "finish_reason": result.finish_reason or "stop",
+            }
+        ],
+        "usage": usage_dict(result),
+        "system_fingerprint": None,
+        # extensions (ignored by OpenAI clients): which provider answered, and whether it was simulated
+        "provider": result.provider,
+        "simulated": result.simulated,
+    }
+
+
+def chunk_object(
+    request_id: str,
+    *,
+    model: str,
+    created: int,
+    delta: dict[str, Any] | None = None,
+    finish_reason: str | None = None,
+    include_usage: bool = False,
+    usage: dict[str, int] | None = None,
+    final_usage: bool = False,
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "id": completion_id(request_id),
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": []
+        if final_usage
+        else [{"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if include_usage:
+        obj["usage"] = usage if final_usage else None
+    return obj
+
+
+def sse_data(obj: dict[str, Any] | str) -> bytes:
+    text = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"), default=str)
+    return f"data: {text}\n\n".encode()
+
+
+class StreamEncoder:
+    """Turns router chunks and the final result into OpenAI `chat.completion.chunk` SSE frames."""
+
+    def __init__(self, request_id: str, *, model: str, include_usage: bool) -> None:
+        self.request_id = request_id
+        self.model = model
+        self.include_usage = include_usage
+        self.created = int(time.time())
+        self.started = False
+
+    def _chunk(self, **kw: Any) -> bytes:
+        return sse_data(
+            chunk_object(
+                self.request_id, model=self.model, created=self.created, include_usage=self.include_usage, **kw
+            )
+        )
+
+    def start(self) -> bytes:
+        self.started = True
+        return self._chunk(delta={"role": "assistant", "content": ""})
+
+    def chunk(self, c: CompletionChunk) -> bytes:
+        return self._chunk(delta={"content": c.delta})
+
+    def finish(self, result: CompletionResult) -> bytes:
+        out = self._chunk(delta={}, finish_reason=result.finish_reason or "stop")
+        if self.include_usage:
+            out += self._chunk(final_usage=True, usage=usage_dict(result))
+        return out + sse_data("[DONE]")
+
+    def error(self, code: str, message: str) -> bytes:
+        return sse_data({"error": {"code": code, "message": message}}) + sse_data("[DONE]")
+
+
+def models_response(models: ModelList) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": m.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": m.owned_by or m.provider,
+                "provider": m.provider,
+                "simulated": m.simulated,
+            }
+            for m in models.models
+        ],
+    }

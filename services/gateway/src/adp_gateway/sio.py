@@ -1,0 +1,244 @@
+"""Socket.IO at /socket.io for the original web client: same auth, same event names and payloads as SSE.
+
+Each socket gets a forwarder per discussion it started, acted on or joined (it also enters a room named
+after the discussion). Forwarders are per socket, so ordering and de-duplication are exact per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import socketio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adp_common.errors import ErrorCode, PlatformError
+from adp_common.schemas.dialogue import DialogueCommand, DialogueQuery, DiscussionView
+from adp_gateway.auth import Principal, bearer_token
+from adp_gateway.context import GatewayContext
+from adp_gateway.errors import validation_message
+from adp_gateway.events import EventStream, Heartbeat, Overflow, event_payload
+
+log = logging.getLogger("adp.gateway.sio")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class StartDialogue(_In):
+    topic: str = Field(min_length=1, max_length=5000)
+    files: list[str] = Field(default_factory=list, max_length=5)
+    max_rounds: int | None = Field(default=None, ge=1, le=100, alias="maxRounds")
+
+
+class OnDiscussion(_In):
+    discussionId: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    roundNumber: int | None = Field(default=None, ge=0, le=1000)
+
+
+class SubmitAnswers(OnDiscussion):
+    answers: dict[str, list[str]] = Field(max_length=50)
+
+
+class UserInput(OnDiscussion):
+    input: str = Field(min_length=1, max_length=5000)
+
+
+class JoinDiscussion(OnDiscussion):
+    lastEventId: int = Field(default=0, ge=0)
+
+
+class SocketGateway:
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+        origins = ctx.settings.cors_origin_list
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            cors_allowed_origins=("*" if "*" in origins else origins) if origins else None,
+            logger=False,
+            engineio_logger=False,
+            max_http_buffer_size=1_000_000,
+        )
+        self.principals: dict[str, Principal] = {}
+        self.ips: dict[str, str] = {}
+        self.forwarders: dict[str, dict[str, asyncio.Task[None]]] = {}
+        self._register()
+
+    def asgi(self, other: Any) -> socketio.ASGIApp:
+        return socketio.ASGIApp(self.sio, other_asgi_app=other, socketio_path="socket.io")
+
+    # ---- lifecycle ------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        for sid in list(self.principals):
+            with contextlib.suppress(Exception):
+                await self.sio.disconnect(sid)
+        for tasks in self.forwarders.values():
+            for t in tasks.values():
+                t.cancel()
+        with contextlib.suppress(Exception):
+            await self.sio.shutdown()
+
+    async def error(self, sid: str, code: ErrorCode | str, message: str, discussion_id: str | None = None) -> None:
+        payload: dict[str, Any] = {"code": str(code), "message": message}
+        if discussion_id:
+            payload["discussionId"] = discussion_id
+        await self.sio.emit("error", payload, to=sid)
+
+    # ---- forwarding -----------------------------------------------------------------------------------
+    async def follow(self, sid: str, discussion_id: str, *, replay: bool, last_seq: int = 0) -> None:
+        """Start forwarding the discussion's events to this socket; returns once the subscription and the
+        de-duplication baseline are in place (so a command sent afterwards cannot be missed)."""
+        tasks = self.forwarders.setdefault(sid, {})
+        if discussion_id in tasks and not tasks[discussion_id].done():
+            return
+        await self.sio.enter_room(sid, discussion_id)
+        s = self.ctx.settings
+        stream = EventStream(
+            self.ctx.bus,
+            discussion_id,
+            last_seq=last_seq,
+            replay=replay,
+            queue_size=s.sse_queue_size,
+            heartbeat_s=s.sse_heartbeat_s,
+            stop=self.ctx.draining,
+        )
+        await stream.__aenter__()
+        try:
+            await stream.prepare()
+        except BaseException:
+            await stream.__aexit__()
+            raise
+
+        async def run() -> None:
+            try:
+                async for item in stream.items():
+                    if isinstance(item, Heartbeat):
+                        continue
+                    if isinstance(item, Overflow):
+                        await self.error(sid, "SLOW_CONSUMER", "client too far behind; join again", discussion_id)
+                        return
+                    await self.sio.emit(item.event, event_payload(item), to=sid)
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("socket forwarder for %s failed", discussion_id)
+            finally:
+                await stream.__aexit__()
+
+        tasks[discussion_id] = asyncio.create_task(run())
+
+    # ---- handlers -------------------------------------------------------------------------------------
+    def _register(self) -> None:
+        sio = self.sio
+        ctx = self.ctx
+
+        async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+            token = None
+            if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+                token = auth["token"].removeprefix("Bearer ").strip()
+            if not token:
+                token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
+            try:
+                principal = await ctx.authenticate(token)
+            except PlatformError as err:
+                raise socketio.exceptions.ConnectionRefusedError(
+                    {"code": err.code.value, "message": err.message}
+                ) from None
+            if principal is None:
+                raise socketio.exceptions.ConnectionRefusedError(
+                    {"code": ErrorCode.UNAUTHORIZED.value, "message": "invalid or missing API key"}
+                )
+            self.principals[sid] = principal
+            self.ips[sid] = str(environ.get("REMOTE_ADDR") or "unknown")
+            ctx.socket_connections += 1
+            ctx.metrics.connections.inc()
+
+        async def disconnect(sid: str, *_: Any) -> None:
+            if self.principals.pop(sid, None) is not None:
+                ctx.socket_connections -= 1
+                ctx.metrics.connections.dec()
+            self.ips.pop(sid, None)
+            for t in self.forwarders.pop(sid, {}).values():
+                t.cancel()
+
+        sio.on("connect", connect)
+        sio.on("disconnect", disconnect)
+
+        def handler(
+            event: str, model: type[BaseModel], action: str | None
+        ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
+            async def run(sid: str, data: Any = None) -> dict[str, Any]:
+                principal = self.principals.get(sid)
+                discussion_id = data.get("discussionId") if isinstance(data, dict) else None
+                if principal is None:
+                    await self.error(sid, ErrorCode.UNAUTHORIZED, "not authenticated")
+                    return {"error": {"code": "UNAUTHORIZED", "message": "not authenticated"}}
+                try:
+                    if not isinstance(data, dict):
+                        raise PlatformError(ErrorCode.VALIDATION_ERROR, f"{event} needs an object payload")
+                    try:
+                        body = model.model_validate(data)
+                    except ValidationError as err:
+                        code = ErrorCode.INVALID_DISCUSSION_ID if "discussionId" in str(err) else None
+                        raise PlatformError(code or ErrorCode.VALIDATION_ERROR, validation_message(err)) from None
+                    await ctx.rate_limit(principal, self.ips.get(sid, "unknown"), action)
+                    view = await self.dispatch(sid, event, principal, body)
+                    return {"ok": True, "discussion": view.model_dump(mode="json")}
+                except PlatformError as err:
+                    await self.error(
+                        sid, err.code, err.message, discussion_id if isinstance(discussion_id, str) else None
+                    )
+                    return {"error": {"code": err.code.value, "message": err.message}}
+                except Exception:
+                    log.exception("socket event %s failed", event)
+                    await self.error(sid, ErrorCode.INTERNAL_ERROR, "internal error")
+                    return {"error": {"code": "INTERNAL_ERROR", "message": "internal error"}}
+
+            return run
+
+        sio.on("start-dialogue", handler("start-dialogue", StartDialogue, "start"))
+        sio.on("proceed-dialogue", handler("proceed-dialogue", OnDiscussion, "proceed"))
+        sio.on("submit-answers", handler("submit-answers", SubmitAnswers, "answers"))
+        sio.on("user-input", handler("user-input", UserInput, "answers"))
+        sio.on("generate-summary", handler("generate-summary", OnDiscussion, "summary"))
+        sio.on("generate-questions", handler("generate-questions", OnDiscussion, "questions"))
+        sio.on("join-discussion", handler("join-discussion", JoinDiscussion, None))
+
+    async def dispatch(self, sid: str, event: str, p: Principal, body: BaseModel) -> DiscussionView:
+        ctx = self.ctx
+        if isinstance(body, StartDialogue):
+            refs = await ctx.file_refs(p.user_id, body.files)
+            view = await ctx.command(
+                DialogueCommand(
+                    action="create", user_id=p.user_id, topic=body.topic, max_rounds=body.max_rounds, files=refs
+                )
+            )
+            await self.follow(sid, view.id, replay=True)
+            return view
+        assert isinstance(body, OnDiscussion)
+        did = body.discussionId
+        current = await ctx.query(DialogueQuery(kind="get", user_id=p.user_id, discussion_id=did), DiscussionView)
+        if isinstance(body, JoinDiscussion):
+            await self.follow(sid, did, replay=True, last_seq=body.lastEventId)
+            return current
+        await self.follow(sid, did, replay=False)
+        if isinstance(body, SubmitAnswers):
+            cmd = DialogueCommand(
+                action="answers",
+                user_id=p.user_id,
+                discussion_id=did,
+                round_number=body.roundNumber,
+                answers=body.answers,
+            )
+        elif isinstance(body, UserInput):
+            cmd = DialogueCommand(action="input", user_id=p.user_id, discussion_id=did, input=body.input)
+        else:
+            action = {"proceed-dialogue": "proceed", "generate-summary": "summary", "generate-questions": "questions"}[
+                event
+            ]
+            cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)  # type: ignore[arg-type]
+        return await ctx.command(cmd)
