@@ -21,6 +21,7 @@ from aiohttp import web
 
 STATIC = Path(__file__).resolve().parents[2] / "services" / "gateway" / "src" / "adp_gateway" / "static"
 PERSONAS = ("Analyzer", "Solver", "Moderator")
+COMPONENTS = ("nats", "gateway", "dialogue", "llm-router", "cost", "alerts")
 
 
 @dataclass
@@ -188,7 +189,8 @@ class FakeGateway:
         if rnd >= d.max_rounds:
             d.status = "resolved"
             d.resolution = {"reason": "consensus", "finalAnswer": f"Final answer about «{d.topic}»"}
-            self.emit(d, "conversation-resolved", {"resolution": d.resolution, "finalAnswer": d.resolution["finalAnswer"]})
+            final = d.resolution["finalAnswer"]
+            self.emit(d, "conversation-resolved", {"resolution": d.resolution, "finalAnswer": final})
             return
         d.status = "waiting"
         qs = {
@@ -305,7 +307,7 @@ class FakeGateway:
 
     async def costs(self, request: web.Request) -> web.Response:
         self.auth(request)
-        days = ["2025-01-0%d" % i for i in range(1, 8)]
+        days = [f"2025-01-0{i}" for i in range(1, 8)]
         daily = [
             {"date": day, "provider": prov, "cost_usd": f"{(i + 1) * mult:.4f}"}
             for i, day in enumerate(days)
@@ -322,19 +324,23 @@ class FakeGateway:
 
     async def dashboard(self, request: web.Request) -> web.Response:
         if self.auth(request) != "admin":
-            raise web.HTTPForbidden(
-                text=json.dumps({"error": {"code": "FORBIDDEN", "message": "admin only"}}), content_type="application/json"
-            )
+            body = json.dumps({"error": {"code": "FORBIDDEN", "message": "admin only"}})
+            raise web.HTTPForbidden(text=body, content_type="application/json")
         return web.json_response(
             {
                 "health": {
                     "status": "UP",
-                    "components": {s: {"status": "UP"} for s in ("nats", "gateway", "dialogue", "llm-router", "cost", "alerts")},
+                    "components": {s: {"status": "UP"} for s in COMPONENTS},
                 },
-                "metrics": {"requests": 120, "errorRate": 0.02, "activeDiscussions": len(self.discussions), "connections": 1},
+                "metrics": {
+                    "requests": 120,
+                    "errorRate": 0.02,
+                    "activeDiscussions": len(self.discussions),
+                    "connections": 1,
+                },
                 "providers": [
-                    {"name": "groq", "available": True, "successRate": 0.58, "latencyP50Ms": 420, "latencyP95Ms": 980},
-                    {"name": "openai", "available": True, "successRate": 0.99, "latencyP50Ms": 610, "latencyP95Ms": 1400},
+                    {"name": "groq", "available": True, "successRate": 0.58, "latencyP50Ms": 420},
+                    {"name": "openai", "available": True, "successRate": 0.99, "latencyP50Ms": 610},
                 ],
                 "circuitBreakers": {"groq": "open", "openai": "closed"},
                 "alerts": self.alerts,
@@ -353,5 +359,3 @@ class FakeGateway:
                 a["acknowledged_by"] = "admin"
                 return web.json_response(a)
         raise web.HTTPNotFound()
-
-
