@@ -1,6 +1,5 @@
 """The client contract (DESIGN.md section 5) on FastAPI: routes only; logic lives in the other modules."""
 
-
 import asyncio
 import contextlib
 import hashlib

@@ -1,0 +1,126 @@
+"""Helpers for tests that drive a running gateway over HTTP (used by the gateway's tests and e2e tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from adp_gateway.settings import GatewaySettings
+
+ADMIN_KEY = "adp_test_bootstrap_admin_key_0123456789"
+HIGH = "100000"
+
+
+def gateway_settings(
+    nats_url: str, pg_dsn: str, prefix: str, db_name: str, redis_url: str, **kw: Any
+) -> GatewaySettings:
+    base: dict[str, Any] = dict(
+        nats_url=nats_url,
+        database_url=pg_dsn,
+        subject_prefix=prefix,
+        database_name=db_name,
+        http_port=0,
+        bootstrap_api_key=ADMIN_KEY,
+        redis_url=redis_url,
+        rate_limit_requests=int(HIGH),
+        rate_limit_start=int(HIGH),
+        rate_limit_proceed=int(HIGH),
+        rate_limit_answers=int(HIGH),
+        rate_limit_questions=int(HIGH),
+        rate_limit_summary=int(HIGH),
+        heartbeat_interval_s=30,
+        shutdown_grace_s=3,
+        request_timeout_s=5,
+        health_timeout_s=1,
+    )
+    base.update(kw)
+    return GatewaySettings(**base)
+
+
+@dataclass
+class Client:
+    """An httpx client bound to one API key."""
+
+    http: httpx.AsyncClient
+    key: str
+    user_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def new_user(admin: httpx.AsyncClient, name: str = "alice", role: str = "user") -> tuple[str, str, str]:
+    """(user id, key, key id)."""
+    r = await admin.post("/api/admin/users", json={"name": name, "role": role})
+    assert r.status_code == 201, r.text
+    uid = r.json()["id"]
+    r = await admin.post(f"/api/admin/users/{uid}/keys")
+    assert r.status_code == 201, r.text
+    return uid, r.json()["key"], r.json()["id"]
+
+
+def assert_envelope(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    assert r.headers.get("x-request-id")
+    return body
+
+
+async def read_sse(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Parse an SSE response into {'id', 'event', 'data'} dicts (comments are yielded as {'comment'})."""
+    event: dict[str, Any] = {}
+    data: list[str] = []
+    async for line in resp.aiter_lines():
+        if line == "":
+            if data or event:
+                if data:
+                    event["data"] = json.loads("\n".join(data))
+                yield event
+            event, data = {}, []
+        elif line.startswith(":"):
+            yield {"comment": line[1:].strip()}
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            elif name == "id":
+                event["id"] = int(value)
+            elif name in ("event", "retry"):
+                event[name] = value
+
+
+@contextlib.asynccontextmanager
+async def platform_services(nats_url: str, pg_dsn: str, prefix: str, databases: Any, *, services: tuple[str, ...]):
+    """Run the real llm-router (simulated provider, fast tokens), dialogue, cost and alerts in-process."""
+    from adp_testing.inproc import running_service
+
+    async with contextlib.AsyncExitStack() as stack:
+        common = dict(nats_url=nats_url, database_url=pg_dsn, subject_prefix=prefix, heartbeat_interval_s=30)
+        if "llm-router" in services:
+            from adp_router.app import RouterApp
+            from adp_router.settings import RouterSettings
+
+            rs = RouterSettings(**common, router_simulated="always", simulated_ttft_ms=5, simulated_tokens_per_s=3000)
+            await stack.enter_async_context(running_service("llm-router", rs, RouterApp(rs), use_database=False))
+        if "cost" in services:
+            from adp_cost.app import CostApp
+            from adp_cost.main import MIGRATIONS as COST_MIG
+            from adp_cost.settings import CostSettings
+
+            cs = CostSettings(**common, database_name=databases.name("cost"))
+            await stack.enter_async_context(running_service("cost", cs, CostApp(cs), migrations_dir=COST_MIG))
+        if "dialogue" in services:
+            from adp_dialogue.app import DialogueApp
+            from adp_dialogue.main import MIGRATIONS as DLG_MIG
+            from adp_dialogue.settings import DialogueSettings
+
+            ds = DialogueSettings(**common, database_name=databases.name("dialogue"), turn_max_tokens=40)
+            await stack.enter_async_context(running_service("dialogue", ds, DialogueApp(ds), migrations_dir=DLG_MIG))
+        yield
