@@ -310,6 +310,8 @@ class Bus:
             handler=on_request,
             queue_group=queue or self.name,
         )
+        # Make sure the server has the subscription before anyone is told we are ready.
+        await self.nc.flush(timeout=5)
 
     @staticmethod
     async def _respond_error(req: MicroRequest, err: PlatformError) -> None:
@@ -335,6 +337,7 @@ class Bus:
         pending_msgs_limit: int = 65536,
     ) -> Subscription:
         sub = await self.nc.subscribe(subject, queue=queue, cb=cb, pending_msgs_limit=pending_msgs_limit)
+        await self.nc.flush(timeout=5)
         if cb is not None:
             self._subs.append(sub)
         return sub
