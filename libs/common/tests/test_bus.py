@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from pydantic import BaseModel
@@ -106,3 +107,21 @@ async def test_consumer_ack_retry_reject(bus: Bus) -> None:
     assert ("retry", 2) in seen
     assert [s for s in seen if s[0] == "bad"] == [("bad", 1)]
     assert [s for s in seen if s[0] == "ok"] == [("ok", 1)]
+
+
+async def test_endpoints_are_discoverable_with_the_nats_services_protocol(bus: Bus, nats_url: str, prefix: str) -> None:
+    server = await Bus.connect(nats_url, prefix=prefix, name=f"svc-{prefix}", instance="a")
+    try:
+
+        async def handle(req: Ping, ctx: RequestContext) -> Pong:
+            return Pong(n=req.n, who="a")
+
+        subject = bus.catalog.subject("svc", "discover")
+        await server.serve(subject, handle, Ping, name="discover")
+        await bus.request(subject, Ping(n=1), response_model=Pong)
+        info = json.loads((await bus.nc.request(f"$SRV.INFO.svc-{prefix}", b"", timeout=2)).data)
+        assert [e["subject"] for e in info["endpoints"]] == [subject]
+        stats = json.loads((await bus.nc.request(f"$SRV.STATS.svc-{prefix}", b"", timeout=2)).data)
+        assert stats["endpoints"][0]["num_requests"] == 1
+    finally:
+        await server.close(grace=1)
