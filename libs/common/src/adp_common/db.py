@@ -50,7 +50,7 @@ async def ensure_database(server_dsn: str, database: str) -> None:
             try:
                 await conn.execute(f'CREATE DATABASE "{database}"')
                 log.info("created database %s", database)
-            except asyncpg.DuplicateDatabaseError:
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):  # concurrent first starts
                 pass
     finally:
         await conn.close()
