@@ -346,3 +346,80 @@ async def test_two_copies_fire_each_alert_once_and_fail_over(
         resolved = sorted(r.json["alert"]["subject"] for r in webhook.accepted("resolved"))
         assert resolved == providers[:3]
         assert len(webhook.accepted("firing")) == len(providers)
+
+
+async def test_split_brain_is_caught_by_the_database_guard(
+    bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases: Any, webhook: Receiver
+) -> None:
+    """Both copies believe they lead (e.g. a paused leader wakes up after its lease expired): the partial
+    unique index and the compare-and-set updates still let each change happen once."""
+    db_name = databases.name("alerts")
+    rules = [r for r in fast_rules(provider_unavailable={"remind_every_s": 0.5}) if r.name == "provider_unavailable"]
+    s1 = make_settings(nats_url, pg_dsn, prefix, db_name, webhook.url, instance_id="alerts-a")
+    s2 = make_settings(nats_url, pg_dsn, prefix, db_name, webhook.url, instance_id="alerts-b")
+    async with alerts_copy(s1, rules) as (a, _), alerts_copy(s2, rules) as (b, _):
+        for app in (a, b):
+            assert app.lease is not None
+            next(t for t in app._tasks if t.get_name() == "alerts-lease").cancel()
+            app.lease.revision, app.lease._valid_until = 1, float("inf")  # forced leader
+        providers = [f"q{i}" for i in range(5)]
+        for p in providers:
+            await breaker(bus, p, "open", "closed")
+        await until(lambda: _true(len(webhook.accepted("firing")) >= len(providers)), what="firing webhooks")
+        await until(lambda: _true(len(webhook.accepted("reminder")) >= 4), what="reminders")
+        for p in providers:
+            await breaker(bus, p, "closed", "open")
+        await until(lambda: _true(len(webhook.accepted("resolved")) >= len(providers)), what="resolved webhooks")
+        start = a.evaluations + b.evaluations
+        await until(lambda: _true(a.evaluations + b.evaluations >= start + 10), what="cycles")
+        assert sorted(r.json["alert"]["subject"] for r in webhook.accepted("firing")) == providers
+        assert sorted(r.json["alert"]["subject"] for r in webhook.accepted("resolved")) == providers
+        assert len({r.json["id"] for r in webhook.accepted("reminder")}) == len(webhook.accepted("reminder"))
+        assert len(await query(bus, kind="history", limit=1000)) == len(providers)
+
+
+@pytest.mark.slow
+async def test_leader_process_killed_follower_takes_over(bus: Bus, processes: Any, webhook: Receiver) -> None:
+    """Two real alerts processes; SIGKILL the leader; the survivor evaluates and notifies, nothing twice."""
+    import json
+
+    import httpx
+
+    overrides = [{"name": r.name, "enabled": False} for r in default_rules() if r.name != "provider_unavailable"]
+    overrides.append({"name": "provider_unavailable", "window_s": 3})
+    env = {
+        "ADP_ALERTS_RULES": json.dumps(overrides),
+        "ADP_ALERTS_EVAL_INTERVAL_S": "0.2",
+        "ADP_ALERTS_LEASE_TTL_S": "1.5",
+        "ADP_ALERTS_WEBHOOK_URLS": webhook.url,
+        "ADP_ALERTS_WEBHOOK_SECRET": SECRET,
+        "ADP_ALERTS_NOTIFY_POLL_S": "0.2",
+    }
+    procs = await processes.start_healthy(["alerts"], replicas=2, extra_env=env)
+
+    async def leader_of() -> Any:
+        async with httpx.AsyncClient(timeout=2) as client:
+            for p in procs:
+                if p.alive():
+                    r = await client.get(p.url + "/health")
+                    if r.json()["info"].get("leader"):
+                        return p
+        return None
+
+    holder: list[Any] = []
+
+    async def has_leader() -> bool:
+        holder[:] = [await leader_of()]
+        return holder[0] is not None
+
+    await until(has_leader, what="a leader process")
+    await breaker(bus, "before", "open", "closed")
+    await until(lambda: _true(len(webhook.accepted("firing")) == 1), what="first alert")
+    processes.kill(holder[0])
+    await breaker(bus, "after", "open", "closed")
+    await breaker(bus, "before", "closed", "open")
+    await until(lambda: _true(len(webhook.accepted("resolved")) == 1), timeout=20, what="resolution by survivor")
+    await until(lambda: _true(len(webhook.accepted("firing")) == 2), timeout=20, what="new alert by survivor")
+    assert sorted(r.json["alert"]["subject"] for r in webhook.accepted("firing")) == ["after", "before"]
+    assert [r.json["alert"]["subject"] for r in webhook.accepted("resolved")] == ["before"]
+    assert all(r.signature_ok for r in webhook.requests)
