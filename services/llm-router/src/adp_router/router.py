@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
@@ -68,6 +69,11 @@ class Track:
     attempts: int = 0
 
 
+def backoff(attempt: int, initial: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0.5, 1] x min(cap, initial * 2^(attempt-1))."""
+    return min(cap, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
 def _retryable(emitter: ChunkEmitter | None, sent_before: list[int]) -> Any:
     def check(err: BaseException) -> bool:
         if not isinstance(err, ProviderError) or not err.retryable:
@@ -99,11 +105,6 @@ class Router:
         self.budget = budget
         self.health = health
         self.metrics = metrics
-        self._backoff = wait_exponential_jitter(
-            initial=settings.router_backoff_initial_s,
-            max=settings.router_backoff_max_s,
-            jitter=max(settings.router_backoff_initial_s, 0.01),
-        )
 
     # ---- entry point --------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest) -> CompletionResult:
@@ -224,7 +225,9 @@ class Router:
             err = rs.outcome.exception() if rs.outcome else None
             if isinstance(err, ProviderError) and err.retry_after is not None:
                 return min(err.retry_after, self.settings.router_retry_after_max_s)
-            return self._backoff(rs)
+            return backoff(
+                rs.attempt_number, self.settings.router_backoff_initial_s, self.settings.router_backoff_max_s
+            )
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.router_max_attempts) | past_deadline,

@@ -1,0 +1,438 @@
+"""A fake LLM provider: a real HTTP server speaking the OpenAI-compatible chat completions API
+(`/v1/chat/completions`, `/v1/models`) and the Anthropic messages API (`/v1/messages`), streaming and
+not, with usage figures and switchable faults.
+
+In tests:
+
+    async with FakeProvider() as fake:          # free port, in this event loop
+        fake.add_fault(Fault(status=500, times=1))
+        ... base URL fake.openai_base (…/v1) or fake.anthropic_base ...
+        assert fake.stats.calls == 2
+
+From outside (CLI `adp-fake-provider --port N`): POST /_faults with a Fault JSON (or a list), DELETE
+/_faults, POST /_config with Timing JSON, GET /_stats, POST /_reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import uvicorn
+from pydantic import BaseModel, Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+Protocol = Literal["openai", "anthropic"]
+
+DEFAULT_TEXT = (
+    "The fake provider answers every request with this same short paragraph, split into word tokens, "
+    "so tests and benchmarks can check exactly what arrived."
+)
+
+
+class Fault(BaseModel):
+    """One fault; the first matching fault in the list applies to a call. `times`: how many calls it
+    applies to (None = until cleared)."""
+
+    status: int | None = Field(default=None, description="answer this HTTP status instead")
+    body: str | None = Field(default=None, description="body sent with `status`")
+    retry_after: float | None = Field(default=None, description="Retry-After header (seconds)")
+    delay_s: float = Field(default=0.0, ge=0, description="wait before the first byte (headers)")
+    stall_after: int | None = Field(default=None, ge=0, description="stream this many tokens, then stall")
+    stall_s: float = Field(default=30.0, ge=0)
+    drop_after: int | None = Field(default=None, ge=0, description="stream this many tokens, then drop the connection")
+    malformed_sse: bool = Field(default=False, description="send a data line that is not JSON")
+    wrong_json: bool = Field(default=False, description="valid JSON of the wrong shape")
+    no_usage: bool = Field(default=False, description="report no usage figures")
+    protocol: Protocol | None = Field(default=None, description="only calls of this protocol")
+    model: str | None = Field(default=None, description="only calls for this model")
+    times: int | None = Field(default=None, ge=1)
+
+
+class Timing(BaseModel):
+    ttft_s: float = Field(default=0.0, ge=0, description="delay before the first token")
+    token_interval_s: float = Field(default=0.0, ge=0, description="delay between tokens")
+    text: str = DEFAULT_TEXT
+
+
+@dataclass
+class Stats:
+    calls: int = 0
+    calls_by_protocol: dict[str, int] = field(default_factory=dict)
+    completed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "calls_by_protocol": dict(self.calls_by_protocol),
+            "completed": self.completed,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+
+class _Drop(Exception):
+    """Raised inside a streaming body to break the connection without ending the response."""
+
+
+def _tokens(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    msgs = body.get("messages") or []
+    chars = sum(len(str(m.get("content", ""))) for m in msgs if isinstance(m, dict)) + len(str(body.get("system", "")))
+    return max(1, chars // 4)
+
+
+class FakeProvider:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, timing: Timing | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.timing = timing or Timing()
+        self.faults: list[Fault] = []
+        self.stats = Stats()
+        self.max_bodies = 100
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._openai, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/messages", self._anthropic, methods=["POST"]),
+                Route("/_faults", self._faults_api, methods=["POST", "DELETE", "GET"]),
+                Route("/_config", self._config_api, methods=["POST"]),
+                Route("/_stats", self._stats_api, methods=["GET"]),
+                Route("/_reset", self._reset_api, methods=["POST"]),
+            ]
+        )
+
+    # ---- Python API ---------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def openai_base(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base(self) -> str:
+        return self.url
+
+    def add_fault(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def reset(self) -> None:
+        self.faults.clear()
+        self.stats = Stats()
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app, log_level="critical", access_log=False, lifespan="off", timeout_keep_alive=30, backlog=4096
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 5)
+
+    async def __aenter__(self) -> FakeProvider:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- fault selection ----------------------------------------------------------------------------
+    def _take_fault(self, protocol: Protocol, model: str) -> Fault | None:
+        for f in self.faults:
+            if f.protocol is not None and f.protocol != protocol:
+                continue
+            if f.model is not None and f.model != model:
+                continue
+            if f.times is not None:
+                f.times -= 1
+                if f.times <= 0:
+                    self.faults.remove(f)
+            return f
+        return None
+
+    def _count(self, protocol: Protocol, body: dict[str, Any]) -> None:
+        self.stats.calls += 1
+        self.stats.calls_by_protocol[protocol] = self.stats.calls_by_protocol.get(protocol, 0) + 1
+        if len(self.stats.bodies) < self.max_bodies:
+            self.stats.bodies.append(body)
+
+    def _usage_counted(self, inp: int, out: int) -> None:
+        self.stats.completed += 1
+        self.stats.input_tokens += inp
+        self.stats.output_tokens += out
+
+    async def _prelude(
+        self, request: Request, protocol: Protocol
+    ) -> tuple[dict[str, Any], Fault | None, Response | None]:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return {}, None, JSONResponse({"error": {"message": "invalid JSON body"}}, status_code=400)
+        self._count(protocol, body)
+        fault = self._take_fault(protocol, str(body.get("model", "")))
+        if fault is not None and fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.status is not None:
+            headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            content = fault.body if fault.body is not None else json.dumps({"error": {"message": "injected fault"}})
+            return (
+                body,
+                fault,
+                Response(content, status_code=fault.status, headers=headers, media_type="application/json"),
+            )
+        return body, fault, None
+
+    def _broken_body(self, fault: Fault, partial: bytes) -> Response | None:
+        """Non-streaming answers of a drop/stall fault: part of the body, then a drop (or a stall)."""
+        if fault.drop_after is None and fault.stall_after is None:
+            return None
+
+        async def gen() -> AsyncIterator[bytes]:
+            yield partial
+            if fault.stall_after is not None:
+                await asyncio.sleep(fault.stall_s)
+            raise _Drop()
+
+        return StreamingResponse(gen(), media_type="application/json")
+
+    async def _token_stream(self, fault: Fault | None) -> AsyncIterator[tuple[int, str]]:
+        t = self.timing
+        if t.ttft_s:
+            await asyncio.sleep(t.ttft_s)
+        for i, tok in enumerate(_tokens(t.text)):
+            if fault is not None and fault.stall_after is not None and i == fault.stall_after:
+                await asyncio.sleep(fault.stall_s)
+            if fault is not None and fault.drop_after is not None and i == fault.drop_after:
+                raise _Drop()
+            if i and t.token_interval_s:
+                await asyncio.sleep(t.token_interval_s)
+            yield i, tok
+
+    # ---- OpenAI-compatible ----------------------------------------------------------------------------
+    async def _openai(self, request: Request) -> Response:
+        body, fault, early = await self._prelude(request, "openai")
+        if early is not None:
+            return early
+        model = str(body.get("model", "fake-model"))
+        cid = "chatcmpl-" + uuid.uuid4().hex[:12]
+        created = int(time.time())
+        inp = _prompt_tokens(body)
+        if not body.get("stream"):
+            if fault is not None and fault.wrong_json:
+                return JSONResponse({"id": cid, "object": "chat.completion", "result": "no choices here"})
+            if fault is not None and fault.malformed_sse:
+                return Response("{not json", media_type="application/json")
+            broken = self._broken_body(fault, b'{"id": "x", "choices": [') if fault is not None else None
+            if broken is not None:
+                return broken
+            text = self.timing.text
+            if self.timing.ttft_s:
+                await asyncio.sleep(self.timing.ttft_s)
+            out = len(_tokens(text))
+            self._usage_counted(0 if fault and fault.no_usage else inp, 0 if fault and fault.no_usage else out)
+            resp: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            }
+            if not (fault and fault.no_usage):
+                resp["usage"] = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
+            return JSONResponse(resp)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def gen() -> AsyncIterator[bytes]:
+            head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+            first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+            yield f"data: {json.dumps(first)}\n\n".encode()
+            out = 0
+            async for i, tok in self._token_stream(fault):
+                if fault is not None and fault.malformed_sse and i == 2:
+                    yield b"data: {this is not json\n\n"
+                    return
+                if fault is not None and fault.wrong_json and i == 2:
+                    yield f"data: {json.dumps({'unexpected': [1, 2, 3]})}\n\n".encode()
+                    return
+                chunk = {**head, "choices": [{"index": 0, "delta": {"content": tok}, "finish_reason": None}]}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                out += 1
+            last = {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield f"data: {json.dumps(last)}\n\n".encode()
+            if include_usage and not (fault and fault.no_usage):
+                usage = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
+                yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n".encode()
+                self._usage_counted(inp, out)
+            else:
+                self._usage_counted(0, 0)
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
+    async def _models(self, _: Request) -> Response:
+        return JSONResponse(
+            {"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "fake"}]},
+        )
+
+    # ---- Anthropic -----------------------------------------------------------------------------------
+    async def _anthropic(self, request: Request) -> Response:
+        body, fault, early = await self._prelude(request, "anthropic")
+        if early is not None:
+            return early
+        model = str(body.get("model", "fake-claude"))
+        mid = "msg_" + uuid.uuid4().hex[:12]
+        inp = _prompt_tokens(body)
+        no_usage = bool(fault and fault.no_usage)
+        if not body.get("stream"):
+            if fault is not None and fault.wrong_json:
+                return JSONResponse({"id": mid, "type": "message", "contents": "wrong field"})
+            if fault is not None and fault.malformed_sse:
+                return Response("{not json", media_type="application/json")
+            broken = self._broken_body(fault, b'{"id": "x", "content": [') if fault is not None else None
+            if broken is not None:
+                return broken
+            if self.timing.ttft_s:
+                await asyncio.sleep(self.timing.ttft_s)
+            text = self.timing.text
+            out = len(_tokens(text))
+            self._usage_counted(0 if no_usage else inp, 0 if no_usage else out)
+            resp: dict[str, Any] = {
+                "id": mid,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+            }
+            if not no_usage:
+                resp["usage"] = {"input_tokens": inp, "output_tokens": out}
+            return JSONResponse(resp)
+
+        def ev(kind: str, data: dict[str, Any]) -> bytes:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+        async def gen() -> AsyncIterator[bytes]:
+            start_usage = {} if no_usage else {"usage": {"input_tokens": inp, "output_tokens": 1}}
+            yield ev(
+                "message_start",
+                {
+                    "message": {
+                        "id": mid,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        **start_usage,
+                    }
+                },
+            )
+            yield ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            yield ev("ping", {})
+            out = 0
+            async for i, tok in self._token_stream(fault):
+                if fault is not None and fault.malformed_sse and i == 2:
+                    yield b"event: content_block_delta\ndata: {broken\n\n"
+                    return
+                if fault is not None and fault.wrong_json and i == 2:
+                    yield ev("content_block_delta", {"index": 0, "delta": "not an object"})
+                    return
+                yield ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": tok}})
+                out += 1
+            yield ev("content_block_stop", {"index": 0})
+            delta_usage = {} if no_usage else {"usage": {"output_tokens": out}}
+            yield ev("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, **delta_usage})
+            yield ev("message_stop", {})
+            self._usage_counted(0 if no_usage else inp, 0 if no_usage else out)
+
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
+    # ---- admin API -----------------------------------------------------------------------------------
+    async def _faults_api(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.clear_faults()
+        elif request.method == "POST":
+            data = await request.json()
+            for item in data if isinstance(data, list) else [data]:
+                self.add_fault(Fault.model_validate(item))
+        return JSONResponse({"faults": [f.model_dump() for f in self.faults]})
+
+    async def _config_api(self, request: Request) -> Response:
+        self.timing = Timing.model_validate(await request.json())
+        return JSONResponse(self.timing.model_dump())
+
+    async def _stats_api(self, _: Request) -> Response:
+        return JSONResponse(self.stats.as_dict())
+
+    async def _reset_api(self, _: Request) -> Response:
+        self.reset()
+        return JSONResponse({"ok": True})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible / Anthropic provider for tests and benchmarks")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--ttft-ms", type=float, default=0.0)
+    parser.add_argument("--token-interval-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    fake = FakeProvider(
+        args.host, args.port, Timing(ttft_s=args.ttft_ms / 1000, token_interval_s=args.token_interval_ms / 1000)
+    )
+
+    async def run() -> None:
+        await fake.start()
+        print(f"fake provider listening on {fake.url}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await fake.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

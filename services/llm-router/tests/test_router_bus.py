@@ -1,0 +1,375 @@
+"""The router in-process over real NATS, calling the fake provider over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from adp_common.bus import Bus, wait_for
+from adp_common.catalog import KV_BREAKERS, KV_BUDGET
+from adp_common.envelope import decode
+from adp_common.errors import ErrorCode, PlatformError
+from adp_common.llm_client import LLMClient
+from adp_common.schemas.cost import BudgetState
+from adp_common.schemas.llm import (
+    BreakerState,
+    ChatMessage,
+    CompletionChunk,
+    CompletionRequest,
+    ModelList,
+    ProviderStatusList,
+)
+from adp_router.app import RouterApp
+from adp_router.settings import RouterSettings
+from adp_testing.fake_provider import DEFAULT_TEXT, FakeProvider, Fault, Timing
+from adp_testing.inproc import running_service
+
+
+def provider(fake: FakeProvider, kind: str = "openai", timeout_s: float = 5.0) -> dict[str, Any]:
+    base = fake.openai_base if kind == "openai" else fake.anthropic_base
+    return {"kind": kind, "base_url": base, "api_key": "test-key", "models": ["fake-model"], "timeout_s": timeout_s}
+
+
+@contextlib.asynccontextmanager
+async def router(
+    nats_url: str, prefix: str, providers: dict[str, Any], routes: dict[str, list[str]] | None = None, **kw: Any
+) -> AsyncIterator[RouterApp]:
+    defaults: dict[str, Any] = {
+        "router_backoff_initial_s": 0.01,
+        "router_backoff_max_s": 0.05,
+        "simulated_ttft_ms": 0,
+        "simulated_tokens_per_s": 100000,
+        "heartbeat_interval_s": 60,
+    }
+    defaults.update(kw)
+    s = RouterSettings(
+        nats_url=nats_url,
+        subject_prefix=prefix,
+        router_providers=json.dumps(providers),
+        router_routes=json.dumps(routes or {"default": [f"{n}/fake-model" for n in providers]}),
+        **defaults,
+    )
+    app = RouterApp(s)
+    async with running_service("llm-router", s, app, use_database=False):
+        yield app
+
+
+def req(**kw: Any) -> CompletionRequest:
+    return CompletionRequest(messages=[ChatMessage(role="user", content="Say something useful")], **kw)
+
+
+async def usage_records(bus: Bus) -> list[Any]:
+    msgs = await bus.stream_messages(bus.catalog.stream_name("USAGE"), bus.catalog.usage_record)
+    return [decode(m.data).payload for m in msgs]
+
+
+async def ops_events(bus: Bus, kind: str) -> list[Any]:
+    msgs = await bus.stream_messages(bus.catalog.stream_name("OPS"), bus.catalog.ops(kind))
+    return [decode(m.data).payload for m in msgs]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeProvider]:
+    async with FakeProvider() as f:
+        yield f
+
+
+@pytest.fixture
+async def fake2() -> AsyncIterator[FakeProvider]:
+    async with FakeProvider(timing=Timing(text="Second provider answer.")) as f:
+        yield f
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("stream", [True, False])
+async def test_completion_both_protocols(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider, kind: str, stream: bool
+) -> None:
+    async with router(nats_url, prefix, {"fake": provider(fake, kind)}):
+        client = LLMClient(bus)
+        chunks: list[CompletionChunk] = []
+
+        async def on_chunk(c: CompletionChunk) -> None:
+            chunks.append(c)
+
+        r = await client.complete(req(user_id="u1", persona="Solver"), on_chunk if stream else None)
+        assert r.text == DEFAULT_TEXT
+        assert (r.provider, r.model, r.simulated) == ("fake", "fake-model", False)
+        assert r.usage.input_tokens == fake.stats.input_tokens > 0
+        assert r.usage.output_tokens == fake.stats.output_tokens > 0
+        assert not r.usage.estimated
+        if stream:
+            assert [c.seq for c in chunks] == list(range(len(chunks)))
+            assert "".join(c.delta for c in chunks) == DEFAULT_TEXT
+            assert r.ttft_ms is not None
+        else:
+            assert chunks == []
+        assert fake.stats.calls_by_protocol == {kind: 1}
+        recs = await usage_records(bus)
+        assert len(recs) == 1
+        rec = recs[0]
+        assert (rec.request_id, rec.status, rec.provider, rec.user_id, rec.persona) == (
+            r.request_id,
+            "ok",
+            "fake",
+            "u1",
+            "Solver",
+        )
+        # the ledger equals what the provider reported
+        assert (rec.input_tokens, rec.output_tokens) == (fake.stats.input_tokens, fake.stats.output_tokens)
+
+
+async def test_missing_usage_is_estimated(bus: Bus, nats_url: str, prefix: str, fake: FakeProvider) -> None:
+    fake.add_fault(Fault(no_usage=True))
+    async with router(nats_url, prefix, {"fake": provider(fake)}):
+        r = await LLMClient(bus).complete(req(), lambda c: asyncio.sleep(0))
+        assert r.usage.estimated and r.usage.output_tokens == (len(DEFAULT_TEXT) + 3) // 4
+
+
+async def test_fallback_on_500_after_retries(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.add_fault(Fault(status=500))
+    async with router(nats_url, prefix, {"a": provider(fake), "b": provider(fake2)}, router_max_attempts=3):
+        r = await LLMClient(bus).complete(req())
+        assert r.provider == "b" and r.text == "Second provider answer."
+        assert fake.stats.calls == 3 and fake2.stats.calls == 1
+        assert r.attempts == 4
+        recs = await usage_records(bus)
+        assert len(recs) == 1 and recs[0].provider == "b"
+
+
+async def test_client_error_is_not_retried(bus: Bus, nats_url: str, prefix: str, fake: FakeProvider) -> None:
+    fake.add_fault(Fault(status=400))
+    async with router(nats_url, prefix, {"a": provider(fake)}, router_max_attempts=3):
+        with pytest.raises(PlatformError) as err:
+            await LLMClient(bus).complete(req())
+        assert err.value.code == ErrorCode.LLM_PROVIDER_ERROR and "400" in err.value.message
+        assert fake.stats.calls == 1
+
+
+async def test_fallback_on_timeout(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.add_fault(Fault(delay_s=3))
+    providers = {"slow": provider(fake, timeout_s=0.3), "b": provider(fake2)}
+    async with router(nats_url, prefix, providers):
+        start = time.monotonic()
+        r = await LLMClient(bus).complete(req(), lambda c: asyncio.sleep(0))
+        assert r.provider == "b"
+        assert time.monotonic() - start < 2.0
+        assert fake.stats.calls == 1  # a timeout falls back at once, no retry on the slow provider
+
+
+async def test_all_time_out_gives_llm_timeout(bus: Bus, nats_url: str, prefix: str, fake: FakeProvider) -> None:
+    fake.add_fault(Fault(delay_s=3))
+    async with router(nats_url, prefix, {"slow": provider(fake)}):
+        start = time.monotonic()
+        with pytest.raises(PlatformError) as err:
+            await LLMClient(bus).complete(req(timeout_s=0.5))
+        assert err.value.code == ErrorCode.LLM_TIMEOUT
+        assert time.monotonic() - start < 2.0
+        recs = await usage_records(bus)
+        assert [(r.status, r.error_code) for r in recs] == [("error", "LLM_TIMEOUT")]
+
+
+async def test_retry_after_is_honoured(bus: Bus, nats_url: str, prefix: str, fake: FakeProvider) -> None:
+    fake.add_fault(Fault(status=429, retry_after=0.4, times=1))
+    async with router(nats_url, prefix, {"a": provider(fake)}):
+        start = time.monotonic()
+        r = await LLMClient(bus).complete(req())
+        assert time.monotonic() - start >= 0.4
+        assert r.provider == "a" and r.attempts == 2 and fake.stats.calls == 2
+
+
+async def test_retry_after_beyond_deadline_gives_up(bus: Bus, nats_url: str, prefix: str, fake: FakeProvider) -> None:
+    fake.add_fault(Fault(status=429, retry_after=5))
+    async with router(nats_url, prefix, {"a": provider(fake)}, router_max_attempts=5):
+        start = time.monotonic()
+        with pytest.raises(PlatformError) as err:
+            await LLMClient(bus).complete(req(timeout_s=1.0))
+        assert time.monotonic() - start < 1.0
+        assert err.value.code == ErrorCode.LLM_PROVIDER_ERROR and "429" in err.value.message
+        assert fake.stats.calls == 1
+
+
+async def test_no_fallback_after_tokens_streamed(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.add_fault(Fault(drop_after=3))
+    async with router(nats_url, prefix, {"a": provider(fake), "b": provider(fake2)}):
+        chunks: list[CompletionChunk] = []
+
+        async def on_chunk(c: CompletionChunk) -> None:
+            chunks.append(c)
+
+        with pytest.raises(PlatformError) as err:
+            await LLMClient(bus).complete(req(), on_chunk)
+        assert err.value.code == ErrorCode.LLM_PROVIDER_ERROR
+        assert fake.stats.calls == 1 and fake2.stats.calls == 0
+        # the tokens that were streamed before the drop reached the caller (and were estimated in the record)
+        await wait_for(lambda: asyncio.sleep(0, len(chunks) == 3), 2)
+        assert len(chunks) == 3
+        recs = await usage_records(bus)
+        assert recs[0].status == "error" and recs[0].output_tokens > 0 and recs[0].estimated
+
+        # when the caller allows it, the router restarts on the next provider and says so in the stream
+        chunks.clear()
+        r = await LLMClient(bus).complete(req(fallback_after_tokens=True), on_chunk)
+        assert r.provider == "b" and r.text == "Second provider answer."
+        restarts = [c for c in chunks if c.restart]
+        assert len(restarts) == 1 and restarts[0].provider == "b"
+        after = chunks[chunks.index(restarts[0]) :]
+        assert "".join(c.delta for c in after) == r.text
+
+
+async def test_stall_mid_stream_times_out(bus: Bus, nats_url: str, prefix: str, fake: FakeProvider) -> None:
+    fake.add_fault(Fault(stall_after=2, stall_s=10))
+    async with router(nats_url, prefix, {"a": provider(fake, timeout_s=0.5)}):
+        with pytest.raises(PlatformError) as err:
+            await LLMClient(bus).complete(req(), lambda c: asyncio.sleep(0))
+        assert err.value.code == ErrorCode.LLM_TIMEOUT
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(malformed_sse=True),
+        Fault(wrong_json=True),
+        Fault(drop_after=0),
+        Fault(status=200, body="this is not SSE at all"),
+    ],
+    ids=["malformed", "wrong-json", "dropped", "garbage"],
+)
+@pytest.mark.parametrize("stream", [True, False])
+async def test_bad_provider_output_is_a_clean_error(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider, kind: str, fault: Fault, stream: bool
+) -> None:
+    fake.add_fault(fault.model_copy(update={"times": 1}))
+    async with router(nats_url, prefix, {"a": provider(fake, kind)}, router_max_attempts=1):
+        client = LLMClient(bus)
+        with pytest.raises(PlatformError) as err:
+            await client.complete(req(), (lambda c: asyncio.sleep(0)) if stream else None)
+        assert err.value.code == ErrorCode.LLM_PROVIDER_ERROR
+        assert "a" in err.value.message
+        r = await client.complete(req())  # still serving
+        assert r.text == DEFAULT_TEXT
+
+
+async def test_open_breaker_falls_back_and_rejects(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider, fake2: FakeProvider
+) -> None:
+    fake.add_fault(Fault(status=503))
+    settings = {"router_max_attempts": 1, "breaker_failure_threshold": 3, "breaker_cooldown_s": 60}
+    async with router(nats_url, prefix, {"a": provider(fake), "b": provider(fake2)}, **settings):
+        client = LLMClient(bus)
+        for _ in range(3):
+            assert (await client.complete(req())).provider == "b"
+        assert fake.stats.calls == 3
+        kv = await bus.kv(KV_BREAKERS)
+        state = BreakerState.model_validate_json((await kv.get("a")).value)
+        assert state.state == "open"
+        r = await client.complete(req())
+        assert r.provider == "b" and fake.stats.calls == 3  # the open breaker skipped 'a'
+        status = await bus.request(bus.catalog.llm_providers, {}, response_model=ProviderStatusList)
+        a = next(p for p in status.providers if p.provider == "a")
+        assert a.breaker == "open" and not a.available and a.success_rate == 0.0
+        changes = await ops_events(bus, "breaker")
+        assert [(c.provider, c.previous, c.state) for c in changes] == [("a", "closed", "open")]
+    async with router(nats_url, prefix, {"a": provider(fake)}, **settings):
+        with pytest.raises(PlatformError) as err:
+            await LLMClient(bus).complete(req())
+        assert err.value.code == ErrorCode.NO_LLM_PROVIDER_AVAILABLE
+        assert fake.stats.calls == 3
+
+
+async def test_budget_gate(bus: Bus, nats_url: str, prefix: str, fake: FakeProvider) -> None:
+    kv = await bus.kv(KV_BUDGET)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+
+    def state(scope: str, exceeded: bool) -> bytes:
+        return (
+            BudgetState(scope=scope, day=today, spent_usd=5, limit_usd=4, percentage=1.25, exceeded=exceeded)
+            .model_dump_json()
+            .encode()
+        )
+
+    async with router(nats_url, prefix, {"a": provider(fake)}):
+        client = LLMClient(bus)
+        await kv.put("user.u1", state("user:u1", True))
+
+        async def rejected(user: str) -> bool:
+            try:
+                await client.complete(req(user_id=user))
+                return False
+            except PlatformError as err:
+                assert err.code == ErrorCode.BUDGET_EXCEEDED
+                return True
+
+        assert await wait_for(lambda: rejected("u1"), 5)
+        assert not await rejected("u2")
+        calls = fake.stats.calls
+        await kv.put("global", state("global", True))
+        assert await wait_for(lambda: rejected("u2"), 5)
+        assert fake.stats.calls == calls  # a refused call never reaches a provider
+        await kv.put("global", state("global", False))
+        await kv.put("user.u1", state("user:u1", False))
+        assert await wait_for(lambda: _not(rejected("u1")), 5)
+        recs = await usage_records(bus)
+        assert any(r.error_code == "BUDGET_EXCEEDED" for r in recs)
+
+
+async def _not(coro: Any) -> bool:
+    return not await coro
+
+
+async def test_budget_free_only_mode(bus: Bus, nats_url: str, prefix: str, fake: FakeProvider) -> None:
+    kv = await bus.kv(KV_BUDGET)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    exceeded = BudgetState(scope="global", day=today, spent_usd=5, limit_usd=4, percentage=1.25, exceeded=True)
+    await kv.put("global", exceeded.model_dump_json().encode())
+    local = {**provider(fake), "free": True}
+    routes = {"default": ["paid/fake-model", "local/fake-model"]}
+    async with router(
+        nats_url, prefix, {"paid": provider(fake), "local": local}, routes, router_budget_mode="free_only"
+    ):
+        r = await LLMClient(bus).complete(req())
+        assert r.provider == "local"
+
+
+async def test_simulated_default_when_no_keys(bus: Bus, nats_url: str, prefix: str) -> None:
+    s = RouterSettings(nats_url=nats_url, subject_prefix=prefix, simulated_ttft_ms=0, simulated_tokens_per_s=100000)
+    async with running_service("llm-router", s, RouterApp(s), use_database=False):
+        client = LLMClient(bus)
+        chunks: list[CompletionChunk] = []
+
+        async def on_chunk(c: CompletionChunk) -> None:
+            chunks.append(c)
+
+        rq = req(route="analyzer", persona="Analyzer", task="turn", round=2)
+        r = await client.complete(rq, on_chunk)
+        assert (r.provider, r.model, r.simulated) == ("simulated", "simulated/analyzer", True)
+        assert "".join(c.delta for c in chunks) == r.text and "Solver" in r.text
+        again = await client.complete(rq.model_copy(update={"request_id": "other"}))
+        assert again.text == r.text  # deterministic
+        assert r.usage.output_tokens > 0 and r.usage.input_tokens > 0
+        models = await bus.request(bus.catalog.llm_models, {}, response_model=ModelList)
+        assert {m.id for m in models.models} >= {"simulated/analyzer", "simulated/solver", "simulated/moderator"}
+        assert all(m.simulated for m in models.models)
+
+
+async def test_same_request_id_is_recorded_once(bus: Bus, nats_url: str, prefix: str, fake: FakeProvider) -> None:
+    async with router(nats_url, prefix, {"a": provider(fake)}):
+        client = LLMClient(bus)
+        rq = req()
+        await client.complete(rq)
+        await client.complete(rq)
+        recs = await usage_records(bus)
+        assert [r.request_id for r in recs] == [rq.request_id]
