@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from adp_gateway.server import GatewayServer, running_gateway
-from adp_gateway.testing import ADMIN_KEY, gateway_settings, new_user, platform_services, read_sse
+from adp_gateway.testing import ADMIN_KEY, assert_envelope, gateway_settings, new_user, platform_services, read_sse
 
 pytestmark = pytest.mark.slow
 
@@ -82,3 +82,158 @@ async def test_rest_and_sse_flow(stack: GatewayServer) -> None:
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
         r = await c.post(f"/api/discussions/{did}/stop")
         assert r.status_code == 200, r.text
+
+
+async def _user_client(gw: GatewayServer, name: str) -> tuple[str, httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=gw.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=20
+    ) as admin:
+        uid, key, _ = await new_user(admin, name)
+    return uid, httpx.AsyncClient(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}, timeout=20)
+
+
+async def test_sse_resume_after_forced_disconnect_delivers_each_message_once(stack: GatewayServer) -> None:
+    _, c = await _user_client(stack, "resumer")
+    async with c:
+        r = await c.post("/api/discussions", json={"topic": "Resume me after a disconnect", "max_rounds": 2})
+        assert r.status_code == 201, r.text
+        did = r.json()["id"]
+        # Drop the connection right after the first completed message.
+        first = await collect(c, did, "message-complete")
+        last_id = max(e["id"] for e in first if "id" in e)
+        got_before = [e for e in first if e["event"] == "message-complete"]
+        assert len(got_before) == 1
+        # Resume (header form) and read until the round completes.
+        rest = await collect(c, did, "round-complete", headers={"Last-Event-ID": str(last_id)})
+        assert all(e["id"] > last_id for e in rest if "id" in e)
+        # Everything durable, from scratch, for comparison (query-string form of the resume id).
+        full = await collect(c, did, "round-complete", headers={})
+        durable_full = [(e["id"], e["event"]) for e in full if "id" in e]
+        durable_seen = [(e["id"], e["event"]) for e in first + rest if "id" in e]
+        assert durable_seen == durable_full  # every durable event exactly once, in order
+        completes = [e["data"]["message"] for e in first + rest if e["event"] == "message-complete"]
+        assert len(completes) == 3
+        keys = [m.get("id") or (m.get("persona"), m.get("turn")) for m in completes]
+        assert len(set(map(str, keys))) == 3
+        r = await c.get(f"/api/discussions/{did}/events", params={"lastEventId": "abc"})
+        assert_envelope(r, 400, "VALIDATION_ERROR")
+
+
+async def test_other_users_get_404_on_every_discussion_endpoint(stack: GatewayServer) -> None:
+    _, a = await _user_client(stack, "owner")
+    _, b = await _user_client(stack, "intruder")
+    async with a, b:
+        r = await a.post("/api/discussions", json={"topic": "A private discussion topic", "max_rounds": 2})
+        did = r.json()["id"]
+        calls = [
+            ("GET", f"/api/discussions/{did}", None),
+            ("POST", f"/api/discussions/{did}/proceed", None),
+            ("POST", f"/api/discussions/{did}/answers", {"roundNumber": 1, "answers": {"q1": ["a"]}}),
+            ("POST", f"/api/discussions/{did}/input", {"input": "hi"}),
+            ("POST", f"/api/discussions/{did}/questions", None),
+            ("POST", f"/api/discussions/{did}/summary", None),
+            ("POST", f"/api/discussions/{did}/stop", None),
+            ("GET", f"/api/discussions/{did}/events", None),
+            ("GET", f"/api/discussions/{did}/export?format=json", None),
+            ("GET", f"/api/discussions/{did}/export?format=markdown", None),
+        ]
+        for method, path, body in calls:
+            r = await b.request(method, path, json=body)
+            assert_envelope(r, 404, "DISCUSSION_NOT_FOUND")
+        r = await b.get("/api/discussions")
+        assert r.json()["discussions"] == []
+        r = await a.get(f"/api/discussions/{did}")
+        assert r.status_code == 200
+        r = await a.get("/api/discussions/bad.id*")
+        assert_envelope(r, 400, "INVALID_DISCUSSION_ID")
+
+
+async def test_socketio_flow(stack: GatewayServer) -> None:
+    import socketio
+
+    _, c = await _user_client(stack, "socket-user")
+    await c.aclose()
+    key = c.headers["Authorization"].removeprefix("Bearer ")
+    # Unauthenticated sockets are refused.
+    bad = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await bad.connect(stack.url, auth={"token": "nope"}, socketio_path="socket.io", wait_timeout=5)
+    sio = socketio.AsyncClient(reconnection=False)
+    received: list[tuple[str, dict[str, Any]]] = []
+    round_done = asyncio.Event()
+
+    async def on_any(event: str, data: dict[str, Any]) -> None:
+        received.append((event, data))
+        if event == "round-complete":
+            round_done.set()
+
+    sio.on("*", on_any)
+    await sio.connect(stack.url, auth={"token": key}, socketio_path="socket.io", wait_timeout=5)
+    try:
+        ack = await sio.call("start-dialogue", {"topic": "A topic over the socket", "maxRounds": 2}, timeout=10)
+        assert ack.get("ok"), ack
+        did = ack["discussion"]["id"]
+        await asyncio.wait_for(round_done.wait(), 30)
+        names = [e for e, _ in received]
+        assert names[0] == "discussion-started"
+        assert {"message-start", "message-chunk", "message-complete", "round-complete"} <= set(names)
+        assert all(d["discussionId"] == did for _, d in received)
+        # bad input -> error event + error ack
+        ack = await sio.call("proceed-dialogue", {"discussionId": "x.y"}, timeout=10)
+        assert ack["error"]["code"] == "INVALID_DISCUSSION_ID"
+        errors = [d for e, d in received if e == "error"]
+        assert errors and errors[-1]["code"] == "INVALID_DISCUSSION_ID"
+        # next round over the socket
+        received.clear()
+        round_done.clear()
+        ack = await sio.call("proceed-dialogue", {"discussionId": did}, timeout=10)
+        assert ack.get("ok"), ack
+        await asyncio.wait_for(round_done.wait(), 30)
+        assert [e for e, _ in received if e == "message-complete"]
+    finally:
+        await sio.disconnect()
+
+
+async def test_openai_package_streams_and_non_streams(stack: GatewayServer) -> None:
+    from openai import AsyncOpenAI, AuthenticationError
+
+    _, c = await _user_client(stack, "sdk-user")
+    await c.aclose()
+    key = c.headers["Authorization"].removeprefix("Bearer ")
+    client = AsyncOpenAI(api_key=key, base_url=stack.url + "/v1", max_retries=0, timeout=30)
+    try:
+        models = await client.models.list()
+        assert models.data and all(m.object == "model" for m in models.data)
+        model = models.data[0].id
+        done = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Say hello"}], max_tokens=30
+        )
+        assert done.object == "chat.completion"
+        text = done.choices[0].message.content
+        assert text and done.choices[0].finish_reason
+        assert done.usage is not None and done.usage.total_tokens > 0
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Say hello"}],
+            max_tokens=30,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        parts: list[str] = []
+        usage = None
+        finish = None
+        async for chunk in stream:
+            assert chunk.object == "chat.completion.chunk"
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for ch in chunk.choices:
+                parts.append(ch.delta.content or "")
+                finish = ch.finish_reason or finish
+        assert "".join(parts)
+        assert finish is not None
+        assert usage is not None and usage.completion_tokens > 0
+        bad = AsyncOpenAI(api_key="wrong", base_url=stack.url + "/v1", max_retries=0)
+        with pytest.raises(AuthenticationError):
+            await bad.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    finally:
+        await client.close()

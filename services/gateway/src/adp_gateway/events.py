@@ -163,6 +163,7 @@ class EventStream:
             yield ev
         # 2. live
         stop_wait = asyncio.ensure_future(self.stop.wait())
+        get: asyncio.Future[Msg] | None = None
         try:
             while not self.stop.is_set():
                 if self.overflowed:  # the client fell too far behind: cut it off, it resumes by seq
@@ -189,3 +190,5 @@ class EventStream:
                 yield ev
         finally:
             stop_wait.cancel()
+            if get is not None and not get.done():
+                get.cancel()
