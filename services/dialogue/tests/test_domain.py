@@ -173,6 +173,10 @@ def test_invalid_solution_statements_are_rejected() -> None:
     assert resolution.validate_solution("none") is None
     assert resolution.validate_solution("No solution was found by the group.") is None
     assert resolution.validate_solution("Use Redis") is None  # too short
+    inline = "We all agree. Solution: Use Redis with a short TTL and invalidate on writes."
+    assert resolution.extract_solution([Msg("Moderator", inline, 5, 15)]) == (
+        "Use Redis with a short TTL and invalidate on writes."
+    )
     good = "**Solution:** Use Redis with a short TTL and invalidate on every write."
     assert resolution.extract_solution([Msg("Moderator", good, 5, 15)]) == (
         "Use Redis with a short TTL and invalidate on every write."

@@ -170,6 +170,7 @@ class Engine:
             log.info("dropping stale step %s of %s", job.step_key, did)
             return
         started = time.perf_counter()
+        log.info("running step %s of %s (delivery %d)", job.step_key, did, delivery.num_delivered)
         try:
             if job.kind == "turn":
                 commit_fn = await self._run_turn(job, loaded, delivery.num_delivered)

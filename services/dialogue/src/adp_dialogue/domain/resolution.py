@@ -84,7 +84,9 @@ SOLUTION_MARKERS = (
     "conclusion",
 )
 _SOLUTION_LINE = re.compile(
-    r"^\s*(?:[*_#>\-\s]*)(?:" + "|".join(re.escape(m) for m in SOLUTION_MARKERS) + r")\s*(?:[*_]*)\s*[:\-–—]\s*(.+)$",
+    r"(?:^|[.!?]\s+)\s*(?:[*_#>\-\s]*)(?:"
+    + "|".join(re.escape(m) for m in SOLUTION_MARKERS)
+    + r")\s*(?:[*_]*)\s*[:\-–—]\s*(.+)$",
     re.IGNORECASE | re.MULTILINE,
 )
 _PLACEHOLDERS = re.compile(r"^(?:tbd|todo|n/?a|none|unknown|to be (?:decided|determined)|\.\.\.|…)\W*$", re.I)
