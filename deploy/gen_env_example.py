@@ -13,9 +13,10 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from adp_common.settings import ServiceSettings
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+
+from adp_common.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,7 +145,7 @@ def render() -> str:
     lines = [HEADER]
     keys = provider_key_vars()
     if keys:
-        lines.append("# ==== LLM provider keys (llm-router) ===========================================================")
+        lines.append("# ==== LLM provider keys (llm-router) ==========================================================")
         lines.append("# A provider is enabled when its key is set; with none, the simulated provider answers.")
         lines.append("# (<NAME>_API_KEY without the ADP_ prefix is accepted too.)")
         lines += [f"# {k}=" for k in keys]
