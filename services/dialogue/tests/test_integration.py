@@ -216,3 +216,39 @@ async def test_two_copies_share_the_work(bus: Bus, nats_url: str, pg_dsn: str, p
         assert a.consumer.processed > 0 and b.consumer.processed > 0
     for v in views:
         assert [m["turn"] for m in v.messages] == list(range(1, 10))
+
+
+@pytest.mark.slow
+async def test_copy_killed_mid_turn_is_taken_over(bus: Bus, processes, prefix: str) -> None:
+    await processes.start_healthy(
+        ["llm-router"],
+        extra_env={
+            "ADP_ROUTER_SIMULATED": "always",
+            "ADP_SIMULATED_TTFT_MS": "0",
+            "ADP_SIMULATED_TOKENS_PER_S": "40",
+        },
+    )
+    copies = await processes.start_healthy(["dialogue"], replicas=2, extra_env={"ADP_STEP_ACK_WAIT_S": "2"})
+    async with event_log(bus) as log:
+        view = await command(bus, action="create", user_id="u1", topic=TOPIC, auto=True, max_rounds=2)
+        did = view.id
+        # Wait until turn 2 is streaming, then kill -9 the copy that runs it.
+        await log.wait(lambda evs: any(e.event == "message-chunk" and e.data["turn"] == 2 for e in evs), 30)
+        runner = [p for p in copies if f"running step r1t2 of {did}" in p.log_path.read_text(errors="replace")]
+        assert len(runner) == 1, [p.log_tail() for p in copies]
+        processes.kill(runner[0])
+        survivor = next(p for p in copies if p is not runner[0])
+        restarted = await log.wait(
+            lambda evs: [e for e in evs if e.event == "message-start" and e.data.get("restart")], 30
+        )
+        assert restarted[0].data["turn"] == 2
+        await log.wait_event(did, "round-complete", 2, timeout=60)
+        done = await _wait_status(bus, did, "completed")
+    assert survivor.alive()
+    assert [m["turn"] for m in done.messages] == [1, 2, 3, 4, 5, 6]
+    events = await stored_events(bus, did)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    completes = [e.data["message"]["turn"] for e in events if e.event == "message-complete"]
+    assert completes == [1, 2, 3, 4, 5, 6]
+    starts = [(e.data["turn"], bool(e.data.get("restart"))) for e in events if e.event == "message-start"]
+    assert starts == [(1, False), (2, False), (2, True), (3, False), (4, False), (5, False), (6, False)]
