@@ -98,6 +98,8 @@ class PriceTable:
     def __init__(self, providers: Mapping[str, ProviderPrices], fallback: Price | None = None) -> None:
         self.providers = {k.lower(): v for k, v in providers.items()}
         self.fallback = fallback
+        # (provider, model) -> (price, source, integer nUSD per input/output token or None when fractional)
+        self._cache: dict[tuple[str, str], tuple[Price, PriceSource, int | None, int | None]] = {}
 
     def lookup(self, provider: str, model: str) -> tuple[Price, PriceSource]:
         pp = self.providers.get(provider.lower())
@@ -111,8 +113,23 @@ class PriceTable:
         return pp.default, "provider_default"
 
     def price(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> Priced:
-        price, source = self.lookup(provider, model)
-        return Priced(cost_nusd(max(input_tokens, 0), max(output_tokens, 0), price), price.input, price.output, source)
+        hit = self._cache.get((provider, model))
+        if hit is None:
+            price, source = self.lookup(provider, model)
+            hit = (price, source, _per_token(price.input), _per_token(price.output))
+            if len(self._cache) < 10_000:
+                self._cache[(provider, model)] = hit
+        price, source, per_in, per_out = hit
+        tin, tout = max(input_tokens, 0), max(output_tokens, 0)
+        if per_in is not None and per_out is not None:  # integer fast path, same result as cost_nusd()
+            return Priced(tin * per_in + tout * per_out, price.input, price.output, source)
+        return Priced(cost_nusd(tin, tout, price), price.input, price.output, source)
+
+
+def _per_token(usd_per_m: Decimal) -> int | None:
+    """nUSD per token when that is a whole number (prices with up to 3 decimals), else None."""
+    per = usd_per_m * 1000
+    return int(per) if per == per.to_integral_value() else None
 
 
 # ---- configuration --------------------------------------------------------------------------------------
