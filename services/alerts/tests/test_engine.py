@@ -314,3 +314,14 @@ def test_two_rules_of_one_kind() -> None:
     assert [a.key[0] for a in sim.tick()] == ["error_rate"]
     sim.stats(100, 90)
     assert [a.key[0] for a in sim.tick()] == ["error_rate_severe"]
+
+
+def test_silent_copies_are_forgotten_but_their_missing_service_alert_stays() -> None:
+    sim = Sim(only("heartbeat_missing", threshold=30))
+    sim.beat("dialogue", "d1")
+    sim.advance(31)
+    assert [a.kind for a in sim.tick()] == ["fire"]
+    sim.advance(2 * 24 * 3600)
+    assert [a.kind for a in sim.tick()] == ["remind"]  # still the one alert, still firing
+    assert "dialogue" not in sim.engine.obs.beats
+    assert len(sim.firing) == 1

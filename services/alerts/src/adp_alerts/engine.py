@@ -77,8 +77,11 @@ class _Health:
 class Observations:
     """What the facts say, bounded in time by `retention` (the longest rule window)."""
 
-    def __init__(self, retention: timedelta = timedelta(minutes=5)) -> None:
+    def __init__(
+        self, retention: timedelta = timedelta(minutes=5), forget_after: timedelta = timedelta(days=1)
+    ) -> None:
         self.retention = retention
+        self.forget_after = forget_after
         # service -> (instance, window_start) -> window
         self.stats: dict[str, dict[tuple[str, datetime], _StatsWindow]] = {}
         # provider -> deque of (time, ok)
@@ -154,6 +157,15 @@ class Observations:
         for calls in self.calls.values():
             while calls and calls[0][0] <= horizon:
                 calls.popleft()
+        # copies silent for a day are forgotten (restarts create new instance ids); a firing
+        # heartbeat alert for their service stays firing (see evaluate_rule)
+        forget = now - self.forget_after
+        for service in list(self.beats):
+            per = {i: b for i, b in self.beats[service].items() if b.time > forget}
+            if per:
+                self.beats[service] = per
+            else:
+                del self.beats[service]
 
     # ---- queries --------------------------------------------------------------------------------
     def request_window(self, service: str, now: datetime, window: timedelta) -> tuple[int, int, list[float], float]:
