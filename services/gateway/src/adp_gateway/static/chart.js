@@ -22,6 +22,16 @@ export function renderCostChart(container, rows, { days = 14 } = {}) {
     const m = data.get(date);
     m.set(provider, (m.get(provider) || 0) + cost);
   }
+  const known = [...data.keys()].sort();
+  if (known.length) {
+    // a continuous run of days (at least a week) ending at the latest day, so gaps show as empty days
+    const end = new Date(known[known.length - 1] + "T00:00:00Z");
+    const span = Math.max(7, Math.min(days, Math.round((end - new Date(known[0] + "T00:00:00Z")) / 864e5) + 1));
+    for (let i = 0; i < span; i++) {
+      const d = new Date(end.getTime() - i * 864e5).toISOString().slice(0, 10);
+      if (!data.has(d)) data.set(d, new Map());
+    }
+  }
   const dates = [...data.keys()].sort().slice(-days);
   if (!dates.length) {
     container.appendChild(h("p", { class: "muted", text: "No cost recorded yet." }));

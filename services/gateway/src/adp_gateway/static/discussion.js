@@ -180,6 +180,7 @@ export class DiscussionView {
       case "round-complete":
         this.markRoundComplete(Number(firstDefined(d.round && (d.round.number ?? d.round.roundNumber), d.roundNumber, d.round, this.round)));
         this.running = false;
+        if (!this.ended) this.status = "waiting for you";
         break;
       case "questions-generated":
         this.showQuestions(d.questionSet || d, d.roundNumber);
@@ -198,6 +199,7 @@ export class DiscussionView {
       case "error":
         this.showBanner("error", `error:${id || d.code || ""}:${d.message || ""}`, `Error${d.code ? ` (${d.code})` : ""}`, d.message || "Something went wrong");
         this.running = false;
+        this.interruptOpenBubbles();
         break;
       default:
         break;
@@ -258,6 +260,7 @@ export class DiscussionView {
     const persona = d.persona || "Unknown";
     if (round > this.round) this.round = round;
     this.running = true;
+    if (!this.ended) this.status = "active";
     const b = this.bubbleFor(round, turn, persona);
     if (b.complete && !d.restart) return;
     if (d.restart) {
@@ -301,6 +304,15 @@ export class DiscussionView {
     b.content.textContent = b.text;
     b.el.classList.remove("thinking", "streaming");
     if (round > this.round) this.round = round;
+  }
+
+  /** After an error no open bubble keeps "thinking"; a later restart of the turn reuses the bubble. */
+  interruptOpenBubbles() {
+    for (const b of this.bubbles.values()) {
+      if (b.complete) continue;
+      b.el.classList.remove("thinking", "streaming");
+      if (!b.text) b.content.textContent = "(no answer: interrupted)";
+    }
   }
 
   markRoundComplete(round) {
