@@ -549,13 +549,13 @@ class Engine:
 
     async def sweeper(self) -> None:
         while True:
-            await asyncio.sleep(self.s.sweep_interval_s)
             try:
                 republished = await self.sweep_once()
                 if republished:
                     log.warning("re-published %d stalled steps", republished)
             except Exception as err:
                 log.warning("sweep failed: %s", err)
+            await asyncio.sleep(self.s.sweep_interval_s)
 
 
 def user_message_events(row: asyncpg.Record) -> EventList:
