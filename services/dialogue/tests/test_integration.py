@@ -252,3 +252,33 @@ async def test_copy_killed_mid_turn_is_taken_over(bus: Bus, processes, prefix: s
     assert completes == [1, 2, 3, 4, 5, 6]
     starts = [(e.data["turn"], bool(e.data.get("restart"))) for e in events if e.event == "message-start"]
     assert starts == [(1, False), (2, False), (2, True), (3, False), (4, False), (5, False), (6, False)]
+
+
+async def test_sweeper_republishes_a_job_lost_after_a_command_commit(
+    bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases
+) -> None:
+    settings = dialogue_settings(
+        nats_url, pg_dsn, prefix, databases.name("dialogue"), stall_after_s=0.2, sweep_interval_s=3600
+    )
+    async with router(nats_url, prefix), dialogue(settings) as app, event_log(bus) as log:
+        engine = app.engine
+        assert engine is not None
+        real_publish = engine.publish_job
+        lost: list[str] = []
+
+        async def lose_first(job) -> None:
+            if not lost:
+                lost.append(job.step_key)
+                raise ConnectionError("publish lost")
+            await real_publish(job)
+
+        engine.publish_job = lose_first  # type: ignore[method-assign]
+        view = await command(bus, action="create", user_id="u1", topic=TOPIC)
+        assert lost == ["r1t1"] and view.status == "running"
+        stuck = await get(bus, "u1", view.id)
+        assert stuck.messages == [] and stuck.status == "running"
+        await asyncio.sleep(0.3)  # let the discussion become older than stall_after_s
+        assert await engine.sweep_once() == 1
+        await log.wait_event(view.id, "round-complete")
+        done = await _wait_status(bus, view.id, "waiting")
+    assert [m["turn"] for m in done.messages] == [1, 2, 3]
