@@ -78,3 +78,12 @@ def test_settings_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.alerts_webhook_urls == ["http://a/hook", "http://b/hook"]
     assert s.alerts_expected_services == ["gateway", "cost"]
     assert s.alerts_webhook_secret is not None and "very-secret" not in repr(s)
+
+
+def test_unparseable_rules_raise_value_error(tmp_path: Path) -> None:
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules: [unclosed")
+    with pytest.raises(ValueError, match="YAML"):
+        load_rules(str(f))
+    with pytest.raises(ValueError):
+        load_rules(None, '{"rules": 5}')

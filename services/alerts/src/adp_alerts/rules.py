@@ -7,12 +7,11 @@ rule at 5 % errors and a critical one at 25 %). See docs/alerts.md for the file 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from adp_common.schemas.alerts import Severity
 
@@ -146,8 +145,14 @@ def merge_rules(base: list[Rule], overrides: list[dict[str, Any]]) -> list[Rule]
 
 def parse_rules_text(text: str) -> list[dict[str, Any]]:
     """YAML (a superset of JSON): either a list of rules or a mapping with a `rules` list."""
-    data = yaml.safe_load(text) if text.strip() else None
-    return RulesFile.model_validate(data).rules
+    try:
+        data = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ValueError(f"rules file is not valid YAML/JSON: {err}") from None
+    try:
+        return RulesFile.model_validate(data).rules
+    except ValidationError as err:
+        raise ValueError(f"rules file: {err}") from None
 
 
 def load_rules(file: str | None = None, env_json: str | None = None) -> list[Rule]:
@@ -156,5 +161,5 @@ def load_rules(file: str | None = None, env_json: str | None = None) -> list[Rul
     if file:
         rules = merge_rules(rules, parse_rules_text(Path(file).read_text()))
     if env_json:
-        rules = merge_rules(rules, RulesFile.model_validate(json.loads(env_json)).rules)
+        rules = merge_rules(rules, parse_rules_text(env_json))
     return rules
