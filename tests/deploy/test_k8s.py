@@ -110,6 +110,21 @@ def rendered(request: pytest.FixtureRequest) -> tuple[str, list[Doc]]:
     return request.param, render(TARGETS[request.param])
 
 
+def admin_paths() -> set[str]:
+    """Paths of the admin HTTP server every service but the gateway runs (adp_common.health)."""
+    from adp_common.health import HealthChecks, build_admin_app
+    from adp_common.telemetry import Metrics
+
+    app = build_admin_app(HealthChecks("x", "x"), Metrics())
+    return {r.path for r in app.routes}
+
+
+def gateway_paths() -> set[str]:
+    """Paths the gateway's FastAPI app declares (read from its source: building it needs a running context)."""
+    source = "\n".join(p.read_text() for p in (REPO / "services/gateway/src/adp_gateway").glob("*.py"))
+    return set(re.findall(r"@app\.(?:get|post|put|delete|patch|api_route)\(\s*\"([^\"]+)\"", source))
+
+
 def by_kind(docs: list[Doc], kind: str) -> dict[str, Doc]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
@@ -170,7 +185,15 @@ def test_deployments_probe_health_endpoints_and_set_resources(rendered: tuple[st
         port = {p["name"]: p["containerPort"] for p in c["ports"]}["http"]
         assert str(port) == config["ADP_HTTP_PORT"] == "8080"
         assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
-        assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": "http"}
+        served = gateway_paths() if name == "gateway" else admin_paths()
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            spec = c[probe]
+            if "httpGet" in spec:
+                assert spec["httpGet"]["path"] in served, f"{name} {probe}: {spec['httpGet']['path']} not served"
+                if probe == "livenessProbe":  # liveness must not depend on NATS/PostgreSQL being up
+                    assert spec["httpGet"]["path"] == "/live"
+            else:
+                assert spec["tcpSocket"] == {"port": "http"} and name == "gateway"
         for kind in ("requests", "limits"):
             assert c["resources"][kind]["cpu"] and c["resources"][kind]["memory"]
         assert c["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
