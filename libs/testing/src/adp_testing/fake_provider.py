@@ -417,10 +417,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--ttft-ms", type=float, default=0.0)
     parser.add_argument("--token-interval-ms", type=float, default=0.0)
+    parser.add_argument("--tokens", type=int, default=0, help="answer with this many word tokens (0: default text)")
     args = parser.parse_args()
-    fake = FakeProvider(
-        args.host, args.port, Timing(ttft_s=args.ttft_ms / 1000, token_interval_s=args.token_interval_ms / 1000)
-    )
+    timing = Timing(ttft_s=args.ttft_ms / 1000, token_interval_s=args.token_interval_ms / 1000)
+    if args.tokens > 0:
+        timing.text = " ".join(f"word{i}" for i in range(args.tokens))
+    fake = FakeProvider(args.host, args.port, timing)
 
     async def run() -> None:
         await fake.start()

@@ -1,0 +1,203 @@
+"""Router overhead benchmark: the same streamed completions against the fake provider, called directly
+(httpx, SSE) and through the llm-router over NATS (LLMClient), at several concurrency levels.
+
+    .venv/bin/python bench/router_bench.py [--levels 1,50,200] [--requests-per-stream 4]
+
+Starts the fake provider and one router as separate processes (NATS from ADP_NATS_URL, default local).
+Prints TTFT and total time p50/p99 for both paths and the router's overhead (difference and ratio), and
+writes the figures as JSON to bench-results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from adp_cli.procs import free_port
+from adp_common.bus import Bus
+from adp_common.llm_client import LLMClient
+from adp_common.schemas.llm import ChatMessage, CompletionChunk, CompletionRequest
+from adp_testing.fixtures import cleanup_prefix
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+async def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=1) as c:
+        while time.monotonic() < deadline:
+            try:
+                if (await c.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(url)
+
+
+async def direct_one(client: httpx.AsyncClient, base: str) -> tuple[float, float]:
+    body = {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "benchmark"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    t0 = time.perf_counter()
+    ttft = None
+    async with client.stream("POST", base + "/chat/completions", json=body) as resp:
+        async for line in resp.aiter_lines():
+            if ttft is None and '"content": "word' in line:
+                ttft = time.perf_counter() - t0
+    total = time.perf_counter() - t0
+    return (ttft if ttft is not None else total), total
+
+
+async def router_one(client: LLMClient) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    first: list[float] = []
+
+    async def on_chunk(_: CompletionChunk) -> None:
+        if not first:
+            first.append(time.perf_counter() - t0)
+
+    req = CompletionRequest(messages=[ChatMessage(role="user", content="benchmark")], route="default", timeout_s=60)
+    await client.complete(req, on_chunk)
+    total = time.perf_counter() - t0
+    return (first[0] if first else total), total
+
+
+async def run_level(fn, concurrency: int, per_stream: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    ttfts: list[float] = []
+    totals: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(per_stream):
+            t, tot = await fn()
+            ttfts.append(t * 1000)
+            totals.append(tot * 1000)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {
+        "n": len(ttfts),
+        "ttft_p50_ms": pct(ttfts, 0.5),
+        "ttft_p99_ms": pct(ttfts, 0.99),
+        "total_p50_ms": pct(totals, 0.5),
+        "total_p99_ms": pct(totals, 0.99),
+        "ttft_mean_ms": statistics.fmean(ttfts),
+    }
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--levels", default="1,50,200")
+    ap.add_argument("--requests-per-stream", type=int, default=4)
+    ap.add_argument("--ttft-ms", type=float, default=20.0, help="fake provider time to first token")
+    ap.add_argument("--token-interval-ms", type=float, default=20.0)
+    ap.add_argument("--tokens", type=int, default=10, help="tokens per answer")
+    ap.add_argument("--min-requests", type=int, default=40, help="at least this many requests per level")
+    ap.add_argument("--nats", default=os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222"))
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    prefix = "bench" + uuid.uuid4().hex[:8]
+    fake_port, admin_port = free_port(), free_port()
+    py = sys.executable
+    fake = subprocess.Popen(
+        [py, "-m", "adp_testing.fake_provider", "--port", str(fake_port), "--ttft-ms", str(args.ttft_ms),
+         "--token-interval-ms", str(args.token_interval_ms), "--tokens", str(args.tokens)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{fake_port}/v1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")}
+    env.update(
+        {
+            "ADP_NATS_URL": args.nats,
+            "ADP_SUBJECT_PREFIX": prefix,
+            "ADP_HTTP_PORT": str(admin_port),
+            "ADP_LOG_LEVEL": "WARNING",
+            "ADP_ROUTER_PROVIDERS": json.dumps(
+                {"fake": {"kind": "openai", "base_url": base, "api_key": "k", "models": ["fake-model"]}}
+            ),
+            "ADP_ROUTER_ROUTES": json.dumps({"default": ["fake/fake-model"]}),
+        }
+    )
+    router = subprocess.Popen([py, "-m", "adp_router.main"], env=env)
+    bus = None
+    try:
+        await wait_http(f"http://127.0.0.1:{fake_port}/_stats")
+        await wait_http(f"http://127.0.0.1:{admin_port}/health")
+        bus = await Bus.connect(args.nats, prefix=prefix, name="bench")
+        llm = LLMClient(bus, chunk_buffer=4096)
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+            await run_level(lambda: direct_one(http, base), 4, 2)  # warm up both paths
+            await run_level(lambda: router_one(llm), 4, 2)
+            rows = []
+            for c in levels:
+                per = max(args.requests_per_stream, -(-args.min_requests // c))
+                d = await run_level(lambda: direct_one(http, base), c, per)
+                r = await run_level(lambda: router_one(llm), c, per)
+                rows.append({"concurrency": c, "direct": d, "router": r})
+        print(
+            f"\nfake provider: ttft {args.ttft_ms:g} ms, token interval {args.token_interval_ms:g} ms; "
+            f"{args.tokens} tokens per answer; {os.cpu_count()} CPUs\n"
+        )
+        hdr = f"{'streams':>7} {'path':>7} {'n':>5} {'TTFT p50':>9} {'TTFT p99':>9} {'total p50':>10} {'total p99':>10}"
+        print(hdr)
+        print("-" * len(hdr))
+        for row in rows:
+            for path in ("direct", "router"):
+                x = row[path]
+                print(
+                    f"{row['concurrency']:>7} {path:>7} {x['n']:>5} {x['ttft_p50_ms']:>9.2f} {x['ttft_p99_ms']:>9.2f} "
+                    f"{x['total_p50_ms']:>10.2f} {x['total_p99_ms']:>10.2f}"
+                )
+            d, r = row["direct"], row["router"]
+            row["overhead"] = {
+                k: {"diff_ms": r[k] - d[k], "ratio": r[k] / d[k] if d[k] else None}
+                for k in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")
+            }
+            o = row["overhead"]
+            print(
+                f"{row['concurrency']:>7} {'added':>7} {'':>5} {o['ttft_p50_ms']['diff_ms']:>+9.2f} "
+                f"{o['ttft_p99_ms']['diff_ms']:>+9.2f} {o['total_p50_ms']['diff_ms']:>+10.2f} "
+                f"{o['total_p99_ms']['diff_ms']:>+10.2f}"
+            )
+            print(
+                f"{row['concurrency']:>7} {'ratio':>7} {'':>5} {o['ttft_p50_ms']['ratio']:>9.3f} "
+                f"{o['ttft_p99_ms']['ratio']:>9.3f} {o['total_p50_ms']['ratio']:>10.3f} "
+                f"{o['total_p99_ms']['ratio']:>10.3f}"
+            )
+        out_dir = Path("bench-results")
+        out_dir.mkdir(exist_ok=True)
+        out = out_dir / f"router-bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        meta = {"ttft_ms": args.ttft_ms, "token_interval_ms": args.token_interval_ms, "cpus": os.cpu_count()}
+        out.write_text(json.dumps({"config": meta, "rows": rows}, indent=2))
+        print(f"\nwritten to {out}")
+    finally:
+        if bus is not None:
+            await bus.close(grace=1)
+        router.terminate()
+        fake.terminate()
+        for p in (router, fake):
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await cleanup_prefix(args.nats, prefix)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
