@@ -45,6 +45,8 @@ from adp_cost.pricing import load_price_table
 
 NATS_URL = os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222")
 PG_DSN = os.environ.get("ADP_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+USERS = 1000  # query part: distinct users
+CALLS_PER_DISCUSSION = 30
 PROVIDERS = [
     ("groq", ["llama-3.3-70b-versatile", "llama-3.1-8b-instant"]),
     ("mistral", ["mistral-large-latest", "mistral-small-latest"]),
@@ -55,12 +57,14 @@ PROVIDERS = [
 ]
 
 
-def record(rnd: random.Random, when: datetime) -> UsageRecord:
+def record(
+    rnd: random.Random, when: datetime, user_id: str | None = None, discussion_id: str | None = None
+) -> UsageRecord:
     provider, models = rnd.choice(PROVIDERS)
     return UsageRecord(
         request_id=uuid.uuid4().hex,
-        user_id=f"user{rnd.randrange(200)}",
-        discussion_id=f"disc{rnd.randrange(5000)}",
+        user_id=user_id or f"user{rnd.randrange(200)}",
+        discussion_id=discussion_id or f"disc{rnd.randrange(5000)}",
         persona=rnd.choice(["analyzer", "solver", "moderator"]),
         provider=provider,
         model=rnd.choice(models),
@@ -184,8 +188,12 @@ async def bench_queries(rows: int, repeats: int) -> dict[str, float]:
             for start in range(0, rows, chunk):
                 batch = []
                 for i in range(start, min(start + chunk, rows)):
-                    when = base - timedelta(seconds=rnd.randrange(60 * 86400))  # 60 days of history
-                    r = to_row(record(rnd, when), prices, i)
+                    if i % CALLS_PER_DISCUSSION == 0:  # a discussion: one user, one day, ~30 calls
+                        disc_user = f"user{rnd.randrange(USERS)}"
+                        disc_id = uuid.uuid4().hex
+                        disc_start = base - timedelta(seconds=rnd.randrange(60 * 86400))  # 60 days of history
+                    when = disc_start + timedelta(seconds=10 * (i % CALLS_PER_DISCUSSION))
+                    r = to_row(record(rnd, when, disc_user, disc_id), prices, i)
                     batch.append(
                         (
                             r.request_id, r.occurred_at, r.day, r.provider, r.model, r.user_id, r.discussion_id,
@@ -206,12 +214,23 @@ async def bench_queries(rows: int, repeats: int) -> dict[str, float]:
                    sum(input_tokens), sum(output_tokens), count(*)
                    FROM usage_ledger WHERE discussion_id IS NOT NULL GROUP BY 1, 2, 3"""
             )
+            await conn.execute(
+                """INSERT INTO cost_daily_model SELECT day, provider, model, sum(cost_nusd), sum(input_tokens),
+                   sum(output_tokens), sum(requests), sum(errors) FROM cost_daily GROUP BY 1, 2, 3"""
+            )
+            await conn.execute(
+                """INSERT INTO cost_daily_by_user SELECT day, user_key, sum(cost_nusd), sum(input_tokens),
+                   sum(output_tokens), sum(requests) FROM cost_daily GROUP BY 1, 2"""
+            )
             await conn.execute("ANALYZE")
             n_daily = await conn.fetchval("SELECT count(*) FROM cost_daily")
             n_disc = await conn.fetchval("SELECT count(*) FROM cost_daily_discussion")
+            n_model = await conn.fetchval("SELECT count(*) FROM cost_daily_model")
+            n_user = await conn.fetchval("SELECT count(*) FROM cost_daily_by_user")
         print(
             f"generated {rows:,} ledger rows with COPY in {gen_s:.1f}s; rollups built in"
-            f" {time.perf_counter() - t1:.1f}s ({n_daily:,} daily rows, {n_disc:,} discussion-day rows)"
+            f" {time.perf_counter() - t1:.1f}s (rows: {n_daily:,} day/provider/model/user, {n_model:,} day/model,"
+            f" {n_user:,} day/user, {n_disc:,} day/discussion)"
         )
         start_d, end_d = today - timedelta(days=29), today
         ev = Evaluation("global", today, 0, 10 * 10**9, 0.8)

@@ -52,6 +52,27 @@ WITH input AS (
         output_tokens = d.output_tokens + EXCLUDED.output_tokens,
         requests = d.requests + EXCLUDED.requests
     RETURNING 1
+), bymodel AS (
+    INSERT INTO cost_daily_model AS m (day, provider, model, cost_nusd, input_tokens, output_tokens, requests, errors)
+    SELECT day, provider, model, sum(cost_nusd), sum(input_tokens), sum(output_tokens), count(*), sum(err)
+    FROM ins GROUP BY day, provider, model ORDER BY day, provider, model
+    ON CONFLICT (day, provider, model) DO UPDATE SET
+        cost_nusd = m.cost_nusd + EXCLUDED.cost_nusd,
+        input_tokens = m.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = m.output_tokens + EXCLUDED.output_tokens,
+        requests = m.requests + EXCLUDED.requests,
+        errors = m.errors + EXCLUDED.errors
+    RETURNING 1
+), byuser AS (
+    INSERT INTO cost_daily_by_user AS u (day, user_key, cost_nusd, input_tokens, output_tokens, requests)
+    SELECT day, user_key, sum(cost_nusd), sum(input_tokens), sum(output_tokens), count(*)
+    FROM ins GROUP BY day, user_key ORDER BY day, user_key
+    ON CONFLICT (day, user_key) DO UPDATE SET
+        cost_nusd = u.cost_nusd + EXCLUDED.cost_nusd,
+        input_tokens = u.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = u.output_tokens + EXCLUDED.output_tokens,
+        requests = u.requests + EXCLUDED.requests
+    RETURNING 1
 )
 SELECT day, provider, model, user_key, cost_nusd FROM ins
 """
@@ -128,12 +149,12 @@ def _as_tuple(r: LedgerRow) -> tuple[object, ...]:
 
 
 async def global_spend(conn: asyncpg.Connection | asyncpg.Pool, day: date) -> int:
-    return int(await conn.fetchval("SELECT coalesce(sum(cost_nusd), 0) FROM cost_daily WHERE day = $1", day))
+    return int(await conn.fetchval("SELECT coalesce(sum(cost_nusd), 0) FROM cost_daily_model WHERE day = $1", day))
 
 
 async def user_spend(conn: asyncpg.Connection | asyncpg.Pool, day: date, user_ids: Sequence[str]) -> dict[str, int]:
     rows = await conn.fetch(
-        "SELECT user_key, sum(cost_nusd) AS s FROM cost_daily WHERE user_key = ANY($2::text[]) AND day = $1"
+        "SELECT user_key, sum(cost_nusd) AS s FROM cost_daily_by_user WHERE user_key = ANY($2::text[]) AND day = $1"
         " GROUP BY user_key",
         day,
         list(user_ids),
@@ -241,7 +262,12 @@ async def breakdown(
         "user": "user_key",
         "discussion": "discussion_key",
     }[by]
-    table = "cost_daily_discussion" if by == "discussion" else "cost_daily"
+    if by == "discussion":
+        table = "cost_daily_discussion"
+    elif by == "user":
+        table = "cost_daily_by_user"
+    else:  # provider / model: the small table unless one user's breakdown is asked for
+        table = "cost_daily" if user_id is not None else "cost_daily_model"
     where = "day BETWEEN $1 AND $2" + (" AND user_key = $3" if user_id is not None else "")
     args: list[object] = [start, end] + ([user_id] if user_id is not None else [])
     sql = f"SELECT {key} AS k, {_SUMS} FROM {table} WHERE {where} GROUP BY 1 ORDER BY cost DESC, k"
@@ -255,8 +281,9 @@ async def daily(
 ) -> list[asyncpg.Record]:
     where = "day BETWEEN $1 AND $2" + (" AND user_key = $3" if user_id is not None else "")
     args: list[object] = [start, end] + ([user_id] if user_id is not None else [])
+    table = "cost_daily" if user_id is not None else "cost_daily_model"
     return await conn.fetch(
-        f"SELECT day, provider, sum(cost_nusd) AS cost, sum(requests) AS n FROM cost_daily WHERE {where}"
+        f"SELECT day, provider, sum(cost_nusd) AS cost, sum(requests) AS n FROM {table} WHERE {where}"
         " GROUP BY day, provider ORDER BY day, provider",
         *args,
     )
@@ -265,7 +292,7 @@ async def daily(
 async def user_total(conn: asyncpg.Connection | asyncpg.Pool, user_id: str, start: date, end: date) -> int:
     return int(
         await conn.fetchval(
-            "SELECT coalesce(sum(cost_nusd), 0) FROM cost_daily WHERE user_key = $1 AND day BETWEEN $2 AND $3",
+            "SELECT coalesce(sum(cost_nusd), 0) FROM cost_daily_by_user WHERE user_key = $1 AND day BETWEEN $2 AND $3",
             user_id,
             start,
             end,

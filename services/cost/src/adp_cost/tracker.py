@@ -148,7 +148,7 @@ class BudgetTracker:
         scopes.update(await store.user_budget_scopes(self.pool))
         if self.settings.cost_user_daily_budget_usd is not None:
             rows = await self.pool.fetch(
-                "SELECT DISTINCT user_key FROM cost_daily WHERE day = $1 AND user_key <> ''", day
+                "SELECT user_key FROM cost_daily_by_user WHERE day = $1 AND user_key <> ''", day
             )
             scopes.update(user_scope(r["user_key"]) for r in rows)
         if day != self._last_day and self.kv is not None:
