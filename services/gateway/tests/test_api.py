@@ -156,20 +156,20 @@ async def test_api_health_follows_a_required_service(
     nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
 ) -> None:
     settings = gateway_settings(
-        nats_url, pg_dsn, prefix, databases.name("gateway"), redis_url, health_required="nats,database,cost"
+        nats_url, pg_dsn, prefix, databases.name("gateway"), redis_url, health_required="nats,database,llm-router"
     )
     async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.url) as c:
         r = await c.get("/api/health")
         assert r.status_code == 503 and r.json()["status"] == "DOWN"
-        assert r.json()["components"]["cost"]["status"] == "DOWN"
-        async with platform_services(nats_url, pg_dsn, prefix, databases, services=("cost",)):
+        assert r.json()["components"]["llm-router"]["status"] == "DOWN"
+        async with platform_services(nats_url, pg_dsn, prefix, databases, services=("llm-router",)):
             r = await c.get("/api/health")
             assert r.status_code == 200, r.text
             body = r.json()
-            assert body["status"] == "UP" and body["components"]["cost"]["status"] == "UP"
+            assert body["status"] == "UP" and body["components"]["llm-router"]["status"] == "UP"
             assert body["components"]["dialogue"]["status"] == "DOWN"  # reported, not required here
             assert set(body) == {"status", "timestamp", "components"}
         r = await c.get("/api/health")
-        assert r.status_code == 503 and r.json()["components"]["cost"]["status"] == "DOWN"
-        async with platform_services(nats_url, pg_dsn, prefix, databases, services=("cost",)):
+        assert r.status_code == 503 and r.json()["components"]["llm-router"]["status"] == "DOWN"
+        async with platform_services(nats_url, pg_dsn, prefix, databases, services=("llm-router",)):
             assert (await c.get("/api/health")).status_code == 200

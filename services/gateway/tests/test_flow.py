@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 async def stack(
     nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
 ) -> AsyncIterator[GatewayServer]:
-    async with platform_services(nats_url, pg_dsn, prefix, databases, services=("llm-router", "cost", "dialogue")):
+    async with platform_services(nats_url, pg_dsn, prefix, databases, services=("llm-router", "dialogue")):
         settings = gateway_settings(nats_url, pg_dsn, prefix, databases.name("gateway"), redis_url, sse_heartbeat_s=1)
         async with running_gateway(settings) as gw:
             yield gw

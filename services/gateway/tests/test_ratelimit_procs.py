@@ -1,0 +1,48 @@
+"""Rate limits across two gateway processes sharing Redis, and with Redis unreachable (local fallback)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from adp_gateway.testing import ADMIN_KEY, assert_envelope
+
+pytestmark = pytest.mark.slow
+
+LOW = {
+    "ADP_BOOTSTRAP_API_KEY": ADMIN_KEY,
+    "ADP_RATE_LIMIT_REQUESTS": "1000",
+    "ADP_RATE_LIMIT_SUMMARY": "2",
+    "ADP_RATE_LIMIT_START": "3",
+    "ADP_RATE_LIMIT_WINDOW_S": "60",
+}
+
+
+async def test_limits_shared_across_copies_and_enforced_without_redis(processes, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    shared = await processes.start_healthy(["gateway"], replicas=2, extra_env={**LOW, "ADP_REDIS_URL": redis_url})
+    dead = await processes.start_healthy(
+        ["gateway"], extra_env={**LOW, "ADP_REDIS_URL": "redis://127.0.0.1:1/0", "ADP_REDIS_TIMEOUT_S": "0.2"}
+    )
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with httpx.AsyncClient(headers=auth, timeout=10) as c:
+        # 'summary' allows 2 per window per key: alternate between the two copies sharing Redis.
+        statuses = []
+        for i in range(4):
+            r = await c.post(f"{shared[i % 2].url}/api/discussions/d1/summary")
+            statuses.append(r.status_code)
+        assert statuses[:2] == [503, 503]  # counted, then refused by the absent dialogue service
+        for s in statuses[2:]:
+            assert s == 429
+        r = await c.post(f"{shared[1].url}/api/discussions/d1/summary")
+        assert_envelope(r, 429, "RATE_LIMIT_EXCEEDED")
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        # Reads are not counted.
+        assert (await c.get(f"{shared[0].url}/api/discussions")).status_code == 503
+        # The copy with a dead Redis still enforces its own window ('start' allows 3).
+        got = [
+            (await c.post(f"{dead[0].url}/api/discussions", json={"topic": "rate limited topic"})).status_code
+            for _ in range(5)
+        ]
+        assert got[:3] == [503, 503, 503] and got[3:] == [429, 429]
+        health = (await c.get(f"{dead[0].url}/api/health")).json()
+        assert health["components"]["redis"]["status"] == "DOWN"
