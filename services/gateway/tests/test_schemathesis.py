@@ -66,8 +66,8 @@ def _run_operation(op: Any, base_url: str, auth: dict[str, str], failures: list[
             resp = case.call(base_url=base_url, timeout=15)
             where = f"{case.method} {case.formatted_path} -> {resp.status_code}"
             if op.path in ("/api/health", "/health", "/ready"):
-            return  # health bodies are the contract's health document, 503 when a component is down
-        if resp.status_code >= 500:
+                return  # health bodies are the contract's health document, 503 when a component is down
+            if resp.status_code >= 500:
                 # cost and alerts do not run in this stack: 503 SERVICE_UNAVAILABLE is the right answer there
                 allowed = op.path.startswith(NOT_RUNNING) and resp.status_code == 503
                 if not allowed:
