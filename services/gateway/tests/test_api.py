@@ -31,6 +31,7 @@ async def test_auth_errors_envelope_and_request_id(gateway: GatewayServer, admin
         r = await anon.get("/health")
         assert r.status_code == 200 and r.json()["status"] == "UP"
         assert (await anon.get("/ready")).status_code == 200
+        assert (await anon.get("/live")).json() == {"live": True}
         assert (await anon.get("/docs")).status_code == 200
         assert (await anon.get("/openapi.json")).json()["paths"]["/api/discussions"]
     r = await admin.post("/api/discussions", content=b"{not json", headers={"content-type": "application/json"})

@@ -207,6 +207,10 @@ def build_api(ctx: GatewayContext) -> FastAPI:
         ok = ctx.rt.checks.ready and not ctx.draining.is_set()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
+    @app.get("/live", tags=["operations"], summary="Liveness: the process answers HTTP")
+    async def live() -> JSONResponse:
+        return JSONResponse({"live": True})
+
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics() -> Response:
         body, ctype = ctx.rt.metrics.render()
