@@ -2,83 +2,144 @@
 
 Protocol: the caller subscribes to `Catalog.llm_stream(request_id)` (core NATS), then sends the
 CompletionRequest to `Catalog.llm_complete`. The router publishes CompletionChunk messages there as
-tokens arrive and replies with the CompletionResult (or an error reply carrying LLM_PROVIDER_ERROR,
+tokens arrive (streaming calls), plus a keepalive every couple of seconds while the call runs (every
+call), and replies with the CompletionResult (or an error reply carrying LLM_PROVIDER_ERROR,
 LLM_TIMEOUT, NO_LLM_PROVIDER_AVAILABLE or BUDGET_EXCEEDED) when the call ends.
+
+A router copy that dies mid-call stops sending keepalives: after `idle_timeout_s` of silence the
+client gives up on it and sends the same request (same request_id, so the usage record is never
+duplicated) to another copy. If text had already been delivered, the first chunk of the new attempt
+carries `restart=True` so the receiver discards its partial text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
+
+from nats.aio.msg import Msg
 
 from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.llm import CompletionChunk, CompletionRequest, CompletionResult
 
+log = logging.getLogger("adp.llm_client")
+
 ChunkCallback = Callable[[CompletionChunk], Awaitable[None]]
 
 
+class _RouterLost(Exception):
+    pass
+
+
 class LLMClient:
-    def __init__(self, bus: Bus, *, chunk_buffer: int = 1024) -> None:
+    def __init__(
+        self, bus: Bus, *, chunk_buffer: int = 4096, idle_timeout_s: float = 10.0, router_attempts: int = 3
+    ) -> None:
         self.bus = bus
         self.chunk_buffer = chunk_buffer
+        self.idle_timeout_s = idle_timeout_s
+        self.router_attempts = router_attempts
 
     async def complete(self, req: CompletionRequest, on_chunk: ChunkCallback | None = None) -> CompletionResult:
         """Run one completion. With `on_chunk`, chunks are delivered in order while the call runs; the
         returned result always has the full text. Errors raise PlatformError with the router's code."""
-        if on_chunk is None:
-            req = req.model_copy(update={"stream": False})
-            return await self._request(req)
-        req = req.model_copy(update={"stream": True})
-        queue: asyncio.Queue[CompletionChunk | None] = asyncio.Queue(self.chunk_buffer)
-
-        async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
-            chunk = CompletionChunk.model_validate_json(msg.data)
+        req = req.model_copy(update={"stream": on_chunk is not None})
+        deadline = time.monotonic() + req.timeout_s + 5
+        delivered = False
+        for attempt in range(1, self.router_attempts + 1):
             try:
+                return await self._attempt(req, on_chunk, deadline, restart=delivered)
+            except _RouterLost as lost:
+                delivered = delivered or bool(lost.args and lost.args[0])
+                if attempt == self.router_attempts or time.monotonic() >= deadline:
+                    raise PlatformError(
+                        ErrorCode.NO_LLM_PROVIDER_AVAILABLE, "llm-router stopped answering (no live copy)"
+                    ) from None
+                log.warning("llm-router copy lost during %s; retrying on another copy", req.request_id)
+            except PlatformError as err:
+                if err.code != ErrorCode.SERVICE_UNAVAILABLE:
+                    raise
+                # No router copy subscribed right now (restarting?): wait a little, then try again.
+                if attempt == self.router_attempts or time.monotonic() + 1 >= deadline:
+                    raise PlatformError(
+                        ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"llm-router unavailable: {err.message}"
+                    ) from None
+                await asyncio.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self, req: CompletionRequest, on_chunk: ChunkCallback | None, deadline: float, *, restart: bool
+    ) -> CompletionResult:
+        queue: asyncio.Queue[CompletionChunk | None] = asyncio.Queue(self.chunk_buffer)
+        last_seen = [time.monotonic()]
+
+        async def on_msg(msg: Msg) -> None:
+            last_seen[0] = time.monotonic()
+            if on_chunk is None:
+                return
+            chunk = CompletionChunk.model_validate_json(msg.data)
+            if chunk.keepalive:
+                return
+            with contextlib.suppress(asyncio.QueueFull):
+                # A consumer that falls this far behind still gets the whole text in the result.
                 queue.put_nowait(chunk)
-            except asyncio.QueueFull:
-                # The consumer is too slow; the final result still carries the whole text.
-                pass
 
         sub = await self.bus.nc.subscribe(self.bus.catalog.llm_stream(req.request_id), cb=on_msg)
+        await self.bus.nc.flush(timeout=5)
+        delivered = [False]
 
         async def pump() -> None:
             next_seq = 0
+            first = True
             while True:
                 chunk = await queue.get()
                 if chunk is None:
                     return
                 if chunk.seq < next_seq and not chunk.restart:
-                    continue  # duplicate from a retried request
+                    continue  # duplicate
                 next_seq = chunk.seq + 1
+                if first and restart:
+                    chunk = chunk.model_copy(update={"restart": True})
+                first = False
+                assert on_chunk is not None
                 await on_chunk(chunk)
+                delivered[0] = True
 
-        pumper = asyncio.create_task(pump())
+        pumper = asyncio.create_task(pump()) if on_chunk is not None else None
+        request = asyncio.create_task(
+            self.bus.request(
+                self.bus.catalog.llm_complete,
+                req,
+                timeout=max(0.1, deadline - time.monotonic()),
+                response_model=CompletionResult,
+            )
+        )
         try:
-            result = await self._request(req)
-            # Chunks published before the reply are already in our socket buffer; let them land.
-            await self.bus.nc.flush(timeout=2)
-            await asyncio.sleep(0)
-            queue.put_nowait(None) if not queue.full() else await queue.put(None)
-            await asyncio.wait_for(pumper, timeout=10)
+            while True:
+                done, _ = await asyncio.wait({request}, timeout=1.0)
+                if done:
+                    break
+                if time.monotonic() - last_seen[0] > self.idle_timeout_s:
+                    request.cancel()
+                    raise _RouterLost(delivered[0])
+            result = request.result()
+            if pumper is not None:
+                # Chunks published before the reply are already in our socket buffer; let them land.
+                await self.bus.nc.flush(timeout=2)
+                await asyncio.sleep(0)
+                await queue.put(None)
+                await asyncio.wait_for(pumper, timeout=10)
             return result
         finally:
-            if not pumper.done():
+            if not request.done():
+                request.cancel()
+            if pumper is not None and not pumper.done():
                 pumper.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pumper
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-
-    async def _request(self, req: CompletionRequest) -> CompletionResult:
-        try:
-            return await self.bus.request(
-                self.bus.catalog.llm_complete, req, timeout=req.timeout_s + 5, response_model=CompletionResult
-            )
-        except PlatformError as err:
-            if err.code == ErrorCode.SERVICE_UNAVAILABLE:
-                raise PlatformError(
-                    ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"llm-router unavailable: {err.message}"
-                ) from None
-            raise

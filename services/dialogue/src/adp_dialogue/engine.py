@@ -314,13 +314,13 @@ class Engine:
         route: str,
         persona: str,
         task: str,
-        on_text: Callable[[str], Awaitable[None]] | None = None,
+        on_text: Callable[[str, bool], Awaitable[None]] | None = None,
     ) -> tuple[str, str, str, int, int]:
         """One answer, continued (task 'continue') while it is cut off. -> text, provider, model, in, out."""
 
         async def on_chunk(chunk: CompletionChunk) -> None:
-            if on_text is not None and chunk.delta:
-                await on_text(chunk.delta)
+            if on_text is not None and (chunk.delta or chunk.restart):
+                await on_text(chunk.delta, chunk.restart)
 
         cb = on_chunk if on_text is not None else None
         req = self._request(
@@ -365,8 +365,12 @@ class Engine:
                 await store.touch(conn, did)
         await self.publish_events(started)
 
-        async def on_text(delta: str) -> None:
-            await self.publish_chunk(did, {"persona": persona.name, "turn": turn, "round": job.round, "chunk": delta})
+        async def on_text(delta: str, restart: bool = False) -> None:
+            data: dict[str, Any] = {"persona": persona.name, "turn": turn, "round": job.round, "chunk": delta}
+            if restart:
+                # The answer restarts from scratch (a router copy was lost): drop the partial text shown.
+                data["restart"] = True
+            await self.publish_chunk(did, data)
 
         base = prompts.turn_messages(lo.context(), job.position - 1, job.round)
         text, provider, model, tin, tout = await self._complete_full(

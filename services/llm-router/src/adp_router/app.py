@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -130,12 +131,26 @@ class RouterApp:
         assert self.router is not None
         self._inflight += 1
         self._idle.clear()
+        alive = asyncio.create_task(self._keepalive(req.request_id))
         try:
             return await self.router.complete(req)
         finally:
+            alive.cancel()
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+
+    async def _keepalive(self, request_id: str) -> None:
+        """Tell the caller this copy is still working on its call, so it can tell a slow provider from a
+        dead router copy (and retry on another copy) — see adp_common.llm_client."""
+        assert self.rt is not None and self.rt.bus is not None
+        bus = self.rt.bus
+        subject = bus.catalog.llm_stream(request_id)
+        data = json.dumps({"request_id": request_id, "seq": -1, "keepalive": True}).encode()
+        while True:
+            await asyncio.sleep(self.settings.router_keepalive_s)
+            with contextlib.suppress(Exception):
+                await bus.nc.publish(subject, data)
 
     async def _models(self, _: object, __: RequestContext) -> ModelList:
         assert self.config is not None

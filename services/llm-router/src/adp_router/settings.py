@@ -52,6 +52,9 @@ class RouterSettings(ServiceSettings):
     router_budget_mode: Literal["reject", "free_only", "off"] = Field(
         default="reject", description="what to do when a budget is exceeded"
     )
+    router_keepalive_s: float = Field(
+        default=2.0, gt=0, description="while a call runs, a keepalive goes to the caller this often"
+    )
     router_max_connections: int = Field(default=512, ge=1)
     router_connect_timeout_s: float = Field(default=10.0, gt=0)
     router_default_max_tokens: int = Field(default=1024, ge=1, description="Anthropic needs max_tokens")

@@ -49,9 +49,12 @@ class CompletionChunk(BaseModel):
     request_id: str
     seq: int
     delta: str = ""
-    # Set when the router restarted the answer on another provider after tokens were sent.
+    # Set when the answer restarts from scratch (another provider, or another router copy after the first
+    # one was lost): the receiver discards the partial text it has.
     restart: bool = False
     provider: str | None = None
+    # Liveness signal the router sends every few seconds while a call runs (no text; seq -1).
+    keepalive: bool = False
 
 
 class Usage(BaseModel):
