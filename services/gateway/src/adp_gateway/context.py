@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncpg
 from pydantic import BaseModel
 
 from adp_common.bus import Bus
@@ -66,7 +67,7 @@ class GatewayContext:
             return principal
         try:
             principal = await asyncio.wait_for(self.store.principal_for_hash(digest), self.timeout)
-        except (TimeoutError, OSError) as err:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             raise PlatformError(ErrorCode.DATABASE_ERROR, f"key lookup failed: {type(err).__name__}") from None
         self.cache.put(digest, principal)
         return principal
