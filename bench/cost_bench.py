@@ -102,7 +102,7 @@ async def _stream_has(bus: Bus, n: int) -> bool:
     return await stream_count(bus) >= n
 
 
-async def bench_ingest(n: int) -> dict[str, float]:
+async def bench_ingest(n: int, service_env: dict[str, str] | None = None) -> dict[str, float]:
     prefix = "bench" + uuid.uuid4().hex[:8]
     bus = await Bus.connect(NATS_URL, prefix=prefix, name="cost-bench")
     dbname = f"cost_{prefix}"
@@ -114,6 +114,7 @@ async def bench_ingest(n: int) -> dict[str, float]:
             "ADP_SUBJECT_PREFIX": prefix,
             "ADP_DATABASE_NAME": dbname,
             "ADP_LOG_LEVEL": "WARNING",
+            **(service_env or {}),
         }
     )
     manager = ProcessManager(env=env, log_dir=Path(tempfile.mkdtemp(prefix="cost-bench-")))
@@ -281,10 +282,17 @@ async def amain() -> int:
     p.add_argument("--ingest", type=int, default=50_000, help="records per ingest phase (0 skips)")
     p.add_argument("--rows", type=int, default=1_000_000, help="ledger rows for the query part (0 skips)")
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--batch", type=int, help="ADP_COST_INGEST_BATCH for the service (default: its default)")
+    p.add_argument("--workers", type=int, help="ADP_COST_INGEST_WORKERS for the service")
     a = p.parse_args()
     ok = True
     if a.ingest:
-        r = await bench_ingest(a.ingest)
+        svc_env = {}
+        if a.batch:
+            svc_env["ADP_COST_INGEST_BATCH"] = str(a.batch)
+        if a.workers:
+            svc_env["ADP_COST_INGEST_WORKERS"] = str(a.workers)
+        r = await bench_ingest(a.ingest, svc_env)
         ok &= r["backlog_rate"] >= 5000 and r["live_rate"] >= 5000
     if a.rows:
         q = await bench_queries(a.rows, a.repeats)

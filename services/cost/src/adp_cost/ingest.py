@@ -84,7 +84,7 @@ class LedgerIngestor:
         pool: asyncpg.Pool,
         prices: PriceTable,
         *,
-        batch: int = 1000,
+        batch: int = 3000,
         workers: int = 2,
         ack_wait_s: float = 30.0,
         on_batch: OnBatch | None = None,

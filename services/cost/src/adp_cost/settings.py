@@ -26,7 +26,7 @@ class CostSettings(ServiceSettings):
     )
     cost_budget_debounce_s: float = Field(default=0.05, ge=0, description="Coalesce budget updates after batches")
     # Ingest
-    cost_ingest_batch: int = Field(default=1000, ge=1, le=10_000)
+    cost_ingest_batch: int = Field(default=3000, ge=1, le=10_000)
     cost_ingest_workers: int = Field(default=2, ge=1, le=16)
     cost_ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery delay of unacked usage records")
     cost_query_row_limit: int = Field(default=1000, ge=1, description="Max rows for by_user/by_discussion/...")
