@@ -1,0 +1,1 @@
+"""Helpers of bench/load_bench.py (stamped fake provider, platform launcher, clients, report)."""

@@ -1,0 +1,269 @@
+"""Client side of the load benchmark: discussions through the gateway (REST + SSE), the same provider called
+directly, and the OpenAI-compatible path. Every latency is measured here, at the client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from load.provider import stamps
+from load.stats import SSESplitter
+
+TOPIC = "How should a small team roll out a new on-call rotation without burning people out?"
+
+
+@dataclass
+class Tally:
+    """Everything one phase measured (lists are in milliseconds)."""
+
+    ttfc: list[float] = field(default_factory=list)  # message-start -> first chunk (or request -> first token)
+    chunk_lat: list[float] = field(default_factory=list)  # client receive time - provider emission time
+    ttfc_turn1: list[float] = field(default_factory=list)  # first turn of a discussion (may be a replay)
+    total: list[float] = field(default_factory=list)  # whole call / round
+    rest: dict[str, list[float]] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)
+    chunks: int = 0
+    turns: int = 0
+    turns_missing_chunks: int = 0
+    completed: int = 0
+    first_chunk_t: float | None = None
+    last_chunk_t: float | None = None
+
+    def rest_time(self, name: str, ms: float) -> None:
+        self.rest.setdefault(name, []).append(ms)
+
+    def saw_chunk(self, now: float, n: int) -> None:
+        self.chunks += n
+        if self.first_chunk_t is None:
+            self.first_chunk_t = now
+        self.last_chunk_t = now
+
+
+def _add_latency(tally: Tally, data: bytes, now_wall: float) -> int:
+    ts = stamps(data)
+    now_us = now_wall * 1e6
+    tally.chunk_lat.extend((now_us - t) / 1000 for t in ts)
+    return len(ts)
+
+
+async def timed(tally: Tally, name: str, coro: Any, ok: tuple[int, ...] = (200, 201)) -> httpx.Response | None:
+    t0 = time.perf_counter()
+    try:
+        r: httpx.Response = await coro
+    except httpx.HTTPError as err:
+        tally.errors[f"{name}: {type(err).__name__}"] += 1
+        return None
+    tally.rest_time(name, (time.perf_counter() - t0) * 1000)
+    if r.status_code not in ok:
+        code = ""
+        with contextlib.suppress(Exception):
+            code = r.json()["error"]["code"]
+        tally.errors[f"{name}: HTTP {r.status_code} {code}".strip()] += 1
+        return None
+    return r
+
+
+# ---- users ---------------------------------------------------------------------------------------------------
+async def create_users(http: httpx.AsyncClient, gateway: str, admin_key: str, n: int, parallel: int = 16) -> list[str]:
+    """n users with one API key each (one user per discussion keeps every per-user limit realistic)."""
+    sem = asyncio.Semaphore(parallel)
+    headers = {"Authorization": f"Bearer {admin_key}"}
+
+    async def one(i: int) -> str:
+        async with sem:
+            r = await http.post(f"{gateway}/api/admin/users", json={"name": f"bench-{i}"}, headers=headers)
+            r.raise_for_status()
+            r = await http.post(f"{gateway}/api/admin/users/{r.json()['id']}/keys", headers=headers)
+            r.raise_for_status()
+            return str(r.json()["key"])
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+# ---- phase A: discussions through the gateway ----------------------------------------------------------------
+@dataclass
+class DiscussionRun:
+    http: httpx.AsyncClient
+    gateways: list[str]
+    keys: list[str]
+    tokens: int
+    stream_timeout_s: float
+    rest_rps: float
+    proceed: bool
+    tally: Tally = field(default_factory=Tally)
+    live: dict[str, tuple[str, str]] = field(default_factory=dict)  # discussion id -> (gateway, key)
+
+    async def one(self, i: int, start_gate: asyncio.Event) -> None:
+        gw = self.gateways[i % len(self.gateways)]
+        key = self.keys[i]
+        h = {"Authorization": f"Bearer {key}"}
+        t = self.tally
+        await start_gate.wait()
+        t0 = time.perf_counter()
+        create = self.http.post(f"{gw}/api/discussions", json={"topic": TOPIC}, headers=h)
+        r = await timed(t, "POST /api/discussions", create, ok=(201,))
+        if r is None:
+            return
+        did = str(r.json()["id"])
+        self.live[did] = (gw, key)
+        try:
+            done = await asyncio.wait_for(self._stream(gw, h, did), self.stream_timeout_s)
+        except TimeoutError:
+            t.errors["SSE: timeout before round-complete"] += 1
+            done = False
+        except httpx.HTTPError as err:
+            t.errors[f"SSE: {type(err).__name__}"] += 1
+            done = False
+        finally:
+            self.live.pop(did, None)
+        if done:
+            t.completed += 1
+            t.total.append((time.perf_counter() - t0) * 1000)
+            if self.proceed:
+                await timed(t, "POST …/proceed", self.http.post(f"{gw}/api/discussions/{did}/proceed", headers=h))
+        await timed(t, "POST …/stop", self.http.post(f"{gw}/api/discussions/{did}/stop", headers=h))
+
+    async def _stream(self, gw: str, h: dict[str, str], did: str) -> bool:
+        t = self.tally
+        sse = SSESplitter()
+        turn_start: float | None = None
+        first_ms: float | None = None
+        turn_chunks = turn_no = 0
+        async with self.http.stream("GET", f"{gw}/api/discussions/{did}/events", headers=h) as resp:
+            if resp.status_code != 200:
+                t.errors[f"SSE: HTTP {resp.status_code}"] += 1
+                return False
+            async for raw in resp.aiter_raw():
+                now = time.perf_counter()
+                wall = time.time()
+                for event, data in sse.feed(raw):
+                    if event == "message-chunk":
+                        n = _add_latency(t, data, wall)
+                        t.saw_chunk(now, n)
+                        if turn_chunks == 0 and n and turn_start is not None:
+                            first_ms = (now - turn_start) * 1000
+                        turn_chunks += n
+                    elif event == "message-start":
+                        turn_start, turn_chunks, first_ms = now, 0, None
+                        turn_no = int(json.loads(data).get("turn", 0))
+                    elif event == "message-complete":
+                        t.turns += 1
+                        if turn_chunks < self.tokens:
+                            # chunks are live-only: those published before this stream subscribed are gone,
+                            # so this turn's first received chunk was not the provider's first token
+                            t.turns_missing_chunks += 1
+                        elif first_ms is not None:
+                            # turn 1's message-start may be a replay (published before this stream subscribed),
+                            # so its TTFC is kept apart; later turns start while the stream is surely live
+                            (t.ttfc if turn_no > 1 else t.ttfc_turn1).append(first_ms)
+                        turn_start, first_ms = None, None
+                    elif event == "round-complete":
+                        return True
+                    elif event == "error":
+                        code = ""
+                        with contextlib.suppress(Exception):
+                            code = json.loads(data).get("code", "")
+                        t.errors[f"SSE error event {code}"] += 1
+                        return False
+        t.errors["SSE: stream ended before round-complete"] += 1
+        return False
+
+    async def prober(self, stop: asyncio.Event) -> None:
+        """REST calls at a steady rate against discussions that are streaming right now."""
+        if self.rest_rps <= 0:
+            return
+        period = 1 / self.rest_rps
+        tasks: set[asyncio.Task[Any]] = set()
+        turn = 0
+        while not stop.is_set():
+            if self.live:
+                did, (gw, key) = random.choice(list(self.live.items()))
+                h = {"Authorization": f"Bearer {key}"}
+                if turn % 2 == 0:
+                    req = self.http.get(f"{gw}/api/discussions/{did}", headers=h)
+                    coro = timed(self.tally, "GET /api/discussions/{id}", req)
+                else:
+                    coro = timed(self.tally, "GET /api/discussions", self.http.get(f"{gw}/api/discussions", headers=h))
+                task = asyncio.create_task(coro)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                turn += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), period)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run(self, n: int) -> float:
+        gate = asyncio.Event()
+        stop = asyncio.Event()
+        clients = [asyncio.create_task(self.one(i, gate)) for i in range(n)]
+        probe = asyncio.create_task(self.prober(stop))
+        t0 = time.perf_counter()
+        gate.set()
+        await asyncio.gather(*clients)
+        wall = time.perf_counter() - t0
+        stop.set()
+        await probe
+        return wall
+
+
+# ---- the same provider, called directly ----------------------------------------------------------------------
+async def stream_completion(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], model: str, tally: Tally
+) -> bool:
+    """One streamed chat completion; TTFT = request sent -> first stamped token."""
+    body = {"model": model, "messages": [{"role": "user", "content": TOPIC}], "stream": True}
+    sse = SSESplitter()
+    t0 = time.perf_counter()
+    got = 0
+    try:
+        async with http.stream("POST", url, json=body, headers=headers) as resp:
+            if resp.status_code != 200:
+                await resp.aread()
+                tally.errors[f"HTTP {resp.status_code}"] += 1
+                return False
+            async for raw in resp.aiter_raw():
+                now = time.perf_counter()
+                wall = time.time()
+                for event, data in sse.feed(raw):
+                    if event == "error" or data.startswith(b'{"error"'):
+                        tally.errors["error in stream"] += 1
+                        return False
+                    n = _add_latency(tally, data, wall)
+                    if n:
+                        if got == 0:
+                            tally.ttfc.append((now - t0) * 1000)
+                        got += n
+                        tally.saw_chunk(now, n)
+    except httpx.HTTPError as err:
+        tally.errors[type(err).__name__] += 1
+        return False
+    tally.total.append((time.perf_counter() - t0) * 1000)
+    tally.turns += 1
+    return True
+
+
+async def run_streams(
+    http: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    model: str,
+    concurrency: int,
+    per_worker: int,
+    tally: Tally,
+) -> float:
+    async def worker() -> None:
+        for _ in range(per_worker):
+            await stream_completion(http, url, headers, model, tally)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - t0

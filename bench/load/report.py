@@ -1,0 +1,239 @@
+"""Markdown tables and the PNG plot of one load-benchmark run (pure formatting of the result dict)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from load.stats import fmt
+
+TARGETS = {"ttfc_p50_ms": 5.0, "ttfc_p99_ms": 25.0, "rest_p95_ms": 50.0, "rss_mb": 200.0}
+
+
+def _copies(replicas: dict[str, int]) -> str:
+    short = {"llm-router": "router"}
+    return " ".join(f"{short.get(k, k)}×{v}" for k, v in replicas.items() if v != 1) or "1 each"
+
+
+def phase_a_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| discussions | copies | ok | errors | TTFC p50 / p99 (gateway) | TTFT p50 / p99 (direct) | added p50 / p99 "
+        "| ratio p50 / p99 | chunk latency p50 / p99 (gateway) | (direct) | REST p95 | chunks/s | turns/s "
+        "| round 1 p50 / p99 (s) | client CPU |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    for r in rows:
+        g, d = r["ttfc"], r["direct_ttft"]
+        gl, dl = r["chunk_lat"], r["direct_chunk_lat"]
+        rp = r["round_ms"]
+        lines.append(
+            f"| {r['n']} | {_copies(r['replicas'])} | {r['completed']}/{r['n']} | {sum(r['errors'].values())} "
+            f"| {fmt(g['p50'])} / {fmt(g['p99'])} | {fmt(d['p50'])} / {fmt(d['p99'])} "
+            f"| {fmt(r['added_ttfc_p50_ms'])} / {fmt(r['added_ttfc_p99_ms'])} "
+            f"| {fmt(r['ttfc_ratio_p50'], 2)} / {fmt(r['ttfc_ratio_p99'], 2)} "
+            f"| {fmt(gl['p50'])} / {fmt(gl['p99'])} | {fmt(dl['p50'])} / {fmt(dl['p99'])} "
+            f"| {fmt(r['rest_p95_ms'])} | {fmt(r['chunks_per_s'], 0)} | {fmt(r['turns_per_s'], 1)} "
+            f"| {fmt(rp['p50'] and rp['p50'] / 1000, 2)} / {fmt(rp['p99'] and rp['p99'] / 1000, 2)} "
+            f"| {fmt(r['resources'].get('client', {}).get('cpu_pct'), 0)} % |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def rest_table(rows: list[dict[str, Any]]) -> str:
+    head = "| discussions | copies | call | n | p50 | p95 | p99 | max |\n|---:|---|---|---:|---:|---:|---:|---:|\n"
+    lines = []
+    for r in rows:
+        for name, s in sorted(r["rest"].items()):
+            lines.append(
+                f"| {r['n']} | {_copies(r['replicas'])} | `{name}` | {s['n']} | {fmt(s['p50'])} | {fmt(s['p95'])} "
+                f"| {fmt(s['p99'])} | {fmt(s['max'])} |"
+            )
+    return head + "\n".join(lines) + "\n"
+
+
+def resources_table(rows: list[dict[str, Any]]) -> str:
+    names: list[str] = []
+    for r in rows:
+        for k in r["resources"]:
+            if k not in names:
+                names.append(k)
+    head = "| process | " + " | ".join(f"{r['label']}" for r in rows) + " |\n"
+    head += "|---|" + "---:|" * len(rows) + "\n"
+    lines = []
+    for name in names:
+        cells = []
+        for r in rows:
+            x = r["resources"].get(name)
+            cells.append("—" if x is None else f"{fmt(x['rss_mb'], 0)} MB, {fmt(x['cpu_pct'], 0)} %")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def openai_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| concurrency | path | n | errors | TTFT p50 | TTFT p99 | total p50 | total p99 |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    for r in rows:
+        for path in ("direct", "gateway"):
+            x = r[path]
+            lines.append(
+                f"| {r['concurrency']} | {path} | {x['ttft']['n']} | {sum(x['errors'].values())} "
+                f"| {fmt(x['ttft']['p50'])} | {fmt(x['ttft']['p99'])} | {fmt(x['total']['p50'])} "
+                f"| {fmt(x['total']['p99'])} |"
+            )
+        o = r["overhead"]
+        lines.append(
+            f"| {r['concurrency']} | **added** | | | {fmt(o['ttft_p50']['diff'])} | {fmt(o['ttft_p99']['diff'])} "
+            f"| {fmt(o['total_p50']['diff'])} | {fmt(o['total_p99']['diff'])} |"
+        )
+        lines.append(
+            f"| {r['concurrency']} | **ratio** | | | {fmt(o['ttft_p50']['ratio'], 2)} "
+            f"| {fmt(o['ttft_p99']['ratio'], 2)} "
+            f"| {fmt(o['total_p50']['ratio'], 2)} | {fmt(o['total_p99']['ratio'], 2)} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def scaling_table(base: dict[str, Any] | None, scaled: dict[str, Any] | None) -> str:
+    if base is None or scaled is None:
+        return "(not run)\n"
+    head = (
+        "| copies | discussions | ok | turns/s | chunks/s | round 1 p50 / p99 (s) | TTFC p50 / p99 | chunk latency p99 "
+        "| CPU total (services) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    for r in (base, scaled):
+        svc_cpu = sum(
+            (v.get("cpu_pct") or 0) for k, v in r["resources"].items() if k not in ("client", "fake-provider")
+        )
+        rp = r["round_ms"]
+        lines.append(
+            f"| {_copies(r['replicas'])} | {r['n']} | {r['completed']}/{r['n']} | {fmt(r['turns_per_s'], 1)} "
+            f"| {fmt(r['chunks_per_s'], 0)} | {fmt(rp['p50'] and rp['p50'] / 1000, 2)} / "
+            f"{fmt(rp['p99'] and rp['p99'] / 1000, 2)} | {fmt(r['ttfc']['p50'])} / {fmt(r['ttfc']['p99'])} "
+            f"| {fmt(r['chunk_lat']['p99'])} | {fmt(svc_cpu, 0)} % |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def targets(rows: list[dict[str, Any]]) -> str:
+    out = []
+    for r in rows:
+        rss = {k: v["rss_mb"] for k, v in r["resources"].items() if k not in ("client", "fake-provider", "nats-server")}
+        worst = max(rss.items(), key=lambda kv: kv[1] or 0) if rss else ("—", None)
+        checks = [
+            ("zero errors", not r["errors"] and r["completed"] == r["n"], f"{sum(r['errors'].values())}"),
+            (
+                "added TTFC p50 < 5 ms",
+                (r["added_ttfc_p50_ms"] or 1e9) < TARGETS["ttfc_p50_ms"],
+                fmt(r["added_ttfc_p50_ms"]),
+            ),
+            (
+                "added TTFC p99 < 25 ms",
+                (r["added_ttfc_p99_ms"] or 1e9) < TARGETS["ttfc_p99_ms"],
+                fmt(r["added_ttfc_p99_ms"]),
+            ),
+            ("REST p95 < 50 ms", (r["rest_p95_ms"] or 1e9) < TARGETS["rest_p95_ms"], fmt(r["rest_p95_ms"])),
+            ("every service < 200 MB", (worst[1] or 0) < TARGETS["rss_mb"], f"max {worst[0]} {fmt(worst[1], 0)} MB"),
+        ]
+        cells = ", ".join(f"{name}: {'PASS' if ok else 'FAIL'} ({val})" for name, ok, val in checks)
+        out.append(f"- **{r['label']}**: {cells}")
+    return "\n".join(out) + "\n"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    a = result["phase_a"]
+    parts = [
+        f"# Load benchmark {result['started']}\n",
+        f"Machine: {cfg['cpus']} CPUs, {cfg['mem_gb']:.0f} GiB. Fake provider: TTFT {cfg['ttft_ms']:g} ms "
+        f"(jitter ±{cfg['jitter'] * 100:g} %), {cfg['tokens_per_s']:g} tokens/s, {cfg['tokens']} tokens per answer. "
+        f"Round 1 = 3 persona turns. Log level {cfg['log_level']}. Command: `{cfg['command']}`\n",
+        "All times in ms unless marked. TTFC = `message-start` → first `message-chunk` at the client (turns 2 "
+        "and 3 of each discussion); direct TTFT = request sent → first token, same provider, same concurrency, "
+        "same run.\n",
+        "## Discussions through the gateway (phase A)\n",
+        phase_a_table(a),
+        "\n### Targets\n",
+        targets(a),
+        "\n### REST calls under load\n",
+        rest_table(a),
+        "\n### Errors\n",
+        "\n".join(
+            f"- {r['label']}: "
+            + (", ".join(f"{k} ×{v}" for k, v in r["errors"].items()) or "none")
+            + f"; turns with chunks missed before the stream subscribed: {r['turns_missing_chunks']}"
+            for r in a
+        )
+        + "\n",
+        "\n### Memory (max RSS) and CPU (average % of one core) per process\n",
+        resources_table(a),
+        "\n## OpenAI-compatible path (phase B)\n",
+        openai_table(result["phase_b"]) if result["phase_b"] else "(not run)\n",
+        "\n## Horizontal scaling (same load, one vs two copies)\n",
+        scaling_table(result.get("scaling_base"), result.get("scaling")),
+    ]
+    return "\n".join(parts)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    a = result["phase_a"]
+    labels = [r["label"] for r in a]
+    x = range(len(a))
+    ax = axes[0][0]
+    w = 0.2
+    for i, (key, name) in enumerate(
+        [("direct_ttft", "direct p50"), ("direct_ttft", "direct p99"), ("ttfc", "gateway p50"), ("ttfc", "gateway p99")]
+    ):
+        q = "p50" if "p50" in name else "p99"
+        ax.bar([j + (i - 1.5) * w for j in x], [r[key][q] or 0 for r in a], w, label=name)
+    ax.set_xticks(list(x), labels, fontsize=8)
+    ax.set_ylabel("ms")
+    ax.set_title("Time to first chunk: gateway (message-start → chunk) vs direct")
+    ax.legend(fontsize=8)
+
+    ax = axes[0][1]
+    b = result["phase_b"]
+    if b:
+        conc = [r["concurrency"] for r in b]
+        for path_, style in (("direct", "o--"), ("gateway", "s-")):
+            ax.plot(conc, [r[path_]["ttft"]["p50"] for r in b], style, label=f"{path_} TTFT p50")
+            ax.plot(conc, [r[path_]["ttft"]["p99"] for r in b], style, alpha=0.5, label=f"{path_} TTFT p99")
+        ax.set_xscale("log")
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel("ms")
+        ax.legend(fontsize=8)
+    ax.set_title("OpenAI-compatible path: TTFT via gateway vs direct")
+
+    ax = axes[1][0]
+    names = [k for k in a[-1]["resources"] if k not in ("nats-server",)]
+    for i, r in enumerate(a):
+        ax.bar(
+            [j + (i - (len(a) - 1) / 2) * (0.8 / len(a)) for j in range(len(names))],
+            [(r["resources"].get(n) or {}).get("rss_mb") or 0 for n in names],
+            0.8 / len(a),
+            label=r["label"],
+        )
+    ax.axhline(200, color="red", linestyle=":", label="200 MB target")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("max RSS (MB)")
+    ax.set_title("Memory per process")
+    ax.legend(fontsize=7)
+
+    ax = axes[1][1]
+    ax.bar(labels, [r["chunks_per_s"] or 0 for r in a], color="tab:green")
+    ax.set_ylabel("chunks/s delivered to clients")
+    ax.set_title("End-to-end chunk throughput (scaling run last)")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

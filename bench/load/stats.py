@@ -1,0 +1,67 @@
+"""Small pure helpers: percentiles, summaries, a lean SSE block splitter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def pct(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..1); None for no values."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, math.ceil(q * len(s)) - 1))
+    return s[k]
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50": pct(values, 0.50),
+        "p95": pct(values, 0.95),
+        "p99": pct(values, 0.99),
+        "max": max(values) if values else None,
+    }
+
+
+def diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+class SSESplitter:
+    """Feed raw bytes; get back complete SSE event blocks as (event name, data bytes)."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        self._buf += data.replace(b"\r\n", b"\n") if b"\r" in data else data
+        out: list[tuple[str, bytes]] = []
+        while True:
+            end = self._buf.find(b"\n\n")
+            if end < 0:
+                return out
+            block, self._buf = self._buf[:end], self._buf[end + 2 :]
+            event = "message"
+            data_lines: list[bytes] = []
+            for line in block.split(b"\n"):
+                if line.startswith(b"event:"):
+                    event = line[6:].strip().decode()
+                elif line.startswith(b"data:"):
+                    data_lines.append(line[5:].lstrip(b" "))
+            if data_lines:
+                out.append((event, b"\n".join(data_lines)))
+
+
+def fmt(v: float | None, digits: int = 1) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def flatten(xs: Iterable[list[float]]) -> list[float]:
+    return [x for chunk in xs for x in chunk]

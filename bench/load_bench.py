@@ -1,0 +1,288 @@
+"""Load benchmark of the whole platform: concurrent discussions streaming through the gateway, the
+OpenAI-compatible path, and one vs two copies of llm-router and dialogue — all against a fake provider
+with realistic token timing, compared with the same provider called directly in the same run.
+
+    .venv/bin/python bench/load_bench.py --discussions 100,500 --tokens-per-s 30 --out bench-results/
+
+Uses the local NATS / PostgreSQL / Redis (ADP_NATS_URL, ADP_DATABASE_URL, ADP_REDIS_URL or the 127.0.0.1
+defaults) under a unique subject prefix and database suffix, removed at the end. See bench/README.md
+("Load benchmark") for what every column means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from load import report
+from load.clients import DiscussionRun, Tally, create_users, run_streams
+from load.launch import (
+    ADMIN_KEY,
+    FakeProviderProcess,
+    Platform,
+    ResourceSampler,
+    external_pids,
+    parse_replicas,
+)
+from load.stats import diff, flatten, ratio, summary
+
+TURNS_PER_ROUND = 3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--discussions", default="100,500", help="phase A sizes, comma-separated")
+    ap.add_argument("--ttft-ms", type=float, default=200.0, help="fake provider time to first token")
+    ap.add_argument("--tokens-per-s", type=float, default=30.0, help="fake provider token rate per stream")
+    ap.add_argument("--tokens", type=int, default=40, help="tokens per answer")
+    ap.add_argument("--jitter", type=float, default=0.0, help="± fraction of random TTFT jitter (0 = fixed)")
+    ap.add_argument("--replicas", default="", help="copies of the base run, e.g. router=1,dialogue=1 (default 1 each)")
+    ap.add_argument("--scaling-replicas", default="router=2,dialogue=2", help="copies for the scaling check")
+    ap.add_argument("--scaling-discussions", type=int, default=0, help="size of the scaling check (default: largest)")
+    ap.add_argument("--no-scaling", action="store_true", help="skip the scaling check")
+    ap.add_argument("--openai-levels", default="1,50,200", help="phase B concurrency levels ('' to skip)")
+    ap.add_argument("--openai-min-requests", type=int, default=10, help="at least this many calls per level and path")
+    ap.add_argument("--rest-rps", type=float, default=20.0, help="GET probes per second during phase A")
+    ap.add_argument("--no-proceed", action="store_true", help="do not POST proceed after round 1")
+    ap.add_argument("--stream-timeout", type=float, default=240.0, help="seconds a discussion may take for round 1")
+    ap.add_argument("--log-level", default="INFO", help="ADP_LOG_LEVEL of the services")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra service env (repeatable)")
+    ap.add_argument("--out", default="bench-results", help="output directory")
+    ap.add_argument("--nats", default=os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222"))
+    ap.add_argument("--pg", default=os.environ.get("ADP_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    ap.add_argument("--redis", default=os.environ.get("ADP_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    return ap.parse_args(argv)
+
+
+def http_client(n: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=n * 2 + 100, max_keepalive_connections=n * 2 + 100)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0, connect=10.0))
+
+
+def named_pids(platform: Platform, provider: FakeProviderProcess) -> dict[str, int]:
+    pids = {p.name: p.popen.pid for p in platform.procs}
+    pids["fake-provider"] = provider.popen.pid
+    pids["client"] = os.getpid()
+    pids.update(external_pids())
+    return pids
+
+
+async def phase_a(
+    args: argparse.Namespace,
+    platform: Platform,
+    provider: FakeProviderProcess,
+    keys: list[str],
+    n: int,
+    direct: Tally | None,
+) -> dict[str, Any]:
+    """N discussions through the gateway (and, when `direct` is None, the same provider directly first)."""
+    async with http_client(n) as http:
+        if direct is None:
+            direct = Tally()
+            print(f"  direct: {n} concurrent streams × {TURNS_PER_ROUND} calls …", flush=True)
+            await run_streams(http, provider.url + "/v1/chat/completions", {}, "fake-model", n, TURNS_PER_ROUND, direct)
+        print(f"  gateway: {n} discussions, round 1 …", flush=True)
+        run = DiscussionRun(
+            http=http,
+            gateways=platform.gateways,
+            keys=keys[:n],
+            tokens=args.tokens,
+            stream_timeout_s=args.stream_timeout,
+            rest_rps=args.rest_rps,
+            proceed=not args.no_proceed,
+        )
+        sampler = ResourceSampler(named_pids(platform, provider))
+        sampler.start()
+        wall = await run.run(n)
+        resources = await sampler.stop()
+    t = run.tally
+    g, d = summary(t.ttfc), summary(direct.ttfc)
+    span = (t.last_chunk_t - t.first_chunk_t) if t.first_chunk_t and t.last_chunk_t else None
+    rest_all = flatten(t.rest.values())
+    copies = platform.replicas
+    label = f"{n} disc." + ("" if all(v == 1 for v in copies.values()) else f" ({report._copies(copies)})")
+    row = {
+        "label": label,
+        "n": n,
+        "replicas": copies,
+        "wall_s": wall,
+        "completed": t.completed,
+        "errors": dict(t.errors),
+        "direct_errors": dict(direct.errors),
+        "turns": t.turns,
+        "turns_missing_chunks": t.turns_missing_chunks,
+        "chunks": t.chunks,
+        "chunks_per_s": t.chunks / span if span else None,
+        "turns_per_s": t.turns / wall if wall else None,
+        "ttfc": g,
+        "ttfc_turn1": summary(t.ttfc_turn1),
+        "direct_ttft": d,
+        "added_ttfc_p50_ms": diff(g["p50"], d["p50"]),
+        "added_ttfc_p99_ms": diff(g["p99"], d["p99"]),
+        "ttfc_ratio_p50": ratio(g["p50"], d["p50"]),
+        "ttfc_ratio_p99": ratio(g["p99"], d["p99"]),
+        "chunk_lat": summary(t.chunk_lat),
+        "direct_chunk_lat": summary(direct.chunk_lat),
+        "round_ms": summary(t.total),
+        "direct_call_ms": summary(direct.total),
+        "rest": {k: summary(v) for k, v in t.rest.items()},
+        "rest_p95_ms": summary(rest_all)["p95"],
+        "resources": resources,
+        "_direct": direct,
+    }
+    print(
+        f"  → ok {t.completed}/{n}, errors {sum(t.errors.values())}, TTFC p50/p99 {g['p50']}/{g['p99']} ms "
+        f"(direct {d['p50']}/{d['p99']}), REST p95 {row['rest_p95_ms']} ms, {wall:.1f} s",
+        flush=True,
+    )
+    return row
+
+
+async def phase_b(args: argparse.Namespace, platform: Platform, provider: FakeProviderProcess, key: str) -> list:
+    rows = []
+    levels = [int(x) for x in args.openai_levels.split(",") if x.strip()]
+    gw = platform.gateways[0]
+    for c in levels:
+        per = max(1, math.ceil(args.openai_min_requests / c))
+        res: dict[str, Any] = {"concurrency": c}
+        async with http_client(c) as http:
+            for path, url, headers in (
+                ("direct", provider.url + "/v1/chat/completions", {}),
+                ("gateway", gw + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
+            ):
+                t = Tally()
+                await run_streams(http, url, headers, "fake-model", c, per, t)
+                res[path] = {"ttft": summary(t.ttfc), "total": summary(t.total), "errors": dict(t.errors)}
+        d, g = res["direct"], res["gateway"]
+        res["overhead"] = {
+            f"{m}_{q}": {"diff": diff(g[m][q], d[m][q]), "ratio": ratio(g[m][q], d[m][q])}
+            for m in ("ttft", "total")
+            for q in ("p50", "p99")
+        }
+        print(
+            f"  openai c={c}: TTFT p50 direct {d['ttft']['p50']} gateway {g['ttft']['p50']}; "
+            f"errors {sum(g['errors'].values())}",
+            flush=True,
+        )
+        rows.append(res)
+    return rows
+
+
+async def launch(args: argparse.Namespace, provider: FakeProviderProcess, replicas: dict[str, int], out: Path):
+    sizes = [int(x) for x in args.discussions.split(",") if x.strip()]
+    biggest = max([*sizes, args.scaling_discussions or 0])
+    extra = dict(kv.split("=", 1) for kv in args.env)
+    platform = Platform(
+        nats_url=args.nats,
+        pg_dsn=args.pg,
+        redis_url=args.redis,
+        provider_url=provider.url,
+        replicas=replicas,
+        log_dir=out / "logs",
+        worker_concurrency=biggest + 50,
+        extra_env=extra,
+        log_level=args.log_level,
+    )
+    print(f"starting platform {platform.prefix} ({report._copies(replicas)}) …", flush=True)
+    t0 = time.perf_counter()
+    await platform.start()
+    async with http_client(16) as http:
+        keys = await create_users(http, platform.gateways[0], ADMIN_KEY, biggest + 1)
+        warm = DiscussionRun(http, platform.gateways, keys[-1:], args.tokens, 120, 0, False)
+        await warm.run(1)  # warm up every hop once (connections, caches)
+        if warm.tally.completed != 1:
+            print(f"  warm-up discussion failed: {dict(warm.tally.errors)}", flush=True)
+    print(f"  ready in {time.perf_counter() - t0:.1f} s ({len(keys)} users)", flush=True)
+    return platform, keys
+
+
+async def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    sizes = [int(x) for x in args.discussions.split(",") if x.strip()]
+    base_replicas = parse_replicas(args.replicas)
+    scale_n = args.scaling_discussions or max(sizes)
+    provider = FakeProviderProcess(
+        ttft_ms=args.ttft_ms,
+        tokens_per_s=args.tokens_per_s,
+        tokens=args.tokens,
+        jitter=args.jitter,
+        log=out / "logs" / f"fake-provider-{stamp}.log",
+    )
+    result: dict[str, Any] = {
+        "started": stamp,
+        "config": {
+            "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/load_bench.py", *sys.argv[1:]]),
+            "cpus": os.cpu_count(),
+            "mem_gb": psutil.virtual_memory().total / 2**30,
+            "ttft_ms": args.ttft_ms,
+            "tokens_per_s": args.tokens_per_s,
+            "tokens": args.tokens,
+            "jitter": args.jitter,
+            "log_level": args.log_level,
+            "replicas": base_replicas,
+        },
+        "phase_a": [],
+        "phase_b": [],
+    }
+    platform: Platform | None = None
+    directs: dict[int, Tally] = {}
+    try:
+        await provider.wait()
+        platform, keys = await launch(args, provider, base_replicas, out)
+        for n in sizes:
+            print(f"phase A: {n} discussions", flush=True)
+            row = await phase_a(args, platform, provider, keys, n, None)
+            directs[n] = row.pop("_direct")
+            result["phase_a"].append(row)
+        if args.openai_levels.strip():
+            print("phase B: OpenAI-compatible path", flush=True)
+            result["phase_b"] = await phase_b(args, platform, provider, keys[0])
+        if not args.no_scaling:
+            base_row = next((r for r in result["phase_a"] if r["n"] == scale_n), None)
+            if base_row is None:
+                print(f"scaling baseline: {scale_n} discussions", flush=True)
+                base_row = await phase_a(args, platform, provider, keys, scale_n, None)
+                directs[scale_n] = base_row.pop("_direct")
+                result["phase_a"].append(base_row)
+            await platform.stop()
+            platform = None
+            platform, keys = await launch(args, provider, parse_replicas(args.scaling_replicas), out)
+            print(f"scaling: {scale_n} discussions with {args.scaling_replicas}", flush=True)
+            row = await phase_a(args, platform, provider, keys, scale_n, directs[scale_n])
+            row.pop("_direct")
+            result["phase_a"].append(row)
+            result["scaling_base"], result["scaling"] = base_row, row
+    finally:
+        if platform is not None:
+            await platform.stop()
+        provider.stop()
+    md = report.markdown(result)
+    print("\n" + md)
+    base = out / f"load-{stamp}"
+    Path(f"{base}.md").write_text(md)
+    Path(f"{base}.json").write_text(json.dumps(result, indent=2, default=str))
+    with contextlib.suppress(Exception):
+        report.plot(result, Path(f"{base}.png"))
+    print(f"written {base}.md, .json, .png")
+    return result
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
