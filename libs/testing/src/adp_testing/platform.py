@@ -1,0 +1,209 @@
+"""The whole platform as separate OS processes, for end-to-end and fault tests.
+
+`Platform` starts N copies of every service (llm-router, cost, alerts, dialogue, gateway) against the
+test's NATS/PostgreSQL/Redis, isolated by a subject prefix and database suffix, and drives them only
+through the gateway's HTTP API, as a client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from adp_cli.procs import START_ORDER, Proc
+from adp_testing.procs import ServiceProcesses
+
+ADMIN_KEY = "adp_e2e_bootstrap_admin_key_0123456789"
+HIGH = "100000"
+
+
+def fast_env(**extra: str) -> dict[str, str]:
+    """Settings that make a whole discussion take seconds, not minutes."""
+    env = {
+        "ADP_BOOTSTRAP_API_KEY": ADMIN_KEY,
+        "ADP_SIMULATED_TTFT_MS": "5",
+        "ADP_SIMULATED_TOKENS_PER_S": "3000",
+        "ADP_MAX_ACTIVE_DISCUSSIONS": "50",
+        "ADP_RATE_LIMIT_REQUESTS": HIGH,
+        "ADP_RATE_LIMIT_START": HIGH,
+        "ADP_RATE_LIMIT_PROCEED": HIGH,
+        "ADP_RATE_LIMIT_ANSWERS": HIGH,
+        "ADP_RATE_LIMIT_QUESTIONS": HIGH,
+        "ADP_RATE_LIMIT_SUMMARY": HIGH,
+        "ADP_TURN_MAX_TOKENS": "200",
+        "ADP_SSE_HEARTBEAT_S": "1",
+        "ADP_REQUEST_STATS_INTERVAL_S": "1",
+        "ADP_ALERTS_EVAL_INTERVAL_S": "0.5",
+        "ADP_SHUTDOWN_GRACE_S": "5",
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Platform:
+    procs: ServiceProcesses
+    prefix: str
+    nats_url: str
+    started: list[Proc] = field(default_factory=list)
+
+    def copies(self, service: str) -> list[Proc]:
+        return [p for p in self.started if p.service == service and p.alive()]
+
+    @property
+    def gateways(self) -> list[str]:
+        return [p.url for p in self.copies("gateway")]
+
+    def client(self, key: str = ADMIN_KEY, gateway: int = 0, timeout: float = 20) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.gateways[gateway], headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+        )
+
+    async def new_user(self, name: str, role: str = "user") -> tuple[str, str]:
+        async with self.client() as admin:
+            r = await admin.post("/api/admin/users", json={"name": name, "role": role})
+            assert r.status_code == 201, r.text
+            uid = r.json()["id"]
+            r = await admin.post(f"/api/admin/users/{uid}/keys")
+            assert r.status_code == 201, r.text
+            return uid, r.json()["key"]
+
+    def kill(self, proc: Proc) -> None:
+        self.procs.kill(proc)
+
+    async def restart(self, proc: Proc) -> Proc:
+        """Start a fresh copy of the same service (after a kill) and wait for it to be healthy."""
+        new = self.procs.start(proc.service)
+        self.started.append(new)
+        await self.procs.manager.wait_healthy([new], timeout=60)
+        return new
+
+
+@contextlib.asynccontextmanager
+async def running_platform(
+    nats_url: str, pg_dsn: str, *, replicas: int = 2, env: dict[str, str] | None = None, prefix: str | None = None
+) -> AsyncIterator[Platform]:
+    from adp_testing.fixtures import cleanup_prefix
+
+    prefix = prefix or "e" + uuid.uuid4().hex[:10]
+    procs = ServiceProcesses(nats_url=nats_url, pg_dsn=pg_dsn, prefix=prefix)
+    platform = Platform(procs=procs, prefix=prefix, nats_url=nats_url)
+    extra = fast_env(**(env or {}))
+    try:
+        # Start services in dependency order; copies of one service start together.
+        for service in START_ORDER:
+            batch = [procs.start(service, extra) for _ in range(replicas)]
+            platform.started += batch
+        await procs.manager.wait_healthy(platform.started, timeout=90)
+        yield platform
+    finally:
+        await procs.stop_all()
+        await procs.drop_databases()
+        await cleanup_prefix(nats_url, prefix)
+
+
+async def read_sse(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Parse an SSE response into {'id'?, 'event', 'data'} dicts; comments (heartbeats) are skipped."""
+    event: dict[str, Any] = {}
+    data: list[str] = []
+    async for line in resp.aiter_lines():
+        if line == "":
+            if data:
+                event["data"] = json.loads("\n".join(data))
+                yield event
+            event, data = {}, []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            elif name == "id":
+                event["id"] = int(value)
+            elif name == "event":
+                event["event"] = value
+
+
+class EventLog:
+    """Follows a discussion's SSE stream in the background, resuming with Last-Event-ID (optionally on
+    another gateway) whenever the connection drops, and records what a client would see."""
+
+    def __init__(self, platform: Platform, key: str, discussion_id: str) -> None:
+        self.platform = platform
+        self.key = key
+        self.did = discussion_id
+        self.events: list[dict[str, Any]] = []
+        self.last_id: int | None = None
+        self.reconnects = 0
+        self.gateway = 0
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> EventLog:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            urls = self.platform.gateways
+            url = urls[self.gateway % len(urls)] if urls else None
+            if url is None:
+                await asyncio.sleep(0.2)
+                continue
+            headers = {"Authorization": f"Bearer {self.key}"}
+            if self.last_id is not None:
+                headers["Last-Event-ID"] = str(self.last_id)
+            try:
+                async with (
+                    httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10, read=30)) as http,
+                    http.stream("GET", f"/api/discussions/{self.did}/events", headers=headers) as resp,
+                ):
+                    if resp.status_code != 200:
+                        raise httpx.HTTPStatusError("bad status", request=resp.request, response=resp)
+                    async for ev in read_sse(resp):
+                        if "id" in ev:
+                            self.last_id = ev["id"]
+                        self.events.append(ev)
+                        self._changed.set()
+            except (httpx.HTTPError, OSError):
+                pass
+            # Dropped (gateway killed, network): resume on the next gateway.
+            self.reconnects += 1
+            self.gateway += 1
+            await asyncio.sleep(0.2)
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == name]
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = [e.get("event") for e in self.events][-15:]
+                raise TimeoutError(f"{what} not met in {timeout}s; last events: {seen}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+
+    async def wait_for(self, name: str, count: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
+        await self.wait_until(lambda: len(self.named(name)) >= count, timeout, f"{count} x {name}")
+        return self.named(name)
+
+    def durable_ids(self) -> list[int]:
+        return [e["id"] for e in self.events if "id" in e]

@@ -1,0 +1,190 @@
+"""End to end: two copies of every service as separate processes, driven only through the gateway.
+
+A whole discussion (rounds, questions and answers, user input, a summary, resolution, export), the
+OpenAI-compatible API, and costs and alerts showing what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from adp_common.bus import Bus
+from adp_common.schemas.ops import BudgetEvent
+from adp_testing.platform import ADMIN_KEY, EventLog, Platform, running_platform
+
+pytestmark = pytest.mark.slow
+
+TOPIC = "How should a small team roll out feature flags without breaking production?"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def platform(nats_url: str, pg_dsn: str) -> AsyncIterator[Platform]:
+    async with running_platform(nats_url, pg_dsn, replicas=2) as p:
+        yield p
+
+
+async def act(c: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None, timeout: float = 30) -> dict:
+    """POST an action, retrying while the discussion is busy with an automatic step (409 CONFLICT)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await c.post(path, json=body)
+        if r.status_code == 409 and time.monotonic() < deadline and "running" in r.text.lower():
+            await asyncio.sleep(0.1)
+            continue
+        assert r.status_code in (200, 201, 202), (path, r.status_code, r.text)
+        return r.json()
+
+
+async def test_full_discussion_through_the_gateway(platform: Platform) -> None:
+    _, key = await platform.new_user("alice")
+    async with platform.client(key) as c:
+        r = await c.post("/api/discussions", json={"topic": TOPIC, "max_rounds": 12})
+        assert r.status_code == 201, r.text
+        did = r.json()["id"]
+        log = EventLog(platform, key, did).start()
+        try:
+            await log.wait_for("round-complete", 1)
+            base = f"/api/discussions/{did}"
+
+            # Questions for the user, answered; then the next round runs.
+            await act(c, f"{base}/questions")
+            qsets = await log.wait_for("questions-generated", 1)
+            qset = qsets[-1]["data"]["questionSet"]
+            assert 2 <= len(qset["questions"]) <= 5
+            answers = {q["id"]: [q["options"][0]["id"]] for q in qset["questions"]}
+            await act(c, f"{base}/answers", {"roundNumber": qset["roundNumber"], "answers": answers})
+            await log.wait_for("round-complete", 2)
+
+            # Free user input joins as a User message, then the next round runs.
+            await act(c, f"{base}/input", {"input": "Please keep the rollout reversible within minutes."})
+            await log.wait_for("round-complete", 3)
+
+            await act(c, f"{base}/summary")
+            await log.wait_for("summary-created", 1)
+
+            # Proceed until the personas resolve it (not before round 5).
+            while not log.named("conversation-resolved"):
+                done = len(log.named("round-complete"))
+                assert done < 12, "no resolution by max rounds"
+                await act(c, f"{base}/proceed")
+                await log.wait_until(lambda n=done: len(log.named("round-complete")) > n)
+                if len(log.named("round-complete")) >= 5:
+                    # resolution is judged right after the round
+                    with contextlib.suppress(TimeoutError):
+                        await log.wait_until(lambda: bool(log.named("conversation-resolved")), timeout=3)
+            resolved = log.named("conversation-resolved")[0]["data"]
+            assert 500 <= len(resolved["finalAnswer"]) <= 1000, len(resolved["finalAnswer"])
+
+            view = (await c.get(base)).json()
+            assert view["status"] == "resolved"
+            rounds = max(m["round"] for m in view["messages"])
+            assert rounds >= 5
+            ai = [m for m in view["messages"] if m["persona"] != "User"]
+            turns = [(m["round"], m["turn"]) for m in ai]
+            assert len(turns) == len(set(turns)) == 3 * rounds, "every turn stored exactly once"
+            assert [m["persona"] for m in ai[:3]] == ["Analyzer", "Solver", "Moderator"]
+            assert any(m["persona"] == "User" for m in view["messages"])
+            assert view["summaries"], "summary kept"
+
+            # What the client saw: every durable event once, in order, every stored message completed once.
+            ids = log.durable_ids()
+            assert ids == sorted(set(ids))
+            completed = [e["data"]["message"]["id"] for e in log.named("message-complete")]
+            assert len(completed) == len(set(completed))
+            stored_ids = {m["id"] for m in view["messages"] if m["persona"] != "User"}
+            assert stored_ids <= set(completed)
+
+            md = await c.get(f"{base}/export", params={"format": "markdown"})
+            assert md.status_code == 200 and TOPIC in md.text and "Analyzer" in md.text
+            js = await c.get(f"{base}/export", params={"format": "json"})
+            assert js.status_code == 200 and js.json()["id"] == did
+        finally:
+            await log.stop()
+
+    # The other user sees nothing of it.
+    _, other = await platform.new_user("mallory")
+    async with platform.client(other, gateway=1) as c2:
+        assert (await c2.get(f"/api/discussions/{did}")).status_code == 404
+        assert (await c2.get("/api/discussions")).json()["discussions"] == []
+
+    # Costs: every LLM call was recorded (simulated calls cost 0 but count).
+    async with platform.client(ADMIN_KEY) as admin:
+        deadline = time.monotonic() + 20
+        while True:
+            costs = (await admin.get("/api/costs")).json()
+            rows = {row["key"]: row for row in costs["costByProvider"]}
+            if rows.get("simulated", {}).get("requests", 0) >= 3 * rounds:
+                break
+            assert time.monotonic() < deadline, costs
+            await asyncio.sleep(0.5)
+        assert costs["budget"]["exceeded"] is False
+        dash = (await admin.get("/api/monitoring/dashboard")).json()
+        assert dash["providers"], dash
+
+
+async def test_openai_compatible_api_through_either_gateway(platform: Platform) -> None:
+    from openai import AsyncOpenAI
+
+    _, key = await platform.new_user("sdk-user")
+    for base in platform.gateways:
+        client = AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=30)
+        models = await client.models.list()
+        assert any("simulated" in m.id for m in models.data)
+        resp = await client.chat.completions.create(
+            model="solver", messages=[{"role": "user", "content": "Say something useful."}]
+        )
+        assert resp.choices[0].message.content and resp.usage.completion_tokens > 0
+        parts: list[str] = []
+        usage = None
+        stream = await client.chat.completions.create(
+            model="solver",
+            messages=[{"role": "user", "content": "Stream please."}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+            if chunk.usage:
+                usage = chunk.usage
+        assert "".join(parts) and usage is not None and usage.completion_tokens > 0
+        await client.close()
+
+
+async def test_alert_fires_shows_in_api_and_is_acknowledged(platform: Platform) -> None:
+    """A budget-exceeded fact on the bus becomes one alert that operators see and acknowledge."""
+    bus = await Bus.connect(platform.nats_url, prefix=platform.prefix)
+    try:
+        ev = BudgetEvent(
+            scope="global",
+            day=datetime.now(UTC).date().isoformat(),
+            kind="exceeded",
+            spent_usd="12.00",
+            limit_usd="10.00",
+            percentage=1.2,
+        )
+        await bus.publish_event(bus.catalog.ops("budget"), ev)
+    finally:
+        await bus.close(grace=1)
+    async with platform.client(ADMIN_KEY, gateway=1) as admin:
+        deadline = time.monotonic() + 20
+        while True:
+            alerts = (await admin.get("/api/alerts")).json()["alerts"]
+            budget = [a for a in alerts if a["rule"] == "budget_exceeded" and a["state"] == "firing"]
+            if budget:
+                break
+            assert time.monotonic() < deadline, alerts
+            await asyncio.sleep(0.3)
+        assert len(budget) == 1
+        r = await admin.post(f"/api/alerts/{budget[0]['id']}/ack")
+        assert r.status_code == 200, r.text
+        assert r.json()["acknowledged"] is True
