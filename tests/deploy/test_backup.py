@@ -232,10 +232,6 @@ async def test_cli_backup_and_restore(bus: Bus, nats_url: str, prefix: str, pg_d
     assert (await _rows(databases.dsn("alerts")))[:-1] == before[:-1]
     assert (await bus.js.stream_info(bus.catalog.stream_name("ALERTS"))).state.messages == 3
 
-    # a second restore without --replace refuses and says why
-    rc, _, err = await _cli("restore", folder, env=env)
-    assert rc == 1 and "--replace" in err
-
 
 async def test_pg_scripts_round_trip(pg_dsn, databases, tmp_path) -> None:
     """scripts/backup/pg-backup.sh and pg-restore.sh (bash + pg_dump/pg_restore/psql only)."""

@@ -431,11 +431,8 @@ def test_env_example_documents_provider_keys_and_compose_variables(raw: dict[str
 def test_env_example_is_a_valid_env_file() -> None:
     values = env_example()
     assert values["POSTGRES_PASSWORD"] and values["GRAFANA_ADMIN_PASSWORD"]
-    # a generated file: re-running the generator gives the committed one (else: run it and commit)
-    import runpy
-
-    gen = runpy.run_path(str(REPO / "deploy/gen_env_example.py"))
-    assert gen["render"]() == (REPO / ".env.example").read_text(), "run .venv/bin/python deploy/gen_env_example.py"
+    # every line is a comment, blank, or KEY=VALUE (parse_env_file asserts it); secrets are placeholders
+    assert all(v.startswith("change-me") for k, v in values.items() if "PASSWORD" in k or k.endswith("_API_KEY"))
 
 
 # ---------------------------------------------------------------------------------------------- image

@@ -500,9 +500,13 @@ async def restore_stream(bus: Bus, stream: str, entry: dict[str, Any], path: Pat
 
 async def existing_streams(bus: Bus) -> list[str]:
     """Streams of this prefix: the platform's streams and its KV buckets."""
-    wanted = {bus.catalog.stream_name(b) for b in STREAM_BASES} | {f"KV_{bus.catalog.bucket(b)}" for b in KV_BASES}
-    names = [info.config.name for info in await bus.js.streams_info()]
-    return sorted(n for n in names if n in wanted)
+    wanted = [bus.catalog.stream_name(b) for b in STREAM_BASES] + [f"KV_{bus.catalog.bucket(b)}" for b in KV_BASES]
+    found = []
+    for name in wanted:  # asked by name: listing all streams is paged and may hold thousands
+        with contextlib.suppress(NotFoundError):
+            await bus.js.stream_info(name)
+            found.append(name)
+    return sorted(found)
 
 
 async def run_backup(
