@@ -177,3 +177,32 @@ def test_usd_amounts_are_validated() -> None:
     for bad in ("-1", "abc", "nan"):
         with pytest.raises(SystemExit):
             parser.parse_args(["budget", "--set", bad])
+
+
+async def test_status_checks_the_gateway_http_health() -> None:
+    """`adp status --gateway-url` reads GET /api/health: 200 is UP, 503 is DOWN, no answer is UNREACHABLE."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from adp_common.health import AdminServer
+
+    state = {"code": 200}
+
+    async def health(_: object) -> JSONResponse:
+        status = "UP" if state["code"] == 200 else "DOWN"
+        return JSONResponse({"status": status, "components": {"nats": {"status": status}}}, status_code=state["code"])
+
+    server = AdminServer(Starlette(routes=[Route("/api/health", health)]), "127.0.0.1", 0)
+    await server.start()
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        status, body = await ops.gateway_http_health(url, 2.0)
+        assert status == "UP" and body["status"] == "UP"
+        state["code"] = 503
+        status, body = await ops.gateway_http_health(url + "/", 2.0)
+        assert status == "DOWN (503)" and body["components"]["nats"]["status"] == "DOWN"
+    finally:
+        await server.stop()
+    status, _ = await ops.gateway_http_health(url, 1.0)
+    assert status.startswith("UNREACHABLE")
