@@ -38,6 +38,7 @@ from load.launch import (
     external_pids,
     parse_replicas,
 )
+from load.profile import PySpy
 from load.stats import diff, flatten, ratio, summary
 
 TURNS_PER_ROUND = 3
@@ -61,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--stream-timeout", type=float, default=240.0, help="seconds a discussion may take for round 1")
     ap.add_argument("--log-level", default="INFO", help="ADP_LOG_LEVEL of the services")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra service env (repeatable)")
+    ap.add_argument("--py-spy", default="", metavar="EXE", help="sample gateway/dialogue/router with this py-spy")
+    ap.add_argument("--profile-s", type=int, default=20, help="py-spy sampling time per phase A")
     ap.add_argument("--out", default="bench-results", help="output directory")
     ap.add_argument("--nats", default=os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222"))
     ap.add_argument("--pg", default=os.environ.get("ADP_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
@@ -106,9 +109,19 @@ async def phase_a(
             proceed=not args.no_proceed,
         )
         sampler = ResourceSampler(named_pids(platform, provider))
+        spy = None
+        if args.py_spy:
+            hot = ("gateway", "dialogue", "llm-router")
+            targets = {p.name: p.popen.pid for p in platform.procs if p.service in hot}
+            spy = PySpy(args.py_spy, Path(args.out) / "profiles", f"{platform.prefix}-{n}", targets, args.profile_s)
         sampler.start()
-        wall = await run.run(n)
+        run_task = asyncio.create_task(run.run(n))
+        if spy is not None:
+            await asyncio.sleep(3)  # past the creation burst, into steady streaming
+            spy.start()
+        wall = await run_task
         resources = await sampler.stop()
+        profiles = await spy.stop() if spy is not None else {}
     t = run.tally
     g, d = summary(t.ttfc), summary(direct.ttfc)
     span = (t.last_chunk_t - t.first_chunk_t) if t.first_chunk_t and t.last_chunk_t else None
@@ -125,6 +138,7 @@ async def phase_a(
         "direct_errors": dict(direct.errors),
         "turns": t.turns,
         "turns_missing_chunks": t.turns_missing_chunks,
+        "missing_detail": dict(t.errors_detail),
         "chunks": t.chunks,
         "chunks_per_s": t.chunks / span if span else None,
         "turns_per_s": t.turns / wall if wall else None,
@@ -142,6 +156,7 @@ async def phase_a(
         "rest": {k: summary(v) for k, v in t.rest.items()},
         "rest_p95_ms": summary(rest_all)["p95"],
         "resources": resources,
+        "profiles": profiles,
         "_direct": direct,
     }
     print(
@@ -237,6 +252,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "jitter": args.jitter,
             "log_level": args.log_level,
             "replicas": base_replicas,
+            "loadavg_start": os.getloadavg(),
         },
         "phase_a": [],
         "phase_b": [],
@@ -273,6 +289,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         if platform is not None:
             await platform.stop()
         provider.stop()
+    result["config"]["loadavg_end"] = os.getloadavg()
     md = report.markdown(result)
     print("\n" + md)
     base = out / f"load-{stamp}"

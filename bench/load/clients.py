@@ -30,6 +30,7 @@ class Tally:
     total: list[float] = field(default_factory=list)  # whole call / round
     rest: dict[str, list[float]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
+    errors_detail: Counter[str] = field(default_factory=Counter)  # diagnostics that are not client errors
     chunks: int = 0
     turns: int = 0
     turns_missing_chunks: int = 0
@@ -137,6 +138,8 @@ class DiscussionRun:
         turn_start: float | None = None
         first_ms: float | None = None
         turn_chunks = turn_no = 0
+        turn_first_stamp: int | None = None
+        turn_last_stamp: int | None = None
         async with self.http.stream("GET", f"{gw}/api/discussions/{did}/events", headers=h) as resp:
             if resp.status_code != 200:
                 t.errors[f"SSE: HTTP {resp.status_code}"] += 1
@@ -148,15 +151,28 @@ class DiscussionRun:
                     if event == "message-chunk":
                         n = _add_latency(t, data, wall)
                         t.saw_chunk(now, n)
+                        if n:
+                            got = stamps(data)
+                            turn_first_stamp = got[0] if turn_first_stamp is None else turn_first_stamp
+                            turn_last_stamp = got[-1]
                         if turn_chunks == 0 and n and turn_start is not None:
                             first_ms = (now - turn_start) * 1000
                         turn_chunks += n
                     elif event == "message-start":
                         turn_start, turn_chunks, first_ms = now, 0, None
+                        turn_first_stamp = turn_last_stamp = None
                         turn_no = int(json.loads(data).get("turn", 0))
                     elif event == "message-complete":
                         t.turns += 1
                         if turn_chunks < self.tokens:
+                            # which chunks were lost: compare with the stored text's stamps
+                            stored = stamps(data)
+                            if stored and turn_last_stamp is not None and turn_last_stamp < stored[-1]:
+                                t.errors_detail["turns missing tail chunks"] += 1
+                            if stored and turn_first_stamp is not None and turn_first_stamp > stored[0]:
+                                t.errors_detail["turns missing head chunks"] += 1
+                            if turn_chunks == 0:
+                                t.errors_detail["turns with no chunk at all"] += 1
                             # chunks are live-only: those published before this stream subscribed are gone,
                             # so this turn's first received chunk was not the provider's first token
                             t.turns_missing_chunks += 1

@@ -151,7 +151,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"# Load benchmark {result['started']}\n",
         f"Machine: {cfg['cpus']} CPUs, {cfg['mem_gb']:.0f} GiB. Fake provider: TTFT {cfg['ttft_ms']:g} ms "
         f"(jitter ±{cfg['jitter'] * 100:g} %), {cfg['tokens_per_s']:g} tokens/s, {cfg['tokens']} tokens per answer. "
-        f"Round 1 = 3 persona turns. Log level {cfg['log_level']}. Command: `{cfg['command']}`\n",
+        f"Round 1 = 3 persona turns. Log level {cfg['log_level']}. Load average (1 min) at start / end: "
+        f"{cfg['loadavg_start'][0]:.1f} / {cfg.get('loadavg_end', [0])[0]:.1f} (the machine is shared). "
+        f"Command: `{cfg['command']}`\n",
         "All times in ms unless marked. TTFC = `message-start` → first `message-chunk` at the client (turns 2 "
         "and 3 of each discussion); direct TTFT = request sent → first token, same provider, same concurrency, "
         "same run.\n",
@@ -165,12 +167,14 @@ def markdown(result: dict[str, Any]) -> str:
         "\n".join(
             f"- {r['label']}: "
             + (", ".join(f"{k} ×{v}" for k, v in r["errors"].items()) or "none")
-            + f"; turns with chunks missed before the stream subscribed: {r['turns_missing_chunks']}"
+            + f"; turns with chunks missing: {r['turns_missing_chunks']} of {r['turns']} "
+            + str(r.get("missing_detail") or {})
             for r in a
         )
         + "\n",
         "\n### Memory (max RSS) and CPU (average % of one core) per process\n",
         resources_table(a),
+        profiles_md(a),
         "\n## OpenAI-compatible path (phase B)\n",
         openai_table(result["phase_b"]) if result["phase_b"] else "(not run)\n",
         "\n## Horizontal scaling (same load, one vs two copies)\n",
@@ -237,3 +241,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def profiles_md(rows: list[dict[str, Any]]) -> str:
+    parts = []
+    for r in rows:
+        for name, prof in (r.get("profiles") or {}).items():
+            top = ", ".join(f"`{f}` {p:.0f} %" for f, p in prof["self"][:8])
+            parts.append(f"- {r['label']} — **{name}** (py-spy, self time share of samples): {top}")
+    return ("\n### Profiles\n" + "\n".join(parts) + "\n") if parts else ""
