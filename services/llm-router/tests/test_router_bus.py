@@ -213,9 +213,14 @@ async def test_no_fallback_after_tokens_streamed(
             await LLMClient(bus).complete(req(), on_chunk)
         assert err.value.code == ErrorCode.LLM_PROVIDER_ERROR
         assert fake.stats.calls == 1 and fake2.stats.calls == 0
+
         # the tokens that were streamed before the drop reached the caller (and were estimated in the record)
-        await wait_for(lambda: asyncio.sleep(0, len(chunks) == 3), 2)
-        assert len(chunks) == 3
+        # (tokens are coalesced into fewer chunk messages: check the text, not the message count)
+        def streamed() -> list[str]:
+            return "".join(c.delta for c in chunks).split()
+
+        await wait_for(lambda: asyncio.sleep(0, len(streamed()) == 3), 2)
+        assert streamed() == ["The", "fake", "provider"]
         recs = await usage_records(bus)
         assert recs[0].status == "error" and recs[0].output_tokens > 0 and recs[0].estimated
 

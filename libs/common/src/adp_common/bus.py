@@ -360,12 +360,16 @@ class Bus:
         try:
             await self.js.add_stream(cfg)
         except BadRequestError:
+            # Exists with another config: update it, but never lower replicas an operator raised.
+            with contextlib.suppress(Exception):
+                current = await self.js.stream_info(spec.name)
+                cfg.num_replicas = max(replicas, current.config.num_replicas or 1)
             await self.js.update_stream(cfg)
 
-    async def ensure_streams(self, bases: list[str] | None = None) -> None:
+    async def ensure_streams(self, bases: list[str] | None = None, *, replicas: int = 1) -> None:
         specs = self.catalog.streams if bases is None else [self.catalog.stream_by_base(b) for b in bases]
         for spec in specs:
-            await self.ensure_stream(spec)
+            await self.ensure_stream(spec, replicas=replicas)
 
     async def publish_event(
         self,

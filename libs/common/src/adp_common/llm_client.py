@@ -128,8 +128,13 @@ class LLMClient:
                     raise _RouterLost(delivered[0])
             result = request.result()
             if pumper is not None:
-                # Chunks published before the reply are already in our socket buffer; let them land.
+                # Chunks published before the reply were sent before it; a flush round trip guarantees they
+                # reached this client, then wait until the subscription has handed them all to on_msg.
                 await self.bus.nc.flush(timeout=2)
+                for _ in range(2000):  # at most ~2 s
+                    if sub.pending_msgs == 0:
+                        break
+                    await asyncio.sleep(0.001)
                 await asyncio.sleep(0)
                 await queue.put(None)
                 await asyncio.wait_for(pumper, timeout=10)

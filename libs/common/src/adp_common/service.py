@@ -87,7 +87,7 @@ class ServiceRuntime:
             await bus.nc.flush(timeout=2)
 
         self.checks.add("nats", nats_ok)
-        await bus.ensure_streams(self.streams)
+        await bus.ensure_streams(self.streams, replicas=s.stream_replicas)
         if self.use_database:
             self.pool = await db.open_pool(
                 s.database_url.get_secret_value(),

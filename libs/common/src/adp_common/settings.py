@@ -35,6 +35,7 @@ class ServiceSettings(BaseSettings):
     request_timeout_s: float = Field(default=10.0, gt=0)
     handler_concurrency: int = Field(default=64, ge=1)
     shutdown_grace_s: float = Field(default=20.0, gt=0)
+    stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams created")
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
 
 

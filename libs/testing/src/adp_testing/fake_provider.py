@@ -302,8 +302,9 @@ class FakeProvider:
             yield f"data: {json.dumps(last)}\n\n".encode()
             if include_usage and not (fault and fault.no_usage):
                 usage = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
-                yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n".encode()
+                # Count before sending: a client may close the stream as soon as it has the usage.
                 self._usage_counted(inp, out)
+                yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n".encode()
             else:
                 self._usage_counted(0, 0)
             yield b"data: [DONE]\n\n"
@@ -383,9 +384,10 @@ class FakeProvider:
                 out += 1
             yield ev("content_block_stop", {"index": 0})
             delta_usage = {} if no_usage else {"usage": {"output_tokens": out}}
+            # Count before sending: a client may close the stream as soon as it has the usage.
+            self._usage_counted(0 if no_usage else inp, 0 if no_usage else out)
             yield ev("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, **delta_usage})
             yield ev("message_stop", {})
-            self._usage_counted(0 if no_usage else inp, 0 if no_usage else out)
 
         return StreamingResponse(gen(), media_type="text/event-stream")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -51,15 +52,25 @@ def prefix() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
+async def stream_names(bus: Bus) -> list[str]:
+    """Every stream name on the server (the JetStream API pages its answer)."""
+    names: list[str] = []
+    while True:
+        reply = await bus.nc.request("$JS.API.STREAM.NAMES", json.dumps({"offset": len(names)}).encode(), timeout=5)
+        page = json.loads(reply.data)
+        batch = page.get("streams") or []
+        names += batch
+        if not batch or len(names) >= page.get("total", 0):
+            return names
+
+
 async def cleanup_prefix(nats_url: str, prefix: str) -> None:
     """Delete every stream and KV bucket created under `prefix`."""
     bus = await Bus.connect(nats_url, prefix=prefix, name="cleanup")
     try:
         stream_prefix = bus.catalog.stream_name("")
         kv_prefix = "KV_" + bus.catalog.bucket("")
-        names = await bus.js.streams_info()
-        for info in names:
-            name = info.config.name
+        for name in await stream_names(bus):
             if name.startswith(stream_prefix) or name.startswith(kv_prefix):
                 with contextlib.suppress(Exception):
                     await bus.js.delete_stream(name)

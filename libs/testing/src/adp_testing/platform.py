@@ -53,6 +53,7 @@ class Platform:
     procs: ServiceProcesses
     prefix: str
     nats_url: str
+    env: dict[str, str] = field(default_factory=dict)
     started: list[Proc] = field(default_factory=list)
 
     def copies(self, service: str) -> list[Proc]:
@@ -81,7 +82,7 @@ class Platform:
 
     async def restart(self, proc: Proc) -> Proc:
         """Start a fresh copy of the same service (after a kill) and wait for it to be healthy."""
-        new = self.procs.start(proc.service)
+        new = self.procs.start(proc.service, self.env)
         self.started.append(new)
         await self.procs.manager.wait_healthy([new], timeout=60)
         return new
@@ -95,8 +96,8 @@ async def running_platform(
 
     prefix = prefix or "e" + uuid.uuid4().hex[:10]
     procs = ServiceProcesses(nats_url=nats_url, pg_dsn=pg_dsn, prefix=prefix)
-    platform = Platform(procs=procs, prefix=prefix, nats_url=nats_url)
     extra = fast_env(**(env or {}))
+    platform = Platform(procs=procs, prefix=prefix, nats_url=nats_url, env=extra)
     try:
         # Start services in dependency order; copies of one service start together.
         for service in START_ORDER:

@@ -32,27 +32,84 @@ log = logging.getLogger("adp.router")
 
 
 class ChunkEmitter:
-    """Publishes CompletionChunk JSON on the request's stream subject (seq from 0, monotonic even across a
-    restart on another provider; the first chunk after a restart carries restart=true)."""
+    """Publishes CompletionChunk JSON on the request's stream subject.
 
-    __slots__ = ("_head", "nc", "request_id", "restart", "seq", "subject")
+    Tokens are coalesced: the first is sent at once (time to first token), later ones at most every
+    `interval_s` in one message, which cuts NATS messages and socket writes several-fold at typical token
+    rates with no visible delay. `seq` counts tokens accepted; published messages carry their own
+    monotonic sequence (from 0, continued across a restart on another provider; the first message after a
+    restart carries restart=true)."""
 
-    def __init__(self, nc: NATS, subject: str, request_id: str) -> None:
+    __slots__ = (
+        "_buf",
+        "_head",
+        "_last",
+        "_task",
+        "_timer",
+        "interval_s",
+        "msg_seq",
+        "nc",
+        "request_id",
+        "restart",
+        "seq",
+        "subject",
+    )
+
+    def __init__(self, nc: NATS, subject: str, request_id: str, interval_s: float = 0.0) -> None:
         self.nc = nc
         self.subject = subject
         self.request_id = request_id
+        self.interval_s = interval_s
         self.seq = 0
+        self.msg_seq = 0
         self.restart = False
         self._head = ""
+        self._buf: list[str] = []
+        self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def set_provider(self, provider: str) -> None:
         self._head = f'{{"request_id":{json.dumps(self.request_id)},"provider":{json.dumps(provider)},"seq":'
 
     async def emit(self, delta: str) -> None:
+        self.seq += 1
+        self._buf.append(delta)
+        if self.interval_s <= 0 or self.msg_seq == 0:
+            await self.flush()
+            return
+        wait = self.interval_s - (time.perf_counter() - self._last)
+        if wait <= 0:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._timer = None
+        if self._buf:
+            self._task = asyncio.ensure_future(self.flush())
+
+    def discard(self) -> None:
+        """Drop tokens not yet sent (the answer restarts elsewhere) and mark the next message as a restart."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._buf.clear()
+        self.restart = True
+
+    async def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buf:
+            return
+        delta = "".join(self._buf)
+        self._buf.clear()
         restart = "true" if self.restart else "false"
         self.restart = False
-        data = f'{self._head}{self.seq},"restart":{restart},"delta":{json.dumps(delta)}}}'
-        self.seq += 1
+        data = f'{self._head}{self.msg_seq},"restart":{restart},"delta":{json.dumps(delta)}}}'
+        self.msg_seq += 1
+        self._last = time.perf_counter()
         await self.nc.publish(self.subject, data.encode())
 
 
@@ -155,7 +212,12 @@ class Router:
         self, req: CompletionRequest, chain: list[RouteEntry], t0: float, deadline: float, track: Track
     ) -> CompletionResult:
         emitter = (
-            ChunkEmitter(self.bus.nc, self.bus.catalog.llm_stream(req.request_id), req.request_id)
+            ChunkEmitter(
+                self.bus.nc,
+                self.bus.catalog.llm_stream(req.request_id),
+                req.request_id,
+                self.settings.router_chunk_interval_ms / 1000,
+            )
             if req.stream
             else None
         )
@@ -176,11 +238,14 @@ class Router:
                 last = err
                 if emitter is not None and emitter.seq > 0:
                     if not req.fallback_after_tokens:
+                        await emitter.flush()
                         break  # tokens already reached the caller: never switch answers silently
-                    emitter.restart = True
+                    emitter.discard()
                 if i + 1 < len(chain):
                     self.metrics.fallbacks.labels(entry.provider).inc()
                 continue
+            if emitter is not None:
+                await emitter.flush()  # the caller has every token before the reply
             latency = (time.perf_counter() - t0) * 1000
             return CompletionResult(
                 request_id=req.request_id,

@@ -52,6 +52,9 @@ class RouterSettings(ServiceSettings):
     router_budget_mode: Literal["reject", "free_only", "off"] = Field(
         default="reject", description="what to do when a budget is exceeded"
     )
+    router_chunk_interval_ms: float = Field(
+        default=20.0, ge=0, description="tokens arriving within this interval go to the caller in one chunk (0 = each)"
+    )
     router_keepalive_s: float = Field(
         default=2.0, gt=0, description="while a call runs, a keepalive goes to the caller this often"
     )
