@@ -125,3 +125,34 @@ async def test_endpoints_are_discoverable_with_the_nats_services_protocol(bus: B
         assert stats["endpoints"][0]["num_requests"] == 1
     finally:
         await server.close(grace=1)
+
+
+async def test_consumer_at_full_concurrency_keeps_the_loop_responsive(bus: Bus) -> None:
+    """With every handler slot busy, the consumer must wait, not spin: other work on the loop goes on."""
+    await bus.ensure_streams(["USAGE"])
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def handler(d: Delivery) -> None:
+        started.append(d.payload.request_id)
+        await release.wait()
+
+    consumer = await bus.consume(bus.catalog.stream_name("USAGE"), "busy", handler, concurrency=2)
+    for i in range(4):
+        await bus.publish_event(bus.catalog.usage_record, UsageRecord(request_id=f"b{i}", provider="p", model="m"))
+    for _ in range(100):
+        if len(started) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert len(started) == 2
+    # the event loop is not starved while the consumer is full
+    t0 = asyncio.get_running_loop().time()
+    await asyncio.sleep(0.05)
+    assert asyncio.get_running_loop().time() - t0 < 0.5
+    release.set()
+    for _ in range(200):
+        if len(started) == 4 and consumer.processed == 4:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(started) == ["b0", "b1", "b2", "b3"] and consumer.processed == 4
+    await consumer.stop(grace=2)

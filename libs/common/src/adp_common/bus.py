@@ -475,8 +475,8 @@ class Bus:
             while not consumer.stopping.is_set():
                 free = concurrency - len(consumer.inflight)
                 if free <= 0:
-                    await slots.acquire()
-                    slots.release()
+                    # Full: wait for a handler to finish (its task leaves `inflight` when done).
+                    await asyncio.wait(set(consumer.inflight), return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
                     msgs = await psub.fetch(batch=min(batch, free), timeout=1.0)
