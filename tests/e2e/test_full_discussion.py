@@ -102,6 +102,16 @@ async def test_full_discussion_through_the_gateway(platform: Platform) -> None:
             assert len(completed) == len(set(completed))
             stored_ids = {m["id"] for m in view["messages"] if m["persona"] != "User"}
             assert stored_ids <= set(completed)
+            # Live chunks add up to the stored text of every turn streamed after the client subscribed.
+            for m in ai:
+                if (m["round"], m["turn"]) == (1, 1):
+                    continue  # may have started before the stream was opened (chunks are live-only)
+                streamed = "".join(
+                    e["data"]["chunk"]
+                    for e in log.named("message-chunk")
+                    if (e["data"]["round"], e["data"]["turn"]) == (m["round"], m["turn"])
+                )
+                assert streamed.split() == m["content"].split(), (m["round"], m["turn"])
 
             md = await c.get(f"{base}/export", params={"format": "markdown"})
             assert md.status_code == 200 and TOPIC in md.text and "Analyzer" in md.text
