@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -63,63 +62,3 @@ async def stop_platform_parts(procs: ServiceProcesses, nats_url: str, bus: Bus |
 
 async def stop_platform(p: Platform, nats_url: str) -> None:
     await stop_platform_parts(p.procs, nats_url, p.bus)
-
-
-class TcpProxy:
-    """A TCP relay in front of the gateway whose connections a test can cut (a real network drop)."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.refusing = False
-        self.server: asyncio.Server | None = None
-        self.url = ""
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.refusing:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*self.target), 5)
-        except (OSError, TimeoutError):
-            writer.transport.abort()
-            return
-        self.writers.update((writer, up_writer))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (OSError, ConnectionError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        finally:
-            self.writers.discard(writer)
-            self.writers.discard(up_writer)
-
-    def cut(self) -> None:
-        """Drop every open connection and refuse new ones until `restore()`."""
-        self.refusing = True
-        for w in list(self.writers):
-            w.transport.abort()
-        self.writers.clear()
-
-    def restore(self) -> None:
-        self.refusing = False
-
-    async def stop(self) -> None:
-        self.cut()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()

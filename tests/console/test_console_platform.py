@@ -15,10 +15,11 @@ import pytest
 import pytest_asyncio
 
 from adp_common.schemas.ops import BudgetEvent
+from adp_testing.tcpproxy import TcpProxy
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from adp_platform import Platform, TcpProxy, start_platform, stop_platform  # noqa: E402
+from adp_platform import Platform, start_platform, stop_platform  # noqa: E402
 
 pytestmark = [pytest.mark.slow]
 SCREENSHOTS = HERE.parents[1] / "docs" / "screenshots"
@@ -71,7 +72,7 @@ async def test_console_live_discussion_drop_and_operator_view(browser: Any, plat
     proxy = TcpProxy(host, int(port))  # the browser reaches the gateway through a relay the test can cut
     await proxy.start()
     try:
-        await page.goto(proxy.url + "/")
+        await page.goto(f"http://127.0.0.1:{proxy.port}/")
         await shot(page, "sign-in", full=False)
         await page.fill("#api-key", p.key)
         await page.press("#api-key", "Enter")
