@@ -69,8 +69,8 @@ async def router_one(client: LLMClient) -> tuple[float, float]:
     t0 = time.perf_counter()
     first: list[float] = []
 
-    async def on_chunk(_: CompletionChunk) -> None:
-        if not first:
+    async def on_chunk(c: CompletionChunk) -> None:
+        if not first and c.delta:
             first.append(time.perf_counter() - t0)
 
     req = CompletionRequest(messages=[ChatMessage(role="user", content="benchmark")], route="default", timeout_s=60)

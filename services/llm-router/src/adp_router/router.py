@@ -334,6 +334,8 @@ class Router:
                         gen = provider.stream(req, entry.model, st, timeout)
                         try:
                             async for delta in gen:
+                                if not delta:
+                                    continue  # e.g. the role-only first chunk: not a token
                                 if not parts:
                                     track.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
                                 parts.append(delta)
