@@ -503,33 +503,33 @@ class Bus:
     async def stream_messages(
         self, stream: str, subject: str, *, start_seq: int | None = None, limit: int = 10_000
     ) -> list[Msg]:
-        """Read stored messages on `subject` (oldest first) with an ephemeral ordered consumer."""
-        try:
-            info = await self.js.stream_info(stream)
-        except NotFoundError:
-            return []
-        if info.state.messages == 0:
-            return []
-        out: list[Msg] = []
-        sub = await self.js.subscribe(
-            subject,
-            stream=stream,
-            ordered_consumer=True,
+        """Read the stored messages on `subject` (oldest first): exactly those present when called.
+
+        An ephemeral pull consumer reports how many messages match, then they are fetched in batches, so the
+        answer never depends on a timing guess (an empty subject costs one round trip, not a timeout)."""
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
-            config=ConsumerConfig(opt_start_seq=start_seq) if start_seq else None,
+            opt_start_seq=start_seq if start_seq else None,
+            filter_subject=subject,
+            inactive_threshold=10.0,
+            mem_storage=True,
         )
         try:
-            while len(out) < limit:
-                pending = sub.pending_msgs
+            psub = await self.js.pull_subscribe(subject, stream=stream, config=config)
+        except NotFoundError:
+            return []
+        out: list[Msg] = []
+        try:
+            want = min((await psub.consumer_info()).num_pending, limit)
+            while len(out) < want:
                 try:
-                    msg = await sub.next_msg(timeout=0.2 if out or pending else 0.5)
+                    out += await psub.fetch(batch=min(256, want - len(out)), timeout=5)
                 except (NatsTimeoutError, TimeoutError):
                     break
-                out.append(msg)
-                if msg.metadata.num_pending == 0:
-                    break
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
         return out
 
     async def kv(self, base: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:

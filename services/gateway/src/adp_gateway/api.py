@@ -102,7 +102,7 @@ class InputBody(BaseModel):
 
 
 class CreateUser(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00]+$")
     role: Literal["user", "admin"] = "user"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from adp_common.envelope import event_type, utcnow
 
@@ -56,6 +56,19 @@ class DialogueCommand(BaseModel):
     answers: dict[str, list[str]] | None = None
     # input
     input: str | None = Field(default=None, max_length=5000)
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> DialogueCommand:
+        """PostgreSQL text cannot hold NUL: refuse it in what users type, drop it from extracted file text."""
+        typed: list[str | None] = [self.topic, self.input]
+        typed += [x for p in self.personas or [] for x in (p.name, p.role_prompt, p.route)]
+        typed += [x for k, v in (self.answers or {}).items() for x in (k, *v)]
+        if any(t is not None and "\x00" in t for t in typed):
+            raise ValueError("text must not contain NUL characters")
+        for f in self.files:
+            f.text = f.text.replace("\x00", "")
+            f.name = f.name.replace("\x00", "")
+        return self
 
 
 class DialogueQuery(BaseModel):
