@@ -47,11 +47,15 @@ class LLMClient:
     async def complete(self, req: CompletionRequest, on_chunk: ChunkCallback | None = None) -> CompletionResult:
         """Run one completion. With `on_chunk`, chunks are delivered in order while the call runs; the
         returned result always has the full text. Errors raise PlatformError with the router's code."""
-        req = req.model_copy(update={"stream": on_chunk is not None})
+        relayed = req.relay_subject is not None
+        req = req.model_copy(update={"stream": on_chunk is not None or relayed})
         deadline = time.monotonic() + req.timeout_s + 5
         delivered = False
         for attempt in range(1, self.router_attempts + 1):
             try:
+                if relayed and attempt > 1:
+                    # chunks went straight to the listeners; tell them a re-sent answer starts over
+                    req = req.model_copy(update={"relay_restart": True})
                 return await self._attempt(req, on_chunk, deadline, restart=delivered)
             except _RouterLost as lost:
                 delivered = delivered or bool(lost.args and lost.args[0])

@@ -23,7 +23,7 @@ from adp_common.bus import Bus, Delivery, Reject
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.llm_client import LLMClient
 from adp_common.schemas.dialogue import DialogueJob, DiscussionEvent, PersonaSpec
-from adp_common.schemas.llm import ChatMessage, CompletionChunk, CompletionRequest
+from adp_common.schemas.llm import ChatMessage, CompletionRequest
 from adp_dialogue import store, views
 from adp_dialogue.domain import flow, policy, prompts, questions, resolution
 from adp_dialogue.domain.personas import USER_PERSONA, turn_number, turn_step_key
@@ -149,10 +149,6 @@ class Engine:
 
     async def publish_job(self, job: DialogueJob) -> None:
         await self.bus.publish_event(self.bus.catalog.dialogue_work(job.discussion_id), job, msg_id=job_msg_id(job))
-
-    async def publish_chunk(self, discussion_id: str, data: dict[str, Any]) -> None:
-        ev = DiscussionEvent(discussionId=discussion_id, seq=0, event="message-chunk", data=data)
-        await self.bus.publish(self.bus.catalog.discussion_chunks(discussion_id), ev.model_dump_json().encode())
 
     # ---- the consumer handler -------------------------------------------------------------------------
     async def handle(self, delivery: Delivery) -> None:
@@ -314,19 +310,23 @@ class Engine:
         route: str,
         persona: str,
         task: str,
-        on_text: Callable[[str, bool], Awaitable[None]] | None = None,
+        chunk_data: dict[str, Any] | None = None,
     ) -> tuple[str, str, str, int, int]:
-        """One answer, continued (task 'continue') while it is cut off. -> text, provider, model, in, out."""
+        """One answer, continued (task 'continue') while it is cut off. -> text, provider, model, in, out.
 
-        async def on_chunk(chunk: CompletionChunk) -> None:
-            if on_text is not None and (chunk.delta or chunk.restart):
-                await on_text(chunk.delta, chunk.restart)
-
-        cb = on_chunk if on_text is not None else None
+        With `chunk_data` the answer streams live: the router publishes each chunk straight to the
+        discussion's chunk subject as a `message-chunk` event carrying `chunk_data` (no hop through here)."""
+        relay: dict[str, Any] = {}
+        if chunk_data is not None:
+            template = DiscussionEvent(discussionId=d["id"], seq=0, event="message-chunk", data=chunk_data)
+            relay = {
+                "relay_subject": self.bus.catalog.discussion_chunks(d["id"]),
+                "relay_template": template.model_dump(mode="json"),
+            }
         req = self._request(
             job, d, num_delivered, base, route=route, persona=persona, task=task, max_tokens=self.s.turn_max_tokens
-        )
-        res = await self.llm.complete(req, cb)
+        ).model_copy(update=relay)
+        res = await self.llm.complete(req)
         text, tin, tout = res.text, res.usage.input_tokens, res.usage.output_tokens
         n = 0
         while policy.needs_continuation(text, res.finish_reason) and n < self.s.max_continuations:
@@ -341,8 +341,8 @@ class Engine:
                 task="continue",
                 n=n,
                 max_tokens=self.s.turn_max_tokens,
-            )
-            res = await self.llm.complete(req, cb)
+            ).model_copy(update=relay)
+            res = await self.llm.complete(req)
             text = policy.join_continuation(text, res.text)
             tin += res.usage.input_tokens
             tout += res.usage.output_tokens
@@ -365,16 +365,10 @@ class Engine:
                 await store.touch(conn, did)
         await self.publish_events(started)
 
-        async def on_text(delta: str, restart: bool = False) -> None:
-            data: dict[str, Any] = {"persona": persona.name, "turn": turn, "round": job.round, "chunk": delta}
-            if restart:
-                # The answer restarts from scratch (a router copy was lost): drop the partial text shown.
-                data["restart"] = True
-            await self.publish_chunk(did, data)
-
         base = prompts.turn_messages(lo.context(), job.position - 1, job.round)
+        chunk_data = {"persona": persona.name, "turn": turn, "round": job.round}
         text, provider, model, tin, tout = await self._complete_full(
-            job, d, num_delivered, base, route=persona.route, persona=persona.name, task="turn", on_text=on_text
+            job, d, num_delivered, base, route=persona.route, persona=persona.name, task="turn", chunk_data=chunk_data
         )
 
         async def build(conn: store.Conn, now: Loaded) -> Commit:

@@ -49,14 +49,23 @@ class ChunkEmitter:
         "interval_s",
         "msg_seq",
         "nc",
+        "relay_template",
         "request_id",
         "restart",
         "seq",
         "subject",
     )
 
-    def __init__(self, nc: NATS, subject: str, request_id: str, interval_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        subject: str,
+        request_id: str,
+        interval_s: float = 0.0,
+        relay_template: dict[str, Any] | None = None,
+    ) -> None:
         self.nc = nc
+        self.relay_template = relay_template
         self.subject = subject
         self.request_id = request_id
         self.interval_s = interval_s
@@ -105,12 +114,21 @@ class ChunkEmitter:
             return
         delta = "".join(self._buf)
         self._buf.clear()
-        restart = "true" if self.restart else "false"
+        restart = self.restart
         self.restart = False
-        data = f'{self._head}{self.msg_seq},"restart":{restart},"delta":{json.dumps(delta)}}}'
         self.msg_seq += 1
         self._last = time.perf_counter()
-        await self.nc.publish(self.subject, data.encode())
+        if self.relay_template is not None:
+            # Straight to the final listeners, in their own format (see CompletionRequest.relay_template).
+            data = dict(self.relay_template.get("data") or {})
+            data["chunk"] = delta
+            if restart:
+                data["restart"] = True
+            await self.nc.publish(self.subject, json.dumps({**self.relay_template, "data": data}).encode())
+            return
+        flag = "true" if restart else "false"
+        payload = f'{self._head}{self.msg_seq - 1},"restart":{flag},"delta":{json.dumps(delta)}}}'
+        await self.nc.publish(self.subject, payload.encode())
 
 
 @dataclass
@@ -214,13 +232,16 @@ class Router:
         emitter = (
             ChunkEmitter(
                 self.bus.nc,
-                self.bus.catalog.llm_stream(req.request_id),
+                req.relay_subject or self.bus.catalog.llm_stream(req.request_id),
                 req.request_id,
                 self.settings.router_chunk_interval_ms / 1000,
+                relay_template=(req.relay_template or {}) if req.relay_subject else None,
             )
             if req.stream
             else None
         )
+        if emitter is not None and req.relay_restart:
+            emitter.restart = True  # the caller re-sent this call: listeners drop the partial text they have
         last: ProviderError | None = None
         skipped = 0
         for i, entry in enumerate(chain):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -43,6 +43,20 @@ class CompletionRequest(BaseModel):
         "Lets the simulated provider answer in kind (e.g. JSON for questions).",
     )
     round: int | None = Field(default=None, ge=0, description="Discussion round of a dialogue call")
+    relay_subject: str | None = Field(
+        default=None,
+        max_length=300,
+        description="Streaming calls: publish the chunks here (core NATS) instead of to the caller, so they reach "
+        "their final listeners in one hop (the dialogue service relays persona turns straight to the discussion).",
+    )
+    relay_template: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON object published per chunk on relay_subject; the router sets data.chunk to the text "
+        "(and data.restart=true on the first chunk of an answer that restarts).",
+    )
+    relay_restart: bool = Field(
+        default=False, description="Set by the client when re-sending a call whose relayed text may be partial"
+    )
 
 
 class CompletionChunk(BaseModel):
