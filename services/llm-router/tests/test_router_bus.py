@@ -378,3 +378,28 @@ async def test_same_request_id_is_recorded_once(bus: Bus, nats_url: str, prefix:
         await client.complete(rq)
         recs = await usage_records(bus)
         assert [r.request_id for r in recs] == [rq.request_id]
+
+
+async def test_relayed_chunks_go_straight_to_the_relay_subject(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider
+) -> None:
+    """A call with relay_subject streams its chunks there in the caller's template; a re-sent one says restart."""
+    relay = bus.catalog.subject("relay", "test")
+    got: list[dict[str, Any]] = []
+
+    async def on_msg(msg: Any) -> None:
+        got.append(json.loads(msg.data))
+
+    sub = await bus.nc.subscribe(relay, cb=on_msg)
+    template = {"discussionId": "d1", "seq": 0, "event": "message-chunk", "data": {"persona": "Solver", "turn": 2}}
+    async with router(nats_url, prefix, {"a": provider(fake)}):
+        r = await LLMClient(bus).complete(req(relay_subject=relay, relay_template=template))
+        await bus.nc.flush()
+        assert got and all(m["event"] == "message-chunk" and m["data"]["persona"] == "Solver" for m in got)
+        assert "".join(m["data"]["chunk"] for m in got) == r.text
+        assert not any(m["data"].get("restart") for m in got)
+        got.clear()
+        await LLMClient(bus).complete(req(relay_subject=relay, relay_template=template, relay_restart=True))
+        await bus.nc.flush()
+        assert got[0]["data"]["restart"] is True and not any(m["data"].get("restart") for m in got[1:])
+    await sub.unsubscribe()
