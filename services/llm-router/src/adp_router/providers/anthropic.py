@@ -16,6 +16,7 @@ from adp_router.providers.base import (
     error_for_status,
     http_timeout,
     malformed,
+    post_checked,
     transport_error,
 )
 from adp_router.sse import SSEParser
@@ -149,17 +150,9 @@ class AnthropicProvider:
 
     async def complete(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> str:
         name = self.name
-        try:
-            resp = await self.client.post(
-                self.url,
-                json=self._body(req, model, False),
-                headers=self.headers,
-                timeout=http_timeout(timeout, self.connect_timeout),
-            )
-        except httpx.HTTPError as err:
-            raise transport_error(name, err) from None
-        if resp.status_code >= 400:
-            raise error_for_status(name, resp.status_code, resp.content, resp.headers)
+        resp = await post_checked(
+            self.client, name, self.url, self._body(req, model, False), self.headers, timeout, self.connect_timeout
+        )
         try:
             obj = resp.json()
             blocks = obj["content"]

@@ -6,7 +6,7 @@ import contextlib
 import email.utils
 import time
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -109,3 +109,22 @@ def malformed(provider: str, what: str) -> ProviderError:
 
 def http_timeout(timeout: float, connect_timeout: float) -> httpx.Timeout:
     return httpx.Timeout(timeout, connect=min(timeout, connect_timeout))
+
+
+async def post_checked(
+    client: httpx.AsyncClient,
+    provider: str,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    timeout: float,
+    connect_timeout: float,
+) -> httpx.Response:
+    """POST a JSON body (non-streaming call); transport failures and 4xx/5xx become ProviderError."""
+    try:
+        resp = await client.post(url, json=body, headers=headers, timeout=http_timeout(timeout, connect_timeout))
+    except httpx.HTTPError as err:
+        raise transport_error(provider, err) from None
+    if resp.status_code >= 400:
+        raise error_for_status(provider, resp.status_code, resp.content, resp.headers)
+    return resp
