@@ -221,8 +221,21 @@ class Bus:
         cid = correlation_id.get()
         if cid:
             hdrs.setdefault(CORRELATION_HEADER, cid)
+        data = _encode(payload)
+        deadline = time.monotonic() + timeout
         try:
-            msg = await self.nc.request(subject, _encode(payload), timeout=timeout, headers=hdrs)
+            # No responder can be a copy restarting or a subscription a moment from propagating: retry
+            # briefly before reporting the service as unavailable.
+            for pause in (0.05, 0.2, 0.5, None):
+                try:
+                    msg = await self.nc.request(
+                        subject, data, timeout=max(0.01, deadline - time.monotonic()), headers=hdrs
+                    )
+                    break
+                except NoRespondersError:
+                    if pause is None or time.monotonic() + pause >= deadline:
+                        raise
+                    await asyncio.sleep(pause)
         except NoRespondersError:
             raise PlatformError(ErrorCode.SERVICE_UNAVAILABLE, f"no service answers {subject}") from None
         except (NatsTimeoutError, TimeoutError):
