@@ -94,7 +94,7 @@ class GatewayApp:
         await self.drain()
         if self._stats_task is not None:
             self._stats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stats_task
+            # Bounded: shutdown must never hang on a background task.
+            await asyncio.wait({self._stats_task}, timeout=2)
         if self.ctx is not None:
             await self.ctx.limiter.close()
