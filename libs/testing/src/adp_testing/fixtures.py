@@ -47,9 +47,29 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def prefix() -> str:
-    """A subject prefix unique to this test: its streams, subjects and buckets are its own."""
-    return "t" + uuid.uuid4().hex[:10]
+def prefix(nats_url: str) -> Iterator[str]:
+    """A subject prefix unique to this test: its streams, subjects and buckets are its own, and are deleted
+    afterwards whoever created them (in-process services, processes, the test itself)."""
+    p = "t" + uuid.uuid4().hex[:10]
+    yield p
+    asyncio.run(cleanup_prefix(nats_url, p)) if not _loop_running() else _cleanup_later(nats_url, p)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _cleanup_later(nats_url: str, p: str) -> None:
+    # Inside the session's running loop (async tests): clean up in a worker thread with its own loop.
+    import threading
+
+    t = threading.Thread(target=lambda: asyncio.run(cleanup_prefix(nats_url, p)))
+    t.start()
+    t.join(30)
 
 
 async def stream_names(bus: Bus) -> list[str]:
