@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,13 +13,11 @@ from adp_router.config import ResolvedProvider
 from adp_router.providers.base import (
     CallState,
     ProviderError,
-    error_for_status,
-    http_timeout,
+    json_object,
     malformed,
     post_checked,
-    transport_error,
+    sse_events,
 )
-from adp_router.sse import SSEParser
 
 API_VERSION = "2023-06-01"
 RETRYABLE_ERROR_TYPES = {"overloaded_error", "api_error", "rate_limit_error"}
@@ -80,73 +78,53 @@ class AnthropicProvider:
 
     async def stream(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> AsyncIterator[str]:
         name = self.name
-        try:
-            async with self.client.stream(
-                "POST",
-                self.url,
-                json=self._body(req, model, True),
-                headers=self.headers,
-                timeout=http_timeout(timeout, self.connect_timeout),
-            ) as resp:
-                if resp.status_code >= 400:
-                    raise error_for_status(name, resp.status_code, await resp.aread(), resp.headers)
-                parser = SSEParser()
-                stopped = False
-                async for line in resp.aiter_lines():
-                    ev = parser.feed(line)
-                    if ev is None:
-                        continue
-                    try:
-                        obj = json.loads(ev.data)
-                    except ValueError:
-                        raise malformed(name, f"SSE data is not JSON: {ev.data[:80]!r}") from None
-                    if not isinstance(obj, dict):
-                        raise malformed(name, "SSE data is not an object")
-                    kind = obj.get("type") or ev.event
-                    try:
-                        if kind == "content_block_delta":
-                            delta = obj["delta"]
-                            if delta.get("type") == "text_delta":
-                                text = delta["text"]
-                                if not isinstance(text, str):
-                                    raise TypeError("text")
-                                if text:
-                                    yield text
-                        elif kind == "message_start":
-                            usage = obj["message"].get("usage") or {}
-                            if isinstance(usage.get("input_tokens"), int):
-                                st.input_tokens = usage["input_tokens"]
-                            if isinstance(usage.get("output_tokens"), int):
-                                st.output_tokens = usage["output_tokens"]
-                        elif kind == "message_delta":
-                            reason = (obj.get("delta") or {}).get("stop_reason")
-                            if reason:
-                                st.finish_reason = _finish(reason)
-                            usage = obj.get("usage") or {}
-                            if isinstance(usage.get("output_tokens"), int):
-                                st.output_tokens = usage["output_tokens"]
-                            if isinstance(usage.get("input_tokens"), int):
-                                st.input_tokens = usage["input_tokens"]
-                        elif kind == "message_stop":
-                            stopped = True
-                            break
-                        elif kind == "error":
-                            err = obj.get("error") or {}
-                            etype = err.get("type", "error")
-                            raise ProviderError(
-                                f"{name} stream error {etype}: {str(err.get('message', ''))[:200]}",
-                                retryable=etype in RETRYABLE_ERROR_TYPES,
-                            )
-                        elif kind not in ("ping", "content_block_start", "content_block_stop"):
-                            raise malformed(name, f"unknown event type {kind!r}")
-                    except (KeyError, TypeError, AttributeError):
-                        raise malformed(name, f"unexpected {kind} event shape") from None
-                if not stopped:
-                    raise ProviderError(f"{name} stream ended before message_stop", retryable=True)
-        except ProviderError:
-            raise
-        except httpx.HTTPError as err:
-            raise transport_error(name, err) from None
+        body = self._body(req, model, True)
+        events = sse_events(self.client, name, self.url, body, self.headers, timeout, self.connect_timeout)
+        stopped = False
+        async with contextlib.aclosing(events):
+            async for ev in events:
+                obj = json_object(name, ev.data)
+                kind = obj.get("type") or ev.event
+                try:
+                    if kind == "content_block_delta":
+                        delta = obj["delta"]
+                        if delta.get("type") == "text_delta":
+                            text = delta["text"]
+                            if not isinstance(text, str):
+                                raise TypeError("text")
+                            if text:
+                                yield text
+                    elif kind == "message_start":
+                        usage = obj["message"].get("usage") or {}
+                        if isinstance(usage.get("input_tokens"), int):
+                            st.input_tokens = usage["input_tokens"]
+                        if isinstance(usage.get("output_tokens"), int):
+                            st.output_tokens = usage["output_tokens"]
+                    elif kind == "message_delta":
+                        reason = (obj.get("delta") or {}).get("stop_reason")
+                        if reason:
+                            st.finish_reason = _finish(reason)
+                        usage = obj.get("usage") or {}
+                        if isinstance(usage.get("output_tokens"), int):
+                            st.output_tokens = usage["output_tokens"]
+                        if isinstance(usage.get("input_tokens"), int):
+                            st.input_tokens = usage["input_tokens"]
+                    elif kind == "message_stop":
+                        stopped = True
+                        break
+                    elif kind == "error":
+                        err = obj.get("error") or {}
+                        etype = err.get("type", "error")
+                        raise ProviderError(
+                            f"{name} stream error {etype}: {str(err.get('message', ''))[:200]}",
+                            retryable=etype in RETRYABLE_ERROR_TYPES,
+                        )
+                    elif kind not in ("ping", "content_block_start", "content_block_stop"):
+                        raise malformed(name, f"unknown event type {kind!r}")
+                except (KeyError, TypeError, AttributeError):
+                    raise malformed(name, f"unexpected {kind} event shape") from None
+        if not stopped:
+            raise ProviderError(f"{name} stream ended before message_stop", retryable=True)
 
     async def complete(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> str:
         name = self.name

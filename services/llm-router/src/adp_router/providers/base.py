@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -13,6 +14,7 @@ import httpx
 from adp_common.errors import ErrorCode
 from adp_common.schemas.llm import CompletionRequest
 from adp_router.config import ResolvedProvider
+from adp_router.sse import SSEEvent, SSEParser
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -128,3 +130,40 @@ async def post_checked(
     if resp.status_code >= 400:
         raise error_for_status(provider, resp.status_code, resp.content, resp.headers)
     return resp
+
+
+async def sse_events(
+    client: httpx.AsyncClient,
+    provider: str,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    timeout: float,
+    connect_timeout: float,
+) -> AsyncIterator[SSEEvent]:
+    """POST a streaming call and yield its SSE events; transport failures and 4xx/5xx become ProviderError.
+    Use with `contextlib.aclosing` so the response closes as soon as the caller stops reading."""
+    try:
+        async with client.stream(
+            "POST", url, json=body, headers=headers, timeout=http_timeout(timeout, connect_timeout)
+        ) as resp:
+            if resp.status_code >= 400:
+                raise error_for_status(provider, resp.status_code, await resp.aread(), resp.headers)
+            parser = SSEParser()
+            async for line in resp.aiter_lines():
+                ev = parser.feed(line)
+                if ev is not None:
+                    yield ev
+    except httpx.HTTPError as err:
+        raise transport_error(provider, err) from None
+
+
+def json_object(provider: str, data: str) -> dict[str, Any]:
+    """One SSE data payload as a JSON object, or a malformed-output ProviderError."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise malformed(provider, f"SSE data is not JSON: {data[:80]!r}") from None
+    if not isinstance(obj, dict):
+        raise malformed(provider, "SSE data is not an object")
+    return obj

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,13 +13,11 @@ from adp_router.config import ResolvedProvider
 from adp_router.providers.base import (
     CallState,
     ProviderError,
-    error_for_status,
-    http_timeout,
+    json_object,
     malformed,
     post_checked,
-    transport_error,
+    sse_events,
 )
-from adp_router.sse import SSEParser
 
 
 class OpenAIProvider:
@@ -53,62 +51,40 @@ class OpenAIProvider:
 
     async def stream(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> AsyncIterator[str]:
         name = self.name
-        done = False
-        try:
-            async with self.client.stream(
-                "POST",
-                self.url,
-                json=self._body(req, model, True),
-                headers=self.headers,
-                timeout=http_timeout(timeout, self.connect_timeout),
-            ) as resp:
-                if resp.status_code >= 400:
-                    raise error_for_status(name, resp.status_code, await resp.aread(), resp.headers)
-                parser = SSEParser()
-                finished = False
-                async for line in resp.aiter_lines():
-                    ev = parser.feed(line)
-                    if ev is None:
-                        continue
-                    data = ev.data
-                    if data == "[DONE]":
-                        done = True
-                        break
+        done = finished = False
+        body = self._body(req, model, True)
+        events = sse_events(self.client, name, self.url, body, self.headers, timeout, self.connect_timeout)
+        async with contextlib.aclosing(events):
+            async for ev in events:
+                if ev.data == "[DONE]":
+                    done = True
+                    break
+                obj = json_object(name, ev.data)
+                if "error" in obj:
+                    raise ProviderError(f"{name} stream error: {str(obj['error'])[:200]}", retryable=True)
+                choices = obj.get("choices")
+                if choices:
                     try:
-                        obj = json.loads(data)
-                    except ValueError:
-                        raise malformed(name, f"SSE data is not JSON: {data[:80]!r}") from None
-                    if not isinstance(obj, dict):
-                        raise malformed(name, "SSE data is not an object")
-                    if "error" in obj:
-                        raise ProviderError(f"{name} stream error: {str(obj['error'])[:200]}", retryable=True)
-                    choices = obj.get("choices")
-                    if choices:
-                        try:
-                            ch = choices[0]
-                            delta = ch.get("delta") or {}
-                            content = delta.get("content")
-                            reason = ch.get("finish_reason")
-                        except (AttributeError, IndexError, KeyError, TypeError):
-                            raise malformed(name, "unexpected chunk shape") from None
-                        if content:
-                            if not isinstance(content, str):
-                                raise malformed(name, "delta content is not text")
-                            yield content
-                        if reason:
-                            st.finish_reason = str(reason)
-                            finished = True
-                    elif choices is None and "usage" not in obj:
-                        raise malformed(name, "chunk without choices")
-                    usage = obj.get("usage")
-                    if isinstance(usage, dict):
-                        _take_usage(st, usage)
-                if not done and not finished:
-                    raise ProviderError(f"{name} stream ended before completion", retryable=True)
-        except ProviderError:
-            raise
-        except httpx.HTTPError as err:
-            raise transport_error(name, err) from None
+                        ch = choices[0]
+                        delta = ch.get("delta") or {}
+                        content = delta.get("content")
+                        reason = ch.get("finish_reason")
+                    except (AttributeError, IndexError, KeyError, TypeError):
+                        raise malformed(name, "unexpected chunk shape") from None
+                    if content:
+                        if not isinstance(content, str):
+                            raise malformed(name, "delta content is not text")
+                        yield content
+                    if reason:
+                        st.finish_reason = str(reason)
+                        finished = True
+                elif choices is None and "usage" not in obj:
+                    raise malformed(name, "chunk without choices")
+                usage = obj.get("usage")
+                if isinstance(usage, dict):
+                    _take_usage(st, usage)
+        if not done and not finished:
+            raise ProviderError(f"{name} stream ended before completion", retryable=True)
 
     async def complete(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> str:
         name = self.name
