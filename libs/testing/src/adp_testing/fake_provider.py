@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +31,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from adp_common.net import listening_socket
 
 Protocol = Literal["openai", "anthropic"]
 
@@ -146,9 +147,7 @@ class FakeProvider:
         self.stats = Stats()
 
     async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        sock = listening_socket(self.host, self.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app, log_level="critical", access_log=False, lifespan="off", timeout_keep_alive=30, backlog=4096

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import uvicorn
 
+from adp_common.net import listening_socket
 from adp_common.service import ServiceRuntime
 from adp_gateway.app import GatewayApp
 from adp_gateway.settings import GatewaySettings
@@ -35,9 +35,7 @@ class GatewayServer:
             settings, service="gateway", migrations_dir=MIGRATIONS, use_database=True, admin_server=False
         )
         self.app = GatewayApp(settings)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((settings.http_host, settings.http_port))
+        self.sock = listening_socket(settings.http_host, settings.http_port)
         self.port: int = self.sock.getsockname()[1]
         self.server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
