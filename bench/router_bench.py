@@ -1,11 +1,13 @@
 """Router overhead benchmark: the same streamed completions against the fake provider, called directly
 (httpx, SSE) and through the llm-router over NATS (LLMClient), at several concurrency levels.
 
-    .venv/bin/python bench/router_bench.py [--levels 1,50,200] [--requests-per-stream 4]
+    .venv/bin/python bench/router_bench.py [--levels 1,50,200] [--requests-per-stream 4] [--repeat 2]
 
 Starts the fake provider and one router as separate processes (NATS from ADP_NATS_URL, default local).
-Prints TTFT and total time p50/p99 for both paths and the router's overhead (difference and ratio), and
-writes the figures as JSON to bench-results/.
+Each measurement runs its client in a fresh process of its own (the same code shape for both paths),
+so neither path pays for the other's event loop; direct and router runs alternate `--repeat` times per
+level and their samples are pooled. Prints TTFT and total time p50/p99 for both paths and the router's
+overhead (difference and ratio), and writes the figures as JSON to bench-results/.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ async def router_one(client: LLMClient) -> tuple[float, float]:
     return (first[0] if first else total), total
 
 
-async def run_level(fn, concurrency: int, per_stream: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+async def run_level(fn, concurrency: int, per_stream: int) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
     ttfts: list[float] = []
     totals: list[float] = []
 
@@ -90,6 +92,10 @@ async def run_level(fn, concurrency: int, per_stream: int) -> dict[str, float]: 
             totals.append(tot * 1000)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ttfts, totals
+
+
+def summarise(ttfts: list[float], totals: list[float]) -> dict[str, float]:
     return {
         "n": len(ttfts),
         "ttft_p50_ms": pct(ttfts, 0.5),
@@ -100,16 +106,56 @@ async def run_level(fn, concurrency: int, per_stream: int) -> dict[str, float]: 
     }
 
 
+async def client_process(args: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process: warm up, run the level, print the samples as JSON."""
+    c, per = args.concurrency, args.per
+    if args.client == "direct":
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+            await run_level(lambda: direct_one(http, args.base), min(c, 8), 2)
+            ttfts, totals = await run_level(lambda: direct_one(http, args.base), c, per)
+    else:
+        bus = await Bus.connect(args.nats, prefix=args.prefix, name="bench-client")
+        try:
+            llm = LLMClient(bus, chunk_buffer=4096)
+            await run_level(lambda: router_one(llm), min(c, 8), 2)
+            ttfts, totals = await run_level(lambda: router_one(llm), c, per)
+        finally:
+            await bus.close(grace=1)
+    print(json.dumps({"ttft": ttfts, "total": totals}))
+
+
+def measure(path: str, concurrency: int, per: int, base: str, nats: str, prefix: str) -> tuple[list[float], ...]:
+    cmd = [
+        sys.executable, __file__, "--client", path, "--concurrency", str(concurrency), "--per", str(per),
+        "--base", base, "--nats", nats, "--prefix", prefix,
+    ]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900).stdout
+    data = json.loads(out.strip().splitlines()[-1])
+    return data["ttft"], data["total"]
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--levels", default="1,50,200")
     ap.add_argument("--requests-per-stream", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=2, help="alternating direct/router runs per level (samples pooled)")
     ap.add_argument("--ttft-ms", type=float, default=20.0, help="fake provider time to first token")
     ap.add_argument("--token-interval-ms", type=float, default=20.0)
     ap.add_argument("--tokens", type=int, default=10, help="tokens per answer")
-    ap.add_argument("--min-requests", type=int, default=40, help="at least this many requests per level")
+    ap.add_argument("--min-requests", type=int, default=40, help="at least this many requests per level and run")
     ap.add_argument("--nats", default=os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222"))
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra router env (repeatable)")
+    # client-process mode (internal)
+    ap.add_argument("--client", choices=["direct", "router"], help=argparse.SUPPRESS)
+    ap.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--per", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--base", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--prefix", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.client:
+        await client_process(args)
+        return
     levels = [int(x) for x in args.levels.split(",")]
     prefix = "bench" + uuid.uuid4().hex[:8]
     fake_port, admin_port = free_port(), free_port()
@@ -133,26 +179,24 @@ async def main() -> None:
             "ADP_ROUTER_ROUTES": json.dumps({"default": ["fake/fake-model"]}),
         }
     )
+    env.update(kv.split("=", 1) for kv in args.env)
     router = subprocess.Popen([py, "-m", "adp_router.main"], env=env)
-    bus = None
     try:
         await wait_http(f"http://127.0.0.1:{fake_port}/_stats")
         await wait_http(f"http://127.0.0.1:{admin_port}/health")
-        bus = await Bus.connect(args.nats, prefix=prefix, name="bench")
-        llm = LLMClient(bus, chunk_buffer=4096)
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-        async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-            await run_level(lambda: direct_one(http, base), 4, 2)  # warm up both paths
-            await run_level(lambda: router_one(llm), 4, 2)
-            rows = []
-            for c in levels:
-                per = max(args.requests_per_stream, -(-args.min_requests // c))
-                d = await run_level(lambda: direct_one(http, base), c, per)
-                r = await run_level(lambda: router_one(llm), c, per)
-                rows.append({"concurrency": c, "direct": d, "router": r})
+        rows = []
+        for c in levels:
+            per = max(args.requests_per_stream, -(-args.min_requests // c))
+            samples: dict[str, tuple[list[float], list[float]]] = {"direct": ([], []), "router": ([], [])}
+            for _ in range(args.repeat):
+                for path in ("direct", "router"):
+                    t, tot = await asyncio.to_thread(measure, path, c, per, base, args.nats, prefix)
+                    samples[path][0].extend(t)
+                    samples[path][1].extend(tot)
+            rows.append({"concurrency": c, **{k: summarise(*v) for k, v in samples.items()}})
         print(
             f"\nfake provider: ttft {args.ttft_ms:g} ms, token interval {args.token_interval_ms:g} ms; "
-            f"{args.tokens} tokens per answer; {os.cpu_count()} CPUs\n"
+            f"{args.tokens} tokens per answer; {os.cpu_count()} CPUs; each client in its own process\n"
         )
         hdr = f"{'streams':>7} {'path':>7} {'n':>5} {'TTFT p50':>9} {'TTFT p99':>9} {'total p50':>10} {'total p99':>10}"
         print(hdr)
@@ -183,12 +227,17 @@ async def main() -> None:
         out_dir = Path("bench-results")
         out_dir.mkdir(exist_ok=True)
         out = out_dir / f"router-bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        meta = {"ttft_ms": args.ttft_ms, "token_interval_ms": args.token_interval_ms, "cpus": os.cpu_count()}
+        meta = {
+            "ttft_ms": args.ttft_ms,
+            "token_interval_ms": args.token_interval_ms,
+            "tokens": args.tokens,
+            "repeat": args.repeat,
+            "cpus": os.cpu_count(),
+            "router_env": args.env,
+        }
         out.write_text(json.dumps({"config": meta, "rows": rows}, indent=2))
         print(f"\nwritten to {out}")
     finally:
-        if bus is not None:
-            await bus.close(grace=1)
         router.terminate()
         fake.terminate()
         for p in (router, fake):
