@@ -125,6 +125,25 @@ async def test_completion_both_protocols(
         assert (rec.input_tokens, rec.output_tokens) == (fake.stats.input_tokens, fake.stats.output_tokens)
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_streamed_calls_reuse_one_pooled_connection(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider, kind: str
+) -> None:
+    """The router stops reading at the protocol's last event; the end of the body must still be read, or
+    the connection cannot go back to the pool and every call pays a new TCP connection."""
+    async with router(nats_url, prefix, {"fake": provider(fake, kind)}):
+        client = LLMClient(bus)
+
+        async def on_chunk(c: CompletionChunk) -> None:
+            pass
+
+        for _ in range(5):
+            r = await client.complete(req(), on_chunk)
+            assert r.text == DEFAULT_TEXT
+        assert fake.stats.calls == 5
+        assert len(fake.stats.client_ports) == 1
+
+
 async def test_missing_usage_is_estimated(bus: Bus, nats_url: str, prefix: str, fake: FakeProvider) -> None:
     fake.add_fault(Fault(no_usage=True))
     async with router(nats_url, prefix, {"fake": provider(fake)}):

@@ -75,6 +75,7 @@ class Stats:
     input_tokens: int = 0
     output_tokens: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    client_ports: set[int] = field(default_factory=set)  # one per TCP connection a client opened
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +84,7 @@ class Stats:
             "completed": self.completed,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "connections": len(self.client_ports),
         }
 
 
@@ -209,6 +211,8 @@ class FakeProvider:
         except ValueError:
             return {}, None, JSONResponse({"error": {"message": "invalid JSON body"}}, status_code=400)
         self._count(protocol, body)
+        if request.client is not None:
+            self.stats.client_ports.add(request.client.port)
         fault = self._take_fault(protocol, str(body.get("model", "")))
         if fault is not None and fault.delay_s:
             await asyncio.sleep(fault.delay_s)

@@ -18,6 +18,7 @@ from adp_router.providers.base import (
     post_checked,
     sse_events,
 )
+from adp_router.sse import SSEEvent
 
 API_VERSION = "2023-06-01"
 RETRYABLE_ERROR_TYPES = {"overloaded_error", "api_error", "rate_limit_error"}
@@ -79,7 +80,9 @@ class AnthropicProvider:
     async def stream(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> AsyncIterator[str]:
         name = self.name
         body = self._body(req, model, True)
-        events = sse_events(self.client, name, self.url, body, self.headers, timeout, self.connect_timeout)
+        events = sse_events(
+            self.client, name, self.url, body, self.headers, timeout, self.connect_timeout, is_last=_is_stop
+        )
         stopped = False
         async with contextlib.aclosing(events):
             async for ev in events:
@@ -144,6 +147,10 @@ class AnthropicProvider:
         if isinstance(usage.get("output_tokens"), int):
             st.output_tokens = usage["output_tokens"]
         return text
+
+
+def _is_stop(ev: SSEEvent) -> bool:
+    return ev.event == "message_stop" or '"message_stop"' in ev.data
 
 
 def _finish(reason: str) -> str:

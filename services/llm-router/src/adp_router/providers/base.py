@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import httpx
@@ -16,6 +17,7 @@ from adp_common.schemas.llm import CompletionRequest
 from adp_router.config import ResolvedProvider
 from adp_router.sse import SSEEvent, SSEParser
 
+BODY_END_WAIT_S = 1.0  # how long to wait for the end of a body after its last SSE event
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
@@ -140,9 +142,15 @@ async def sse_events(
     headers: dict[str, str],
     timeout: float,
     connect_timeout: float,
+    *,
+    is_last: Callable[[SSEEvent], bool] = lambda ev: False,
 ) -> AsyncIterator[SSEEvent]:
     """POST a streaming call and yield its SSE events; transport failures and 4xx/5xx become ProviderError.
-    Use with `contextlib.aclosing` so the response closes as soon as the caller stops reading."""
+    Use with `contextlib.aclosing` so the response closes as soon as the caller stops reading.
+
+    When the caller stops right after the protocol's last event (`is_last`), the few bytes that end the
+    body are still read (briefly): a response closed before its end cannot go back to the connection pool,
+    and every call would then pay a new TCP connection."""
     try:
         async with client.stream(
             "POST", url, json=body, headers=headers, timeout=http_timeout(timeout, connect_timeout)
@@ -150,10 +158,20 @@ async def sse_events(
             if resp.status_code >= 400:
                 raise error_for_status(provider, resp.status_code, await resp.aread(), resp.headers)
             parser = SSEParser()
-            async for line in resp.aiter_lines():
-                ev = parser.feed(line)
-                if ev is not None:
-                    yield ev
+            lines = resp.aiter_lines()
+            last = False
+            try:
+                async for line in lines:
+                    ev = parser.feed(line)
+                    if ev is not None:
+                        last = is_last(ev)
+                        yield ev
+            finally:
+                if last:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(BODY_END_WAIT_S):
+                            async for _ in lines:
+                                pass
     except httpx.HTTPError as err:
         raise transport_error(provider, err) from None
 

@@ -18,6 +18,7 @@ from adp_router.providers.base import (
     post_checked,
     sse_events,
 )
+from adp_router.sse import SSEEvent
 
 
 class OpenAIProvider:
@@ -53,7 +54,9 @@ class OpenAIProvider:
         name = self.name
         done = finished = False
         body = self._body(req, model, True)
-        events = sse_events(self.client, name, self.url, body, self.headers, timeout, self.connect_timeout)
+        events = sse_events(
+            self.client, name, self.url, body, self.headers, timeout, self.connect_timeout, is_last=_is_done
+        )
         async with contextlib.aclosing(events):
             async for ev in events:
                 if ev.data == "[DONE]":
@@ -104,6 +107,10 @@ class OpenAIProvider:
         if isinstance(usage, dict):
             _take_usage(st, usage)
         return text
+
+
+def _is_done(ev: SSEEvent) -> bool:
+    return ev.data == "[DONE]"
 
 
 def _take_usage(st: CallState, usage: dict[str, Any]) -> None:
