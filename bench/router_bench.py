@@ -112,13 +112,13 @@ async def client_process(args: argparse.Namespace) -> None:
     if args.client == "direct":
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
         async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-            await run_level(lambda: direct_one(http, args.base), min(c, 8), 2)
+            await run_level(lambda: direct_one(http, args.base), c, 1)  # opens c pooled connections
             ttfts, totals = await run_level(lambda: direct_one(http, args.base), c, per)
     else:
         bus = await Bus.connect(args.nats, prefix=args.prefix, name="bench-client")
         try:
             llm = LLMClient(bus, chunk_buffer=4096)
-            await run_level(lambda: router_one(llm), min(c, 8), 2)
+            await run_level(lambda: router_one(llm), c, 1)  # and the router its c connections
             ttfts, totals = await run_level(lambda: router_one(llm), c, per)
         finally:
             await bus.close(grace=1)
