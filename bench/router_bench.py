@@ -1,5 +1,5 @@
 """Router overhead benchmark: the same streamed completions against the fake provider, called directly
-(httpx, SSE) and through the llm-router over NATS (LLMClient), at several concurrency levels.
+(aiohttp, SSE) and through the llm-router over NATS (LLMClient), at several concurrency levels.
 
     .venv/bin/python bench/router_bench.py [--levels 1,50,200] [--requests-per-stream 4] [--repeat 2]
 
@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from adp_cli.procs import free_port
@@ -50,7 +51,9 @@ async def wait_http(url: str, timeout: float = 30) -> None:
     raise TimeoutError(url)
 
 
-async def direct_one(client: httpx.AsyncClient, base: str) -> tuple[float, float]:
+async def direct_one(session: aiohttp.ClientSession, base: str) -> tuple[float, float]:
+    """One streamed call straight to the provider, with the HTTP client the router itself uses (aiohttp):
+    the baseline is the best a caller could do without the router."""
     body = {
         "model": "fake-model",
         "messages": [{"role": "user", "content": "benchmark"}],
@@ -59,9 +62,9 @@ async def direct_one(client: httpx.AsyncClient, base: str) -> tuple[float, float
     }
     t0 = time.perf_counter()
     ttft = None
-    async with client.stream("POST", base + "/chat/completions", json=body) as resp:
-        async for line in resp.aiter_lines():
-            if ttft is None and '"content": "word' in line:
+    async with session.post(base + "/chat/completions", json=body) as resp:
+        async for data in resp.content.iter_any():
+            if ttft is None and b'"content": "word' in data:
                 ttft = time.perf_counter() - t0
     total = time.perf_counter() - t0
     return (ttft if ttft is not None else total), total
@@ -81,17 +84,21 @@ async def router_one(client: LLMClient) -> tuple[float, float]:
     return (first[0] if first else total), total
 
 
-async def run_level(fn, concurrency: int, per_stream: int) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+async def run_level(fn, concurrency: int, per_stream: int, ramp_s: float = 0.0) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """`concurrency` streams, each running `per_stream` calls back to back. Stream i starts after
+    i/concurrency of `ramp_s` (one call's duration spreads them evenly, as independent users would be);
+    with no ramp they all start at once, and the first calls measure that burst."""
     ttfts: list[float] = []
     totals: list[float] = []
 
-    async def worker() -> None:
+    async def worker(i: int) -> None:
+        await asyncio.sleep(ramp_s * i / concurrency)
         for _ in range(per_stream):
             t, tot = await fn()
             ttfts.append(t * 1000)
             totals.append(tot * 1000)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return ttfts, totals
 
 
@@ -110,25 +117,27 @@ async def client_process(args: argparse.Namespace) -> None:
     """One measurement in this (fresh) process: warm up, run the level, print the samples as JSON."""
     c, per = args.concurrency, args.per
     if args.client == "direct":
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-        async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+        connector = aiohttp.TCPConnector(limit=1000)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
             await run_level(lambda: direct_one(http, args.base), c, 1)  # opens c pooled connections
-            ttfts, totals = await run_level(lambda: direct_one(http, args.base), c, per)
+            ttfts, totals = await run_level(lambda: direct_one(http, args.base), c, per, args.ramp_s)
     else:
         bus = await Bus.connect(args.nats, prefix=args.prefix, name="bench-client")
         try:
             llm = LLMClient(bus, chunk_buffer=4096)
             await run_level(lambda: router_one(llm), c, 1)  # and the router its c connections
-            ttfts, totals = await run_level(lambda: router_one(llm), c, per)
+            ttfts, totals = await run_level(lambda: router_one(llm), c, per, args.ramp_s)
         finally:
             await bus.close(grace=1)
     print(json.dumps({"ttft": ttfts, "total": totals}))
 
 
-def measure(path: str, concurrency: int, per: int, base: str, nats: str, prefix: str) -> tuple[list[float], ...]:
+def measure(
+    path: str, concurrency: int, per: int, ramp_s: float, base: str, nats: str, prefix: str
+) -> tuple[list[float], ...]:
     cmd = [
         sys.executable, __file__, "--client", path, "--concurrency", str(concurrency), "--per", str(per),
-        "--base", base, "--nats", nats, "--prefix", prefix,
+        "--ramp-s", str(ramp_s), "--base", base, "--nats", nats, "--prefix", prefix,
     ]  # fmt: skip
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900).stdout
     data = json.loads(out.strip().splitlines()[-1])
@@ -145,6 +154,10 @@ async def main() -> None:
     ap.add_argument("--tokens", type=int, default=10, help="tokens per answer")
     ap.add_argument("--min-requests", type=int, default=40, help="at least this many requests per level and run")
     ap.add_argument("--nats", default=os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222"))
+    ap.add_argument(
+        "--ramp", choices=["spread", "burst"], default="spread",
+        help="spread: stream starts spread over one call's duration (default); burst: all at once",
+    )  # fmt: skip
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra router env (repeatable)")
     # client-process mode (internal)
     ap.add_argument("--client", choices=["direct", "router"], help=argparse.SUPPRESS)
@@ -152,11 +165,14 @@ async def main() -> None:
     ap.add_argument("--per", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--base", default="", help=argparse.SUPPRESS)
     ap.add_argument("--prefix", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--ramp-s", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client:
         await client_process(args)
         return
     levels = [int(x) for x in args.levels.split(",")]
+    call_s = (args.ttft_ms + args.token_interval_ms * (args.tokens - 1)) / 1000
+    ramp_s = call_s if args.ramp == "spread" else 0.0
     prefix = "bench" + uuid.uuid4().hex[:8]
     fake_port, admin_port = free_port(), free_port()
     py = sys.executable
@@ -190,13 +206,14 @@ async def main() -> None:
             samples: dict[str, tuple[list[float], list[float]]] = {"direct": ([], []), "router": ([], [])}
             for _ in range(args.repeat):
                 for path in ("direct", "router"):
-                    t, tot = await asyncio.to_thread(measure, path, c, per, base, args.nats, prefix)
+                    t, tot = await asyncio.to_thread(measure, path, c, per, ramp_s, base, args.nats, prefix)
                     samples[path][0].extend(t)
                     samples[path][1].extend(tot)
             rows.append({"concurrency": c, **{k: summarise(*v) for k, v in samples.items()}})
         print(
             f"\nfake provider: ttft {args.ttft_ms:g} ms, token interval {args.token_interval_ms:g} ms; "
-            f"{args.tokens} tokens per answer; {os.cpu_count()} CPUs; each client in its own process\n"
+            f"{args.tokens} tokens per answer; {os.cpu_count()} CPUs; each client in its own process; "
+            f"stream starts: {args.ramp}\n"
         )
         hdr = f"{'streams':>7} {'path':>7} {'n':>5} {'TTFT p50':>9} {'TTFT p99':>9} {'total p50':>10} {'total p99':>10}"
         print(hdr)
@@ -232,6 +249,7 @@ async def main() -> None:
             "token_interval_ms": args.token_interval_ms,
             "tokens": args.tokens,
             "repeat": args.repeat,
+            "ramp": args.ramp,
             "cpus": os.cpu_count(),
             "router_env": args.env,
         }

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 
-import httpx
+import aiohttp
 
 from adp_common.bus import RequestContext
 from adp_common.catalog import KV_BREAKERS, KV_BUDGET
@@ -30,6 +30,7 @@ from adp_router.config import RouterConfig, load_config
 from adp_router.health import HealthBoard
 from adp_router.metrics import BREAKER_VALUE, RouterMetrics
 from adp_router.providers import Provider, build_provider
+from adp_router.providers.base import new_http_session
 from adp_router.router import Router
 from adp_router.settings import RouterSettings
 
@@ -42,7 +43,7 @@ class RouterApp:
         self.config = config
         self.rt: ServiceRuntime | None = None
         self.router: Router | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self.breakers: BreakerBoard | None = None
         self.budget: BudgetGate | None = None
         self.health = HealthBoard(settings.router_health_window_s)
@@ -60,12 +61,7 @@ class RouterApp:
         config = self.config or load_config(s, os.environ)
         self.config = config
         self.metrics = RouterMetrics(rt.metrics.registry)
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=s.router_max_connections, max_keepalive_connections=s.router_max_connections
-            ),
-            timeout=httpx.Timeout(60.0, connect=s.router_connect_timeout_s),
-        )
+        self.client = new_http_session(s.router_max_connections)
         providers: dict[str, Provider] = {
             name: build_provider(
                 rp,
@@ -124,7 +120,7 @@ class RouterApp:
         if self.budget is not None:
             await self.budget.stop()
         if self.client is not None:
-            await self.client.aclose()
+            await self.client.close()
 
     # ---- handlers -----------------------------------------------------------------------------------
     async def _complete(self, req: CompletionRequest, _: RequestContext) -> CompletionResult:

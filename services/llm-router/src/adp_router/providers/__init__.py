@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 
 from adp_router.config import ResolvedProvider
 from adp_router.providers.anthropic import AnthropicProvider
@@ -15,7 +15,7 @@ __all__ = ["CallState", "Provider", "ProviderError", "build_provider"]
 
 def build_provider(
     rp: ResolvedProvider,
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     *,
     connect_timeout: float = 10.0,
     default_max_tokens: int = 1024,

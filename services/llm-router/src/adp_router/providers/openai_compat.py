@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from adp_common.schemas.llm import CompletionRequest
 from adp_router.config import ResolvedProvider
@@ -22,7 +23,9 @@ from adp_router.sse import SSEEvent
 
 
 class OpenAIProvider:
-    def __init__(self, resolved: ResolvedProvider, client: httpx.AsyncClient, *, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, resolved: ResolvedProvider, client: aiohttp.ClientSession, *, connect_timeout: float = 10.0
+    ) -> None:
         self.resolved = resolved
         self.client = client
         self.connect_timeout = connect_timeout
@@ -91,11 +94,11 @@ class OpenAIProvider:
 
     async def complete(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> str:
         name = self.name
-        resp = await post_checked(
+        data = await post_checked(
             self.client, name, self.url, self._body(req, model, False), self.headers, timeout, self.connect_timeout
         )
         try:
-            obj = resp.json()
+            obj = json.loads(data)
             choice = obj["choices"][0]
             text = choice["message"]["content"] or ""
             if not isinstance(text, str):
@@ -103,7 +106,7 @@ class OpenAIProvider:
             st.finish_reason = str(choice.get("finish_reason") or "stop")
             usage = obj.get("usage")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise malformed(name, f"unexpected response body: {resp.text[:80]!r}") from None
+            raise malformed(name, f"unexpected response body: {data[:80].decode(errors='replace')!r}") from None
         if isinstance(usage, dict):
             _take_usage(st, usage)
         return text
