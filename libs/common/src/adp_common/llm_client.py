@@ -92,8 +92,9 @@ class LLMClient:
                 # A consumer that falls this far behind still gets the whole text in the result.
                 queue.put_nowait(chunk)
 
+        # No flush round trip before the request: SUB and the request leave on the same connection in
+        # order, so the server has the subscription before any router copy can see the request.
         sub = await self.bus.nc.subscribe(self.bus.catalog.llm_stream(req.request_id), cb=on_msg)
-        await self.bus.nc.flush(timeout=5)
         delivered = [False]
 
         async def pump() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -146,6 +147,16 @@ class ServiceRuntime:
         shutdown_tracing()
 
 
+def freeze_startup_heap() -> None:
+    """Put everything allocated during start-up (modules, schemas, settings, clients) out of the cyclic
+    GC's reach. Without it every full collection re-scanned that heap: 15-65 ms pauses measured in the
+    router under load, each one stalling every stream the process carries (the p99 of time to first
+    token). Objects made later are collected as usual. (A larger young-generation threshold was tried
+    too: fewer but longer pauses, a worse p99.)"""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_service(rt: ServiceRuntime, app: ServiceApp, stop_event: asyncio.Event | None = None) -> None:
     """Start the runtime and the app, mark ready, wait for SIGTERM/SIGINT (or `stop_event`), drain, stop."""
     stop = stop_event or asyncio.Event()
@@ -157,6 +168,7 @@ async def run_service(rt: ServiceRuntime, app: ServiceApp, stop_event: asyncio.E
     try:
         await rt.start()
         await app.start(rt)
+        freeze_startup_heap()
         rt.checks.ready = True
         port = rt.admin.port if rt.admin is not None else rt.settings.http_port
         log.info("%s ready", rt.service, extra={"admin_url": f"http://{rt.settings.http_host}:{port}"})

@@ -12,7 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from adp_common.net import listening_socket
-from adp_common.service import ServiceRuntime
+from adp_common.service import ServiceRuntime, freeze_startup_heap
 from adp_gateway.app import GatewayApp
 from adp_gateway.settings import GatewaySettings
 
@@ -106,6 +106,7 @@ async def serve_until_signalled(settings: GatewaySettings) -> None:
             loop.add_signal_handler(sig, stop.set)
     gw = GatewayServer(settings)
     await gw.start()
+    freeze_startup_heap()
     try:
         await stop.wait()
         log.info("gateway stopping: draining in-flight requests and streams")
