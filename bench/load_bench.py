@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -71,9 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def http_client(n: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=n * 2 + 100, max_keepalive_connections=n * 2 + 100)
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0, connect=10.0))
+def http_client(n: int) -> aiohttp.ClientSession:
+    # no total timeout: an SSE stream lasts as long as its round; a silent minute is an error
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=60.0)
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n * 2 + 100), timeout=timeout)
 
 
 def named_pids(platform: Platform, provider: FakeProviderProcess) -> dict[str, int]:

@@ -1,5 +1,8 @@
 """Client side of the load benchmark: discussions through the gateway (REST + SSE), the same provider called
-directly, and the OpenAI-compatible path. Every latency is measured here, at the client."""
+directly, and the OpenAI-compatible path. Every latency is measured here, at the client.
+
+HTTP is aiohttp (as in the llm-router): with httpx the client itself needed ~10x the CPU per stream and
+lagged behind hundreds of streams, which showed up as platform latency."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from load.provider import stamps
 from load.stats import SSESplitter
@@ -55,36 +58,45 @@ def _add_latency(tally: Tally, data: bytes, now_wall: float) -> int:
     return len(ts)
 
 
-async def timed(tally: Tally, name: str, coro: Any, ok: tuple[int, ...] = (200, 201)) -> httpx.Response | None:
+ClientErrors = (aiohttp.ClientError, TimeoutError)
+
+
+async def timed(tally: Tally, name: str, request: Any, ok: tuple[int, ...] = (200, 201)) -> Any | None:
+    """Run one REST call (an aiohttp request context) and record its time; the parsed JSON body, or None
+    on an error (counted)."""
     t0 = time.perf_counter()
     try:
-        r: httpx.Response = await coro
-    except httpx.HTTPError as err:
+        async with request as r:
+            body = await r.read()
+    except ClientErrors as err:
         tally.errors[f"{name}: {type(err).__name__}"] += 1
         return None
     tally.rest_time(name, (time.perf_counter() - t0) * 1000)
-    if r.status_code not in ok:
+    if r.status not in ok:
         code = ""
         with contextlib.suppress(Exception):
-            code = r.json()["error"]["code"]
-        tally.errors[f"{name}: HTTP {r.status_code} {code}".strip()] += 1
+            code = json.loads(body)["error"]["code"]
+        tally.errors[f"{name}: HTTP {r.status} {code}".strip()] += 1
         return None
-    return r
+    return json.loads(body) if body else {}
 
 
 # ---- users ---------------------------------------------------------------------------------------------------
-async def create_users(http: httpx.AsyncClient, gateway: str, admin_key: str, n: int, parallel: int = 16) -> list[str]:
+async def create_users(
+    http: aiohttp.ClientSession, gateway: str, admin_key: str, n: int, parallel: int = 16
+) -> list[str]:
     """n users with one API key each (one user per discussion keeps every per-user limit realistic)."""
     sem = asyncio.Semaphore(parallel)
     headers = {"Authorization": f"Bearer {admin_key}"}
 
     async def one(i: int) -> str:
         async with sem:
-            r = await http.post(f"{gateway}/api/admin/users", json={"name": f"bench-{i}"}, headers=headers)
-            r.raise_for_status()
-            r = await http.post(f"{gateway}/api/admin/users/{r.json()['id']}/keys", headers=headers)
-            r.raise_for_status()
-            return str(r.json()["key"])
+            async with http.post(f"{gateway}/api/admin/users", json={"name": f"bench-{i}"}, headers=headers) as r:
+                r.raise_for_status()
+                uid = (await r.json())["id"]
+            async with http.post(f"{gateway}/api/admin/users/{uid}/keys", headers=headers) as r:
+                r.raise_for_status()
+                return str((await r.json())["key"])
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
@@ -92,7 +104,7 @@ async def create_users(http: httpx.AsyncClient, gateway: str, admin_key: str, n:
 # ---- phase A: discussions through the gateway ----------------------------------------------------------------
 @dataclass
 class DiscussionRun:
-    http: httpx.AsyncClient
+    http: aiohttp.ClientSession
     gateways: list[str]
     keys: list[str]
     tokens: int
@@ -113,14 +125,14 @@ class DiscussionRun:
         r = await timed(t, "POST /api/discussions", create, ok=(201,))
         if r is None:
             return
-        did = str(r.json()["id"])
+        did = str(r["id"])
         self.live[did] = (gw, key)
         try:
             done = await asyncio.wait_for(self._stream(gw, h, did), self.stream_timeout_s)
         except TimeoutError:
             t.errors["SSE: timeout before round-complete"] += 1
             done = False
-        except httpx.HTTPError as err:
+        except aiohttp.ClientError as err:
             t.errors[f"SSE: {type(err).__name__}"] += 1
             done = False
         finally:
@@ -140,11 +152,11 @@ class DiscussionRun:
         turn_chunks = turn_no = 0
         turn_first_stamp: int | None = None
         turn_last_stamp: int | None = None
-        async with self.http.stream("GET", f"{gw}/api/discussions/{did}/events", headers=h) as resp:
-            if resp.status_code != 200:
-                t.errors[f"SSE: HTTP {resp.status_code}"] += 1
+        async with self.http.get(f"{gw}/api/discussions/{did}/events", headers=h) as resp:
+            if resp.status != 200:
+                t.errors[f"SSE: HTTP {resp.status}"] += 1
                 return False
-            async for raw in resp.aiter_raw():
+            async for raw in resp.content.iter_any():
                 now = time.perf_counter()
                 wall = time.time()
                 for event, data in sse.feed(raw):
@@ -233,7 +245,7 @@ class DiscussionRun:
 
 # ---- the same provider, called directly ----------------------------------------------------------------------
 async def stream_completion(
-    http: httpx.AsyncClient, url: str, headers: dict[str, str], model: str, tally: Tally
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], model: str, tally: Tally
 ) -> bool:
     """One streamed chat completion; TTFT = request sent -> first stamped token."""
     body = {"model": model, "messages": [{"role": "user", "content": TOPIC}], "stream": True}
@@ -241,12 +253,12 @@ async def stream_completion(
     t0 = time.perf_counter()
     got = 0
     try:
-        async with http.stream("POST", url, json=body, headers=headers) as resp:
-            if resp.status_code != 200:
-                await resp.aread()
-                tally.errors[f"HTTP {resp.status_code}"] += 1
+        async with http.post(url, json=body, headers=headers) as resp:
+            if resp.status != 200:
+                await resp.read()
+                tally.errors[f"HTTP {resp.status}"] += 1
                 return False
-            async for raw in resp.aiter_raw():
+            async for raw in resp.content.iter_any():
                 now = time.perf_counter()
                 wall = time.time()
                 for event, data in sse.feed(raw):
@@ -259,7 +271,7 @@ async def stream_completion(
                             tally.ttfc.append((now - t0) * 1000)
                         got += n
                         tally.saw_chunk(now, n)
-    except httpx.HTTPError as err:
+    except ClientErrors as err:
         tally.errors[type(err).__name__] += 1
         return False
     tally.total.append((time.perf_counter() - t0) * 1000)
@@ -268,7 +280,7 @@ async def stream_completion(
 
 
 async def run_streams(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     url: str,
     headers: dict[str, str],
     model: str,

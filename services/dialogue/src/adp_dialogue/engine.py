@@ -202,22 +202,24 @@ class Engine:
         if next_job:
             await self.publish_job(DialogueJob.model_validate(next_job))
 
-    async def _load(self, conn: store.Conn, did: str) -> Loaded | None:
-        d = await store.get_discussion(conn, did)
+    async def _load(self, conn: store.Conn, did: str, d: asyncpg.Record | None = None) -> Loaded | None:
+        """The discussion and its prompt context: two queries (`d` given: one)."""
         if d is None:
-            return None
-        sums = await store.summaries(conn, did)
-        latest = sums[-1] if sums else None
+            d = await store.get_discussion(conn, did)
+            if d is None:
+                return None
+        ctx = await store.step_context(conn, did)
+        latest = store.loads(ctx["summary"])
         return Loaded(
             d=d,
             personas=[PersonaSpec(**p) for p in store.loads(d["personas"])],
             messages=[
-                prompts.Msg(persona=r["persona"], content=r["content"], round=r["round"], turn=r["turn"])
-                for r in await store.messages(conn, did)
+                prompts.Msg(persona=m["persona"], content=m["content"], round=m["round"], turn=m["turn"])
+                for m in store.loads(ctx["messages"])
             ],
             summary=prompts.SummaryRef(latest["round"], latest["content"]) if latest else None,
-            files=[prompts.FileText(r["name"], r["text"]) for r in await store.files(conn, did)],
-            question_rounds={r["round"] for r in await store.question_sets(conn, did)},
+            files=[prompts.FileText(f["name"], f["text"]) for f in store.loads(ctx["files"])],
+            question_rounds=set(ctx["question_rounds"]),
         )
 
     async def _commit(self, job: DialogueJob, build: Callable[[store.Conn, Loaded], Awaitable[Commit]]) -> None:
@@ -235,7 +237,7 @@ class Engine:
                 elif d is None or not self._is_current(d, job):
                     return
                 else:
-                    loaded = await self._load(conn, did)
+                    loaded = await self._load(conn, did, d)
                     assert loaded is not None
                     c = await build(conn, loaded)
                     next_job = c.next_job

@@ -239,6 +239,27 @@ async def answer_question_set(conn: Conn, set_id: str, answers: dict[str, list[s
     )
 
 
+async def step_context(conn: Conn, discussion_id: str) -> asyncpg.Record:
+    """In one round trip, what a step's prompt needs besides the discussion row: every message (persona,
+    content, round, turn in order), the latest summary, the files' text and the rounds that had questions.
+    JSON columns: `messages`, `summary` (or NULL), `files`; `question_rounds` is an int array."""
+    return await conn.fetchrow(
+        """SELECT
+             (SELECT coalesce(json_agg(json_build_object('persona', persona, 'content', content,
+                                                         'round', round, 'turn', turn) ORDER BY round, position),
+                              '[]'::json)
+                FROM messages WHERE discussion_id = $1) AS messages,
+             (SELECT json_build_object('round', round, 'content', content)
+                FROM summaries WHERE discussion_id = $1 ORDER BY round DESC LIMIT 1) AS summary,
+             (SELECT coalesce(json_agg(json_build_object('name', name, 'text', text) ORDER BY created_at, id),
+                              '[]'::json)
+                FROM files WHERE discussion_id = $1) AS files,
+             (SELECT coalesce(array_agg(round), '{}')
+                FROM question_sets WHERE discussion_id = $1) AS question_rounds""",
+        discussion_id,
+    )
+
+
 async def files(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT * FROM files WHERE discussion_id = $1 ORDER BY created_at, id", discussion_id)
 
