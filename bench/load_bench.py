@@ -41,6 +41,8 @@ from load.launch import (
 from load.profile import PySpy
 from load.stats import diff, flatten, ratio, summary
 
+from adp_common.service import run_loop
+
 TURNS_PER_ROUND = 3
 
 
@@ -303,4 +305,4 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())  # uvloop, like the services

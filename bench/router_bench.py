@@ -30,6 +30,7 @@ from adp_cli.procs import free_port
 from adp_common.bus import Bus
 from adp_common.llm_client import LLMClient
 from adp_common.schemas.llm import ChatMessage, CompletionChunk, CompletionRequest
+from adp_common.service import run_loop
 from adp_testing.fixtures import cleanup_prefix
 
 
@@ -267,4 +268,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())  # uvloop, like the services (both paths' clients alike)

@@ -15,8 +15,9 @@ import os
 import shutil
 import signal
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import psutil
@@ -29,6 +30,8 @@ from adp_common.schemas.common import HealthReply
 from adp_common.schemas.ops import Heartbeat
 from adp_common.settings import ServiceSettings
 from adp_common.telemetry import Metrics, setup_tracing, shutdown_tracing
+
+T = TypeVar("T")
 
 log = logging.getLogger("adp.service")
 
@@ -182,6 +185,19 @@ async def run_service(rt: ServiceRuntime, app: ServiceApp, stop_event: asyncio.E
         log.info("%s stopped", rt.service)
 
 
+def run_loop(main: Coroutine[Any, Any, T], event_loop: str = "uvloop") -> T:
+    """asyncio.run on uvloop when available: the services are socket-bound (NATS, HTTP, PostgreSQL) and
+    uvloop's C event loop roughly halves the loop's own CPU per message."""
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # e.g. Windows
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def main_for(service: str, settings: ServiceSettings, app: ServiceApp, **runtime_kwargs: object) -> None:
     """Entry point helper for `adp-<service>` console scripts."""
     rt = ServiceRuntime(settings, service=service, **runtime_kwargs)  # type: ignore[arg-type]
@@ -195,6 +211,6 @@ def main_for(service: str, settings: ServiceSettings, app: ServiceApp, **runtime
     )
     setup_tracing(service, rt.instance)
     try:
-        asyncio.run(run_service(rt, app))
+        run_loop(run_service(rt, app), settings.event_loop)
     except KeyboardInterrupt:
         pass

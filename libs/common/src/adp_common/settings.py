@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +37,9 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_s: float = Field(default=20.0, gt=0)
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams created")
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="uvloop (faster; falls back to asyncio where unavailable) or asyncio"
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)

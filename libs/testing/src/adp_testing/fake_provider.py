@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from adp_common.net import listening_socket
+from adp_common.service import run_loop
 
 Protocol = Literal["openai", "anthropic"]
 
@@ -438,7 +439,7 @@ def main() -> None:
             await fake.stop()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        run_loop(run())
 
 
 if __name__ == "__main__":

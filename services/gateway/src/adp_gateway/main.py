@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from adp_common.logging import setup_logging
+from adp_common.service import run_loop
 from adp_common.settings import load_settings
 from adp_common.telemetry import setup_tracing
 from adp_gateway.server import MIGRATIONS, serve_until_signalled
@@ -27,7 +27,7 @@ def main() -> None:
     )
     setup_tracing("gateway", instance)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_until_signalled(settings))
+        run_loop(serve_until_signalled(settings), settings.event_loop)
 
 
 if __name__ == "__main__":
