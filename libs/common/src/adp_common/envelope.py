@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -59,10 +60,20 @@ def type_of(payload: BaseModel) -> str:
     return name
 
 
+# Parametrized envelope classes, held here: pydantic caches `Envelope[X]` only weakly, so without a strong
+# reference the class was rebuilt (milliseconds of schema building) for most messages under load.
+_ENVELOPES: dict[Any, type[Envelope[Any]]] = {}
+
+
+def envelope_of(payload_type: Any) -> type[Envelope[Any]]:
+    cls = _ENVELOPES.get(payload_type)
+    if cls is None:
+        cls = _ENVELOPES[payload_type] = Envelope[payload_type]  # type: ignore[valid-type]
+    return cls
+
+
 def wrap(payload: BaseModel, *, source: str = "", traceparent: str | None = None, id: str | None = None) -> Envelope:
-    env = Envelope[type(payload)](  # type: ignore[misc]
-        type=type_of(payload), source=source, traceparent=traceparent, payload=payload
-    )
+    env = envelope_of(type(payload))(type=type_of(payload), source=source, traceparent=traceparent, payload=payload)
     if id is not None:
         env.id = id
     return env
@@ -70,8 +81,8 @@ def wrap(payload: BaseModel, *, source: str = "", traceparent: str | None = None
 
 def decode(data: bytes | str | dict[str, Any]) -> Envelope:
     """Parse an envelope and its payload by the registered type (unknown types keep a dict payload)."""
-    raw = data if isinstance(data, dict) else Envelope[Any].model_validate_json(data).model_dump()  # type: ignore[index]
-    model = EVENT_TYPES.get(raw["type"])
-    if model is None:
-        return Envelope[Any].model_validate(raw)  # type: ignore[index]
-    return Envelope[model].model_validate(raw)  # type: ignore[valid-type]
+    raw = data if isinstance(data, dict) else json.loads(data)
+    if not isinstance(raw, dict):
+        raise ValueError("an envelope is a JSON object")
+    model = EVENT_TYPES.get(raw.get("type"))  # type: ignore[arg-type]
+    return envelope_of(Any if model is None else model).model_validate(raw)

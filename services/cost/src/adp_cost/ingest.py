@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from adp_common.bus import Bus
-from adp_common.envelope import Envelope
+from adp_common.envelope import envelope_of
 from adp_common.schemas.llm import UsageRecord
 from adp_cost import store
 from adp_cost.budget import utc_day
@@ -35,7 +35,7 @@ log = logging.getLogger("adp.cost.ingest")
 DURABLE = "cost-ledger"
 _RETRYABLE_DB = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
-UsageEnvelope = Envelope[UsageRecord]  # type: ignore[misc]
+UsageEnvelope = envelope_of(UsageRecord)
 
 
 @dataclass
