@@ -64,6 +64,7 @@ class ServiceRuntime:
         self.checks = HealthChecks(service, self.instance)
         self.bus: Bus | None = None
         self.pool: asyncpg.Pool | None = None
+        self._extra_pools: list[asyncpg.Pool] = []
         self.admin: AdminServer | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -136,15 +137,25 @@ class ServiceRuntime:
                 log.debug("heartbeat failed: %s", err)
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
+    async def open_extra_pool(self, max_size: int) -> asyncpg.Pool:
+        """Another pool on the service's database (work that must not queue behind the main pool's),
+        closed with the runtime after the bus has drained."""
+        pool = await db.open_pool(
+            self.settings.database_url.get_secret_value(), self.database_name, min_size=1, max_size=max_size
+        )
+        self._extra_pools.append(pool)
+        return pool
+
     async def stop(self) -> None:
         self.checks.ready = False
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         if self.bus is not None:
             await self.bus.close(grace=self.settings.shutdown_grace_s)
-        if self.pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pool.close(), 10)
+        for pool in [self.pool, *self._extra_pools]:
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pool.close(), 10)
         if self.admin is not None:
             await self.admin.stop()
         shutdown_tracing()

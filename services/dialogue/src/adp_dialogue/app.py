@@ -29,7 +29,10 @@ class DialogueApp:
         assert rt.bus is not None and rt.pool is not None
         bus = rt.bus
         self.engine = Engine(self.settings, bus, rt.pool, Metrics(rt.metrics.registry))
-        self.commands = Commands(self.settings, rt.pool, self.engine)
+        # Commands and queries (a user waiting on a REST call) get connections of their own, so they never
+        # queue behind hundreds of background steps for the runtime's pool.
+        command_pool = await rt.open_extra_pool(self.settings.command_pool_size)
+        self.commands = Commands(self.settings, command_pool, self.engine)
         await bus.ensure_streams(["DIALOGUE_WORK", "DISCUSSIONS"])
         await bus.serve(bus.catalog.dialogue_command, self.commands.command, DialogueCommand, name="command")
         await bus.serve(bus.catalog.dialogue_query, self.commands.query, DialogueQuery, name="query")

@@ -142,10 +142,15 @@ class Engine:
 
     # ---- publishing -----------------------------------------------------------------------------------
     async def publish_events(self, events: list[DiscussionEvent]) -> None:
-        for ev in events:
-            await self.bus.publish_event(
-                self.bus.catalog.discussion_events(ev.discussionId), ev, msg_id=f"{ev.discussionId}:{ev.seq}"
+        # Issued in order on one connection (so stored and delivered in order), acknowledged together.
+        await asyncio.gather(
+            *(
+                self.bus.publish_event(
+                    self.bus.catalog.discussion_events(ev.discussionId), ev, msg_id=f"{ev.discussionId}:{ev.seq}"
+                )
+                for ev in events
             )
+        )
 
     async def publish_job(self, job: DialogueJob) -> None:
         await self.bus.publish_event(self.bus.catalog.dialogue_work(job.discussion_id), job, msg_id=job_msg_id(job))
@@ -364,7 +369,6 @@ class Engine:
                 if restart:
                     data["restart"] = True
                 started = await store.add_events(conn, did, start_key, [("message-start", data)])
-                await store.touch(conn, did)
         await self.publish_events(started)
 
         base = prompts.turn_messages(lo.context(), job.position - 1, job.round)

@@ -13,6 +13,9 @@ class DialogueSettings(ServiceSettings):
     default_max_rounds: int = Field(default=20, ge=1, le=100)
     token_limit: int = Field(default=4000, ge=200, description="Context tokens before an automatic summary (80%)")
     worker_concurrency: int = Field(default=8, ge=1, description="Steps run at once by one copy")
+    command_pool_size: int = Field(
+        default=4, ge=1, description="DB connections for gateway commands/queries, apart from the steps' pool"
+    )
     step_ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery delay of a step whose copy died")
     step_max_deliver: int = Field(default=10, ge=1)
     llm_timeout_s: float = Field(default=120.0, gt=0, le=600, description="Deadline of one LLM call")

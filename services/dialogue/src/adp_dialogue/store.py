@@ -267,27 +267,30 @@ async def files(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
 async def add_events(
     conn: Conn, discussion_id: str, step_key: str | None, events: list[tuple[str, dict[str, Any]]]
 ) -> list[DiscussionEvent]:
-    """Allocate consecutive seqs (in the caller's transaction) and store the events."""
+    """Allocate consecutive seqs (in the caller's transaction) and store the events: two queries however
+    many events. Marks the discussion as active (updated_at) too."""
     if not events:
         return []
     first = await conn.fetchval(
-        "UPDATE discussions SET next_seq = next_seq + $2 WHERE id = $1 RETURNING next_seq - $2",
+        "UPDATE discussions SET next_seq = next_seq + $2, updated_at = now() WHERE id = $1 RETURNING next_seq - $2",
         discussion_id,
         len(events),
     )
-    out = []
-    for i, (name, data) in enumerate(events):
-        row = await conn.fetchrow(
-            """INSERT INTO events (discussion_id, seq, event, data, step_key) VALUES ($1, $2, $3, $4::jsonb, $5)
-               RETURNING created_at""",
-            discussion_id,
-            first + i,
-            name,
-            _j(data),
-            step_key,
-        )
-        out.append(DiscussionEvent(discussionId=discussion_id, seq=first + i, event=name, data=data, time=row[0]))
-    return out
+    created = await conn.fetchval(
+        """INSERT INTO events (discussion_id, seq, event, data, step_key)
+           SELECT $1, $2 + i - 1, e.event, e.data::jsonb, $5
+             FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(event, data, i)
+           RETURNING created_at""",
+        discussion_id,
+        first,
+        [name for name, _ in events],
+        [_j(data) for _, data in events],
+        step_key,
+    )
+    return [
+        DiscussionEvent(discussionId=discussion_id, seq=first + i, event=name, data=data, time=created)
+        for i, (name, data) in enumerate(events)
+    ]
 
 
 async def events_for_step(conn: Conn, discussion_id: str, step_key: str) -> list[DiscussionEvent]:
