@@ -14,6 +14,7 @@ from adp_router.config import RouteEntry, build_config
 from adp_router.health import ProviderHealth
 from adp_router.providers.anthropic import to_anthropic
 from adp_router.providers.base import parse_retry_after
+from adp_router.router import chunk_interval_s
 from adp_router.simulated_text import generate, tokens_of, word_count
 from adp_router.sse import SSEParser
 
@@ -191,3 +192,13 @@ def test_anthropic_message_shaping() -> None:
     assert system == "s"
     assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
     assert msgs[2]["content"] == "u1\n\nu2"
+
+
+def test_chunk_interval_grows_with_load_up_to_the_cap() -> None:
+    assert chunk_interval_s(1, 20, 100, 50) == pytest.approx(0.020)
+    assert chunk_interval_s(50, 20, 100, 50) == pytest.approx(0.020)
+    assert chunk_interval_s(100, 20, 100, 50) == pytest.approx(0.040)
+    assert chunk_interval_s(250, 20, 100, 50) == pytest.approx(0.100)
+    assert chunk_interval_s(5000, 20, 100, 50) == pytest.approx(0.100)
+    assert chunk_interval_s(500, 20, 0, 50) == pytest.approx(0.020)  # no growth configured
+    assert chunk_interval_s(500, 0, 0, 50) == 0.0  # every token its own chunk

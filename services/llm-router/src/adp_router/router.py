@@ -144,6 +144,16 @@ class Track:
     attempts: int = 0
 
 
+def chunk_interval_s(streams: int, base_ms: float, max_ms: float, busy_streams: int) -> float:
+    """Coalescing window for a new stream: `base_ms` while this copy carries at most `busy_streams`
+    streams, then growing with the load up to `max_ms`. Under load, fewer and larger chunks keep the
+    per-message cost downstream (NATS, gateway, clients) from growing with every token; one user alone
+    still sees tokens within `base_ms`. The first token is never held back."""
+    if streams <= busy_streams or max_ms <= base_ms:
+        return base_ms / 1000
+    return min(max_ms, base_ms * streams / busy_streams) / 1000
+
+
 def backoff(attempt: int, initial: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [0.5, 1] x min(cap, initial * 2^(attempt-1))."""
     return min(cap, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
@@ -180,6 +190,7 @@ class Router:
         self.budget = budget
         self.health = health
         self.metrics = metrics
+        self.streams = 0  # streamed calls in flight on this copy (sets the chunk interval)
 
     # ---- entry point --------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest) -> CompletionResult:
@@ -189,7 +200,13 @@ class Router:
         self.metrics.inflight.inc()
         try:
             chain = self._gate(req, self.config.resolve(req.route, req.persona))
-            result = await self._run_chain(req, chain, t0, deadline, track)
+            if req.stream:
+                self.streams += 1
+            try:
+                result = await self._run_chain(req, chain, t0, deadline, track)
+            finally:
+                if req.stream:
+                    self.streams -= 1
         except PlatformError as err:
             latency = (time.perf_counter() - t0) * 1000
             self.metrics.requests.labels(track.provider, track.model, "error").inc()
@@ -229,12 +246,15 @@ class Router:
     async def _run_chain(
         self, req: CompletionRequest, chain: list[RouteEntry], t0: float, deadline: float, track: Track
     ) -> CompletionResult:
+        s = self.settings
         emitter = (
             ChunkEmitter(
                 self.bus.nc,
                 req.relay_subject or self.bus.catalog.llm_stream(req.request_id),
                 req.request_id,
-                self.settings.router_chunk_interval_ms / 1000,
+                chunk_interval_s(
+                    self.streams, s.router_chunk_interval_ms, s.router_chunk_interval_max_ms, s.router_busy_streams
+                ),
                 relay_template=(req.relay_template or {}) if req.relay_subject else None,
             )
             if req.stream

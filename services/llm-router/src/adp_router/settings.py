@@ -55,6 +55,12 @@ class RouterSettings(ServiceSettings):
     router_chunk_interval_ms: float = Field(
         default=20.0, ge=0, description="tokens arriving within this interval go to the caller in one chunk (0 = each)"
     )
+    router_chunk_interval_max_ms: float = Field(
+        default=100.0, ge=0, description="under load the chunk interval grows up to this (see router_busy_streams)"
+    )
+    router_busy_streams: int = Field(
+        default=50, ge=1, description="streams in flight on one copy beyond which the chunk interval grows"
+    )
     router_keepalive_s: float = Field(
         default=2.0, gt=0, description="while a call runs, a keepalive goes to the caller this often"
     )
