@@ -59,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-scaling", action="store_true", help="skip the scaling check")
     ap.add_argument("--openai-levels", default="1,50,200", help="phase B concurrency levels ('' to skip)")
     ap.add_argument("--openai-min-requests", type=int, default=10, help="at least this many calls per level and path")
+    ap.add_argument(
+        "--ramp-s", type=float, default=2.0,
+        help="phase A: discussion (and direct stream) starts spread over this many seconds (0: all at once)",
+    )  # fmt: skip
     ap.add_argument("--rest-rps", type=float, default=20.0, help="GET probes per second during phase A")
     ap.add_argument("--no-proceed", action="store_true", help="do not POST proceed after round 1")
     ap.add_argument("--stream-timeout", type=float, default=240.0, help="seconds a discussion may take for round 1")
@@ -100,7 +104,9 @@ async def phase_a(
         if direct is None:
             direct = Tally()
             print(f"  direct: {n} concurrent streams × {TURNS_PER_ROUND} calls …", flush=True)
-            await run_streams(http, provider.url + "/v1/chat/completions", {}, "fake-model", n, TURNS_PER_ROUND, direct)
+            await run_streams(
+                http, provider.url + "/v1/chat/completions", {}, "fake-model", n, TURNS_PER_ROUND, direct, args.ramp_s
+            )
         print(f"  gateway: {n} discussions, round 1 …", flush=True)
         run = DiscussionRun(
             http=http,
@@ -118,7 +124,7 @@ async def phase_a(
             targets = {p.name: p.popen.pid for p in platform.procs if p.service in hot}
             spy = PySpy(args.py_spy, Path(args.out) / "profiles", f"{platform.prefix}-{n}", targets, args.profile_s)
         sampler.start()
-        run_task = asyncio.create_task(run.run(n))
+        run_task = asyncio.create_task(run.run(n, args.ramp_s))
         if spy is not None:
             await asyncio.sleep(3)  # past the creation burst, into steady streaming
             spy.start()
@@ -137,6 +143,7 @@ async def phase_a(
         "replicas": copies,
         "wall_s": wall,
         "completed": t.completed,
+        "peak_live": run.peak_live,
         "errors": dict(t.errors),
         "direct_errors": dict(direct.errors),
         "turns": t.turns,
@@ -253,6 +260,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "tokens_per_s": args.tokens_per_s,
             "tokens": args.tokens,
             "jitter": args.jitter,
+            "ramp_s": args.ramp_s,
             "log_level": args.log_level,
             "replicas": base_replicas,
             "loadavg_start": os.getloadavg(),

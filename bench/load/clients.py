@@ -113,13 +113,16 @@ class DiscussionRun:
     proceed: bool
     tally: Tally = field(default_factory=Tally)
     live: dict[str, tuple[str, str]] = field(default_factory=dict)  # discussion id -> (gateway, key)
+    peak_live: int = 0  # most discussions created and not yet through round 1 at one time
 
-    async def one(self, i: int, start_gate: asyncio.Event) -> None:
+    async def one(self, i: int, start_gate: asyncio.Event, delay_s: float = 0.0) -> None:
         gw = self.gateways[i % len(self.gateways)]
         key = self.keys[i]
         h = {"Authorization": f"Bearer {key}"}
         t = self.tally
         await start_gate.wait()
+        if delay_s:
+            await asyncio.sleep(delay_s)
         t0 = time.perf_counter()
         create = self.http.post(f"{gw}/api/discussions", json={"topic": TOPIC}, headers=h)
         r = await timed(t, "POST /api/discussions", create, ok=(201,))
@@ -127,6 +130,7 @@ class DiscussionRun:
             return
         did = str(r["id"])
         self.live[did] = (gw, key)
+        self.peak_live = max(self.peak_live, len(self.live))
         try:
             done = await asyncio.wait_for(self._stream(gw, h, did), self.stream_timeout_s)
         except TimeoutError:
@@ -229,10 +233,11 @@ class DiscussionRun:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def run(self, n: int) -> float:
+    async def run(self, n: int, ramp_s: float = 0.0) -> float:
+        """n discussions; discussion i starts i/n of `ramp_s` after the first (0: all at once)."""
         gate = asyncio.Event()
         stop = asyncio.Event()
-        clients = [asyncio.create_task(self.one(i, gate)) for i in range(n)]
+        clients = [asyncio.create_task(self.one(i, gate, ramp_s * i / n)) for i in range(n)]
         probe = asyncio.create_task(self.prober(stop))
         t0 = time.perf_counter()
         gate.set()
@@ -287,11 +292,13 @@ async def run_streams(
     concurrency: int,
     per_worker: int,
     tally: Tally,
+    ramp_s: float = 0.0,
 ) -> float:
-    async def worker() -> None:
+    async def worker(i: int) -> None:
+        await asyncio.sleep(ramp_s * i / concurrency)
         for _ in range(per_worker):
             await stream_completion(http, url, headers, model, tally)
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return time.perf_counter() - t0

@@ -17,10 +17,11 @@ def _copies(replicas: dict[str, int]) -> str:
 
 def phase_a_table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| discussions | copies | ok | errors | TTFC p50 / p99 (gateway) | TTFT p50 / p99 (direct) | added p50 / p99 "
+        "| discussions | copies | ok | peak live | errors | TTFC p50 / p99 (gateway) | TTFT p50 / p99 (direct) "
+        "| added p50 / p99 "
         "| ratio p50 / p99 | chunk latency p50 / p99 (gateway) | (direct) | REST p95 | chunks/s | turns/s "
         "| round 1 p50 / p99 (s) | client CPU |\n"
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for r in rows:
@@ -28,7 +29,8 @@ def phase_a_table(rows: list[dict[str, Any]]) -> str:
         gl, dl = r["chunk_lat"], r["direct_chunk_lat"]
         rp = r["round_ms"]
         lines.append(
-            f"| {r['n']} | {_copies(r['replicas'])} | {r['completed']}/{r['n']} | {sum(r['errors'].values())} "
+            f"| {r['n']} | {_copies(r['replicas'])} | {r['completed']}/{r['n']} | {r.get('peak_live', '')} "
+            f"| {sum(r['errors'].values())} "
             f"| {fmt(g['p50'])} / {fmt(g['p99'])} | {fmt(d['p50'])} / {fmt(d['p99'])} "
             f"| {fmt(r['added_ttfc_p50_ms'])} / {fmt(r['added_ttfc_p99_ms'])} "
             f"| {fmt(r['ttfc_ratio_p50'], 2)} / {fmt(r['ttfc_ratio_p99'], 2)} "
@@ -151,7 +153,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"# Load benchmark {result['started']}\n",
         f"Machine: {cfg['cpus']} CPUs, {cfg['mem_gb']:.0f} GiB. Fake provider: TTFT {cfg['ttft_ms']:g} ms "
         f"(jitter ±{cfg['jitter'] * 100:g} %), {cfg['tokens_per_s']:g} tokens/s, {cfg['tokens']} tokens per answer. "
-        f"Round 1 = 3 persona turns. Log level {cfg['log_level']}. Load average (1 min) at start / end: "
+        f"Round 1 = 3 persona turns. Starts spread over {cfg.get('ramp_s', 0):g} s. "
+        f"Log level {cfg['log_level']}. Load average (1 min) at start / end: "
         f"{cfg['loadavg_start'][0]:.1f} / {cfg.get('loadavg_end', [0])[0]:.1f} (the machine is shared). "
         f"Command: `{cfg['command']}`\n",
         "All times in ms unless marked. TTFC = `message-start` → first `message-chunk` at the client (turns 2 "
