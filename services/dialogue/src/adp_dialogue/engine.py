@@ -162,11 +162,11 @@ class Engine:
             raise Reject(f"not a DialogueJob: {type(job).__name__}")
         did = job.discussion_id
         async with self.pool.acquire() as conn:
-            done = await store.processed_step(conn, did, job.step_key)
-            if done is not None:
-                await self._republish(conn, did, job.step_key, store.loads(done["next_job"]))
+            row = await store.load_step(conn, did, job.step_key)
+            if row is not None and row["step_done"]:
+                await self._republish(conn, did, job.step_key, store.loads(row["step_next_job"]))
                 return
-            loaded = await self._load(conn, did)
+        loaded = self._loaded(row) if row is not None else None
         if loaded is None or not self._is_current(loaded.d, job):
             log.info("dropping stale step %s of %s", job.step_key, did)
             return
@@ -207,24 +207,20 @@ class Engine:
         if next_job:
             await self.publish_job(DialogueJob.model_validate(next_job))
 
-    async def _load(self, conn: store.Conn, did: str, d: asyncpg.Record | None = None) -> Loaded | None:
-        """The discussion and its prompt context: two queries (`d` given: one)."""
-        if d is None:
-            d = await store.get_discussion(conn, did)
-            if d is None:
-                return None
-        ctx = await store.step_context(conn, did)
-        latest = store.loads(ctx["summary"])
+    @staticmethod
+    def _loaded(row: asyncpg.Record) -> Loaded:
+        """A step's view of its discussion from `store.load_step`."""
+        latest = store.loads(row["ctx_summary"])
         return Loaded(
-            d=d,
-            personas=[PersonaSpec(**p) for p in store.loads(d["personas"])],
+            d=row,
+            personas=[PersonaSpec(**p) for p in store.loads(row["personas"])],
             messages=[
                 prompts.Msg(persona=m["persona"], content=m["content"], round=m["round"], turn=m["turn"])
-                for m in store.loads(ctx["messages"])
+                for m in store.loads(row["ctx_messages"])
             ],
             summary=prompts.SummaryRef(latest["round"], latest["content"]) if latest else None,
-            files=[prompts.FileText(f["name"], f["text"]) for f in store.loads(ctx["files"])],
-            question_rounds=set(ctx["question_rounds"]),
+            files=[prompts.FileText(f["name"], f["text"]) for f in store.loads(row["ctx_files"])],
+            question_rounds=set(row["ctx_question_rounds"]),
         )
 
     async def _commit(self, job: DialogueJob, build: Callable[[store.Conn, Loaded], Awaitable[Commit]]) -> None:
@@ -233,18 +229,15 @@ class Engine:
         next_job: DialogueJob | None = None
         async with self.pool.acquire() as conn:
             async with conn.transaction():
-                d = await store.get_discussion(conn, did, for_update=True)
-                done = await store.processed_step(conn, did, job.step_key)
-                if done is not None:  # another copy committed it meanwhile
-                    nj = store.loads(done["next_job"])
+                d = await store.load_step(conn, did, job.step_key, for_update=True)
+                if d is not None and d["step_done"]:  # another copy committed it meanwhile
+                    nj = store.loads(d["step_next_job"])
                     published = await store.events_for_step(conn, did, job.step_key)
                     next_job = DialogueJob.model_validate(nj) if nj else None
                 elif d is None or not self._is_current(d, job):
                     return
                 else:
-                    loaded = await self._load(conn, did, d)
-                    assert loaded is not None
-                    c = await build(conn, loaded)
+                    c = await build(conn, self._loaded(d))
                     next_job = c.next_job
                     updates = dict(c.updates)
                     updates["current_job"] = next_job.model_dump() if next_job else None

@@ -239,24 +239,34 @@ async def answer_question_set(conn: Conn, set_id: str, answers: dict[str, list[s
     )
 
 
-async def step_context(conn: Conn, discussion_id: str) -> asyncpg.Record:
-    """In one round trip, what a step's prompt needs besides the discussion row: every message (persona,
-    content, round, turn in order), the latest summary, the files' text and the rounds that had questions.
-    JSON columns: `messages`, `summary` (or NULL), `files`; `question_rounds` is an int array."""
+async def load_step(
+    conn: Conn, discussion_id: str, step_key: str, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    """In one round trip, everything a step needs: the discussion row (locked with `for_update`), whether
+    `step_key` was already processed (`step_done`, `step_next_job`), and the prompt context — every
+    message in order (`ctx_messages`, JSON), the latest summary (`ctx_summary`, JSON or NULL), the files'
+    text (`ctx_files`, JSON) and the rounds that had questions (`ctx_question_rounds`, int array)."""
     return await conn.fetchrow(
-        """SELECT
+        """SELECT d.*,
+             p.discussion_id IS NOT NULL AS step_done,
+             p.next_job AS step_next_job,
              (SELECT coalesce(json_agg(json_build_object('persona', persona, 'content', content,
                                                          'round', round, 'turn', turn) ORDER BY round, position),
                               '[]'::json)
-                FROM messages WHERE discussion_id = $1) AS messages,
+                FROM messages WHERE discussion_id = d.id) AS ctx_messages,
              (SELECT json_build_object('round', round, 'content', content)
-                FROM summaries WHERE discussion_id = $1 ORDER BY round DESC LIMIT 1) AS summary,
+                FROM summaries WHERE discussion_id = d.id ORDER BY round DESC LIMIT 1) AS ctx_summary,
              (SELECT coalesce(json_agg(json_build_object('name', name, 'text', text) ORDER BY created_at, id),
                               '[]'::json)
-                FROM files WHERE discussion_id = $1) AS files,
+                FROM files WHERE discussion_id = d.id) AS ctx_files,
              (SELECT coalesce(array_agg(round), '{}')
-                FROM question_sets WHERE discussion_id = $1) AS question_rounds""",
+                FROM question_sets WHERE discussion_id = d.id) AS ctx_question_rounds
+           FROM discussions d
+           LEFT JOIN processed_steps p ON p.discussion_id = d.id AND p.step_key = $2
+           WHERE d.id = $1"""
+        + (" FOR UPDATE OF d" if for_update else ""),
         discussion_id,
+        step_key,
     )
 
 
@@ -267,26 +277,27 @@ async def files(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
 async def add_events(
     conn: Conn, discussion_id: str, step_key: str | None, events: list[tuple[str, dict[str, Any]]]
 ) -> list[DiscussionEvent]:
-    """Allocate consecutive seqs (in the caller's transaction) and store the events: two queries however
-    many events. Marks the discussion as active (updated_at) too."""
+    """Allocate consecutive seqs (in the caller's transaction) and store the events, in one statement
+    however many events. Marks the discussion as active (updated_at) too."""
     if not events:
         return []
-    first = await conn.fetchval(
-        "UPDATE discussions SET next_seq = next_seq + $2, updated_at = now() WHERE id = $1 RETURNING next_seq - $2",
+    rows = await conn.fetch(
+        """WITH alloc AS (
+             UPDATE discussions SET next_seq = next_seq + $2, updated_at = now() WHERE id = $1
+             RETURNING next_seq - $2 AS first)
+           INSERT INTO events (discussion_id, seq, event, data, step_key)
+           SELECT $1, alloc.first + e.i - 1, e.event, e.data::jsonb, $5
+             FROM alloc, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(event, data, i)
+           RETURNING seq, created_at""",
         discussion_id,
         len(events),
-    )
-    created = await conn.fetchval(
-        """INSERT INTO events (discussion_id, seq, event, data, step_key)
-           SELECT $1, $2 + i - 1, e.event, e.data::jsonb, $5
-             FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(event, data, i)
-           RETURNING created_at""",
-        discussion_id,
-        first,
         [name for name, _ in events],
         [_j(data) for _, data in events],
         step_key,
     )
+    if len(rows) != len(events):
+        raise LookupError(f"discussion {discussion_id} not found")
+    first, created = min(r["seq"] for r in rows), rows[0]["created_at"]
     return [
         DiscussionEvent(discussionId=discussion_id, seq=first + i, event=name, data=data, time=created)
         for i, (name, data) in enumerate(events)
