@@ -37,8 +37,16 @@ def shutdown_tracing() -> None:
         _provider.force_flush(timeout_millis=2000)
 
 
+_tracers: dict[str, trace.Tracer] = {}
+
+
 def tracer(name: str = "adp") -> trace.Tracer:
-    return trace.get_tracer(name)
+    """A tracer per name, made once (get_tracer builds a new object on every call; this is per message).
+    The API's proxy tracer follows a provider installed later, so caching before setup_tracing is fine."""
+    t = _tracers.get(name)
+    if t is None:
+        t = _tracers[name] = trace.get_tracer(name)
+    return t
 
 
 def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:

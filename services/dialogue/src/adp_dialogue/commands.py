@@ -178,7 +178,7 @@ class Commands:
                         f"hasActiveDiscussion: you already have {active} unresolved discussion(s); "
                         f"the limit is {self.s.max_active_discussions}. Finish or stop one first.",
                     )
-                await store.create_discussion(
+                row = await store.create_discussion(
                     conn,
                     id=did,
                     user_id=cmd.user_id,
@@ -217,9 +217,8 @@ class Commands:
                     ],
                 )
         await self._after_commit(events, job)
-        view = await self._view(did)
-        view.hasActiveDiscussion = True
-        return view
+        # The discussion as created (no messages, rounds, summaries or questions yet): no re-read needed.
+        return views.base_view(row, has_active=True)
 
     async def proceed(self, cmd: DialogueCommand, did: str) -> DiscussionView:
         async with self.pool.acquire() as conn:

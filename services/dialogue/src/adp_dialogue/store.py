@@ -48,11 +48,12 @@ async def create_discussion(
     status: str,
     current_round: int,
     current_job: dict[str, Any] | None,
-) -> None:
-    await conn.execute(
+) -> asyncpg.Record:
+    return await conn.fetchrow(
         """INSERT INTO discussions (id, user_id, topic, status, personas, current_round, max_rounds, auto_mode,
                                     token_limit, current_job)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb)""",
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb)
+           RETURNING *""",
         id,
         user_id,
         topic,
