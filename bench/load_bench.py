@@ -39,7 +39,7 @@ from load.launch import (
     parse_replicas,
 )
 from load.profile import PySpy
-from load.stats import diff, flatten, ratio, summary
+from load.stats import diff, flatten, gateway_rest_latencies, ratio, summary
 
 from adp_common.service import run_loop
 
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--openai-min-requests", type=int, default=10, help="at least this many calls per level and path")
     ap.add_argument(
         "--ramp-s", type=float, default=2.0,
-        help="phase A: discussion (and direct stream) starts spread over this many seconds (0: all at once)",
+        help="discussion and stream starts (phases A and B, both paths) spread over this many seconds (0: at once)",
     )  # fmt: skip
     ap.add_argument("--rest-rps", type=float, default=20.0, help="GET probes per second during phase A")
     ap.add_argument("--no-proceed", action="store_true", help="do not POST proceed after round 1")
@@ -124,17 +124,22 @@ async def phase_a(
             targets = {p.name: p.popen.pid for p in platform.procs if p.service in hot}
             spy = PySpy(args.py_spy, Path(args.out) / "profiles", f"{platform.prefix}-{n}", targets, args.profile_s)
         sampler.start()
+        phase_start = time.time()
         run_task = asyncio.create_task(run.run(n, args.ramp_s))
         if spy is not None:
             await asyncio.sleep(3)  # past the creation burst, into steady streaming
             spy.start()
         wall = await run_task
         resources = await sampler.stop()
+        phase_end = time.time() + 1
+        await asyncio.sleep(1.5)  # let the gateways write their last access-log lines
         profiles = await spy.stop() if spy is not None else {}
     t = run.tally
     g, d = summary(t.ttfc), summary(direct.ttfc)
     span = (t.last_chunk_t - t.first_chunk_t) if t.first_chunk_t and t.last_chunk_t else None
     rest_all = flatten(t.rest.values())
+    gw_logs = sorted((platform.log_dir / platform.prefix).glob("gateway-*.log"))
+    rest_gw = gateway_rest_latencies(gw_logs, phase_start, phase_end)
     copies = platform.replicas
     label = f"{n} disc." + ("" if all(v == 1 for v in copies.values()) else f" ({report._copies(copies)})")
     row = {
@@ -165,6 +170,8 @@ async def phase_a(
         "direct_call_ms": summary(direct.total),
         "rest": {k: summary(v) for k, v in t.rest.items()},
         "rest_p95_ms": summary(rest_all)["p95"],
+        "rest_gateway": {k: summary(v) for k, v in rest_gw.items()},
+        "rest_p95_gateway_ms": summary(flatten(rest_gw.values()))["p95"],
         "resources": resources,
         "profiles": profiles,
         "_direct": direct,
@@ -190,7 +197,7 @@ async def phase_b(args: argparse.Namespace, platform: Platform, provider: FakePr
                 ("gateway", gw + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
             ):
                 t = Tally()
-                await run_streams(http, url, headers, "fake-model", c, per, t)
+                await run_streams(http, url, headers, "fake-model", c, per, t, args.ramp_s)
                 res[path] = {"ttft": summary(t.ttfc), "total": summary(t.total), "errors": dict(t.errors)}
         d, g = res["direct"], res["gateway"]
         res["overhead"] = {

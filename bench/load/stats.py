@@ -65,3 +65,28 @@ def fmt(v: float | None, digits: int = 1) -> str:
 
 def flatten(xs: Iterable[list[float]]) -> list[float]:
     return [x for chunk in xs for x in chunk]
+
+
+def gateway_rest_latencies(log_files: Iterable[Any], since: float, until: float) -> dict[str, list[float]]:
+    """Server-side REST latencies from the gateways' JSON access logs (`latency_ms`, as the gateway measured
+    it, without the client's own delays), per `METHOD route`, for requests that ended in [since, until]
+    (epoch seconds). SSE streams, health and admin calls are left out."""
+    import json
+    from datetime import datetime
+
+    out: dict[str, list[float]] = {}
+    for path in log_files:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if '"latency_ms"' not in line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                    when = datetime.fromisoformat(rec["time"]).timestamp()
+                except (ValueError, KeyError, TypeError):
+                    continue
+                route = str(rec.get("route") or rec.get("path") or "")
+                if not since <= when <= until or not route.startswith("/api/discussions") or route.endswith("/events"):
+                    continue
+                out.setdefault(f"{rec.get('method')} {route}", []).append(float(rec["latency_ms"]))
+    return out
