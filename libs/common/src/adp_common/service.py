@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import psutil
+from prometheus_client import Histogram
 
 from adp_common import db
 from adp_common.bus import Bus
@@ -67,6 +68,7 @@ class ServiceRuntime:
         self._extra_pools: list[asyncpg.Pool] = []
         self.admin: AdminServer | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._lag_watch: asyncio.Task[None] | None = None
 
     @property
     def database_name(self) -> str:
@@ -117,6 +119,7 @@ class ServiceRuntime:
             await self.admin.start()
             self.checks.info["admin_port"] = self.admin.port
         self._heartbeat = asyncio.create_task(self._heartbeats())
+        self._lag_watch = asyncio.create_task(self._watch_loop_lag())
 
     async def _heartbeats(self) -> None:
         assert self.bus is not None
@@ -146,8 +149,29 @@ class ServiceRuntime:
         self._extra_pools.append(pool)
         return pool
 
+    async def _watch_loop_lag(self, interval_s: float = 0.05) -> None:
+        """How late a short sleep wakes up: the wait every request and stream of this process pays on top
+        of its own work (CPU saturation, a blocking call, a GC pause). Exported as a histogram; stalls of
+        `loop_stall_warn_ms` or more are logged."""
+        lag_hist = Histogram(
+            "adp_event_loop_lag_seconds",
+            "Delay of the event loop in running a due callback",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.metrics.registry,
+        )
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(interval_s)
+            lag = max(0.0, loop.time() - t0 - interval_s)
+            lag_hist.observe(lag)
+            if lag * 1000 >= self.settings.loop_stall_warn_ms:
+                log.warning("event loop stalled for %.0f ms", lag * 1000, extra={"loop_lag_ms": round(lag * 1000)})
+
     async def stop(self) -> None:
         self.checks.ready = False
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         if self.bus is not None:

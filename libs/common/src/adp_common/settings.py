@@ -37,6 +37,7 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_s: float = Field(default=20.0, gt=0)
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams created")
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    loop_stall_warn_ms: float = Field(default=250.0, gt=0, description="Log event-loop stalls at least this long")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="uvloop (faster; falls back to asyncio where unavailable) or asyncio"
     )
