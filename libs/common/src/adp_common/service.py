@@ -195,8 +195,11 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def run_service(rt: ServiceRuntime, app: ServiceApp, stop_event: asyncio.Event | None = None) -> None:
-    """Start the runtime and the app, mark ready, wait for SIGTERM/SIGINT (or `stop_event`), drain, stop."""
+async def run_service(
+    rt: ServiceRuntime, app: ServiceApp, stop_event: asyncio.Event | None = None, *, freeze_heap: bool = False
+) -> None:
+    """Start the runtime and the app, mark ready, wait for SIGTERM/SIGINT (or `stop_event`), drain, stop.
+    `freeze_heap`: see freeze_startup_heap (process entry points only, not services run inside tests)."""
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
     if stop_event is None:
@@ -206,7 +209,8 @@ async def run_service(rt: ServiceRuntime, app: ServiceApp, stop_event: asyncio.E
     try:
         await rt.start()
         await app.start(rt)
-        freeze_startup_heap()
+        if freeze_heap:
+            freeze_startup_heap()
         rt.checks.ready = True
         port = rt.admin.port if rt.admin is not None else rt.settings.http_port
         log.info("%s ready", rt.service, extra={"admin_url": f"http://{rt.settings.http_host}:{port}"})
@@ -246,6 +250,6 @@ def main_for(service: str, settings: ServiceSettings, app: ServiceApp, **runtime
     )
     setup_tracing(service, rt.instance)
     try:
-        run_loop(run_service(rt, app), settings.event_loop)
+        run_loop(run_service(rt, app, freeze_heap=True), settings.event_loop)
     except KeyboardInterrupt:
         pass

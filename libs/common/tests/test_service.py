@@ -1,0 +1,44 @@
+"""The service runtime's own instruments (in-process, real NATS)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from adp_common.service import ServiceRuntime
+from adp_common.settings import ServiceSettings
+from adp_testing.inproc import running_service
+
+
+class NoApp:
+    async def start(self, rt: ServiceRuntime) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+def lag_samples(rt: ServiceRuntime) -> tuple[float, float]:
+    reg = rt.metrics.registry
+    count = reg.get_sample_value("adp_event_loop_lag_seconds_count") or 0.0
+    slow = count - (reg.get_sample_value("adp_event_loop_lag_seconds_bucket", {"le": "0.05"}) or 0.0)
+    return count, slow
+
+
+async def test_event_loop_stall_is_measured_and_logged(
+    nats_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = ServiceSettings(nats_url=nats_url, subject_prefix=prefix, loop_stall_warn_ms=50)
+    async with running_service("lagtest", settings, NoApp(), use_database=False) as rt:
+        await asyncio.sleep(0.2)
+        count, slow = lag_samples(rt)
+        assert count > 0 and slow == 0  # an idle loop is on time
+        with caplog.at_level(logging.WARNING, logger="adp.service"):
+            time.sleep(0.3)  # a blocking call on the event loop
+            await asyncio.sleep(0.2)
+        count2, slow2 = lag_samples(rt)
+        assert count2 > count and slow2 >= 1
+        assert any("event loop stalled" in r.getMessage() for r in caplog.records)
