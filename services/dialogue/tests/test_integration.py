@@ -78,6 +78,14 @@ async def test_full_discussion_with_answers_input_summary_and_resolution(
     assert chunks and all(c.seq == 0 for c in chunks)
     turn1 = "".join(c.data["chunk"] for c in chunks if c.data["turn"] == 1)
     assert turn1.strip() == ai[0]["content"]
+    # Live order: each turn's message-start reaches listeners before any of its chunks (the LLM request
+    # is sent right after message-start, without waiting for its JetStream ack).
+    started: set[int] = set()
+    for e in log.of(did):
+        if e.event == "message-start":
+            started.add(e.data["turn"])
+        elif e.event == "message-chunk":
+            assert e.data["turn"] in started, f"chunk of turn {e.data['turn']} before its message-start"
 
     # (no longer running, so exports and queries still work without the service? no: restart for queries)
 

@@ -9,6 +9,7 @@ was not is re-run from scratch (the partial message is discarded; clients get `m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -362,13 +363,38 @@ class Engine:
                 if restart:
                     data["restart"] = True
                 started = await store.add_events(conn, did, start_key, [("message-start", data)])
-        await self.publish_events(started)
-
+        (ev,) = started
+        # message-start and the LLM request leave on the same NATS connection in that order, so every live
+        # listener has message-start before the router can even see the request; its JetStream ack is
+        # awaited alongside the call rather than before it (one round trip off the time to first chunk).
+        # The publish task runs to its first suspension — which is after its message is queued on the
+        # connection — before the call is started.
+        ack = asyncio.ensure_future(
+            self.bus.publish_event(self.bus.catalog.discussion_events(did), ev, msg_id=f"{did}:{ev.seq}")
+        )
+        await asyncio.sleep(0)
         base = prompts.turn_messages(lo.context(), job.position - 1, job.round)
         chunk_data = {"persona": persona.name, "turn": turn, "round": job.round}
-        text, provider, model, tin, tout = await self._complete_full(
-            job, d, num_delivered, base, route=persona.route, persona=persona.name, task="turn", chunk_data=chunk_data
+        call = asyncio.ensure_future(
+            self._complete_full(
+                job,
+                d,
+                num_delivered,
+                base,
+                route=persona.route,
+                persona=persona.name,
+                task="turn",
+                chunk_data=chunk_data,
+            )
         )
+        try:
+            await ack
+        except BaseException:
+            call.cancel()
+            with contextlib.suppress(BaseException):
+                await call
+            raise
+        text, provider, model, tin, tout = await call
 
         async def build(conn: store.Conn, now: Loaded) -> Commit:
             row = await store.insert_message(
