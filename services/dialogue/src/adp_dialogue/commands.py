@@ -77,6 +77,8 @@ class Commands:
                 return DiscussionList(discussions=[views.base_view(r) for r in rows])
             did = parse_id(q.discussion_id)
             d = await self._owned(conn, did, q.user_id)
+            if q.kind == "head":
+                return views.base_view(d)
             view = await views.full_view(conn, d)
         if q.kind == "get":
             return view

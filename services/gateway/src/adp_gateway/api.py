@@ -329,7 +329,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
             last_seq = parse_last_event_id(last_event_id if last_event_id is not None else lastEventId)
         except ValueError:
             raise PlatformError(ErrorCode.VALIDATION_ERROR, "Last-Event-ID must be a non-negative integer") from None
-        q = DialogueQuery(kind="get", user_id=p.user_id, discussion_id=did(discussion_id))
+        q = DialogueQuery(kind="head", user_id=p.user_id, discussion_id=did(discussion_id))
         await ctx.query(q, DiscussionView)  # 404 unless the caller owns it
         if ctx.active_streams >= s.max_streams:
             raise PlatformError(ErrorCode.SERVICE_UNAVAILABLE, "too many open streams on this gateway copy")

@@ -74,7 +74,9 @@ class DialogueCommand(BaseModel):
 class DialogueQuery(BaseModel):
     """Request on `<prefix>.dialogue.query`."""
 
-    kind: Literal["list", "get", "export", "active_count"]
+    kind: Literal["list", "get", "head", "export", "active_count"] = Field(
+        description="head: the discussion without messages, rounds, summaries or questions (cheap ownership check)"
+    )
     user_id: str | None = None
     discussion_id: str | None = None
     format: Literal["json", "markdown"] = "json"
