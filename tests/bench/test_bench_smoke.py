@@ -1,0 +1,55 @@
+"""The benchmark scripts still run end to end (tiny sizes; the figures themselves are not checked here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(args: list[str], tmp: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=tmp, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_router_bench_runs_and_writes_figures(tmp_path: Path, nats_url: str) -> None:
+    res = run(
+        [str(ROOT / "bench/router_bench.py"), "--levels", "1,2", "--repeat", "1", "--requests-per-stream", "2",
+         "--min-requests", "2", "--nats", nats_url],
+        tmp_path,
+        180,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    (out,) = (tmp_path / "bench-results").glob("router-bench-*.json")
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["concurrency"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["direct"]["n"] == r["router"]["n"] > 0
+        assert r["router"]["ttft_p50_ms"] > 0 and "ratio" in r["overhead"]["ttft_p50_ms"]
+
+
+def test_load_bench_runs_and_writes_table_and_plot(tmp_path: Path, nats_url: str, pg_dsn: str, redis_url: str) -> None:
+    res = run(
+        [str(ROOT / "bench/load_bench.py"), "--discussions", "3", "--tokens", "6", "--tokens-per-s", "60",
+         "--ttft-ms", "20", "--ramp-s", "0.2", "--no-scaling", "--openai-levels", "1", "--openai-min-requests", "2",
+         "--rest-rps", "5", "--out", str(tmp_path / "out"), "--nats", nats_url, "--pg", pg_dsn, "--redis", redis_url],
+        tmp_path,
+        240,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    (md,) = (tmp_path / "out").glob("load-*.md")
+    (js,) = (tmp_path / "out").glob("load-*.json")
+    result = json.loads(js.read_text())
+    (row,) = result["phase_a"]
+    assert row["completed"] == 3 and not row["errors"]
+    assert result["phase_b"][0]["gateway"]["errors"] == {}
+    assert "## Discussions through the gateway" in md.read_text()
+    assert list((tmp_path / "out").glob("load-*.png"))
