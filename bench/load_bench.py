@@ -159,6 +159,8 @@ async def phase_a(
         "turns_per_s": t.turns / wall if wall else None,
         "ttfc": g,
         "ttfc_turn1": summary(t.ttfc_turn1),
+        "ttfc_request": summary(t.ttfc_request),
+        "ttfc_delivery": summary(t.ttfc_delivery),
         "direct_ttft": d,
         "added_ttfc_p50_ms": diff(g["p50"], d["p50"]),
         "added_ttfc_p99_ms": diff(g["p99"], d["p99"]),

@@ -30,6 +30,10 @@ class Tally:
     ttfc: list[float] = field(default_factory=list)  # message-start -> first chunk (or request -> first token)
     chunk_lat: list[float] = field(default_factory=list)  # client receive time - provider emission time
     ttfc_turn1: list[float] = field(default_factory=list)  # first turn of a discussion (may be a replay)
+    # TTFC split at the provider's stamp of the first token: message-start at the client -> token emitted
+    # (dialogue, router and provider), and emitted -> at the client (router, NATS, gateway, client)
+    ttfc_request: list[float] = field(default_factory=list)
+    ttfc_delivery: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)  # whole call / round
     rest: dict[str, list[float]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
@@ -156,6 +160,7 @@ class DiscussionRun:
         turn_chunks = turn_no = 0
         turn_first_stamp: int | None = None
         turn_last_stamp: int | None = None
+        delivery_ms = 0.0
         async with self.http.get(f"{gw}/api/discussions/{did}/events", headers=h) as resp:
             if resp.status != 200:
                 t.errors[f"SSE: HTTP {resp.status}"] += 1
@@ -173,6 +178,7 @@ class DiscussionRun:
                             turn_last_stamp = got[-1]
                         if turn_chunks == 0 and n and turn_start is not None:
                             first_ms = (now - turn_start) * 1000
+                            delivery_ms = (wall * 1e6 - got[0]) / 1000
                         turn_chunks += n
                     elif event == "message-start":
                         turn_start, turn_chunks, first_ms = now, 0, None
@@ -196,6 +202,9 @@ class DiscussionRun:
                             # turn 1's message-start may be a replay (published before this stream subscribed),
                             # so its TTFC is kept apart; later turns start while the stream is surely live
                             (t.ttfc if turn_no > 1 else t.ttfc_turn1).append(first_ms)
+                            if turn_no > 1:
+                                t.ttfc_request.append(first_ms - delivery_ms)
+                                t.ttfc_delivery.append(delivery_ms)
                         turn_start, first_ms = None, None
                     elif event == "round-complete":
                         return True

@@ -42,6 +42,25 @@ def phase_a_table(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def ttfc_split_table(rows: list[dict[str, Any]]) -> str:
+    """Where TTFC goes, split at the provider's stamp on the first token."""
+    head = (
+        "TTFC split at the first token's provider stamp: *request* = `message-start` at the client → token "
+        "emitted (dialogue sends the call, router, provider TTFT; compare with direct TTFT), *delivery* = "
+        "emitted → at the client (router, NATS, gateway, client).\n\n"
+        "| discussions | copies | request p50 / p99 | direct TTFT p50 / p99 | delivery p50 / p99 |\n"
+        "|---:|---|---:|---:|---:|\n"
+    )
+    lines = []
+    for r in rows:
+        q, d, dl = r.get("ttfc_request") or {}, r["direct_ttft"], r.get("ttfc_delivery") or {}
+        lines.append(
+            f"| {r['n']} | {_copies(r['replicas'])} | {fmt(q.get('p50'))} / {fmt(q.get('p99'))} "
+            f"| {fmt(d['p50'])} / {fmt(d['p99'])} | {fmt(dl.get('p50'))} / {fmt(dl.get('p99'))} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
 def rest_table(rows: list[dict[str, Any]]) -> str:
     """Per call: as the client timed it, and as the gateway logged it (its own `latency_ms`)."""
     head = (
@@ -179,6 +198,7 @@ def markdown(result: dict[str, Any]) -> str:
         "same run.\n",
         "## Discussions through the gateway (phase A)\n",
         phase_a_table(a),
+        "\n" + ttfc_split_table(a),
         "\n### Targets\n",
         targets(a),
         "\n### REST calls under load\n",
