@@ -13,11 +13,10 @@ from adp_common.schemas.llm import CompletionRequest
 from adp_router.config import ResolvedProvider
 from adp_router.providers.base import (
     CallState,
+    Endpoint,
     ProviderError,
     json_object,
     malformed,
-    post_checked,
-    sse_events,
 )
 from adp_router.sse import SSEEvent
 
@@ -51,14 +50,13 @@ class AnthropicProvider:
         default_max_tokens: int = 1024,
     ) -> None:
         self.resolved = resolved
-        self.client = client
-        self.connect_timeout = connect_timeout
         self.default_max_tokens = default_max_tokens
         cfg = resolved.config
-        self.url = cfg.base_url.rstrip("/") + "/v1/messages"
-        self.headers = {"content-type": "application/json", "anthropic-version": API_VERSION, **cfg.headers}
+        url = cfg.base_url.rstrip("/") + "/v1/messages"
+        headers = {"content-type": "application/json", "anthropic-version": API_VERSION, **cfg.headers}
         if resolved.api_key:
-            self.headers["x-api-key"] = resolved.api_key
+            headers["x-api-key"] = resolved.api_key
+        self.endpoint = Endpoint(client, resolved.name, url, headers, connect_timeout)
 
     @property
     def name(self) -> str:
@@ -81,9 +79,7 @@ class AnthropicProvider:
     async def stream(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> AsyncIterator[str]:
         name = self.name
         body = self._body(req, model, True)
-        events = sse_events(
-            self.client, name, self.url, body, self.headers, timeout, self.connect_timeout, is_last=_is_stop
-        )
+        events = self.endpoint.events(body, timeout, is_last=_is_stop)
         stopped = False
         async with contextlib.aclosing(events):
             async for ev in events:
@@ -132,9 +128,7 @@ class AnthropicProvider:
 
     async def complete(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> str:
         name = self.name
-        data = await post_checked(
-            self.client, name, self.url, self._body(req, model, False), self.headers, timeout, self.connect_timeout
-        )
+        data = await self.endpoint.post(self._body(req, model, False), timeout)
         try:
             obj = json.loads(data)
             blocks = obj["content"]

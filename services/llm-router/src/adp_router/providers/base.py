@@ -124,27 +124,6 @@ def new_http_session(max_connections: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
 
-async def post_checked(
-    client: aiohttp.ClientSession,
-    provider: str,
-    url: str,
-    body: dict[str, Any],
-    headers: dict[str, str],
-    timeout: float,
-    connect_timeout: float,
-) -> bytes:
-    """POST a JSON body (non-streaming call) and return the response body; transport failures and
-    4xx/5xx become ProviderError."""
-    try:
-        async with client.post(url, json=body, headers=headers, timeout=http_timeout(timeout, connect_timeout)) as resp:
-            data = await resp.read()
-            if resp.status >= 400:
-                raise error_for_status(provider, resp.status, data, resp.headers)
-            return data
-    except (aiohttp.ClientError, TimeoutError) as err:
-        raise transport_error(provider, err) from None
-
-
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
     """The body as text lines without their terminators (LF or CRLF), whatever the network chunking."""
     rest = b""
@@ -158,45 +137,68 @@ async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
         yield rest.rstrip(b"\r").decode("utf-8", errors="replace")
 
 
-async def sse_events(
-    client: aiohttp.ClientSession,
-    provider: str,
-    url: str,
-    body: dict[str, Any],
-    headers: dict[str, str],
-    timeout: float,
-    connect_timeout: float,
-    *,
-    is_last: Callable[[SSEEvent], bool] = lambda ev: False,
-) -> AsyncIterator[SSEEvent]:
-    """POST a streaming call and yield its SSE events; transport failures and 4xx/5xx become ProviderError.
-    Use with `contextlib.aclosing` so the response closes as soon as the caller stops reading.
+class Endpoint:
+    """One provider URL on the shared HTTP session, with the provider's headers and connect timeout:
+    JSON POSTs whose transport failures and 4xx/5xx come back as ProviderError."""
 
-    When the caller stops right after the protocol's last event (`is_last`), the few bytes that end the
-    body are still read (briefly): a response closed before its end cannot go back to the connection pool,
-    and every call would then pay a new TCP connection."""
-    try:
-        async with client.post(url, json=body, headers=headers, timeout=http_timeout(timeout, connect_timeout)) as resp:
-            if resp.status >= 400:
-                raise error_for_status(provider, resp.status, await resp.read(), resp.headers)
-            parser = SSEParser()
-            lines = _lines(resp.content)
-            last = False
-            try:
-                async for line in lines:
-                    ev = parser.feed(line)
-                    if ev is not None:
-                        last = is_last(ev)
-                        yield ev
-            finally:
-                if last:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(BODY_END_WAIT_S):
-                            async for _ in lines:
-                                pass
-                await lines.aclose()  # type: ignore[attr-defined]
-    except (aiohttp.ClientError, TimeoutError) as err:
-        raise transport_error(provider, err) from None
+    __slots__ = ("client", "connect_timeout", "headers", "provider", "url")
+
+    def __init__(
+        self, client: aiohttp.ClientSession, provider: str, url: str, headers: dict[str, str], connect_timeout: float
+    ) -> None:
+        self.client = client
+        self.provider = provider
+        self.url = url
+        self.headers = headers
+        self.connect_timeout = connect_timeout
+
+    def _post(self, body: dict[str, Any], timeout: float) -> Any:
+        return self.client.post(
+            self.url, json=body, headers=self.headers, timeout=http_timeout(timeout, self.connect_timeout)
+        )
+
+    async def post(self, body: dict[str, Any], timeout: float) -> bytes:
+        """A non-streaming call: the response body."""
+        try:
+            async with self._post(body, timeout) as resp:
+                data = await resp.read()
+                if resp.status >= 400:
+                    raise error_for_status(self.provider, resp.status, data, resp.headers)
+                return data
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise transport_error(self.provider, err) from None
+
+    async def events(
+        self, body: dict[str, Any], timeout: float, *, is_last: Callable[[SSEEvent], bool] = lambda ev: False
+    ) -> AsyncIterator[SSEEvent]:
+        """A streaming call's SSE events. Use with `contextlib.aclosing` so the response closes as soon as
+        the caller stops reading.
+
+        When the caller stops right after the protocol's last event (`is_last`), the few bytes that end the
+        body are still read (briefly): a response closed before its end cannot go back to the connection
+        pool, and every call would then pay a new TCP connection."""
+        try:
+            async with self._post(body, timeout) as resp:
+                if resp.status >= 400:
+                    raise error_for_status(self.provider, resp.status, await resp.read(), resp.headers)
+                parser = SSEParser()
+                lines = _lines(resp.content)
+                last = False
+                try:
+                    async for line in lines:
+                        ev = parser.feed(line)
+                        if ev is not None:
+                            last = is_last(ev)
+                            yield ev
+                finally:
+                    if last:
+                        with contextlib.suppress(Exception):
+                            async with asyncio.timeout(BODY_END_WAIT_S):
+                                async for _ in lines:
+                                    pass
+                    await lines.aclose()  # type: ignore[attr-defined]
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise transport_error(self.provider, err) from None
 
 
 def json_object(provider: str, data: str) -> dict[str, Any]:

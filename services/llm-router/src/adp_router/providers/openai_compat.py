@@ -13,11 +13,10 @@ from adp_common.schemas.llm import CompletionRequest
 from adp_router.config import ResolvedProvider
 from adp_router.providers.base import (
     CallState,
+    Endpoint,
     ProviderError,
     json_object,
     malformed,
-    post_checked,
-    sse_events,
 )
 from adp_router.sse import SSEEvent
 
@@ -27,13 +26,12 @@ class OpenAIProvider:
         self, resolved: ResolvedProvider, client: aiohttp.ClientSession, *, connect_timeout: float = 10.0
     ) -> None:
         self.resolved = resolved
-        self.client = client
-        self.connect_timeout = connect_timeout
         cfg = resolved.config
-        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
-        self.headers = {"content-type": "application/json", **cfg.headers}
+        url = cfg.base_url.rstrip("/") + "/chat/completions"
+        headers = {"content-type": "application/json", **cfg.headers}
         if resolved.api_key:
-            self.headers["authorization"] = f"Bearer {resolved.api_key}"
+            headers["authorization"] = f"Bearer {resolved.api_key}"
+        self.endpoint = Endpoint(client, resolved.name, url, headers, connect_timeout)
 
     @property
     def name(self) -> str:
@@ -57,9 +55,7 @@ class OpenAIProvider:
         name = self.name
         done = finished = False
         body = self._body(req, model, True)
-        events = sse_events(
-            self.client, name, self.url, body, self.headers, timeout, self.connect_timeout, is_last=_is_done
-        )
+        events = self.endpoint.events(body, timeout, is_last=_is_done)
         async with contextlib.aclosing(events):
             async for ev in events:
                 if ev.data == "[DONE]":
@@ -94,9 +90,7 @@ class OpenAIProvider:
 
     async def complete(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> str:
         name = self.name
-        data = await post_checked(
-            self.client, name, self.url, self._body(req, model, False), self.headers, timeout, self.connect_timeout
-        )
+        data = await self.endpoint.post(self._body(req, model, False), timeout)
         try:
             obj = json.loads(data)
             choice = obj["choices"][0]
