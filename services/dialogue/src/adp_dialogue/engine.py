@@ -142,16 +142,15 @@ class Engine:
         self.after_commit_hook: Callable[[DialogueJob], Awaitable[None]] | None = None
 
     # ---- publishing -----------------------------------------------------------------------------------
+    async def publish_event(self, ev: DiscussionEvent) -> None:
+        """One discussion event on JetStream, de-duplicated by (discussion, seq)."""
+        await self.bus.publish_event(
+            self.bus.catalog.discussion_events(ev.discussionId), ev, msg_id=f"{ev.discussionId}:{ev.seq}"
+        )
+
     async def publish_events(self, events: list[DiscussionEvent]) -> None:
         # Issued in order on one connection (so stored and delivered in order), acknowledged together.
-        await asyncio.gather(
-            *(
-                self.bus.publish_event(
-                    self.bus.catalog.discussion_events(ev.discussionId), ev, msg_id=f"{ev.discussionId}:{ev.seq}"
-                )
-                for ev in events
-            )
-        )
+        await asyncio.gather(*(self.publish_event(ev) for ev in events))
 
     async def publish_job(self, job: DialogueJob) -> None:
         await self.bus.publish_event(self.bus.catalog.dialogue_work(job.discussion_id), job, msg_id=job_msg_id(job))
@@ -369,9 +368,7 @@ class Engine:
         # awaited alongside the call rather than before it (one round trip off the time to first chunk).
         # The publish task runs to its first suspension — which is after its message is queued on the
         # connection — before the call is started.
-        ack = asyncio.ensure_future(
-            self.bus.publish_event(self.bus.catalog.discussion_events(did), ev, msg_id=f"{did}:{ev.seq}")
-        )
+        ack = asyncio.ensure_future(self.publish_event(ev))
         await asyncio.sleep(0)
         base = prompts.turn_messages(lo.context(), job.position - 1, job.round)
         chunk_data = {"persona": persona.name, "turn": turn, "round": job.round}

@@ -271,10 +271,6 @@ async def load_step(
     )
 
 
-async def files(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM files WHERE discussion_id = $1 ORDER BY created_at, id", discussion_id)
-
-
 async def add_events(
     conn: Conn, discussion_id: str, step_key: str | None, events: list[tuple[str, dict[str, Any]]]
 ) -> list[DiscussionEvent]:
@@ -312,22 +308,9 @@ async def events_for_step(conn: Conn, discussion_id: str, step_key: str) -> list
     return [_event(r) for r in rows]
 
 
-async def events_after(conn: Conn, discussion_id: str, after_seq: int = 0) -> list[DiscussionEvent]:
-    rows = await conn.fetch(
-        "SELECT * FROM events WHERE discussion_id = $1 AND seq > $2 ORDER BY seq", discussion_id, after_seq
-    )
-    return [_event(r) for r in rows]
-
-
 def _event(r: asyncpg.Record) -> DiscussionEvent:
     return DiscussionEvent(
         discussionId=r["discussion_id"], seq=r["seq"], event=r["event"], data=loads(r["data"]), time=r["created_at"]
-    )
-
-
-async def processed_step(conn: Conn, discussion_id: str, step_key: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT * FROM processed_steps WHERE discussion_id = $1 AND step_key = $2", discussion_id, step_key
     )
 
 
