@@ -12,6 +12,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,15 @@ def _add_latency(tally: Tally, data: bytes, now_wall: float) -> int:
 
 
 ClientErrors = (aiohttp.ClientError, TimeoutError)
+
+
+async def sse_received(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[float, float, str, bytes]]:
+    """A response's SSE events as they arrive: (perf_counter, wall clock, event name, data)."""
+    sse = SSESplitter()
+    async for raw in resp.content.iter_any():
+        now, wall = time.perf_counter(), time.time()
+        for event, data in sse.feed(raw):
+            yield now, wall, event, data
 
 
 async def timed(tally: Tally, name: str, request: Any, ok: tuple[int, ...] = (200, 201)) -> Any | None:
@@ -154,7 +164,6 @@ class DiscussionRun:
 
     async def _stream(self, gw: str, h: dict[str, str], did: str) -> bool:
         t = self.tally
-        sse = SSESplitter()
         turn_start: float | None = None
         first_ms: float | None = None
         turn_chunks = turn_no = 0
@@ -165,55 +174,52 @@ class DiscussionRun:
             if resp.status != 200:
                 t.errors[f"SSE: HTTP {resp.status}"] += 1
                 return False
-            async for raw in resp.content.iter_any():
-                now = time.perf_counter()
-                wall = time.time()
-                for event, data in sse.feed(raw):
-                    if event == "message-chunk":
-                        n = _add_latency(t, data, wall)
-                        t.saw_chunk(now, n)
-                        if n:
-                            got = stamps(data)
-                            turn_first_stamp = got[0] if turn_first_stamp is None else turn_first_stamp
-                            turn_last_stamp = got[-1]
-                        if turn_chunks == 0 and n and turn_start is not None:
-                            first_ms = (now - turn_start) * 1000
-                            delivery_ms = (wall * 1e6 - got[0]) / 1000
-                        turn_chunks += n
-                    elif event == "message-start":
-                        turn_start, turn_chunks, first_ms = now, 0, None
-                        turn_first_stamp = turn_last_stamp = None
-                        turn_no = int(json.loads(data).get("turn", 0))
-                    elif event == "message-complete":
-                        t.turns += 1
-                        if turn_chunks < self.tokens:
-                            # which chunks were lost: compare with the stored text's stamps
-                            stored = stamps(data)
-                            if stored and turn_last_stamp is not None and turn_last_stamp < stored[-1]:
-                                t.errors_detail["turns missing tail chunks"] += 1
-                            if stored and turn_first_stamp is not None and turn_first_stamp > stored[0]:
-                                t.errors_detail["turns missing head chunks"] += 1
-                            if turn_chunks == 0:
-                                t.errors_detail["turns with no chunk at all"] += 1
-                            # chunks are live-only: those published before this stream subscribed are gone,
-                            # so this turn's first received chunk was not the provider's first token
-                            t.turns_missing_chunks += 1
-                        elif first_ms is not None:
-                            # turn 1's message-start may be a replay (published before this stream subscribed),
-                            # so its TTFC is kept apart; later turns start while the stream is surely live
-                            (t.ttfc if turn_no > 1 else t.ttfc_turn1).append(first_ms)
-                            if turn_no > 1:
-                                t.ttfc_request.append(first_ms - delivery_ms)
-                                t.ttfc_delivery.append(delivery_ms)
-                        turn_start, first_ms = None, None
-                    elif event == "round-complete":
-                        return True
-                    elif event == "error":
-                        code = ""
-                        with contextlib.suppress(Exception):
-                            code = json.loads(data).get("code", "")
-                        t.errors[f"SSE error event {code}"] += 1
-                        return False
+            async for now, wall, event, data in sse_received(resp):
+                if event == "message-chunk":
+                    n = _add_latency(t, data, wall)
+                    t.saw_chunk(now, n)
+                    if n:
+                        got = stamps(data)
+                        turn_first_stamp = got[0] if turn_first_stamp is None else turn_first_stamp
+                        turn_last_stamp = got[-1]
+                    if turn_chunks == 0 and n and turn_start is not None:
+                        first_ms = (now - turn_start) * 1000
+                        delivery_ms = (wall * 1e6 - got[0]) / 1000
+                    turn_chunks += n
+                elif event == "message-start":
+                    turn_start, turn_chunks, first_ms = now, 0, None
+                    turn_first_stamp = turn_last_stamp = None
+                    turn_no = int(json.loads(data).get("turn", 0))
+                elif event == "message-complete":
+                    t.turns += 1
+                    if turn_chunks < self.tokens:
+                        # which chunks were lost: compare with the stored text's stamps
+                        stored = stamps(data)
+                        if stored and turn_last_stamp is not None and turn_last_stamp < stored[-1]:
+                            t.errors_detail["turns missing tail chunks"] += 1
+                        if stored and turn_first_stamp is not None and turn_first_stamp > stored[0]:
+                            t.errors_detail["turns missing head chunks"] += 1
+                        if turn_chunks == 0:
+                            t.errors_detail["turns with no chunk at all"] += 1
+                        # chunks are live-only: those published before this stream subscribed are gone,
+                        # so this turn's first received chunk was not the provider's first token
+                        t.turns_missing_chunks += 1
+                    elif first_ms is not None:
+                        # turn 1's message-start may be a replay (published before this stream subscribed),
+                        # so its TTFC is kept apart; later turns start while the stream is surely live
+                        (t.ttfc if turn_no > 1 else t.ttfc_turn1).append(first_ms)
+                        if turn_no > 1:
+                            t.ttfc_request.append(first_ms - delivery_ms)
+                            t.ttfc_delivery.append(delivery_ms)
+                    turn_start, first_ms = None, None
+                elif event == "round-complete":
+                    return True
+                elif event == "error":
+                    code = ""
+                    with contextlib.suppress(Exception):
+                        code = json.loads(data).get("code", "")
+                    t.errors[f"SSE error event {code}"] += 1
+                    return False
         t.errors["SSE: stream ended before round-complete"] += 1
         return False
 
@@ -263,7 +269,6 @@ async def stream_completion(
 ) -> bool:
     """One streamed chat completion; TTFT = request sent -> first stamped token."""
     body = {"model": model, "messages": [{"role": "user", "content": TOPIC}], "stream": True}
-    sse = SSESplitter()
     t0 = time.perf_counter()
     got = 0
     try:
@@ -272,19 +277,16 @@ async def stream_completion(
                 await resp.read()
                 tally.errors[f"HTTP {resp.status}"] += 1
                 return False
-            async for raw in resp.content.iter_any():
-                now = time.perf_counter()
-                wall = time.time()
-                for event, data in sse.feed(raw):
-                    if event == "error" or data.startswith(b'{"error"'):
-                        tally.errors["error in stream"] += 1
-                        return False
-                    n = _add_latency(tally, data, wall)
-                    if n:
-                        if got == 0:
-                            tally.ttfc.append((now - t0) * 1000)
-                        got += n
-                        tally.saw_chunk(now, n)
+            async for now, wall, event, data in sse_received(resp):
+                if event == "error" or data.startswith(b'{"error"'):
+                    tally.errors["error in stream"] += 1
+                    return False
+                n = _add_latency(tally, data, wall)
+                if n:
+                    if got == 0:
+                        tally.ttfc.append((now - t0) * 1000)
+                    got += n
+                    tally.saw_chunk(now, n)
     except ClientErrors as err:
         tally.errors[type(err).__name__] += 1
         return False

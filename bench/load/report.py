@@ -15,6 +15,13 @@ def _copies(replicas: dict[str, int]) -> str:
     return " ".join(f"{short.get(k, k)}×{v}" for k, v in replicas.items() if v != 1) or "1 each"
 
 
+def _p50_p99(s: dict[str, Any], *, seconds: bool = False) -> str:
+    """A summary's "p50 / p99" cell (milliseconds, or seconds with two decimals)."""
+    if seconds:
+        return " / ".join(fmt(s.get(q) and s[q] / 1000, 2) for q in ("p50", "p99"))
+    return f"{fmt(s.get('p50'))} / {fmt(s.get('p99'))}"
+
+
 def phase_a_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| discussions | copies | ok | peak live | errors | TTFC p50 / p99 (gateway) | TTFT p50 / p99 (direct) "
@@ -31,12 +38,12 @@ def phase_a_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['n']} | {_copies(r['replicas'])} | {r['completed']}/{r['n']} | {r.get('peak_live', '')} "
             f"| {sum(r['errors'].values())} "
-            f"| {fmt(g['p50'])} / {fmt(g['p99'])} | {fmt(d['p50'])} / {fmt(d['p99'])} "
+            f"| {_p50_p99(g)} | {_p50_p99(d)} "
             f"| {fmt(r['added_ttfc_p50_ms'])} / {fmt(r['added_ttfc_p99_ms'])} "
             f"| {fmt(r['ttfc_ratio_p50'], 2)} / {fmt(r['ttfc_ratio_p99'], 2)} "
-            f"| {fmt(gl['p50'])} / {fmt(gl['p99'])} | {fmt(dl['p50'])} / {fmt(dl['p99'])} "
+            f"| {_p50_p99(gl)} | {_p50_p99(dl)} "
             f"| {fmt(r['rest_p95_ms'])} | {fmt(r['chunks_per_s'], 0)} | {fmt(r['turns_per_s'], 1)} "
-            f"| {fmt(rp['p50'] and rp['p50'] / 1000, 2)} / {fmt(rp['p99'] and rp['p99'] / 1000, 2)} "
+            f"| {_p50_p99(rp, seconds=True)} "
             f"| {fmt(r['resources'].get('client', {}).get('cpu_pct'), 0)} % |"
         )
     return head + "\n".join(lines) + "\n"
@@ -54,10 +61,7 @@ def ttfc_split_table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for r in rows:
         q, d, dl = r.get("ttfc_request") or {}, r["direct_ttft"], r.get("ttfc_delivery") or {}
-        lines.append(
-            f"| {r['n']} | {_copies(r['replicas'])} | {fmt(q.get('p50'))} / {fmt(q.get('p99'))} "
-            f"| {fmt(d['p50'])} / {fmt(d['p99'])} | {fmt(dl.get('p50'))} / {fmt(dl.get('p99'))} |"
-        )
+        lines.append(f"| {r['n']} | {_copies(r['replicas'])} | {_p50_p99(q)} | {_p50_p99(d)} | {_p50_p99(dl)} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -145,8 +149,7 @@ def scaling_table(base: dict[str, Any] | None, scaled: dict[str, Any] | None) ->
         rp = r["round_ms"]
         lines.append(
             f"| {_copies(r['replicas'])} | {r['n']} | {r['completed']}/{r['n']} | {fmt(r['turns_per_s'], 1)} "
-            f"| {fmt(r['chunks_per_s'], 0)} | {fmt(rp['p50'] and rp['p50'] / 1000, 2)} / "
-            f"{fmt(rp['p99'] and rp['p99'] / 1000, 2)} | {fmt(r['ttfc']['p50'])} / {fmt(r['ttfc']['p99'])} "
+            f"| {fmt(r['chunks_per_s'], 0)} | {_p50_p99(rp, seconds=True)} | {_p50_p99(r['ttfc'])} "
             f"| {fmt(r['chunk_lat']['p99'])} | {fmt(svc_cpu, 0)} % |"
         )
     return head + "\n".join(lines) + "\n"
