@@ -24,7 +24,7 @@ class PySpy:
         for name, pid in self.pids.items():
             out = self.out_dir / f"pyspy-{self.tag}-{name}.txt"
             args = [self.exe, "record", "--pid", str(pid), "--format", "raw", "--output", str(out)]
-            args += ["--duration", str(self.duration_s), "--rate", "50", "--nonblocking"]
+            args += ["--duration", str(self.duration_s), "--rate", "200", "--nonblocking"]
             self.procs[name] = (subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out)
 
     async def stop(self) -> dict[str, dict[str, list[tuple[str, float]]]]:

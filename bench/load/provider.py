@@ -1,4 +1,4 @@
-"""The fake provider for the load benchmark: `adp_testing.fake_provider.FakeProvider` whose every token
+"""The fake provider for the load benchmark: an OpenAI-compatible chat-completions server whose every token
 carries the wall-clock time (µs since the epoch) at which the provider emitted it, so a client anywhere
 downstream can compute the chunk's delivery latency.
 
@@ -6,6 +6,13 @@ Tokens look like `ts1712345678123456 `; the last one ends with `.` so the dialog
 complete sentence (no continuation call). Run as a script (the benchmark starts it as its own process):
 
     .venv/bin/python bench/load/provider.py --port 8099 --ttft-ms 200 --tokens-per-s 30 --tokens 40
+
+It shares the machine with what it measures, so it is written to cost little per token: a bare asyncio
+protocol (httptools parses requests) and one timer callback per token writing one pre-formatted SSE event,
+instead of the test suite's `adp_testing.fake_provider` (Starlette, a generator and a task per stream), which
+needed ~4x the CPU per token — at 500 streams of 30 tokens/s that was most of a core taken from the platform.
+It speaks only what the benchmark uses: POST /v1/chat/completions (streamed or not, `stream_options.
+include_usage`) and GET /_stats.
 """
 
 from __future__ import annotations
@@ -13,12 +20,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from adp_testing.fake_provider import FakeProvider, Fault, Timing
+import httptools
+
+from adp_common.net import listening_socket
+from adp_common.service import run_loop
 
 STAMP = re.compile(rb"ts(\d{16})")
 
@@ -32,33 +45,220 @@ def stamps(data: bytes) -> list[int]:
     return [int(m) for m in STAMP.findall(data)]
 
 
-class StampedProvider(FakeProvider):
-    """Streams `tokens` stamped tokens: TTFT `ttft_s` (± `jitter` fraction), then one every `token_interval_s`."""
+@dataclass
+class Config:
+    ttft_s: float
+    token_interval_s: float
+    tokens: int
+    jitter: float = 0.0  # ± fraction applied to the TTFT
 
-    def __init__(self, host: str, port: int, timing: Timing, tokens: int, jitter: float = 0.0) -> None:
-        super().__init__(host, port, timing)
-        self.tokens = tokens
-        self.jitter = jitter
-        # Non-streaming answers (and usage figures) use the text: keep its token count right.
-        self.timing.text = " ".join(f"ts{0:016d}" for _ in range(tokens)) + "."
+    def ttft(self) -> float:
+        if not self.jitter:
+            return self.ttft_s
+        return self.ttft_s * random.uniform(1 - self.jitter, 1 + self.jitter)
 
-    def _jittered(self, value: float) -> float:
-        if not self.jitter or not value:
-            return value
-        return value * random.uniform(1 - self.jitter, 1 + self.jitter)
 
-    async def _token_stream(self, fault: Fault | None) -> AsyncIterator[tuple[int, str]]:
-        t = self.timing
-        if t.ttft_s:
-            await asyncio.sleep(self._jittered(t.ttft_s))
-        # Pace against a schedule (not sleep-after-sleep) so event-loop lag does not slow the token rate.
-        start = time.monotonic()
-        for i in range(self.tokens):
-            if i and t.token_interval_s:
-                delay = start + i * t.token_interval_s - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            yield i, stamp_token(i == self.tokens - 1)
+@dataclass
+class Stats:
+    calls: int = 0
+    completed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def _chunk(data: bytes) -> bytes:
+    """One piece of a chunked HTTP body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _event(obj_json: str) -> bytes:
+    return _chunk(b"data: " + obj_json.encode() + b"\n\n")
+
+
+_SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+)
+
+
+class Stream:
+    """One streamed answer: a timer callback per token, paced against a schedule (not sleep after sleep) so
+    event-loop lag does not slow the token rate."""
+
+    def __init__(self, conn: Connection, body: dict[str, Any]) -> None:
+        self.conn = conn
+        cfg = conn.server.config
+        self.cfg = cfg
+        model = str(body.get("model", "fake-model"))
+        cid = "chatcmpl-" + uuid.uuid4().hex[:12]
+        created = int(time.time())
+        self.head = f'{{"id":"{cid}","object":"chat.completion.chunk","created":{created},"model":{json.dumps(model)},'
+        self.input_tokens = _prompt_tokens(body)
+        self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.i = 0
+        self.start = 0.0
+        self.loop = asyncio.get_running_loop()
+        conn.write(_SSE_HEAD + _event(self.head + '"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}'))
+        self.timer: asyncio.TimerHandle | None = self.loop.call_later(cfg.ttft(), self._token)
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _token(self) -> None:
+        cfg, i = self.cfg, self.i
+        if i == 0:
+            self.start = self.loop.time()
+        last = i == cfg.tokens - 1
+        tok = stamp_token(last)
+        out = _event(self.head + f'"choices":[{{"index":0,"delta":{{"content":"{tok}"}},"finish_reason":null}}]}}')
+        self.i += 1
+        if not last:
+            self.conn.write(out)
+            self.timer = self.loop.call_at(self.start + self.i * cfg.token_interval_s, self._token)
+            return
+        self.timer = None
+        out += _event(self.head + '"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}')
+        stats = self.conn.server.stats
+        stats.completed += 1
+        if self.include_usage:
+            n_in, n_out = self.input_tokens, cfg.tokens
+            usage = f'"usage":{{"prompt_tokens":{n_in},"completion_tokens":{n_out},"total_tokens":{n_in + n_out}}}'
+            out += _event(self.head + '"choices":[],' + usage + "}")
+            stats.input_tokens += n_in
+            stats.output_tokens += n_out
+        out += _event("[DONE]") + b"0\r\n\r\n"
+        self.conn.write(out)
+        self.conn.response_done()
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    msgs = body.get("messages") or []
+    return max(1, sum(len(str(m.get("content", ""))) for m in msgs if isinstance(m, dict)) // 4)
+
+
+def _response(status: str, body: bytes, content_type: str = "application/json") -> bytes:
+    return f"HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+
+
+class Connection(asyncio.Protocol):
+    """One client connection (keep-alive: requests one after another, no pipelining)."""
+
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.transport: asyncio.WriteTransport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.body: list[bytes] = []
+        self.pending: Stream | asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a TCP transport (uvloop's is not an asyncio.Transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.write(_response("400 Bad Request", b'{"error":{"message":"bad request"}}'))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.pending is not None:
+            self.pending.cancel()
+            self.pending = None
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.body = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        method, path = self.parser.get_method(), self.url.split(b"?", 1)[0]
+        if method == b"GET" and path == b"/_stats":
+            self.write(_response("200 OK", json.dumps(asdict(self.server.stats)).encode()))
+        elif method == b"POST" and path == b"/v1/chat/completions":
+            self._completion()
+        else:
+            self.write(_response("404 Not Found", b'{"error":{"message":"not found"}}'))
+
+    # helpers
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def response_done(self) -> None:
+        self.pending = None
+        if not self.parser.should_keep_alive():
+            self.close()
+
+    def _completion(self) -> None:
+        try:
+            body = json.loads(b"".join(self.body))
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self.write(_response("400 Bad Request", b'{"error":{"message":"invalid JSON body"}}'))
+            return
+        self.server.stats.calls += 1
+        if body.get("stream"):
+            self.pending = Stream(self, body)
+            return
+        cfg = self.server.config
+        text = " ".join(stamp_token(False).strip() for _ in range(cfg.tokens)) + "."
+        n_in = _prompt_tokens(body)
+        answer = {
+            "id": "chatcmpl-" + uuid.uuid4().hex[:12],
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(body.get("model", "fake-model")),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": n_in, "completion_tokens": cfg.tokens, "total_tokens": n_in + cfg.tokens},
+        }
+
+        def send() -> None:
+            self.server.stats.completed += 1
+            self.server.stats.input_tokens += n_in
+            self.server.stats.output_tokens += cfg.tokens
+            self.write(_response("200 OK", json.dumps(answer).encode()))
+            self.response_done()
+
+        self.pending = asyncio.get_running_loop().call_later(cfg.ttft(), send)
+
+
+class FakeServer:
+    def __init__(self, host: str, port: int, config: Config) -> None:
+        self.host, self.port, self.config = host, port, config
+        self.stats = Stats()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        sock = listening_socket(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=4096)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
 
 
 def main() -> None:
@@ -70,20 +270,16 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=40)
     ap.add_argument("--jitter", type=float, default=0.0, help="± fraction applied to the TTFT")
     args = ap.parse_args()
-    timing = Timing(ttft_s=args.ttft_ms / 1000, token_interval_s=1 / args.tokens_per_s)
-    fake = StampedProvider(args.host, args.port, timing, args.tokens, args.jitter)
-    fake.max_bodies = 0
+    config = Config(args.ttft_ms / 1000, 1 / args.tokens_per_s, args.tokens, args.jitter)
+    fake = FakeServer(args.host, args.port, config)
 
     async def run() -> None:
         await fake.start()
         print(f"stamped fake provider on {fake.url}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await fake.stop()
+        await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        run_loop(run())
 
 
 if __name__ == "__main__":
