@@ -26,6 +26,7 @@ from adp_common.schemas.llm import (
     ProviderStatusList,
 )
 from adp_router.app import RouterApp
+from adp_router.router import ChunkEmitter, FlushTicker
 from adp_router.settings import RouterSettings
 from adp_testing.fake_provider import DEFAULT_TEXT, FakeProvider, Fault, Timing
 from adp_testing.inproc import running_service
@@ -421,4 +422,41 @@ async def test_relayed_chunks_go_straight_to_the_relay_subject(
         await LLMClient(bus).complete(req(relay_subject=relay, relay_template=template, relay_restart=True))
         await bus.nc.flush()
         assert got[0]["data"]["restart"] is True and not any(m["data"].get("restart") for m in got[1:])
+    await sub.unsubscribe()
+
+
+async def test_coalescing_ticker_sends_first_token_at_once_then_every_stream_per_tick(bus: Bus) -> None:
+    """Over real NATS: the first token of a stream leaves alone and at once; later tokens of every stream wait
+    for the shared tick and leave as one message per stream; the final flush sends what is left."""
+    got: list[tuple[float, dict[str, Any]]] = []
+
+    async def on_msg(msg: Any) -> None:
+        got.append((time.perf_counter(), json.loads(msg.data)))
+
+    subject = bus.catalog.llm_stream("ticker-test")
+    sub = await bus.nc.subscribe(subject, cb=on_msg)
+    ticker = FlushTicker(lambda: 0.1)
+    a = ChunkEmitter(bus.nc, subject, "a", ticker)
+    b = ChunkEmitter(bus.nc, subject, "b", ticker)
+    for e in (a, b):
+        e.set_provider("p")
+    t0 = time.perf_counter()
+    await a.emit("A1 ")
+    await b.emit("B1 ")
+    for i in range(2, 5):  # three more tokens each, well inside one tick
+        await a.emit(f"A{i} ")
+        await b.emit(f"B{i} ")
+    await bus.nc.flush()
+    await asyncio.sleep(0.03)
+    assert [m["delta"] for _, m in got] == ["A1 ", "B1 "]  # first tokens: at once
+    await wait_for(lambda: asyncio.sleep(0, len(got) == 4), 1)
+    tick = got[2:]
+    assert {m["request_id"]: m["delta"] for _, m in tick} == {"a": "A2 A3 A4 ", "b": "B2 B3 B4 "}
+    assert all(0.08 <= t - t0 for t, _ in tick)  # waited for the tick
+    assert [m["seq"] for _, m in got if m["request_id"] == "a"] == [0, 1]
+    await a.emit("A5.")
+    await a.flush()  # the end of a call does not wait for the tick
+    await bus.nc.flush()
+    await wait_for(lambda: asyncio.sleep(0, len(got) == 5), 1)
+    assert got[-1][1]["delta"] == "A5." and not ticker.waiting
     await sub.unsubscribe()

@@ -10,6 +10,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,22 +32,52 @@ from adp_router.simulated_text import estimate_tokens
 log = logging.getLogger("adp.router")
 
 
+class FlushTicker:
+    """One timer for every coalescing `ChunkEmitter` of this copy: each tick flushes all emitters holding
+    tokens, so the chunks of all streams leave in one loop iteration — one NATS socket write per tick —
+    instead of one timer, one task and one write per stream and interval. `period()` is read at every tick
+    (it grows with the load, see `chunk_interval_s`)."""
+
+    def __init__(self, period: Callable[[], float]) -> None:
+        self.period = period
+        self.waiting: dict[ChunkEmitter, None] = {}  # insertion-ordered set
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, emitter: ChunkEmitter) -> None:
+        self.waiting[emitter] = None
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    def remove(self, emitter: ChunkEmitter) -> None:
+        self.waiting.pop(emitter, None)
+
+    async def _run(self) -> None:
+        try:
+            while self.waiting:
+                await asyncio.sleep(self.period())
+                batch, self.waiting = self.waiting, {}
+                for emitter in batch:
+                    try:
+                        await emitter.flush()
+                    except Exception:  # one stream's failed publish must not stop the others' chunks
+                        log.exception("chunk flush of %s failed", emitter.request_id)
+        finally:
+            self._task = None
+
+
 class ChunkEmitter:
     """Publishes CompletionChunk JSON on the request's stream subject.
 
-    Tokens are coalesced: the first is sent at once (time to first token), later ones at most every
-    `interval_s` in one message, which cuts NATS messages and socket writes several-fold at typical token
-    rates with no visible delay. `seq` counts tokens accepted; published messages carry their own
+    Tokens are coalesced: the first is sent at once (time to first token), later ones wait for the next
+    tick of the shared `FlushTicker` and leave together in one message, which cuts NATS messages and socket
+    writes several-fold at typical token rates with no visible delay. Without a ticker every token is its
+    own message. `seq` counts tokens accepted; published messages carry their own
     monotonic sequence (from 0, continued across a restart on another provider; the first message after a
     restart carries restart=true)."""
 
     __slots__ = (
         "_buf",
         "_head",
-        "_last",
-        "_task",
-        "_timer",
-        "interval_s",
         "msg_seq",
         "nc",
         "relay_template",
@@ -54,6 +85,7 @@ class ChunkEmitter:
         "restart",
         "seq",
         "subject",
+        "ticker",
     )
 
     def __init__(
@@ -61,22 +93,19 @@ class ChunkEmitter:
         nc: NATS,
         subject: str,
         request_id: str,
-        interval_s: float = 0.0,
+        ticker: FlushTicker | None = None,
         relay_template: dict[str, Any] | None = None,
     ) -> None:
         self.nc = nc
         self.relay_template = relay_template
         self.subject = subject
         self.request_id = request_id
-        self.interval_s = interval_s
+        self.ticker = ticker
         self.seq = 0
         self.msg_seq = 0
         self.restart = False
         self._head = ""
         self._buf: list[str] = []
-        self._last = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def set_provider(self, provider: str) -> None:
         self._head = f'{{"request_id":{json.dumps(self.request_id)},"provider":{json.dumps(provider)},"seq":'
@@ -84,40 +113,28 @@ class ChunkEmitter:
     async def emit(self, delta: str) -> None:
         self.seq += 1
         self._buf.append(delta)
-        if self.interval_s <= 0 or self.msg_seq == 0:
+        if self.ticker is None or self.msg_seq == 0:
             await self.flush()
-            return
-        wait = self.interval_s - (time.perf_counter() - self._last)
-        if wait <= 0:
-            await self.flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(wait, self._flush_later)
-
-    def _flush_later(self) -> None:
-        self._timer = None
-        if self._buf:
-            self._task = asyncio.ensure_future(self.flush())
+        elif len(self._buf) == 1:
+            self.ticker.add(self)
 
     def discard(self) -> None:
         """Drop tokens not yet sent (the answer restarts elsewhere) and mark the next message as a restart."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self.ticker is not None:
+            self.ticker.remove(self)
         self._buf.clear()
         self.restart = True
 
     async def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if not self._buf:
             return
+        if self.ticker is not None:
+            self.ticker.remove(self)
         delta = "".join(self._buf)
         self._buf.clear()
         restart = self.restart
         self.restart = False
         self.msg_seq += 1
-        self._last = time.perf_counter()
         if self.relay_template is not None:
             # Straight to the final listeners, in their own format (see CompletionRequest.relay_template).
             data = dict(self.relay_template.get("data") or {})
@@ -145,7 +162,7 @@ class Track:
 
 
 def chunk_interval_s(streams: int, base_ms: float, max_ms: float, busy_streams: int) -> float:
-    """Coalescing window for a new stream: `base_ms` while this copy carries at most `busy_streams`
+    """Coalescing window (the flush tick): `base_ms` while this copy carries at most `busy_streams`
     streams, then growing with the load up to `max_ms`. Under load, fewer and larger chunks keep the
     per-message cost downstream (NATS, gateway, clients) from growing with every token; one user alone
     still sees tokens within `base_ms`. The first token is never held back."""
@@ -191,6 +208,16 @@ class Router:
         self.health = health
         self.metrics = metrics
         self.streams = 0  # streamed calls in flight on this copy (sets the chunk interval)
+        s = settings
+        self.ticker = (
+            FlushTicker(
+                lambda: chunk_interval_s(
+                    self.streams, s.router_chunk_interval_ms, s.router_chunk_interval_max_ms, s.router_busy_streams
+                )
+            )
+            if s.router_chunk_interval_ms > 0
+            else None
+        )
 
     # ---- entry point --------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest) -> CompletionResult:
@@ -246,15 +273,12 @@ class Router:
     async def _run_chain(
         self, req: CompletionRequest, chain: list[RouteEntry], t0: float, deadline: float, track: Track
     ) -> CompletionResult:
-        s = self.settings
         emitter = (
             ChunkEmitter(
                 self.bus.nc,
                 req.relay_subject or self.bus.catalog.llm_stream(req.request_id),
                 req.request_id,
-                chunk_interval_s(
-                    self.streams, s.router_chunk_interval_ms, s.router_chunk_interval_max_ms, s.router_busy_streams
-                ),
+                self.ticker,
                 relay_template=(req.relay_template or {}) if req.relay_subject else None,
             )
             if req.stream
