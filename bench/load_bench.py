@@ -37,6 +37,7 @@ from load.launch import (
     ResourceSampler,
     external_pids,
     parse_replicas,
+    postgres_pids,
 )
 from load.profile import PySpy
 from load.stats import diff, flatten, gateway_rest_latencies, ratio, summary
@@ -117,7 +118,7 @@ async def phase_a(
             rest_rps=args.rest_rps,
             proceed=not args.no_proceed,
         )
-        sampler = ResourceSampler(named_pids(platform, provider))
+        sampler = ResourceSampler(named_pids(platform, provider), groups={"postgres": postgres_pids()})
         spy = None
         if args.py_spy:
             hot = ("gateway", "dialogue", "llm-router")

@@ -158,11 +158,20 @@ class Platform:
 class ResourceSampler:
     """RSS (max over the window) and CPU (% of one core, averaged over the window) of named processes."""
 
-    def __init__(self, named: dict[str, int], interval: float = 0.5) -> None:
+    def __init__(
+        self, named: dict[str, int], interval: float = 0.5, groups: dict[str, list[int]] | None = None
+    ) -> None:
         self.procs: dict[str, psutil.Process] = {}
         for name, pid in named.items():
             with contextlib.suppress(psutil.Error):
                 self.procs[name] = psutil.Process(pid)
+        # CPU only, summed over several processes (e.g. PostgreSQL's backends; their RSS is mostly shared)
+        self.groups: dict[str, list[psutil.Process]] = {}
+        for name, pids in (groups or {}).items():
+            for pid in pids:
+                with contextlib.suppress(psutil.Error):
+                    self.groups.setdefault(name, []).append(psutil.Process(pid))
+        self._group_cpu0: dict[str, float] = {}
         self.interval = interval
         self.rss_max: dict[str, int] = {}
         self._cpu0: dict[str, float] = {}
@@ -174,6 +183,13 @@ class ResourceSampler:
     def _cpu(p: psutil.Process) -> float:
         t = p.cpu_times()
         return t.user + t.system
+
+    def _group_cpu(self, name: str) -> float:
+        total = 0.0
+        for p in self.groups[name]:
+            with contextlib.suppress(psutil.Error):
+                total += self._cpu(p)
+        return total
 
     def _sample(self) -> None:
         for name, p in self.procs.items():
@@ -191,6 +207,8 @@ class ResourceSampler:
         for name, p in self.procs.items():
             with contextlib.suppress(psutil.Error):
                 self._cpu0[name] = self._cpu(p)
+        for name in self.groups:
+            self._group_cpu0[name] = self._group_cpu(name)
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> dict[str, dict[str, Any]]:
@@ -207,7 +225,15 @@ class ResourceSampler:
                     cpu = 100.0 * (self._cpu(p) - self._cpu0[name]) / wall
             rss = self.rss_max.get(name)
             self.result[name] = {"rss_mb": rss / 2**20 if rss else None, "cpu_pct": cpu}
+        for name in self.groups:
+            cpu = 100.0 * (self._group_cpu(name) - self._group_cpu0[name]) / wall
+            self.result[name] = {"rss_mb": None, "cpu_pct": cpu}
         return self.result
+
+
+def postgres_pids() -> list[int]:
+    """Every local PostgreSQL process (server and backends), for CPU context; read-only look-up by name."""
+    return [p.pid for p in psutil.process_iter(["name"]) if (p.info.get("name") or "").startswith("postgres")]
 
 
 def external_pids() -> dict[str, int]:

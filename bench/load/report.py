@@ -158,7 +158,11 @@ def scaling_table(base: dict[str, Any] | None, scaled: dict[str, Any] | None) ->
 def targets(rows: list[dict[str, Any]]) -> str:
     out = []
     for r in rows:
-        rss = {k: v["rss_mb"] for k, v in r["resources"].items() if k not in ("client", "fake-provider", "nats-server")}
+        rss = {
+            k: v["rss_mb"]
+            for k, v in r["resources"].items()
+            if k not in ("client", "fake-provider", "nats-server", "postgres")
+        }
         worst = max(rss.items(), key=lambda kv: kv[1] or 0) if rss else ("—", None)
         checks = [
             ("zero errors", not r["errors"] and r["completed"] == r["n"], f"{sum(r['errors'].values())}"),
@@ -262,7 +266,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_title("OpenAI-compatible path: TTFT via gateway vs direct")
 
     ax = axes[1][0]
-    names = [k for k in a[-1]["resources"] if k not in ("nats-server",)]
+    names = [k for k in a[-1]["resources"] if k not in ("nats-server", "postgres")]
     for i, r in enumerate(a):
         ax.bar(
             [j + (i - (len(a) - 1) / 2) * (0.8 / len(a)) for j in range(len(names))],

@@ -243,9 +243,9 @@ class Engine:
                     updates["current_job"] = next_job.model_dump() if next_job else None
                     if next_job is None and "status" not in updates:
                         updates["status"] = "waiting"
-                    published = await store.add_events(conn, did, job.step_key, c.events)
-                    await store.update_discussion(conn, did, **updates)
-                    await store.mark_processed(conn, did, job.step_key, next_job.model_dump() if next_job else None)
+                    published = await store.finish_step(
+                        conn, did, job.step_key, c.events, updates, next_job.model_dump() if next_job else None
+                    )
         if self.after_commit_hook is not None:
             await self.after_commit_hook(job)
         await self.publish_events(published)
@@ -355,14 +355,8 @@ class Engine:
         persona = lo.personas[job.position - 1]
         turn = turn_number(job.round, job.position, len(lo.personas))
         async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                start_key = f"{job.step_key}:start"
-                restart = bool(await store.events_for_step(conn, did, start_key))
-                data: dict[str, Any] = {"persona": persona.name, "turn": turn, "round": job.round}
-                if restart:
-                    data["restart"] = True
-                started = await store.add_events(conn, did, start_key, [("message-start", data)])
-        (ev,) = started
+            data: dict[str, Any] = {"persona": persona.name, "turn": turn, "round": job.round}
+            ev = await store.add_start_event(conn, did, f"{job.step_key}:start", "message-start", data)
         # message-start and the LLM request leave on the same NATS connection in that order, so every live
         # listener has message-start before the router can even see the request; its JetStream ack is
         # awaited alongside the call rather than before it (one round trip off the time to first chunk).

@@ -89,11 +89,10 @@ async def lock_user(conn: Conn, user_id: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dialogue-user:' || $1))", user_id)
 
 
-async def update_discussion(conn: Conn, discussion_id: str, **fields: Any) -> None:
-    if not fields:
-        return
+def _assignments(fields: dict[str, Any], first_param: int) -> tuple[list[str], list[Any]]:
+    """`col = $n` assignments (JSON columns cast) for an UPDATE of discussions, numbered from `first_param`."""
     sets, args = [], []
-    for i, (k, v) in enumerate(fields.items(), start=2):
+    for i, (k, v) in enumerate(fields.items(), start=first_param):
         if k not in _UPDATABLE:
             raise ValueError(f"cannot update {k}")
         if k in _JSON_COLUMNS:
@@ -102,6 +101,13 @@ async def update_discussion(conn: Conn, discussion_id: str, **fields: Any) -> No
         else:
             sets.append(f"{k} = ${i}")
             args.append(v)
+    return sets, args
+
+
+async def update_discussion(conn: Conn, discussion_id: str, **fields: Any) -> None:
+    if not fields:
+        return
+    sets, args = _assignments(fields, 2)
     await conn.execute(
         f"UPDATE discussions SET {', '.join(sets)}, updated_at = now() WHERE id = $1", discussion_id, *args
     )
@@ -301,6 +307,78 @@ async def add_events(
     ]
 
 
+async def add_start_event(
+    conn: Conn, discussion_id: str, step_key: str, event: str, data: dict[str, Any]
+) -> DiscussionEvent:
+    """Store a step's opening event in one statement (atomic on its own, no transaction needed). When the
+    step already has an event under `step_key` (it is being run again after a crash or a retry), the data
+    gets `"restart": true` so listeners drop the partial answer they saw."""
+    row = await conn.fetchrow(
+        """WITH prior AS (
+             SELECT EXISTS (SELECT 1 FROM events WHERE discussion_id = $1 AND step_key = $2) AS again),
+           alloc AS (
+             UPDATE discussions SET next_seq = next_seq + 1, updated_at = now() WHERE id = $1
+             RETURNING next_seq - 1 AS seq)
+           INSERT INTO events (discussion_id, seq, event, data, step_key)
+           SELECT $1, alloc.seq, $3,
+                  CASE WHEN prior.again THEN $4::jsonb || '{"restart": true}'::jsonb ELSE $4::jsonb END, $2
+             FROM alloc, prior
+           RETURNING seq, data, created_at""",
+        discussion_id,
+        step_key,
+        event,
+        _j(data),
+    )
+    if row is None:
+        raise LookupError(f"discussion {discussion_id} not found")
+    return DiscussionEvent(
+        discussionId=discussion_id, seq=row["seq"], event=event, data=loads(row["data"]), time=row["created_at"]
+    )
+
+
+async def finish_step(
+    conn: Conn,
+    discussion_id: str,
+    step_key: str,
+    events: list[tuple[str, dict[str, Any]]],
+    updates: dict[str, Any],
+    next_job: dict[str, Any] | None,
+) -> list[DiscussionEvent]:
+    """A step's outcome in one statement (call inside the step's transaction): its events (consecutive
+    seqs), the discussion's new state, and the processed mark (`processed_steps`) holding the follow-up job
+    — one round trip where separate statements took three."""
+    sets, args = _assignments(updates, 7)
+    row = await conn.fetchrow(
+        f"""WITH alloc AS (
+              UPDATE discussions SET {"".join(x + ", " for x in sets)}next_seq = next_seq + $2, updated_at = now()
+               WHERE id = $1
+              RETURNING next_seq - $2 AS first),
+            stored AS (
+              INSERT INTO events (discussion_id, seq, event, data, step_key)
+              SELECT $1, alloc.first + e.i - 1, e.event, e.data::jsonb, $5
+                FROM alloc, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(event, data, i)
+              RETURNING seq),
+            marked AS (
+              INSERT INTO processed_steps (discussion_id, step_key, next_job)
+              SELECT $1, $5, $6::jsonb FROM alloc
+              ON CONFLICT DO NOTHING)
+            SELECT alloc.first, now() AS at, (SELECT count(*) FROM stored) AS n FROM alloc""",
+        discussion_id,
+        len(events),
+        [name for name, _ in events],
+        [_j(data) for _, data in events],
+        step_key,
+        _j(next_job),
+        *args,
+    )
+    if row is None or row["n"] != len(events):
+        raise LookupError(f"discussion {discussion_id} not found")
+    return [
+        DiscussionEvent(discussionId=discussion_id, seq=row["first"] + i, event=name, data=data, time=row["at"])
+        for i, (name, data) in enumerate(events)
+    ]
+
+
 async def events_for_step(conn: Conn, discussion_id: str, step_key: str) -> list[DiscussionEvent]:
     rows = await conn.fetch(
         "SELECT * FROM events WHERE discussion_id = $1 AND step_key = $2 ORDER BY seq", discussion_id, step_key
@@ -312,17 +390,6 @@ def _event(r: asyncpg.Record) -> DiscussionEvent:
     return DiscussionEvent(
         discussionId=r["discussion_id"], seq=r["seq"], event=r["event"], data=loads(r["data"]), time=r["created_at"]
     )
-
-
-async def mark_processed(conn: Conn, discussion_id: str, step_key: str, next_job: dict[str, Any] | None) -> bool:
-    done = await conn.fetchval(
-        """INSERT INTO processed_steps (discussion_id, step_key, next_job) VALUES ($1, $2, $3::jsonb)
-           ON CONFLICT DO NOTHING RETURNING true""",
-        discussion_id,
-        step_key,
-        _j(next_job),
-    )
-    return bool(done)
 
 
 async def stalled_running(conn: Conn, older_than_s: float, limit: int = 100) -> list[asyncpg.Record]:
