@@ -56,7 +56,7 @@ class RouterSettings(ServiceSettings):
         default=20.0, ge=0, description="tokens arriving within this interval go to the caller in one chunk (0 = each)"
     )
     router_chunk_interval_max_ms: float = Field(
-        default=100.0, ge=0, description="under load the chunk interval grows up to this (see router_busy_streams)"
+        default=200.0, ge=0, description="under load the chunk interval grows up to this (see router_busy_streams)"
     )
     router_busy_streams: int = Field(
         default=50, ge=1, description="streams in flight on one copy beyond which the chunk interval grows"
