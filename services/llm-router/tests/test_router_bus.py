@@ -26,6 +26,7 @@ from adp_common.schemas.llm import (
     ProviderStatusList,
 )
 from adp_router.app import RouterApp
+from adp_router.providers.base import Endpoint, new_http_session
 from adp_router.router import ChunkEmitter, FlushTicker
 from adp_router.settings import RouterSettings
 from adp_testing.fake_provider import DEFAULT_TEXT, FakeProvider, Fault, Timing
@@ -459,4 +460,58 @@ async def test_coalescing_ticker_sends_first_token_at_once_then_every_stream_per
     await bus.nc.flush()
     await wait_for(lambda: asyncio.sleep(0, len(got) == 5), 1)
     assert got[-1][1]["delta"] == "A5." and not ticker.waiting
+    await sub.unsubscribe()
+
+
+async def test_paced_reads_take_every_token_that_arrived_meanwhile(fake: FakeProvider) -> None:
+    """A streamed body read with `pace` (held ~60 ms before each read after the first): far fewer reads than
+    tokens, and every token still arrives, in order."""
+    words = [f"w{i}" for i in range(20)]
+    fake.timing = Timing(token_interval_s=0.005, text=" ".join(words))
+    reads = 0
+
+    async def pace() -> None:
+        nonlocal reads
+        reads += 1
+        if reads > 1:
+            await asyncio.sleep(0.06)
+
+    session = new_http_session(4)
+    try:
+        endpoint = Endpoint(session, "fake", fake.openai_base + "/chat/completions", {}, 5.0)
+        body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        got: list[str] = []
+        async with contextlib.aclosing(endpoint.events(body, 5.0, pace=pace)) as events:
+            async for ev in events:
+                if ev.data != "[DONE]":
+                    got.extend(c["delta"].get("content", "") for c in json.loads(ev.data)["choices"])
+    finally:
+        await session.close()
+    assert "".join(got).split() == words
+    assert 2 <= reads <= 6  # ~100 ms of tokens in reads held 60 ms apart; unpaced it is one read per token
+
+
+async def test_emitter_pace_sends_what_was_read_then_waits_for_the_tick(bus: Bus) -> None:
+    got: list[dict[str, Any]] = []
+
+    async def on_msg(msg: Any) -> None:
+        got.append(json.loads(msg.data))
+
+    subject = bus.catalog.llm_stream("pace-test")
+    sub = await bus.nc.subscribe(subject, cb=on_msg)
+    ticker = FlushTicker(lambda: 0.1)
+    e = ChunkEmitter(bus.nc, subject, "p", ticker)
+    e.set_provider("p")
+    t0 = time.perf_counter()
+    await e.pace()  # nothing sent yet: the first read is not held
+    assert time.perf_counter() - t0 < 0.05
+    await e.emit("one ")
+    await e.emit("two ")
+    await e.emit("three ")
+    t1 = time.perf_counter()
+    await e.pace()  # sends "two three" now, then holds until the tick
+    assert time.perf_counter() - t1 >= 0.05
+    await bus.nc.flush()
+    await wait_for(lambda: asyncio.sleep(0, len(got) == 2), 1)
+    assert [m["delta"] for m in got] == ["one ", "two three "]
     await sub.unsubscribe()

@@ -33,28 +33,46 @@ log = logging.getLogger("adp.router")
 
 
 class FlushTicker:
-    """One timer for every coalescing `ChunkEmitter` of this copy: each tick flushes all emitters holding
-    tokens, so the chunks of all streams leave in one loop iteration — one NATS socket write per tick —
-    instead of one timer, one task and one write per stream and interval. `period()` is read at every tick
-    (it grows with the load, see `chunk_interval_s`)."""
+    """One clock for every coalescing `ChunkEmitter` of this copy. Each tick
+    - flushes the emitters holding tokens (`add`), so the chunks of all streams leave in one loop iteration
+      — one NATS socket write per tick — instead of one timer, task and write per stream and interval;
+    - wakes the streams paced on it (`next_tick`): their readers take every token that arrived meanwhile in
+      one read, so the per-token work in the router (task wake-up, parsing layers) happens once per tick.
+    `period()` is read at every tick (it grows with the load, see `chunk_interval_s`)."""
 
     def __init__(self, period: Callable[[], float]) -> None:
         self.period = period
         self.waiting: dict[ChunkEmitter, None] = {}  # insertion-ordered set
+        self._tick = asyncio.Event()
+        self._sleepers = 0
         self._task: asyncio.Task[None] | None = None
 
     def add(self, emitter: ChunkEmitter) -> None:
         self.waiting[emitter] = None
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
+        self._ensure_running()
 
     def remove(self, emitter: ChunkEmitter) -> None:
         self.waiting.pop(emitter, None)
 
+    async def next_tick(self) -> None:
+        tick = self._tick
+        self._sleepers += 1
+        self._ensure_running()
+        try:
+            await tick.wait()
+        finally:
+            self._sleepers -= 1
+
+    def _ensure_running(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
     async def _run(self) -> None:
         try:
-            while self.waiting:
+            while self.waiting or self._sleepers:
                 await asyncio.sleep(self.period())
+                tick, self._tick = self._tick, asyncio.Event()
+                tick.set()
                 batch, self.waiting = self.waiting, {}
                 for emitter in batch:
                     try:
@@ -117,6 +135,15 @@ class ChunkEmitter:
             await self.flush()
         elif len(self._buf) == 1:
             self.ticker.add(self)
+
+    async def pace(self) -> None:
+        """Awaited by a provider adapter before it reads more of the streamed body (`CallState.pace`): sends
+        the tokens read so far, then holds the next read until the next tick. Until the first token has gone
+        out, reads are not held (time to first token)."""
+        if self.ticker is None or self.msg_seq == 0:
+            return
+        await self.flush()
+        await self.ticker.next_tick()
 
     def discard(self) -> None:
         """Drop tokens not yet sent (the answer restarts elsewhere) and mark the next message as a restart."""
@@ -386,6 +413,8 @@ class Router:
         track.provider, track.model = name, entry.model
         track.attempts += 1
         st = CallState()
+        if emitter is not None and emitter.ticker is not None:
+            st.pace = emitter.pace
         parts: list[str] = []
         remaining = deadline - start
         timeout = min(provider.resolved.config.timeout_s, remaining)

@@ -79,7 +79,7 @@ class AnthropicProvider:
     async def stream(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> AsyncIterator[str]:
         name = self.name
         body = self._body(req, model, True)
-        events = self.endpoint.events(body, timeout, is_last=_is_stop)
+        events = self.endpoint.events(body, timeout, is_last=_is_stop, pace=st.pace)
         stopped = False
         async with contextlib.aclosing(events):
             async for ev in events:

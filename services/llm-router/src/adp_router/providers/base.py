@@ -7,7 +7,7 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -49,14 +49,17 @@ class ProviderError(Exception):
 
 
 class CallState:
-    """What one provider call reports besides the text: usage and finish reason."""
+    """What one provider call reports besides the text (usage, finish reason), and what the router asks of
+    a streamed read: `pace`, when set, is awaited before each read of the body (see
+    `ChunkEmitter.pace`)."""
 
-    __slots__ = ("finish_reason", "input_tokens", "output_tokens")
+    __slots__ = ("finish_reason", "input_tokens", "output_tokens", "pace")
 
     def __init__(self) -> None:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.finish_reason: str = "stop"
+        self.pace: Callable[[], Awaitable[None]] | None = None
 
 
 class Provider(Protocol):
@@ -124,10 +127,18 @@ def new_http_session(max_connections: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
 
-async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """The body as text lines without their terminators (LF or CRLF), whatever the network chunking."""
+async def _lines(
+    content: aiohttp.StreamReader, pace: Callable[[], Awaitable[None]] | None = None
+) -> AsyncIterator[str]:
+    """The body as text lines without their terminators (LF or CRLF), whatever the network chunking; `pace`
+    is awaited before every read (each read takes all the body that has arrived)."""
     rest = b""
-    async for data in content.iter_any():
+    while True:
+        if pace is not None:
+            await pace()
+        data = await content.readany()
+        if not data:
+            break
         if rest:
             data = rest + data
         *complete, rest = data.split(b"\n")
@@ -169,7 +180,12 @@ class Endpoint:
             raise transport_error(self.provider, err) from None
 
     async def events(
-        self, body: dict[str, Any], timeout: float, *, is_last: Callable[[SSEEvent], bool] = lambda ev: False
+        self,
+        body: dict[str, Any],
+        timeout: float,
+        *,
+        is_last: Callable[[SSEEvent], bool] = lambda ev: False,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[SSEEvent]:
         """A streaming call's SSE events. Use with `contextlib.aclosing` so the response closes as soon as
         the caller stops reading.
@@ -182,8 +198,13 @@ class Endpoint:
                 if resp.status >= 400:
                     raise error_for_status(self.provider, resp.status, await resp.read(), resp.headers)
                 parser = SSEParser()
-                lines = _lines(resp.content)
                 last = False
+
+                async def paced() -> None:
+                    if pace is not None and not last:  # the end of the body is read at once
+                        await pace()
+
+                lines = _lines(resp.content, paced)
                 try:
                     async for line in lines:
                         ev = parser.feed(line)

@@ -55,7 +55,7 @@ class OpenAIProvider:
         name = self.name
         done = finished = False
         body = self._body(req, model, True)
-        events = self.endpoint.events(body, timeout, is_last=_is_done)
+        events = self.endpoint.events(body, timeout, is_last=_is_done, pace=st.pace)
         async with contextlib.aclosing(events):
             async for ev in events:
                 if ev.data == "[DONE]":
