@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -436,7 +437,7 @@ async def test_coalescing_ticker_sends_first_token_at_once_then_every_stream_per
 
     subject = bus.catalog.llm_stream("ticker-test")
     sub = await bus.nc.subscribe(subject, cb=on_msg)
-    ticker = FlushTicker(lambda: 0.1)
+    ticker = FlushTicker(lambda: 0.1, slots=1)
     a = ChunkEmitter(bus.nc, subject, "a", ticker)
     b = ChunkEmitter(bus.nc, subject, "b", ticker)
     for e in (a, b):
@@ -459,7 +460,7 @@ async def test_coalescing_ticker_sends_first_token_at_once_then_every_stream_per
     await a.flush()  # the end of a call does not wait for the tick
     await bus.nc.flush()
     await wait_for(lambda: asyncio.sleep(0, len(got) == 5), 1)
-    assert got[-1][1]["delta"] == "A5." and not ticker.waiting
+    assert got[-1][1]["delta"] == "A5." and not any(ticker.waiting)
     await sub.unsubscribe()
 
 
@@ -499,7 +500,7 @@ async def test_emitter_pace_sends_what_was_read_then_waits_for_the_tick(bus: Bus
 
     subject = bus.catalog.llm_stream("pace-test")
     sub = await bus.nc.subscribe(subject, cb=on_msg)
-    ticker = FlushTicker(lambda: 0.1)
+    ticker = FlushTicker(lambda: 0.1, slots=1)
     e = ChunkEmitter(bus.nc, subject, "p", ticker)
     e.set_provider("p")
     t0 = time.perf_counter()
@@ -515,3 +516,24 @@ async def test_emitter_pace_sends_what_was_read_then_waits_for_the_tick(bus: Bus
     await wait_for(lambda: asyncio.sleep(0, len(got) == 2), 1)
     assert [m["delta"] for m in got] == ["one ", "two three "]
     await sub.unsubscribe()
+
+
+async def test_ticker_slots_spread_streams_over_the_period(bus: Bus) -> None:
+    """With 4 slots, 8 streams tick in 4 groups of 2, a quarter period apart; each still once per period."""
+    ticker = FlushTicker(lambda: 0.2, slots=4)
+    emitters = [ChunkEmitter(bus.nc, bus.catalog.llm_stream("slots"), str(i), ticker) for i in range(8)]
+    assert sorted(e.slot for e in emitters) == [0, 0, 1, 1, 2, 2, 3, 3]
+    woke: dict[int, list[float]] = {}
+    t0 = time.perf_counter()
+
+    async def wait_two(e: ChunkEmitter) -> None:
+        for _ in range(2):
+            await ticker.next_tick(e.slot)
+            woke.setdefault(e.slot, []).append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(wait_two(e) for e in emitters))
+    firsts = sorted(min(ts) for ts in woke.values())
+    assert all(0.03 <= b - a <= 0.08 for a, b in itertools.pairwise(firsts))  # ~50 ms apart
+    for ts in woke.values():
+        ts.sort()
+        assert 0.17 <= ts[-1] - ts[0] <= 0.25  # one tick per period for each stream

@@ -33,29 +33,40 @@ log = logging.getLogger("adp.router")
 
 
 class FlushTicker:
-    """One clock for every coalescing `ChunkEmitter` of this copy. Each tick
-    - flushes the emitters holding tokens (`add`), so the chunks of all streams leave in one loop iteration
-      — one NATS socket write per tick — instead of one timer, task and write per stream and interval;
-    - wakes the streams paced on it (`next_tick`): their readers take every token that arrived meanwhile in
-      one read, so the per-token work in the router (task wake-up, parsing layers) happens once per tick.
+    """One clock for every coalescing `ChunkEmitter` of this copy. Each stream gets a tick once per period:
+    - the tick flushes the stream's emitter if it holds tokens (`add`); the emitters of one tick leave in one
+      loop iteration — one NATS socket write — instead of one timer, task and write per stream and interval;
+    - it wakes the stream's reader if it is paced (`next_tick`): one read then takes every token that
+      arrived meanwhile, so the per-token work in the router (task wake-up, parsing layers) happens once
+      per tick.
+    Streams are dealt round-robin over `slots` ticks spread evenly across the period, so a period's work
+    comes in small bursts (a first token arriving meanwhile waits for one slot, not for every stream).
     `period()` is read at every tick (it grows with the load, see `chunk_interval_s`)."""
 
-    def __init__(self, period: Callable[[], float]) -> None:
+    def __init__(self, period: Callable[[], float], slots: int = 8) -> None:
         self.period = period
-        self.waiting: dict[ChunkEmitter, None] = {}  # insertion-ordered set
-        self._tick = asyncio.Event()
+        self.slots = slots
+        self.waiting: list[dict[ChunkEmitter, None]] = [{} for _ in range(slots)]  # insertion-ordered sets
+        self._ticks = [asyncio.Event() for _ in range(slots)]
         self._sleepers = 0
+        self._dealt = 0
+        self._current = 0
         self._task: asyncio.Task[None] | None = None
 
+    def deal(self) -> int:
+        """The slot of a new stream."""
+        self._dealt = (self._dealt + 1) % self.slots
+        return self._dealt
+
     def add(self, emitter: ChunkEmitter) -> None:
-        self.waiting[emitter] = None
+        self.waiting[emitter.slot][emitter] = None
         self._ensure_running()
 
     def remove(self, emitter: ChunkEmitter) -> None:
-        self.waiting.pop(emitter, None)
+        self.waiting[emitter.slot].pop(emitter, None)
 
-    async def next_tick(self) -> None:
-        tick = self._tick
+    async def next_tick(self, slot: int) -> None:
+        tick = self._ticks[slot]
         self._sleepers += 1
         self._ensure_running()
         try:
@@ -69,11 +80,12 @@ class FlushTicker:
 
     async def _run(self) -> None:
         try:
-            while self.waiting or self._sleepers:
-                await asyncio.sleep(self.period())
-                tick, self._tick = self._tick, asyncio.Event()
+            while self._sleepers or any(self.waiting):
+                await asyncio.sleep(self.period() / self.slots)
+                k = self._current = (self._current + 1) % self.slots
+                tick, self._ticks[k] = self._ticks[k], asyncio.Event()
                 tick.set()
-                batch, self.waiting = self.waiting, {}
+                batch, self.waiting[k] = self.waiting[k], {}
                 for emitter in batch:
                     try:
                         await emitter.flush()
@@ -102,6 +114,7 @@ class ChunkEmitter:
         "request_id",
         "restart",
         "seq",
+        "slot",
         "subject",
         "ticker",
     )
@@ -119,6 +132,7 @@ class ChunkEmitter:
         self.subject = subject
         self.request_id = request_id
         self.ticker = ticker
+        self.slot = ticker.deal() if ticker is not None else 0
         self.seq = 0
         self.msg_seq = 0
         self.restart = False
@@ -143,7 +157,7 @@ class ChunkEmitter:
         if self.ticker is None or self.msg_seq == 0:
             return
         await self.flush()
-        await self.ticker.next_tick()
+        await self.ticker.next_tick(self.slot)
 
     def discard(self) -> None:
         """Drop tokens not yet sent (the answer restarts elsewhere) and mark the next message as a restart."""
@@ -240,7 +254,8 @@ class Router:
             FlushTicker(
                 lambda: chunk_interval_s(
                     self.streams, s.router_chunk_interval_ms, s.router_chunk_interval_max_ms, s.router_busy_streams
-                )
+                ),
+                s.router_chunk_tick_slots,
             )
             if s.router_chunk_interval_ms > 0
             else None

@@ -58,6 +58,9 @@ class RouterSettings(ServiceSettings):
     router_chunk_interval_max_ms: float = Field(
         default=200.0, ge=0, description="under load the chunk interval grows up to this (see router_busy_streams)"
     )
+    router_chunk_tick_slots: int = Field(
+        default=8, ge=1, description="streams are spread over this many flush ticks per chunk interval"
+    )
     router_busy_streams: int = Field(
         default=50, ge=1, description="streams in flight on one copy beyond which the chunk interval grows"
     )
