@@ -52,7 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--discussions", default="100,500", help="phase A sizes, comma-separated")
     ap.add_argument("--ttft-ms", type=float, default=200.0, help="fake provider time to first token")
     ap.add_argument("--tokens-per-s", type=float, default=30.0, help="fake provider token rate per stream")
-    ap.add_argument("--tokens", type=int, default=40, help="tokens per answer")
+    ap.add_argument(
+        "--tokens", type=int, default=200,
+        help="tokens per answer (a persona turn of ~150 words; the dialogue service allows up to 600)",
+    )  # fmt: skip
     ap.add_argument("--jitter", type=float, default=0.0, help="± fraction of random TTFT jitter (0 = fixed)")
     ap.add_argument("--replicas", default="", help="copies of the base run, e.g. router=1,dialogue=1 (default 1 each)")
     ap.add_argument("--scaling-replicas", default="router=2,dialogue=2", help="copies for the scaling check")
@@ -61,8 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--openai-levels", default="1,50,200", help="phase B concurrency levels ('' to skip)")
     ap.add_argument("--openai-min-requests", type=int, default=10, help="at least this many calls per level and path")
     ap.add_argument(
-        "--ramp-s", type=float, default=2.0,
-        help="discussion and stream starts (phases A and B, both paths) spread over this many seconds (0: at once)",
+        "--ramp-s", type=float, default=None,
+        help="discussion and stream starts (phases A and B, both paths) spread over this many seconds (0: at "
+        "once). Default: one turn (TTFT + tokens / rate) in phase A, so turn changes are spread evenly as "
+        "with independent users; 2 s in phase B",
     )  # fmt: skip
     ap.add_argument("--rest-rps", type=float, default=20.0, help="GET probes per second during phase A")
     ap.add_argument("--no-proceed", action="store_true", help="do not POST proceed after round 1")
@@ -75,7 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--nats", default=os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222"))
     ap.add_argument("--pg", default=os.environ.get("ADP_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     ap.add_argument("--redis", default=os.environ.get("ADP_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    turn_s = args.ttft_ms / 1000 + args.tokens / args.tokens_per_s
+    args.ramp_a = round(turn_s, 2) if args.ramp_s is None else args.ramp_s
+    args.ramp_b = 2.0 if args.ramp_s is None else args.ramp_s
+    return args
 
 
 def http_client(n: int) -> aiohttp.ClientSession:
@@ -106,7 +115,7 @@ async def phase_a(
             direct = Tally()
             print(f"  direct: {n} concurrent streams × {TURNS_PER_ROUND} calls …", flush=True)
             await run_streams(
-                http, provider.url + "/v1/chat/completions", {}, "fake-model", n, TURNS_PER_ROUND, direct, args.ramp_s
+                http, provider.url + "/v1/chat/completions", {}, "fake-model", n, TURNS_PER_ROUND, direct, args.ramp_a
             )
         print(f"  gateway: {n} discussions, round 1 …", flush=True)
         run = DiscussionRun(
@@ -126,7 +135,7 @@ async def phase_a(
             spy = PySpy(args.py_spy, Path(args.out) / "profiles", f"{platform.prefix}-{n}", targets, args.profile_s)
         sampler.start()
         phase_start = time.time()
-        run_task = asyncio.create_task(run.run(n, args.ramp_s))
+        run_task = asyncio.create_task(run.run(n, args.ramp_a))
         if spy is not None:
             await asyncio.sleep(3)  # past the creation burst, into steady streaming
             spy.start()
@@ -200,7 +209,7 @@ async def phase_b(args: argparse.Namespace, platform: Platform, provider: FakePr
                 ("gateway", gw + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
             ):
                 t = Tally()
-                await run_streams(http, url, headers, "fake-model", c, per, t, args.ramp_s)
+                await run_streams(http, url, headers, "fake-model", c, per, t, args.ramp_b)
                 res[path] = {"ttft": summary(t.ttfc), "total": summary(t.total), "errors": dict(t.errors)}
         d, g = res["direct"], res["gateway"]
         res["overhead"] = {
@@ -270,7 +279,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "tokens_per_s": args.tokens_per_s,
             "tokens": args.tokens,
             "jitter": args.jitter,
-            "ramp_s": args.ramp_s,
+            "ramp_s": args.ramp_a,
+            "ramp_b_s": args.ramp_b,
             "log_level": args.log_level,
             "replicas": base_replicas,
             "loadavg_start": os.getloadavg(),

@@ -196,7 +196,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"# Load benchmark {result['started']}\n",
         f"Machine: {cfg['cpus']} CPUs, {cfg['mem_gb']:.0f} GiB. Fake provider: TTFT {cfg['ttft_ms']:g} ms "
         f"(jitter ±{cfg['jitter'] * 100:g} %), {cfg['tokens_per_s']:g} tokens/s, {cfg['tokens']} tokens per answer. "
-        f"Round 1 = 3 persona turns. Starts spread over {cfg.get('ramp_s', 0):g} s. "
+        f"Round 1 = 3 persona turns. Starts spread over {cfg.get('ramp_s', 0):g} s "
+        f"(phase B: {cfg.get('ramp_b_s', cfg.get('ramp_s', 0)):g} s). "
         f"Log level {cfg['log_level']}. Load average (1 min) at start / end: "
         f"{cfg['loadavg_start'][0]:.1f} / {cfg.get('loadavg_end', [0])[0]:.1f} (the machine is shared). "
         f"Command: `{cfg['command']}`\n",
