@@ -76,10 +76,12 @@ class Commands:
                 rows = await store.list_discussions(conn, q.user_id)
                 return DiscussionList(discussions=[views.base_view(r) for r in rows])
             did = parse_id(q.discussion_id)
-            d = await self._owned(conn, did, q.user_id)
             if q.kind == "head":
-                return views.base_view(d)
-            view = await views.full_view(conn, d)
+                return views.base_view(await self._owned(conn, did, q.user_id))
+            d = await store.discussion_with_children(conn, did)
+            if d is None or d["user_id"] != q.user_id:  # never reveal another user's discussion
+                raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "discussion not found")
+            view = views.full_view(d)
         if q.kind == "get":
             return view
         if q.format == "markdown":
@@ -114,9 +116,9 @@ class Commands:
 
     async def _view(self, did: str) -> DiscussionView:
         async with self.pool.acquire() as conn:
-            d = await store.get_discussion(conn, did)
-            assert d is not None
-            return await views.full_view(conn, d)
+            d = await store.discussion_with_children(conn, did)
+        assert d is not None
+        return views.full_view(d)
 
     async def _start_round(
         self, conn: store.Conn, d: asyncpg.Record, events: list[tuple[str, dict[str, Any]]], extra_tokens: int = 0

@@ -77,11 +77,12 @@ def base_view(d: asyncpg.Record, *, has_active: bool | None = None) -> Discussio
     )
 
 
-async def full_view(conn: store.Conn, d: asyncpg.Record, *, has_active: bool | None = None) -> DiscussionView:
+def full_view(d: asyncpg.Record, *, has_active: bool | None = None) -> DiscussionView:
+    """The whole discussion from `store.discussion_with_children`'s row."""
     view = base_view(d, has_active=has_active)
-    msgs = [message_dict(r) for r in await store.messages(conn, d["id"])]
+    msgs = [message_dict(r) for r in d["v_messages"] or ()]
     view.messages = msgs
-    view.rounds = [round_dict(r["number"], msgs, r["completed_at"]) for r in await store.rounds(conn, d["id"])]
-    view.summaries = [summary_dict(r) for r in await store.summaries(conn, d["id"])]
-    view.questions = [question_set_dict(r) for r in await store.question_sets(conn, d["id"])]
+    view.rounds = [round_dict(r["number"], msgs, r["completed_at"]) for r in d["v_rounds"] or ()]
+    view.summaries = [summary_dict(r) for r in d["v_summaries"] or ()]
+    view.questions = [question_set_dict(r) for r in d["v_questions"] or ()]
     return view
