@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -113,6 +114,14 @@ class Commands:
                 await self.engine.publish_job(job)
         except Exception as err:
             log.warning("publishing after commit failed (the sweeper will retry the job): %s", err)
+
+    async def _publish_and_view(
+        self, did: str, events: list[DiscussionEvent], job: DialogueJob | None
+    ) -> DiscussionView:
+        """After a command's commit: its publications and the answer's view, side by side (the view reads
+        the committed state, so it need not wait for JetStream's acknowledgements)."""
+        _, view = await asyncio.gather(self._after_commit(events, job), self._view(did))
+        return view
 
     async def _view(self, did: str) -> DiscussionView:
         async with self.pool.acquire() as conn:
@@ -237,8 +246,7 @@ class Commands:
                     events: list[DiscussionEvent] = []
                 else:
                     events, job = await self._start_round(conn, d, [])
-        await self._after_commit(events, job)
-        return await self._view(did)
+        return await self._publish_and_view(did, events, job)
 
     async def answers(self, cmd: DialogueCommand, did: str) -> DiscussionView:
         if not cmd.answers:
@@ -262,8 +270,7 @@ class Commands:
                 events, job = await self._start_round(
                     conn, d, [("message-complete", {"message": views.message_dict(row)})], row["output_tokens"]
                 )
-        await self._after_commit(events, job)
-        return await self._view(did)
+        return await self._publish_and_view(did, events, job)
 
     async def user_input(self, cmd: DialogueCommand, did: str) -> DiscussionView:
         text = (cmd.input or "").strip()
@@ -277,8 +284,7 @@ class Commands:
                 events, job = await self._start_round(
                     conn, d, [("message-complete", {"message": views.message_dict(row)})], row["output_tokens"]
                 )
-        await self._after_commit(events, job)
-        return await self._view(did)
+        return await self._publish_and_view(did, events, job)
 
     async def _side_step(self, cmd: DialogueCommand, did: str, kind: str) -> DiscussionView:
         async with self.pool.acquire() as conn:
@@ -295,8 +301,7 @@ class Commands:
                         raise PlatformError(ErrorCode.CONFLICT, f"round {rnd} is already summarised")
                     job = summary_job(did, rnd, "wait", "requested")
                 await store.update_discussion(conn, did, status="running", current_job=job.model_dump())
-        await self._after_commit([], job)
-        return await self._view(did)
+        return await self._publish_and_view(did, [], job)
 
     async def questions(self, cmd: DialogueCommand, did: str) -> DiscussionView:
         return await self._side_step(cmd, did, "questions")
@@ -306,8 +311,6 @@ class Commands:
 
     async def stop(self, cmd: DialogueCommand, did: str) -> DiscussionView:
         async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                d = await self._owned(conn, did, cmd.user_id, for_update=True)
-                if d["status"] not in TERMINAL:
-                    await store.update_discussion(conn, did, status="stopped", current_job=None)
+            if not await store.stop_discussion(conn, did, cmd.user_id, TERMINAL):
+                await self._owned(conn, did, cmd.user_id)  # 404 unless it exists and was already over
         return await self._view(did)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -98,6 +99,18 @@ async def discussion_with_children(conn: Conn, discussion_id: str) -> asyncpg.Re
            FROM discussions d WHERE d.id = $1""",
         discussion_id,
     )
+
+
+async def stop_discussion(conn: Conn, discussion_id: str, user_id: str, terminal: Iterable[str]) -> bool:
+    """Stop the user's discussion unless it is in a terminal status already; whether it was stopped now."""
+    done = await conn.fetchval(
+        """UPDATE discussions SET status = 'stopped', current_job = NULL, updated_at = now()
+           WHERE id = $1 AND user_id = $2 AND status <> ALL($3::text[]) RETURNING true""",
+        discussion_id,
+        user_id,
+        list(terminal),
+    )
+    return bool(done)
 
 
 async def lock_user(conn: Conn, user_id: str) -> None:
