@@ -552,7 +552,12 @@ class Bus:
             try:
                 self._kv[name] = await self.js.key_value(name)
             except (NotFoundError, Exception):
-                self._kv[name] = await self.js.create_key_value(bucket=name, history=history, ttl=ttl)
+                try:
+                    self._kv[name] = await self.js.create_key_value(bucket=name, history=history, ttl=ttl)
+                except BadRequestError:
+                    # Another copy created it at the same moment (the server then answers "subjects
+                    # overlap with an existing stream"): use theirs.
+                    self._kv[name] = await self.js.key_value(name)
         return self._kv[name]
 
 
