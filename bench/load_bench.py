@@ -40,7 +40,7 @@ from load.launch import (
     postgres_pids,
 )
 from load.profile import PySpy
-from load.stats import diff, flatten, gateway_rest_latencies, ratio, summary
+from load.stats import diff, flatten, gateway_rest_latencies, lag_buckets, lag_quantile, ratio, summary
 
 from adp_common.service import run_loop
 
@@ -93,6 +93,16 @@ def http_client(n: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n * 2 + 100), timeout=timeout)
 
 
+async def lag_snapshot(http: aiohttp.ClientSession, platform: Platform) -> dict[str, dict[float, float]]:
+    """Every service's event-loop lag histogram (cumulative buckets) from its /metrics."""
+    out = {}
+    for p in platform.procs:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with http.get(p.url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                out[p.name] = lag_buckets(await r.text())
+    return out
+
+
 def named_pids(platform: Platform, provider: FakeProviderProcess) -> dict[str, int]:
     pids = {p.name: p.popen.pid for p in platform.procs}
     pids["fake-provider"] = provider.popen.pid
@@ -133,6 +143,7 @@ async def phase_a(
             hot = ("gateway", "dialogue", "llm-router")
             targets = {p.name: p.popen.pid for p in platform.procs if p.service in hot}
             spy = PySpy(args.py_spy, Path(args.out) / "profiles", f"{platform.prefix}-{n}", targets, args.profile_s)
+        lag_before = await lag_snapshot(http, platform)
         sampler.start()
         phase_start = time.time()
         run_task = asyncio.create_task(run.run(n, args.ramp_a))
@@ -141,6 +152,7 @@ async def phase_a(
             spy.start()
         wall = await run_task
         resources = await sampler.stop()
+        lag_after = await lag_snapshot(http, platform)
         phase_end = time.time() + 1
         await asyncio.sleep(1.5)  # let the gateways write their last access-log lines
         profiles = await spy.stop() if spy is not None else {}
@@ -185,6 +197,10 @@ async def phase_a(
         "rest_gateway": {k: summary(v) for k, v in rest_gw.items()},
         "rest_p95_gateway_ms": summary(flatten(rest_gw.values()))["p95"],
         "resources": resources,
+        "loop_lag": {
+            name: {q: lag_quantile(lag_before.get(name, {}), after, x) for q, x in (("p50", 0.5), ("p99", 0.99))}
+            for name, after in lag_after.items()
+        },
         "profiles": profiles,
         "_direct": direct,
     }

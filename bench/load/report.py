@@ -102,7 +102,11 @@ def resources_table(rows: list[dict[str, Any]]) -> str:
         cells = []
         for r in rows:
             x = r["resources"].get(name)
-            cells.append("—" if x is None else f"{fmt(x['rss_mb'], 0)} MB, {fmt(x['cpu_pct'], 0)} %")
+            lag = (r.get("loop_lag") or {}).get(name)
+            cell = "—" if x is None else f"{fmt(x['rss_mb'], 0)} MB, {fmt(x['cpu_pct'], 0)} %"
+            if x is not None and lag and lag.get("p99") is not None:
+                cell += f", lag p99 ≤ {lag['p99']:g} ms"
+            cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 

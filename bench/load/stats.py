@@ -90,3 +90,33 @@ def gateway_rest_latencies(log_files: Iterable[Any], since: float, until: float)
                     continue
                 out.setdefault(f"{rec.get('method')} {route}", []).append(float(rec["latency_ms"]))
     return out
+
+
+LAG_METRIC = "adp_event_loop_lag_seconds_bucket"
+
+
+def lag_buckets(metrics_text: str) -> dict[float, float]:
+    """The cumulative buckets (upper bound in s -> count) of a service's event-loop lag histogram, from its
+    Prometheus text exposition."""
+    out: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        if not line.startswith(LAG_METRIC + "{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        le = labels.split('le="', 1)[1].split('"', 1)[0]
+        out[math.inf if le == "+Inf" else float(le)] = float(value)
+    return out
+
+
+def lag_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """Upper bound (ms) of the bucket holding the q-quantile of the lag samples taken between two snapshots
+    (inf when it is past the last bound); None without samples."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return None
+    for b, c in zip(bounds, counts, strict=True):
+        if c >= q * total:
+            return b * 1000
+    return math.inf
