@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -42,3 +43,26 @@ async def test_event_loop_stall_is_measured_and_logged(
         count2, slow2 = lag_samples(rt)
         assert count2 > count and slow2 >= 1
         assert any("event loop stalled" in r.getMessage() for r in caplog.records)
+
+
+async def test_gc_pauses_are_measured_and_long_ones_logged(
+    nats_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = ServiceSettings(nats_url=nats_url, subject_prefix=prefix, loop_stall_warn_ms=1)
+    async with running_service("gctest", settings, NoApp(), use_database=False) as rt:
+        reg = rt.metrics.registry
+
+        def full_collections() -> float:
+            return reg.get_sample_value("adp_gc_pause_seconds_count", {"generation": "2"}) or 0.0
+
+        before = full_collections()
+        # a heap of cycles big enough that a full collection takes over a millisecond
+        garbage = [[] for _ in range(300_000)]
+        for g in garbage:
+            g.append(g)
+        del garbage
+        with caplog.at_level(logging.WARNING, logger="adp.service"):
+            gc.collect()
+        assert full_collections() >= before + 1
+        assert any("garbage collection (generation 2)" in r.getMessage() for r in caplog.records)
+    assert not any(cb.__qualname__.endswith("on_gc") for cb in gc.callbacks)  # removed at stop

@@ -14,8 +14,9 @@ import logging
 import os
 import shutil
 import signal
+import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -69,6 +70,7 @@ class ServiceRuntime:
         self.admin: AdminServer | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
+        self._gc_callback: Callable[[str, dict[str, int]], None] | None = None
 
     @property
     def database_name(self) -> str:
@@ -120,6 +122,7 @@ class ServiceRuntime:
             self.checks.info["admin_port"] = self.admin.port
         self._heartbeat = asyncio.create_task(self._heartbeats())
         self._lag_watch = asyncio.create_task(self._watch_loop_lag())
+        self._watch_gc_pauses()
 
     async def _heartbeats(self) -> None:
         assert self.bus is not None
@@ -168,7 +171,38 @@ class ServiceRuntime:
             if lag * 1000 >= self.settings.loop_stall_warn_ms:
                 log.warning("event loop stalled for %.0f ms", lag * 1000, extra={"loop_lag_ms": round(lag * 1000)})
 
+    def _watch_gc_pauses(self) -> None:
+        """Time every cyclic-GC collection (the whole process stops meanwhile): exported as a histogram per
+        generation; pauses of `loop_stall_warn_ms` or more are logged."""
+        pause_hist = Histogram(
+            "adp_gc_pause_seconds",
+            "Duration of the cyclic garbage collector's collections (the process is stopped meanwhile)",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+            registry=self.metrics.registry,
+        )
+        by_gen = [pause_hist.labels(str(g)) for g in range(3)]
+        warn_s = self.settings.loop_stall_warn_ms / 1000
+        started = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+                return
+            pause = time.perf_counter() - started[0]
+            by_gen[info["generation"]].observe(pause)
+            if pause >= warn_s:
+                gen, ms = info["generation"], pause * 1000
+                log.warning("garbage collection (generation %d) paused the process for %.0f ms", gen, ms)
+
+        self._gc_callback = on_gc
+        gc.callbacks.append(on_gc)
+
     async def stop(self) -> None:
+        if self._gc_callback is not None:
+            with contextlib.suppress(ValueError):
+                gc.callbacks.remove(self._gc_callback)
+            self._gc_callback = None
         self.checks.ready = False
         if self._lag_watch is not None:
             self._lag_watch.cancel()
