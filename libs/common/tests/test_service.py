@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from adp_common.service import ServiceRuntime
+from adp_common.service import ServiceRuntime, freeze_startup_heap
 from adp_common.settings import ServiceSettings
 from adp_testing.inproc import running_service
 
@@ -66,3 +66,14 @@ async def test_gc_pauses_are_measured_and_long_ones_logged(
         assert full_collections() >= before + 1
         assert any("garbage collection (generation 2)" in r.getMessage() for r in caplog.records)
     assert not any(cb.__qualname__.endswith("on_gc") for cb in gc.callbacks)  # removed at stop
+
+
+def test_freeze_startup_heap_spaces_out_full_collections() -> None:
+    before = gc.get_threshold()
+    try:
+        freeze_startup_heap(1000)
+        assert gc.get_threshold() == (before[0], before[1], 1000)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -219,14 +219,22 @@ class ServiceRuntime:
         shutdown_tracing()
 
 
-def freeze_startup_heap() -> None:
+def freeze_startup_heap(full_collection_every: int = 10) -> None:
     """Put everything allocated during start-up (modules, schemas, settings, clients) out of the cyclic
     GC's reach. Without it every full collection re-scanned that heap: 15-65 ms pauses measured in the
     router under load, each one stalling every stream the process carries (the p99 of time to first
     token). Objects made later are collected as usual. (A larger young-generation threshold was tried
-    too: fewer but longer pauses, a worse p99.)"""
+    too: fewer but longer pauses, a worse p99.)
+
+    `full_collection_every` (ADP_GC_FULL_COLLECTION_EVERY) sets how many generation-1 collections may pass
+    between full ones (CPython's default: 10). A full collection scans every long-lived object, so under
+    load each one stalled a process 56-121 ms (adp_gc_pause_seconds) two or three times per half minute;
+    at 1000, four 500-discussion load runs had REST p95 81-152 ms (eleven runs at 10: 118-334 ms) with the
+    same RSS."""
     gc.collect()
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, full_collection_every)
 
 
 async def run_service(
@@ -244,7 +252,7 @@ async def run_service(
         await rt.start()
         await app.start(rt)
         if freeze_heap:
-            freeze_startup_heap()
+            freeze_startup_heap(rt.settings.gc_full_collection_every)
         rt.checks.ready = True
         port = rt.admin.port if rt.admin is not None else rt.settings.http_port
         log.info("%s ready", rt.service, extra={"admin_url": f"http://{rt.settings.http_host}:{port}"})

@@ -38,6 +38,12 @@ class ServiceSettings(BaseSettings):
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams created")
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     loop_stall_warn_ms: float = Field(default=250.0, gt=0, description="Log event-loop stalls at least this long")
+    gc_full_collection_every: int = Field(
+        default=1000,
+        ge=1,
+        description="Generation-1 garbage collections between full ones (CPython's default is 10): a full "
+        "collection scans every long-lived object and stalls the process meanwhile",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="uvloop (faster; falls back to asyncio where unavailable) or asyncio"
     )

@@ -106,7 +106,7 @@ async def serve_until_signalled(settings: GatewaySettings) -> None:
             loop.add_signal_handler(sig, stop.set)
     gw = GatewayServer(settings)
     await gw.start()
-    freeze_startup_heap()
+    freeze_startup_heap(settings.gc_full_collection_every)
     try:
         await stop.wait()
         log.info("gateway stopping: draining in-flight requests and streams")
