@@ -229,8 +229,9 @@ def freeze_startup_heap(full_collection_every: int = 10) -> None:
     `full_collection_every` (ADP_GC_FULL_COLLECTION_EVERY) sets how many generation-1 collections may pass
     between full ones (CPython's default: 10). A full collection scans every long-lived object, so under
     load each one stalled a process 56-121 ms (adp_gc_pause_seconds) two or three times per half minute;
-    at 1000, six 500-discussion load runs had REST p95 81-295 ms, median 133 (eleven runs at 10: 118-334
-    ms, median 240) and added time to first chunk p50 +3.0 to +12.2 ms (at 10: +3.1 to +20.6), same RSS."""
+    at 1000 the full collections left the load phase (logged pauses), and ten 500-discussion load runs had
+    REST p95 22-544 ms, median 146 (eleven runs at 10: 118-334 ms, median 240), added time to first chunk
+    p50 median +7 ms (at 10: +11) — a gain smaller than the run-to-run spread — with the same RSS."""
     gc.collect()
     gc.freeze()
     young, middle, _ = gc.get_threshold()
