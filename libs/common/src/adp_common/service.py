@@ -219,7 +219,7 @@ class ServiceRuntime:
         shutdown_tracing()
 
 
-def freeze_startup_heap(full_collection_every: int = 10) -> None:
+def freeze_startup_heap(full_collection_every: int) -> None:
     """Put everything allocated during start-up (modules, schemas, settings, clients) out of the cyclic
     GC's reach. Without it every full collection re-scanned that heap: 15-65 ms pauses measured in the
     router under load, each one stalling every stream the process carries (the p99 of time to first

@@ -305,25 +305,49 @@ async def add_events(
     however many events. Marks the discussion as active (updated_at) too."""
     if not events:
         return []
-    rows = await conn.fetch(
-        """WITH alloc AS (
-             UPDATE discussions SET next_seq = next_seq + $2, updated_at = now() WHERE id = $1
-             RETURNING next_seq - $2 AS first)
-           INSERT INTO events (discussion_id, seq, event, data, step_key)
-           SELECT $1, alloc.first + e.i - 1, e.event, e.data::jsonb, $5
-             FROM alloc, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(event, data, i)
-           RETURNING seq, created_at""",
-        discussion_id,
-        len(events),
-        [name for name, _ in events],
-        [_j(data) for _, data in events],
-        step_key,
+    return await _store_events(conn, discussion_id, step_key, events, {}, mark=False, next_job=None)
+
+
+async def _store_events(
+    conn: Conn,
+    discussion_id: str,
+    step_key: str | None,
+    events: list[tuple[str, dict[str, Any]]],
+    updates: dict[str, Any],
+    *,
+    mark: bool,
+    next_job: dict[str, Any] | None,
+) -> list[DiscussionEvent]:
+    """One statement: allocate the events' seqs while applying `updates` to the discussion, store the
+    events and, with `mark`, record `step_key` as processed (with its follow-up job)."""
+    params: list[Any] = [discussion_id, len(events), [n for n, _ in events], [_j(d) for _, d in events], step_key]
+    marked = ""
+    if mark:
+        params.append(_j(next_job))
+        marked = """,
+            marked AS (
+              INSERT INTO processed_steps (discussion_id, step_key, next_job)
+              SELECT $1, $5, $6::jsonb FROM alloc
+              ON CONFLICT DO NOTHING)"""
+    sets, args = _assignments(updates, len(params) + 1)
+    row = await conn.fetchrow(
+        f"""WITH alloc AS (
+              UPDATE discussions SET {"".join(x + ", " for x in sets)}next_seq = next_seq + $2, updated_at = now()
+               WHERE id = $1
+              RETURNING next_seq - $2 AS first),
+            stored AS (
+              INSERT INTO events (discussion_id, seq, event, data, step_key)
+              SELECT $1, alloc.first + e.i - 1, e.event, e.data::jsonb, $5
+                FROM alloc, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(event, data, i)
+              RETURNING seq){marked}
+            SELECT alloc.first, now() AS at, (SELECT count(*) FROM stored) AS n FROM alloc""",
+        *params,
+        *args,
     )
-    if len(rows) != len(events):
+    if row is None or row["n"] != len(events):
         raise LookupError(f"discussion {discussion_id} not found")
-    first, created = min(r["seq"] for r in rows), rows[0]["created_at"]
     return [
-        DiscussionEvent(discussionId=discussion_id, seq=first + i, event=name, data=data, time=created)
+        DiscussionEvent(discussionId=discussion_id, seq=row["first"] + i, event=name, data=data, time=row["at"])
         for i, (name, data) in enumerate(events)
     ]
 
@@ -368,36 +392,7 @@ async def finish_step(
     """A step's outcome in one statement (call inside the step's transaction): its events (consecutive
     seqs), the discussion's new state, and the processed mark (`processed_steps`) holding the follow-up job
     — one round trip where separate statements took three."""
-    sets, args = _assignments(updates, 7)
-    row = await conn.fetchrow(
-        f"""WITH alloc AS (
-              UPDATE discussions SET {"".join(x + ", " for x in sets)}next_seq = next_seq + $2, updated_at = now()
-               WHERE id = $1
-              RETURNING next_seq - $2 AS first),
-            stored AS (
-              INSERT INTO events (discussion_id, seq, event, data, step_key)
-              SELECT $1, alloc.first + e.i - 1, e.event, e.data::jsonb, $5
-                FROM alloc, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(event, data, i)
-              RETURNING seq),
-            marked AS (
-              INSERT INTO processed_steps (discussion_id, step_key, next_job)
-              SELECT $1, $5, $6::jsonb FROM alloc
-              ON CONFLICT DO NOTHING)
-            SELECT alloc.first, now() AS at, (SELECT count(*) FROM stored) AS n FROM alloc""",
-        discussion_id,
-        len(events),
-        [name for name, _ in events],
-        [_j(data) for _, data in events],
-        step_key,
-        _j(next_job),
-        *args,
-    )
-    if row is None or row["n"] != len(events):
-        raise LookupError(f"discussion {discussion_id} not found")
-    return [
-        DiscussionEvent(discussionId=discussion_id, seq=row["first"] + i, event=name, data=data, time=row["at"])
-        for i, (name, data) in enumerate(events)
-    ]
+    return await _store_events(conn, discussion_id, step_key, events, updates, mark=True, next_job=next_job)
 
 
 async def events_for_step(conn: Conn, discussion_id: str, step_key: str) -> list[DiscussionEvent]:
