@@ -40,7 +40,7 @@ from load.launch import (
     postgres_pids,
 )
 from load.profile import PySpy
-from load.stats import diff, flatten, gateway_rest_latencies, lag_buckets, lag_quantile, ratio, summary
+from load.stats import diff, flatten, gateway_rest_latencies, lag_buckets, lag_quantile, pct, ratio, summary
 
 from adp_common.service import run_loop
 
@@ -145,6 +145,7 @@ async def phase_a(
             spy = PySpy(args.py_spy, Path(args.out) / "profiles", f"{platform.prefix}-{n}", targets, args.profile_s)
         lag_before = await lag_snapshot(http, platform)
         sampler.start()
+        t_start = time.perf_counter()
         phase_start = time.time()
         run_task = asyncio.create_task(run.run(n, args.ramp_a))
         if spy is not None:
@@ -202,6 +203,7 @@ async def phase_a(
             for name, after in lag_after.items()
         },
         "profiles": profiles,
+        "timeline": timeline(t.samples, t_start, d["p50"], sampler.timeline),
         "_direct": direct,
     }
     print(
@@ -210,6 +212,35 @@ async def phase_a(
         flush=True,
     )
     return row
+
+
+def timeline(
+    samples: list[tuple[float, str, float]],
+    t_start: float,
+    direct_p50: float | None,
+    cpu: list[tuple[float, float, dict[str, float]]],
+    bin_s: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Per-second view of a phase: added TTFC (vs the direct p50) and REST latency quantiles of the samples
+    taken in that second, beside the machine's and each process's CPU; shows what a latency tail lines up
+    with (the creation burst, the proceed/stop burst at the end, a CPU-saturated second)."""
+    bins: dict[int, dict[str, list[float]]] = {}
+    for t, what, ms in samples:
+        kind = "ttfc" if what == "ttfc" else "rest"
+        value = ms - (direct_p50 or 0.0) if kind == "ttfc" else ms
+        bins.setdefault(int((t - t_start) / bin_s), {}).setdefault(kind, []).append(value)
+    out = []
+    for b in sorted(bins):
+        row: dict[str, Any] = {"t": b * bin_s}
+        for kind, vals in bins[b].items():
+            row[kind] = {"n": len(vals), "p50": pct(vals, 0.5), "p99": pct(vals, 0.99), "max": max(vals)}
+        in_bin = [c for c in cpu if b * bin_s <= c[0] < (b + 1) * bin_s]
+        if in_bin:
+            row["cpu_machine"] = sum(c[1] for c in in_bin) / len(in_bin)
+            names = in_bin[0][2].keys()
+            row["cpu"] = {n: round(sum(c[2].get(n, 0.0) for c in in_bin) / len(in_bin)) for n in names}
+        out.append(row)
+    return out
 
 
 async def phase_b(args: argparse.Namespace, platform: Platform, provider: FakeProviderProcess, key: str) -> list:

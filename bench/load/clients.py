@@ -45,9 +45,12 @@ class Tally:
     completed: int = 0
     first_chunk_t: float | None = None
     last_chunk_t: float | None = None
+    # (perf_counter, what, ms) of every TTFC and REST sample, for the run's timeline
+    samples: list[tuple[float, str, float]] = field(default_factory=list)
 
     def rest_time(self, name: str, ms: float) -> None:
         self.rest.setdefault(name, []).append(ms)
+        self.samples.append((time.perf_counter(), name, ms))
 
     def saw_chunk(self, now: float, n: int) -> None:
         self.chunks += n
@@ -209,6 +212,7 @@ class DiscussionRun:
                         # so its TTFC is kept apart; later turns start while the stream is surely live
                         (t.ttfc if turn_no > 1 else t.ttfc_turn1).append(first_ms)
                         if turn_no > 1:
+                            t.samples.append((turn_start or now, "ttfc", first_ms))
                             t.ttfc_request.append(first_ms - delivery_ms)
                             t.ttfc_delivery.append(delivery_ms)
                     turn_start, first_ms = None, None

@@ -178,6 +178,10 @@ class ResourceSampler:
         self._t0 = 0.0
         self._task: asyncio.Task[None] | None = None
         self.result: dict[str, dict[str, Any]] = {}
+        # per interval: (seconds since start, machine CPU % of all cores, {process: CPU % of one core})
+        self.timeline: list[tuple[float, float, dict[str, float]]] = []
+        self._last_cpu: dict[str, float] = {}
+        self._last_t = 0.0
 
     @staticmethod
     def _cpu(p: psutil.Process) -> float:
@@ -192,10 +196,22 @@ class ResourceSampler:
         return total
 
     def _sample(self) -> None:
+        now = time.monotonic()
+        dt = max(1e-6, now - self._last_t)
+        cpu_now: dict[str, float] = {}
         for name, p in self.procs.items():
             with contextlib.suppress(psutil.Error):
                 rss = p.memory_info().rss
                 self.rss_max[name] = max(self.rss_max.get(name, 0), rss)
+                cpu_now[name] = self._cpu(p)
+        for name in self.groups:
+            cpu_now[name] = self._group_cpu(name)
+        if self._last_cpu:
+            per = {k: round(100.0 * (v - self._last_cpu[k]) / dt, 1) for k, v in cpu_now.items() if k in self._last_cpu}
+            self.timeline.append((round(now - self._t0, 2), psutil.cpu_percent(), per))
+        else:
+            psutil.cpu_percent()  # starts the machine-wide counter
+        self._last_cpu, self._last_t = cpu_now, now
 
     async def _run(self) -> None:
         while True:
@@ -203,7 +219,7 @@ class ResourceSampler:
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:
-        self._t0 = time.monotonic()
+        self._t0 = self._last_t = time.monotonic()
         for name, p in self.procs.items():
             with contextlib.suppress(psutil.Error):
                 self._cpu0[name] = self._cpu(p)

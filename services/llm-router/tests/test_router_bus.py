@@ -471,7 +471,7 @@ async def test_paced_reads_take_every_token_that_arrived_meanwhile(fake: FakePro
     fake.timing = Timing(token_interval_s=0.005, text=" ".join(words))
     reads = 0
 
-    async def pace() -> None:
+    async def pace(transport: asyncio.Transport | None) -> None:
         nonlocal reads
         reads += 1
         if reads > 1:
@@ -516,6 +516,33 @@ async def test_emitter_pace_sends_what_was_read_then_waits_for_the_tick(bus: Bus
     await wait_for(lambda: asyncio.sleep(0, len(got) == 2), 1)
     assert [m["delta"] for m in got] == ["one ", "two three "]
     await sub.unsubscribe()
+
+
+async def test_emitter_pace_holds_the_socket_unread_until_the_tick(bus: Bus) -> None:
+    """While a paced read waits for its tick, the provider connection's transport is paused (bytes wait in
+    the kernel, one read takes them all); it reads again after the tick."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    transport = writer.transport
+    assert isinstance(transport, asyncio.Transport)
+    ticker = FlushTicker(lambda: 0.1, slots=1)
+    e = ChunkEmitter(bus.nc, bus.catalog.llm_stream("hold-test"), "h", ticker)
+    e.set_provider("p")
+    try:
+        await e.pace(transport)  # before the first token: not held
+        assert transport.is_reading()
+        await e.emit("one ")
+        await e.emit("two ")
+        waiting = asyncio.create_task(e.pace(transport))
+        await asyncio.sleep(0.02)
+        assert not transport.is_reading()
+        await waiting
+        assert transport.is_reading()
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_ticker_slots_spread_streams_over_the_period(bus: Bus) -> None:

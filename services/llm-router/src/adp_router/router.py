@@ -150,14 +150,25 @@ class ChunkEmitter:
         elif len(self._buf) == 1:
             self.ticker.add(self)
 
-    async def pace(self) -> None:
+    async def pace(self, transport: asyncio.Transport | None = None) -> None:
         """Awaited by a provider adapter before it reads more of the streamed body (`CallState.pace`): sends
         the tokens read so far, then holds the next read until the next tick. Until the first token has gone
-        out, reads are not held (time to first token)."""
+        out, reads are not held (time to first token).
+
+        The body's `transport`, when given, stops reading from its socket meanwhile: the provider's tokens
+        wait in the kernel's buffer and the next read takes them in one system call, instead of the event
+        loop reading and the HTTP parser handling every token as it arrives (one read per token)."""
         if self.ticker is None or self.msg_seq == 0:
             return
         await self.flush()
-        await self.ticker.next_tick(self.slot)
+        held = transport if transport is not None and transport.is_reading() else None
+        if held is not None:
+            held.pause_reading()
+        try:
+            await self.ticker.next_tick(self.slot)
+        finally:
+            if held is not None and not held.is_closing():
+                held.resume_reading()
 
     def discard(self) -> None:
         """Drop tokens not yet sent (the answer restarts elsewhere) and mark the next message as a restart."""

@@ -48,10 +48,14 @@ class ProviderError(Exception):
         return ErrorCode.LLM_TIMEOUT if self.timeout else ErrorCode.LLM_PROVIDER_ERROR
 
 
+# Awaited before each read of a streamed body, with the transport to hold paused while it waits (or None).
+Pace = Callable[[asyncio.Transport | None], Awaitable[None]]
+
+
 class CallState:
     """What one provider call reports besides the text (usage, finish reason), and what the router asks of
-    a streamed read: `pace`, when set, is awaited before each read of the body (see
-    `ChunkEmitter.pace`)."""
+    a streamed read: `pace`, when set, is awaited before each read of the body with the connection's
+    transport, which it may hold paused meanwhile (see `ChunkEmitter.pace`)."""
 
     __slots__ = ("finish_reason", "input_tokens", "output_tokens", "pace")
 
@@ -59,7 +63,7 @@ class CallState:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.finish_reason: str = "stop"
-        self.pace: Callable[[], Awaitable[None]] | None = None
+        self.pace: Pace | None = None
 
 
 class Provider(Protocol):
@@ -185,7 +189,7 @@ class Endpoint:
         timeout: float,
         *,
         is_last: Callable[[SSEEvent], bool] = lambda ev: False,
-        pace: Callable[[], Awaitable[None]] | None = None,
+        pace: Pace | None = None,
     ) -> AsyncIterator[SSEEvent]:
         """A streaming call's SSE events. Use with `contextlib.aclosing` so the response closes as soon as
         the caller stops reading.
@@ -202,7 +206,8 @@ class Endpoint:
 
                 async def paced() -> None:
                     if pace is not None and not last:  # the end of the body is read at once
-                        await pace()
+                        conn = resp.connection
+                        await pace(conn.transport if conn is not None else None)
 
                 lines = _lines(resp.content, paced)
                 try:
