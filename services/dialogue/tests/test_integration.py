@@ -290,3 +290,27 @@ async def test_sweeper_republishes_a_job_lost_after_a_command_commit(
         await log.wait_event(view.id, "round-complete")
         done = await _wait_status(bus, view.id, "waiting")
     assert [m["turn"] for m in done.messages] == [1, 2, 3]
+
+
+async def test_stop_mid_turn_cancels_the_llm_call(bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases) -> None:
+    """Stopping a discussion while a persona is answering cuts that answer at the router (no more tokens
+    are generated or charged), and the dropped step leaves no error behind."""
+    settings = dialogue_settings(nats_url, pg_dsn, prefix, databases.name("dialogue"))
+    async with router(nats_url, prefix, tokens_per_s=20) as rapp, dialogue(settings), event_log(bus) as log:
+        assert rapp.router is not None and rapp.metrics is not None
+        view = await command(bus, action="create", user_id="u1", topic=TOPIC)
+        did = view.id
+        await log.wait(lambda evs: any(e.discussionId == did and e.event == "message-chunk" for e in evs), 10)
+        assert did in rapp.router.calls  # the first persona is answering (slowly: ~20 tokens/s)
+        stopped = await command(bus, action="stop", user_id="u1", discussion_id=did)
+        assert stopped.status == "stopped"
+        for _ in range(100):
+            if did not in rapp.router.calls:
+                break
+            await asyncio.sleep(0.02)
+        assert did not in rapp.router.calls  # cancelled within ~2 s, not after the whole answer
+        assert rapp.metrics.cancelled._value.get() == 1
+        await asyncio.sleep(0.5)  # the step's end (dropped) has been handled
+        done = await get(bus, "u1", did)
+    assert done.status == "stopped" and done.error is None and done.messages == []
+    assert log.of(did, "error") == [] and log.of(did, "message-complete") == []

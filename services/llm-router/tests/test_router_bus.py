@@ -20,6 +20,7 @@ from adp_common.llm_client import LLMClient
 from adp_common.schemas.cost import BudgetState
 from adp_common.schemas.llm import (
     BreakerState,
+    CancelCalls,
     ChatMessage,
     CompletionChunk,
     CompletionRequest,
@@ -564,3 +565,41 @@ async def test_ticker_slots_spread_streams_over_the_period(bus: Bus) -> None:
     for ts in woke.values():
         ts.sort()
         assert 0.17 <= ts[-1] - ts[0] <= 0.25  # one tick per period for each stream
+
+
+async def test_cancel_stops_a_discussions_call_and_charges_what_streamed(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider
+) -> None:
+    """A cancel for the discussion (sent when it is stopped) cuts the provider call mid-stream: the caller
+    gets CONFLICT at once, the provider never finishes the answer, and the usage record charges the tokens
+    streamed so far — once."""
+    words = [f"w{i}" for i in range(40)]
+    fake.timing = Timing(token_interval_s=0.05, text=" ".join(words))
+    async with router(nats_url, prefix, {"fake": provider(fake)}) as app:
+        assert app.router is not None
+        client = LLMClient(bus)
+        first = asyncio.Event()
+
+        async def on_chunk(c: CompletionChunk) -> None:
+            first.set()
+
+        call = asyncio.create_task(
+            client.complete(req(user_id="u1", discussion_id="d-cancel", request_id="cancel-1"), on_chunk)
+        )
+        await asyncio.wait_for(first.wait(), 5)
+        await bus.publish(bus.catalog.llm_cancel, CancelCalls(discussion_id="other"))  # someone else's: no effect
+        await asyncio.sleep(0.1)
+        assert not call.done()
+        t0 = time.perf_counter()
+        await bus.publish(bus.catalog.llm_cancel, CancelCalls(discussion_id="d-cancel", reason="discussion stopped"))
+        with pytest.raises(PlatformError) as cancelled:
+            await asyncio.wait_for(call, 5)
+        assert time.perf_counter() - t0 < 1.0  # not the ~2 s the rest of the answer takes
+        assert cancelled.value.code == ErrorCode.CONFLICT and "discussion stopped" in cancelled.value.message
+        assert app.router.calls == {}
+        await asyncio.sleep(2.5)  # past the end the answer would have had
+        assert fake.stats.calls == 1 and fake.stats.completed == 0
+        recs = [r for r in await usage_records(bus) if r.request_id == "cancel-1"]
+    assert len(recs) == 1
+    assert recs[0].error_code == "CONFLICT" and recs[0].status == "error"
+    assert 0 < recs[0].output_tokens < 40 and recs[0].estimated

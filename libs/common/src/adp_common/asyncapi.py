@@ -55,6 +55,12 @@ def channels(cat: Catalog) -> list[Channel]:
             "core",
             params=("requestId",),
         ),
+        Channel(
+            cat.llm_cancel,
+            "Cancel the in-flight calls of a discussion on every router copy (core NATS, no queue group)",
+            (llm.CancelCalls,),
+            "core",
+        ),
         Channel(cat.llm_models, "Models the router serves", (common.Empty,), "request", (llm.ModelList,)),
         Channel(
             cat.llm_providers,

@@ -70,6 +70,11 @@ class Catalog:
     def llm_providers(self) -> str:
         return self.subject("llm", "providers")
 
+    @property
+    def llm_cancel(self) -> str:
+        """Core-NATS subject every router copy listens on (no queue group): cancel a discussion's calls."""
+        return self.subject("llm", "cancel")
+
     def llm_stream(self, request_id: str) -> str:
         """Core-NATS subject where the router streams a request's chunks."""
         return self.subject("llm", "stream", request_id)

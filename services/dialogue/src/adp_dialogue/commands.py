@@ -311,6 +311,12 @@ class Commands:
 
     async def stop(self, cmd: DialogueCommand, did: str) -> DiscussionView:
         async with self.pool.acquire() as conn:
-            if not await store.stop_discussion(conn, did, cmd.user_id, TERMINAL):
+            stopped = await store.stop_discussion(conn, did, cmd.user_id, TERMINAL)
+            if not stopped:
                 await self._owned(conn, did, cmd.user_id)  # 404 unless it exists and was already over
+        if stopped:
+            # The answer being generated is no longer wanted: the router copy running it cuts the provider
+            # call (tokens streamed so far are still charged). Best effort: if this is lost, the call runs to
+            # its end and its step is dropped, as before.
+            await self.engine.cancel_calls(did, "discussion stopped")
         return await self._view(did)

@@ -24,7 +24,7 @@ from adp_common.bus import Bus, Delivery, Reject
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.llm_client import LLMClient
 from adp_common.schemas.dialogue import DialogueJob, DiscussionEvent, PersonaSpec
-from adp_common.schemas.llm import ChatMessage, CompletionRequest
+from adp_common.schemas.llm import CancelCalls, ChatMessage, CompletionRequest
 from adp_dialogue import store, views
 from adp_dialogue.domain import flow, policy, prompts, questions, resolution
 from adp_dialogue.domain.personas import USER_PERSONA, turn_number, turn_step_key
@@ -152,6 +152,13 @@ class Engine:
         # Issued in order on one connection (so stored and delivered in order), acknowledged together.
         await asyncio.gather(*(self.publish_event(ev) for ev in events))
 
+    async def cancel_calls(self, did: str, reason: str) -> None:
+        """Ask every router copy to cancel this discussion's in-flight LLM calls (core NATS, best effort)."""
+        try:
+            await self.bus.publish(self.bus.catalog.llm_cancel, CancelCalls(discussion_id=did, reason=reason))
+        except Exception as err:
+            log.warning("cancel of %s's calls not sent: %s", did, err)
+
     async def publish_job(self, job: DialogueJob) -> None:
         await self.bus.publish_event(self.bus.catalog.dialogue_work(job.discussion_id), job, msg_id=job_msg_id(job))
 
@@ -184,6 +191,9 @@ class Engine:
             else:
                 raise Reject(f"unknown step kind {job.kind}")
         except PlatformError as err:
+            if err.code == ErrorCode.CONFLICT:  # the router cancelled the call: the discussion was stopped
+                log.info("step %s of %s ended: %s", job.step_key, did, err.message)
+                return
             if err.code not in LLM_ERRORS and err.code != ErrorCode.SERVICE_UNAVAILABLE:
                 raise
             self.metrics.failed.labels(job.kind, err.code.value).inc()

@@ -10,11 +10,13 @@ import os
 import time
 
 import aiohttp
+from nats.aio.msg import Msg
 
 from adp_common.bus import RequestContext
 from adp_common.catalog import KV_BREAKERS, KV_BUDGET
 from adp_common.schemas.llm import (
     BreakerStateName,
+    CancelCalls,
     CompletionRequest,
     CompletionResult,
     ModelInfo,
@@ -97,6 +99,8 @@ class RouterApp:
             health=self.health,
             metrics=self.metrics,
         )
+        # every copy hears every cancel (no queue group): only the copy running the call has it
+        await bus.subscribe(bus.catalog.llm_cancel, self._on_cancel)
         await bus.serve(bus.catalog.llm_complete, self._complete, CompletionRequest, name="complete")
         await bus.serve(bus.catalog.llm_models, self._models, None, name="models")
         await bus.serve(bus.catalog.llm_providers, self._providers, None, name="providers")
@@ -135,6 +139,15 @@ class RouterApp:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            cancel = CancelCalls.model_validate_json(msg.data)
+        except ValueError:
+            log.warning("unreadable cancel message on %s", msg.subject)
+            return
+        if self.router is not None:
+            self.router.cancel_discussion(cancel.discussion_id, cancel.reason)
 
     async def _keepalive(self, request_id: str) -> None:
         """Tell the caller this copy is still working on its call, so it can tell a slow provider from a

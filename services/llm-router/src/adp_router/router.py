@@ -10,7 +10,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,6 +260,9 @@ class Router:
         self.health = health
         self.metrics = metrics
         self.streams = 0  # streamed calls in flight on this copy (sets the chunk interval)
+        # in-flight calls per discussion, and why each one cancelled by `cancel_discussion` was
+        self.calls: dict[str, set[asyncio.Task[CompletionResult]]] = {}
+        self._cancelled: dict[asyncio.Task[CompletionResult], str] = {}
         s = settings
         self.ticker = (
             FlushTicker(
@@ -283,7 +286,7 @@ class Router:
             if req.stream:
                 self.streams += 1
             try:
-                result = await self._run_chain(req, chain, t0, deadline, track)
+                result = await self._cancellable(req, self._run_chain(req, chain, t0, deadline, track))
             finally:
                 if req.stream:
                     self.streams -= 1
@@ -301,6 +304,42 @@ class Router:
             self.metrics.ttft.labels(result.provider, result.model).observe(result.ttft_ms / 1000)
         await self._record(req, track, result.latency_ms, None)
         return result
+
+    async def _cancellable(
+        self, req: CompletionRequest, call: Coroutine[Any, Any, CompletionResult]
+    ) -> CompletionResult:
+        """Run a discussion's call so that `cancel_discussion` can stop it: it then ends as a CONFLICT error,
+        and its usage so far is recorded like any failed call's (what the provider streamed is charged)."""
+        if not req.discussion_id:
+            return await call
+        task = asyncio.ensure_future(call)
+        calls = self.calls.setdefault(req.discussion_id, set())
+        calls.add(task)
+        try:
+            return await task  # cancelling this caller cancels the call too
+        except asyncio.CancelledError:
+            reason = self._cancelled.get(task)
+            current = asyncio.current_task()
+            if reason is None or (current is not None and current.cancelling()):
+                raise
+            raise PlatformError(ErrorCode.CONFLICT, f"call cancelled: {reason}") from None
+        finally:
+            calls.discard(task)
+            if not calls:
+                self.calls.pop(req.discussion_id, None)
+            self._cancelled.pop(task, None)
+
+    def cancel_discussion(self, discussion_id: str, reason: str) -> int:
+        """Cancel this copy's in-flight calls of a discussion (the provider connection closes at once, so
+        the provider stops generating); the number cancelled."""
+        tasks = [t for t in self.calls.get(discussion_id, ()) if not t.done()]
+        for task in tasks:
+            self._cancelled[task] = reason
+            task.cancel()
+        if tasks:
+            self.metrics.cancelled.inc(len(tasks))
+            log.info("cancelled %d call(s) of discussion %s: %s", len(tasks), discussion_id, reason)
+        return len(tasks)
 
     def _gate(self, req: CompletionRequest, chain: list[RouteEntry]) -> list[RouteEntry]:
         if not chain:
@@ -352,6 +391,10 @@ class Router:
                 break
             try:
                 text, st = await self._run_entry(req, provider, entry, emitter, t0, deadline, track)
+            except asyncio.CancelledError:
+                if emitter is not None:
+                    emitter.discard()  # tokens still waiting for their tick are not sent after a cancel
+                raise
             except ProviderError as err:
                 last = err
                 if emitter is not None and emitter.seq > 0:
@@ -466,6 +509,9 @@ class Router:
                         parts.append(await provider.complete(req, entry.model, st, timeout))
             except TimeoutError:
                 raise ProviderError(f"{name} did not finish within {timeout:.3g}s", timeout=True) from None
+        except asyncio.CancelledError:
+            self._usage(track, req, st, parts, failed=True)  # cancelled: what streamed so far is charged
+            raise
         except ProviderError as err:
             self._usage(track, req, st, parts, failed=True)
             await self._failed(name, entry.model, start, err)

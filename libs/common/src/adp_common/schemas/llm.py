@@ -71,6 +71,13 @@ class CompletionChunk(BaseModel):
     keepalive: bool = False
 
 
+class CancelCalls(BaseModel):
+    """Stop every in-flight call of a discussion (e.g. it was stopped): sent to all router copies."""
+
+    discussion_id: str
+    reason: str = "discussion stopped"
+
+
 class Usage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
