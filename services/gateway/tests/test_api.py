@@ -66,6 +66,31 @@ async def test_admin_users_keys_roles_and_revocation(gateway: GatewayServer, adm
     assert_envelope(r, 400, "VALIDATION_ERROR")
 
 
+async def test_revocation_reaches_every_copys_key_cache(
+    gateway: GatewayServer,
+    admin: httpx.AsyncClient,
+    nats_url: str,
+    pg_dsn: str,
+    prefix: str,
+    databases: Any,
+    redis_url: str,
+) -> None:
+    """Keys are cached per copy (a minute); revoking on one copy evicts the key on the others at once."""
+    settings = gateway_settings(nats_url, pg_dsn, prefix, databases.name("gateway"), redis_url)
+    assert settings.key_cache_ttl_s >= 30
+    _, key, key_id = await new_user(admin, "carol")
+    async with running_gateway(settings) as other:
+        async with httpx.AsyncClient(base_url=other.url, headers={"Authorization": f"Bearer {key}"}) as carol:
+            assert (await carol.get("/api/discussions")).status_code in (200, 503)  # now cached on `other`
+            r = await admin.delete(f"/api/admin/keys/{key_id}")  # revoked through the first copy
+            assert r.status_code == 200
+            for _ in range(50):
+                if (await carol.get("/api/discussions")).status_code == 401:
+                    break
+                await asyncio.sleep(0.02)
+            assert_envelope(await carol.get("/api/discussions"), 401, "UNAUTHORIZED")
+
+
 async def test_uploads_checked_by_content_and_size(gateway: GatewayServer, admin: httpx.AsyncClient) -> None:
     r = await admin.post("/api/files", files={"file": ("photo.png", b"MZ\x90\x00\x03\x00\x00\x00", "image/png")})
     assert_envelope(r, 415, "INVALID_FILE_TYPE")

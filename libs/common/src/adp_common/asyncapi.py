@@ -61,6 +61,12 @@ def channels(cat: Catalog) -> list[Channel]:
             (llm.CancelCalls,),
             "core",
         ),
+        Channel(
+            cat.key_revoked,
+            "An API key was revoked: every gateway copy drops it from its key cache (core NATS, no queue group)",
+            (common.KeyRevoked,),
+            "core",
+        ),
         Channel(cat.llm_models, "Models the router serves", (common.Empty,), "request", (llm.ModelList,)),
         Channel(
             cat.llm_providers,

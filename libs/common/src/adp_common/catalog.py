@@ -103,6 +103,12 @@ class Catalog:
         """Wildcard a live listener subscribes to: events and chunks, in publication order."""
         return self.subject("discussion", discussion_id, "*")
 
+    # gateway
+    @property
+    def key_revoked(self) -> str:
+        """Core NATS, every gateway copy (no queue group): drop a revoked API key from its lookup cache."""
+        return self.subject("gateway", "key-revoked")
+
     # cost
     @property
     def usage_record(self) -> str:

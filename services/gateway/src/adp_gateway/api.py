@@ -493,6 +493,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
         if not _ID.match(key_id) or not await ctx.store.revoke_key(key_id):
             raise PlatformError(ErrorCode.NOT_FOUND, "no such key")
         ctx.cache.drop_key_id(key_id)
+        await ctx.broadcast_revocation(key_id)
         return JSONResponse(RevokedOut(id=key_id, revoked=True).model_dump())
 
     @app.put("/api/admin/budget", tags=["admin"], response_model=BudgetState)

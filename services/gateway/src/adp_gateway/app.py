@@ -46,6 +46,7 @@ class GatewayApp:
         metrics = GatewayMetrics(rt.metrics.registry)
         ctx = GatewayContext(settings=s, rt=rt, bus=rt.bus, store=store, limiter=limiter, metrics=metrics)
         self.ctx = ctx
+        await rt.bus.subscribe(rt.bus.catalog.key_revoked, ctx.on_key_revoked)
         if s.bootstrap_api_key is not None and s.bootstrap_api_key.get_secret_value():
             key = s.bootstrap_api_key.get_secret_value()
             user_id, key_id = bootstrap_ids(key)

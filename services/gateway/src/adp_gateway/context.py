@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
+from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.llm_client import LLMClient
-from adp_common.schemas.common import HealthReply
+from adp_common.schemas.common import HealthReply, KeyRevoked
 from adp_common.schemas.dialogue import DialogueCommand, DialogueQuery, DiscussionView, FileRef
 from adp_common.service import ServiceRuntime
 from adp_gateway.auth import ANONYMOUS_USER_ID, Principal, TTLCache, bearer_token, hash_key
@@ -82,6 +83,20 @@ class GatewayContext:
                 ErrorCode.UNAUTHORIZED, "invalid or revoked API key" if token else "missing API key (Bearer token)"
             )
         return principal
+
+    async def broadcast_revocation(self, key_id: str) -> None:
+        """Tell every gateway copy to drop a revoked key from its cache (best effort: the cache TTL bounds a
+        lost message)."""
+        try:
+            await self.bus.publish(self.bus.catalog.key_revoked, KeyRevoked(key_id=key_id))
+        except Exception as err:
+            log.warning("revocation of key %s not broadcast: %s", key_id, err)
+
+    async def on_key_revoked(self, msg: Msg) -> None:
+        try:
+            self.cache.drop_key_id(KeyRevoked.model_validate_json(msg.data).key_id)
+        except ValueError:
+            log.warning("unreadable key revocation on %s", msg.subject)
 
     # ---- rate limits ------------------------------------------------------------------------------------
     async def rate_limit(self, principal: Principal | None, ip: str, action: str | None) -> None:

@@ -16,7 +16,12 @@ class GatewaySettings(ServiceSettings):
     bootstrap_api_key: SecretStr | None = Field(default=None, description="Ensures an admin user + this key at start")
     bootstrap_admin_name: str = "admin"
     allow_anonymous: bool = Field(default=False, description="Local development only: no key needed")
-    key_cache_ttl_s: float = Field(default=5.0, ge=0, description="How long a key lookup is cached per copy")
+    key_cache_ttl_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a key lookup is cached per copy (a revocation reaches every copy's cache at once "
+        "over NATS; this bounds it only if that message is lost)",
+    )
 
     # ---- protection ------------------------------------------------------------------------------------
     cors_origins: str = Field(default="", description="Comma-separated allowed origins; '*' for any; empty = none")

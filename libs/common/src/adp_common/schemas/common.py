@@ -30,5 +30,11 @@ class HealthReply(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
 
 
+class KeyRevoked(BaseModel):
+    """An API key was revoked (gateway copies drop it from their key cache at once)."""
+
+    key_id: str
+
+
 class Empty(BaseModel):
     pass
