@@ -19,7 +19,10 @@ LOW = {
 
 
 async def test_limits_shared_across_copies_and_enforced_without_redis(processes, redis_url: str) -> None:  # type: ignore[no-untyped-def]
-    shared = await processes.start_healthy(["gateway"], replicas=2, extra_env={**LOW, "ADP_REDIS_URL": redis_url})
+    # a generous Redis timeout: on a busy machine a slow first round trip would fall back to local counters
+    # (by design), and the copies would then no longer share the window this test is about
+    shared_env = {**LOW, "ADP_REDIS_URL": redis_url, "ADP_REDIS_TIMEOUT_S": "3"}
+    shared = await processes.start_healthy(["gateway"], replicas=2, extra_env=shared_env)
     dead = await processes.start_healthy(
         ["gateway"], extra_env={**LOW, "ADP_REDIS_URL": "redis://127.0.0.1:1/0", "ADP_REDIS_TIMEOUT_S": "0.2"}
     )

@@ -197,8 +197,9 @@ def build_api(ctx: GatewayContext) -> FastAPI:
             raise PlatformError(ErrorCode.INVALID_DISCUSSION_ID, "invalid discussion id")
         return discussion_id
 
-    def view(v: DiscussionView, status: int = 200) -> JSONResponse:
-        return JSONResponse(v.model_dump(mode="json"), status_code=status)
+    def view(v: DiscussionView, status: int = 200) -> Response:
+        # pydantic's own JSON encoder: one pass, not a dict tree and then json.dumps (a view holds every message)
+        return Response(v.model_dump_json(), status_code=status, media_type="application/json")
 
     # ---- health and metrics ------------------------------------------------------------------------------
     @app.get("/health", tags=["operations"], summary="This gateway copy's own health (runtime checks)")
@@ -227,9 +228,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
 
     # ---- discussions -----------------------------------------------------------------------------------
     @app.post("/api/discussions", status_code=201, tags=["discussions"], response_model=DiscussionView)
-    async def create_discussion(
-        body: CreateDiscussion, p: Annotated[Principal, Depends(limited("start"))]
-    ) -> JSONResponse:
+    async def create_discussion(body: CreateDiscussion, p: Annotated[Principal, Depends(limited("start"))]) -> Response:
         refs = await ctx.file_refs(p.user_id, body.files)
         personas = None
         if body.personas is not None:
@@ -251,28 +250,28 @@ def build_api(ctx: GatewayContext) -> FastAPI:
         return JSONResponse(result.model_dump(mode="json"))
 
     @app.get("/api/discussions/{discussion_id}", tags=["discussions"], response_model=DiscussionView)
-    async def get_discussion(discussion_id: str, p: User) -> JSONResponse:
+    async def get_discussion(discussion_id: str, p: User) -> Response:
         q = DialogueQuery(kind="get", user_id=p.user_id, discussion_id=did(discussion_id))
         return view(await ctx.query(q, DiscussionView))
 
-    async def act(p: Principal, discussion_id: str, action: str, **kw: Any) -> JSONResponse:
+    async def act(p: Principal, discussion_id: str, action: str, **kw: Any) -> Response:
         cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did(discussion_id), **kw)  # type: ignore[arg-type]
         return view(await ctx.command(cmd))
 
     @app.post("/api/discussions/{discussion_id}/proceed", tags=["discussions"], response_model=DiscussionView)
-    async def proceed(discussion_id: str, p: Annotated[Principal, Depends(limited("proceed"))]) -> JSONResponse:
+    async def proceed(discussion_id: str, p: Annotated[Principal, Depends(limited("proceed"))]) -> Response:
         return await act(p, discussion_id, "proceed")
 
     @app.post("/api/discussions/{discussion_id}/answers", tags=["discussions"], response_model=DiscussionView)
     async def answers(
         discussion_id: str, body: AnswersBody, p: Annotated[Principal, Depends(limited("answers"))]
-    ) -> JSONResponse:
+    ) -> Response:
         return await act(p, discussion_id, "answers", round_number=body.round_number, answers=body.answers)
 
     @app.post("/api/discussions/{discussion_id}/input", tags=["discussions"], response_model=DiscussionView)
     async def user_input(
         discussion_id: str, body: InputBody, p: Annotated[Principal, Depends(limited("answers"))]
-    ) -> JSONResponse:
+    ) -> Response:
         return await act(p, discussion_id, "input", input=body.input)
 
     @app.post("/api/discussions/{discussion_id}/questions", tags=["discussions"], response_model=DiscussionView)
@@ -280,7 +279,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
         discussion_id: str,
         p: Annotated[Principal, Depends(limited("questions"))],
         body: RoundBody | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         return await act(p, discussion_id, "questions", round_number=body.round_number if body else None)
 
     @app.post("/api/discussions/{discussion_id}/summary", tags=["discussions"], response_model=DiscussionView)
@@ -288,11 +287,11 @@ def build_api(ctx: GatewayContext) -> FastAPI:
         discussion_id: str,
         p: Annotated[Principal, Depends(limited("summary"))],
         body: RoundBody | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         return await act(p, discussion_id, "summary", round_number=body.round_number if body else None)
 
     @app.post("/api/discussions/{discussion_id}/stop", tags=["discussions"], response_model=DiscussionView)
-    async def stop(discussion_id: str, p: Annotated[Principal, Depends(limited(None))]) -> JSONResponse:
+    async def stop(discussion_id: str, p: Annotated[Principal, Depends(limited(None))]) -> Response:
         return await act(p, discussion_id, "stop")
 
     @app.get(
