@@ -111,6 +111,37 @@ def resources_table(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def timeline_table(row: dict[str, Any], every_s: int = 2) -> str:
+    """One phase second by second (every `every_s`-th second): what its latency tails line up with."""
+    tl = [b for b in row.get("timeline") or [] if int(b["t"]) % every_s == 0]
+    if not tl:
+        return ""
+    procs = ("gateway", "dialogue", "llm-router", "fake-provider", "client", "nats-server", "postgres")
+    names = [n for n in (row["timeline"][0].get("cpu") or {}) if any(n.startswith(p) for p in procs)]
+    head = (
+        f"\n#### {row['label']}, second by second\n\n"
+        "| s | turns measured | added TTFC p50 / max | REST calls | REST p50 / max | machine CPU | "
+        + " | ".join(names)
+        + " |\n|---:|---:|---:|---:|---:|---:|"
+        + "---:|" * len(names)
+        + "\n"
+    )
+    lines = []
+    for b in tl:
+        t, r = b.get("ttfc") or {}, b.get("rest") or {}
+        cpu = b.get("cpu") or {}
+        lines.append(
+            f"| {b['t']:g} | {t.get('n', 0)} | "
+            + (f"{fmt(t['p50'])} / {fmt(t['max'])}" if t else "—")
+            + f" | {r.get('n', 0)} | "
+            + (f"{fmt(r['p50'])} / {fmt(r['max'])}" if r else "—")
+            + f" | {fmt(b.get('cpu_machine'), 0)} % | "
+            + " | ".join(f"{fmt(cpu.get(n), 0)}" for n in names)
+            + " |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
 def openai_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| concurrency | path | n | errors | TTFT p50 | TTFT p99 | total p50 | total p99 |\n"
@@ -226,6 +257,12 @@ def markdown(result: dict[str, Any]) -> str:
         + "\n",
         "\n### Memory (max RSS) and CPU (average % of one core) per process\n",
         resources_table(a),
+        "\n### Timeline\n",
+        "Per second of the phase: measured turns (2 and 3) whose `message-start` came in that second (added TTFC "
+        "against the direct p50), REST calls ending in it, and CPU (machine: % of all cores; processes: % of one "
+        "core). "
+        "Creation burst first, steady streaming, then the proceed/stop burst as round 1 ends.\n",
+        "".join(timeline_table(r) for r in a),
         profiles_md(a),
         "\n## OpenAI-compatible path (phase B)\n",
         openai_table(result["phase_b"]) if result["phase_b"] else "(not run)\n",
