@@ -84,10 +84,16 @@ def channels(cat: Catalog) -> list[Channel]:
         ),
         Channel(
             cat.dialogue_query,
-            "Discussion queries (list, get, export, active count)",
+            "Discussion queries (list, get, head, events after a seq, export, active count)",
             (dialogue.DialogueQuery,),
             "request",
-            (dialogue.DiscussionView, dialogue.DiscussionList, dialogue.ExportReply, dialogue.CountReply),
+            (
+                dialogue.DiscussionView,
+                dialogue.DiscussionList,
+                dialogue.EventsReply,
+                dialogue.ExportReply,
+                dialogue.CountReply,
+            ),
         ),
         Channel(
             cat.dialogue_work(d),

@@ -20,6 +20,7 @@ from adp_common.schemas.dialogue import (
     DiscussionEvent,
     DiscussionList,
     DiscussionView,
+    EventsReply,
     ExportReply,
 )
 from adp_dialogue import store, views
@@ -79,6 +80,11 @@ class Commands:
             did = parse_id(q.discussion_id)
             if q.kind == "head":
                 return views.base_view(await self._owned(conn, did, q.user_id))
+            if q.kind == "events":
+                events = await store.owned_events_after(conn, did, q.user_id, q.after_seq)
+                if events is None:  # never reveal another user's discussion
+                    raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "discussion not found")
+                return EventsReply(events=events)
             d = await store.discussion_with_children(conn, did)
             if d is None or d["user_id"] != q.user_id:  # never reveal another user's discussion
                 raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "discussion not found")

@@ -402,6 +402,28 @@ async def events_for_step(conn: Conn, discussion_id: str, step_key: str) -> list
     return [_event(r) for r in rows]
 
 
+async def owned_events_after(
+    conn: Conn, discussion_id: str, user_id: str, after_seq: int, limit: int = 10_000
+) -> list[DiscussionEvent] | None:
+    """In one round trip, the discussion's stored events with seq > `after_seq` (oldest first), or None
+    unless the discussion exists and belongs to `user_id`."""
+    rows = await conn.fetch(
+        """SELECT d.user_id, e.discussion_id, e.seq, e.event, e.data, e.created_at
+             FROM discussions d
+             LEFT JOIN LATERAL (SELECT * FROM events
+                                 WHERE discussion_id = d.id AND seq > $3 ORDER BY seq LIMIT $4) e ON true
+            WHERE d.id = $1 AND d.user_id = $2
+            ORDER BY e.seq""",
+        discussion_id,
+        user_id,
+        after_seq,
+        limit,
+    )
+    if not rows:
+        return None
+    return [_event(r) for r in rows if r["seq"] is not None]
+
+
 def _event(r: asyncpg.Record) -> DiscussionEvent:
     return DiscussionEvent(
         discussionId=r["discussion_id"], seq=r["seq"], event=r["event"], data=loads(r["data"]), time=r["created_at"]

@@ -328,8 +328,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
             last_seq = parse_last_event_id(last_event_id if last_event_id is not None else lastEventId)
         except ValueError:
             raise PlatformError(ErrorCode.VALIDATION_ERROR, "Last-Event-ID must be a non-negative integer") from None
-        q = DialogueQuery(kind="head", user_id=p.user_id, discussion_id=did(discussion_id))
-        await ctx.query(q, DiscussionView)  # 404 unless the caller owns it
+        did(discussion_id)
         if ctx.active_streams >= s.max_streams:
             raise PlatformError(ErrorCode.SERVICE_UNAVAILABLE, "too many open streams on this gateway copy")
         stream = EventStream(
@@ -339,8 +338,15 @@ def build_api(ctx: GatewayContext) -> FastAPI:
             queue_size=s.sse_queue_size,
             heartbeat_s=s.sse_heartbeat_s,
             stop=ctx.draining,
+            history=ctx.history_reader(p.user_id, discussion_id),
         )
         await stream.__aenter__()
+        try:
+            # The history (read after subscribing) is also the ownership check: a 404 before the stream starts.
+            await stream.prepare()
+        except BaseException:
+            await stream.__aexit__()
+            raise
 
         async def gen() -> AsyncIterator[str]:
             ctx.active_streams += 1

@@ -18,9 +18,17 @@ from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.llm_client import LLMClient
 from adp_common.schemas.common import HealthReply, KeyRevoked
-from adp_common.schemas.dialogue import DialogueCommand, DialogueQuery, DiscussionView, FileRef
+from adp_common.schemas.dialogue import (
+    DialogueCommand,
+    DialogueQuery,
+    DiscussionEvent,
+    DiscussionView,
+    EventsReply,
+    FileRef,
+)
 from adp_common.service import ServiceRuntime
 from adp_gateway.auth import ANONYMOUS_USER_ID, Principal, TTLCache, bearer_token, hash_key
+from adp_gateway.events import HistoryReader
 from adp_gateway.observability import GatewayMetrics, StatsWindow
 from adp_gateway.ratelimit import Counter, Decision, RateLimiter
 from adp_gateway.settings import GatewaySettings
@@ -123,6 +131,16 @@ class GatewayContext:
         return await self.bus.request(
             self.bus.catalog.dialogue_command, cmd, timeout=self.timeout, response_model=DiscussionView
         )
+
+    def history_reader(self, user_id: str, discussion_id: str) -> HistoryReader:
+        """A live listener's history from the dialogue service's event store (one request, which is also the
+        ownership check: DISCUSSION_NOT_FOUND unless `user_id` owns the discussion)."""
+
+        async def read(after_seq: int) -> list[DiscussionEvent]:
+            q = DialogueQuery(kind="events", user_id=user_id, discussion_id=discussion_id, after_seq=after_seq)
+            return (await self.query(q, EventsReply)).events
+
+        return read
 
     async def query(self, q: DialogueQuery, model: type[M]) -> M:
         return await self.bus.request(self.bus.catalog.dialogue_query, q, timeout=self.timeout, response_model=model)

@@ -2,7 +2,10 @@
 
 Durable events (JetStream DISCUSSIONS, Envelope-wrapped, seq per discussion) and token chunks (core NATS,
 plain DiscussionEvent JSON, seq 0) both reach the core subscription in publication order. History is read
-after subscribing, so nothing published in between is lost; seq de-duplicates the overlap. Each client has
+after subscribing, so nothing published in between is lost; seq de-duplicates the overlap. The history
+comes from the dialogue service's event store (`HistoryReader`: events are stored before they are
+published, so the store has every event the subscription can have missed), or else from the JetStream
+stream. Each client has
 a bounded buffer: a client that falls too far behind gets an `error` event (SLOW_CONSUMER) and is cut off;
 it can resume with Last-Event-ID.
 """
@@ -13,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +44,9 @@ class Overflow:
 
 
 Item = DiscussionEvent | Heartbeat | Overflow
+
+# The stored events of the discussion with seq > the argument, oldest first.
+HistoryReader = Callable[[int], Awaitable[list[DiscussionEvent]]]
 
 
 def parse_message(subject: str, data: bytes) -> DiscussionEvent | None:
@@ -101,8 +107,10 @@ class EventStream:
         queue_size: int = 2000,
         heartbeat_s: float = 15.0,
         stop: asyncio.Event | None = None,
+        history: HistoryReader | None = None,
     ) -> None:
         self.bus = bus
+        self.read_history = history
         self.discussion_id = discussion_id
         self.last_seq = last_seq
         self.replay = replay
@@ -133,6 +141,8 @@ class EventStream:
             self._sub = None
 
     async def history(self) -> list[DiscussionEvent]:
+        if self.read_history is not None:
+            return await self.read_history(self.last_seq)
         stream = self.bus.catalog.stream_name("DISCUSSIONS")
         msgs = await self.bus.stream_messages(stream, self.bus.catalog.discussion_events(self.discussion_id))
         out = []

@@ -89,7 +89,7 @@ class SocketGateway:
         await self.sio.emit("error", payload, to=sid)
 
     # ---- forwarding -----------------------------------------------------------------------------------
-    async def follow(self, sid: str, discussion_id: str, *, replay: bool, last_seq: int = 0) -> None:
+    async def follow(self, sid: str, user_id: str, discussion_id: str, *, replay: bool, last_seq: int = 0) -> None:
         """Start forwarding the discussion's events to this socket; returns once the subscription and the
         de-duplication baseline are in place (so a command sent afterwards cannot be missed)."""
         tasks = self.forwarders.setdefault(sid, {})
@@ -105,6 +105,7 @@ class SocketGateway:
             queue_size=s.sse_queue_size,
             heartbeat_s=s.sse_heartbeat_s,
             stop=self.ctx.draining,
+            history=self.ctx.history_reader(user_id, discussion_id),
         )
         await stream.__aenter__()
         try:
@@ -217,15 +218,15 @@ class SocketGateway:
                     action="create", user_id=p.user_id, topic=body.topic, max_rounds=body.max_rounds, files=refs
                 )
             )
-            await self.follow(sid, view.id, replay=True)
+            await self.follow(sid, p.user_id, view.id, replay=True)
             return view
         assert isinstance(body, OnDiscussion)
         did = body.discussionId
         current = await ctx.query(DialogueQuery(kind="get", user_id=p.user_id, discussion_id=did), DiscussionView)
         if isinstance(body, JoinDiscussion):
-            await self.follow(sid, did, replay=True, last_seq=body.lastEventId)
+            await self.follow(sid, p.user_id, did, replay=True, last_seq=body.lastEventId)
             return current
-        await self.follow(sid, did, replay=False)
+        await self.follow(sid, p.user_id, did, replay=False)
         if isinstance(body, SubmitAnswers):
             cmd = DialogueCommand(
                 action="answers",

@@ -74,12 +74,14 @@ class DialogueCommand(BaseModel):
 class DialogueQuery(BaseModel):
     """Request on `<prefix>.dialogue.query`."""
 
-    kind: Literal["list", "get", "head", "export", "active_count"] = Field(
-        description="head: the discussion without messages, rounds, summaries or questions (cheap ownership check)"
+    kind: Literal["list", "get", "head", "events", "export", "active_count"] = Field(
+        description="head: the discussion without messages, rounds, summaries or questions (cheap ownership "
+        "check); events: its durable events after `after_seq` (EventsReply), the history a live listener replays"
     )
     user_id: str | None = None
     discussion_id: str | None = None
     format: Literal["json", "markdown"] = "json"
+    after_seq: int = Field(default=0, ge=0, description="events: only those with a higher seq")
 
 
 class DiscussionView(BaseModel):
@@ -128,6 +130,12 @@ class DiscussionEvent(BaseModel):
     event: str
     data: dict[str, Any] = Field(default_factory=dict)
     time: datetime = Field(default_factory=utcnow)
+
+
+class EventsReply(BaseModel):
+    """A discussion's durable events in seq order (answer to DialogueQuery kind 'events')."""
+
+    events: list[DiscussionEvent]
 
 
 @event_type("dialogue.job")
