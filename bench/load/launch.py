@@ -175,6 +175,7 @@ class ResourceSampler:
         self.interval = interval
         self.rss_max: dict[str, int] = {}
         self._cpu0: dict[str, float] = {}
+        self._io0: dict[str, tuple[int, int]] = {}
         self._t0 = 0.0
         self._task: asyncio.Task[None] | None = None
         self.result: dict[str, dict[str, Any]] = {}
@@ -182,6 +183,12 @@ class ResourceSampler:
         self.timeline: list[tuple[float, float, dict[str, float]]] = []
         self._last_cpu: dict[str, float] = {}
         self._last_t = 0.0
+
+    @staticmethod
+    def _io(p: psutil.Process) -> tuple[int, int]:
+        """Read and write system calls so far (/proc/<pid>/io: syscr, syscw)."""
+        c = p.io_counters()
+        return c.read_count, c.write_count
 
     @staticmethod
     def _cpu(p: psutil.Process) -> float:
@@ -223,6 +230,8 @@ class ResourceSampler:
         for name, p in self.procs.items():
             with contextlib.suppress(psutil.Error):
                 self._cpu0[name] = self._cpu(p)
+            with contextlib.suppress(psutil.Error, AttributeError):
+                self._io0[name] = self._io(p)
         for name in self.groups:
             self._group_cpu0[name] = self._group_cpu(name)
         self._task = asyncio.create_task(self._run())
@@ -241,6 +250,11 @@ class ResourceSampler:
                     cpu = 100.0 * (self._cpu(p) - self._cpu0[name]) / wall
             rss = self.rss_max.get(name)
             self.result[name] = {"rss_mb": rss / 2**20 if rss else None, "cpu_pct": cpu}
+            with contextlib.suppress(psutil.Error, AttributeError):
+                if name in self._io0:
+                    r, w = self._io(p)
+                    self.result[name]["reads_per_s"] = (r - self._io0[name][0]) / wall
+                    self.result[name]["writes_per_s"] = (w - self._io0[name][1]) / wall
         for name in self.groups:
             cpu = 100.0 * (self._group_cpu(name) - self._group_cpu0[name]) / wall
             self.result[name] = {"rss_mb": None, "cpu_pct": cpu}

@@ -104,6 +104,8 @@ def resources_table(rows: list[dict[str, Any]]) -> str:
             x = r["resources"].get(name)
             lag = (r.get("loop_lag") or {}).get(name)
             cell = "—" if x is None else f"{fmt(x['rss_mb'], 0)} MB, {fmt(x['cpu_pct'], 0)} %"
+            if x is not None and x.get("reads_per_s") is not None:
+                cell += f", {x['reads_per_s']:,.0f} / {x['writes_per_s']:,.0f} rd/wr per s"
             if x is not None and lag and lag.get("p99") is not None:
                 cell += f", lag p99 ≤ {lag['p99']:g} ms"
             cells.append(cell)
@@ -256,6 +258,7 @@ def markdown(result: dict[str, Any]) -> str:
         )
         + "\n",
         "\n### Memory (max RSS) and CPU (average % of one core) per process\n",
+        "Also read / write system calls per second (`/proc/<pid>/io`; sockets included), where readable.\n",
         resources_table(a),
         "\n### Timeline\n",
         "Per second of the phase: measured turns (2 and 3) whose `message-start` came in that second (added TTFC "
