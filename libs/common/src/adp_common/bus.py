@@ -355,6 +355,30 @@ class Bus:
             self._subs.append(sub)
         return sub
 
+    # ---- notices: best-effort control messages every copy of a service hears ---------------------------
+    async def notify(self, subject: str, notice: BaseModel) -> None:
+        """Publish a notice to every subscriber (no queue group). Best effort: a failure is logged, not
+        raised — whoever sends a notice has a slower fallback for a lost one (a TTL, a stale check)."""
+        try:
+            await self.publish(subject, notice)
+        except Exception as err:
+            log.warning("notice %s on %s not sent: %s", type(notice).__name__, subject, err)
+
+    async def on_notice(self, subject: str, model: type[M], handler: Callable[[M], Awaitable[None] | None]) -> None:
+        """Hear every notice on `subject` as a `model` (unreadable ones are logged and skipped)."""
+
+        async def cb(msg: Msg) -> None:
+            try:
+                notice = model.model_validate_json(msg.data)
+            except ValueError:
+                log.warning("unreadable %s notice on %s", model.__name__, msg.subject)
+                return
+            result = handler(notice)
+            if result is not None:
+                await result
+
+        await self.subscribe(subject, cb)
+
     # ---- JetStream ------------------------------------------------------------------------------------
     async def ensure_stream(self, spec: StreamSpec, *, replicas: int = 1) -> None:
         """Create the stream, or update it to this config; safe to call from every copy at start."""

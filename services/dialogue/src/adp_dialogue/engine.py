@@ -153,11 +153,8 @@ class Engine:
         await asyncio.gather(*(self.publish_event(ev) for ev in events))
 
     async def cancel_calls(self, did: str, reason: str) -> None:
-        """Ask every router copy to cancel this discussion's in-flight LLM calls (core NATS, best effort)."""
-        try:
-            await self.bus.publish(self.bus.catalog.llm_cancel, CancelCalls(discussion_id=did, reason=reason))
-        except Exception as err:
-            log.warning("cancel of %s's calls not sent: %s", did, err)
+        """Ask every router copy to cancel this discussion's in-flight LLM calls (best effort)."""
+        await self.bus.notify(self.bus.catalog.llm_cancel, CancelCalls(discussion_id=did, reason=reason))
 
     async def publish_job(self, job: DialogueJob) -> None:
         await self.bus.publish_event(self.bus.catalog.dialogue_work(job.discussion_id), job, msg_id=job_msg_id(job))

@@ -334,11 +334,11 @@ def build_api(ctx: GatewayContext) -> FastAPI:
         stream = EventStream(
             ctx.bus,
             discussion_id,
+            ctx.history_reader(p.user_id, discussion_id),
             last_seq=last_seq,
             queue_size=s.sse_queue_size,
             heartbeat_s=s.sse_heartbeat_s,
             stop=ctx.draining,
-            history=ctx.history_reader(p.user_id, discussion_id),
         )
         await stream.__aenter__()
         try:

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
-from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from adp_common.bus import Bus
@@ -95,16 +94,10 @@ class GatewayContext:
     async def broadcast_revocation(self, key_id: str) -> None:
         """Tell every gateway copy to drop a revoked key from its cache (best effort: the cache TTL bounds a
         lost message)."""
-        try:
-            await self.bus.publish(self.bus.catalog.key_revoked, KeyRevoked(key_id=key_id))
-        except Exception as err:
-            log.warning("revocation of key %s not broadcast: %s", key_id, err)
+        await self.bus.notify(self.bus.catalog.key_revoked, KeyRevoked(key_id=key_id))
 
-    async def on_key_revoked(self, msg: Msg) -> None:
-        try:
-            self.cache.drop_key_id(KeyRevoked.model_validate_json(msg.data).key_id)
-        except ValueError:
-            log.warning("unreadable key revocation on %s", msg.subject)
+    def on_key_revoked(self, notice: KeyRevoked) -> None:
+        self.cache.drop_key_id(notice.key_id)
 
     # ---- rate limits ------------------------------------------------------------------------------------
     async def rate_limit(self, principal: Principal | None, ip: str, action: str | None) -> None:

@@ -4,8 +4,7 @@ Durable events (JetStream DISCUSSIONS, Envelope-wrapped, seq per discussion) and
 plain DiscussionEvent JSON, seq 0) both reach the core subscription in publication order. History is read
 after subscribing, so nothing published in between is lost; seq de-duplicates the overlap. The history
 comes from the dialogue service's event store (`HistoryReader`: events are stored before they are
-published, so the store has every event the subscription can have missed), or else from the JetStream
-stream. Each client has
+published, so the store has every event the subscription can have missed). Each client has
 a bounded buffer: a client that falls too far behind gets an `error` event (SLOW_CONSUMER) and is cut off;
 it can resume with Last-Event-ID.
 """
@@ -101,13 +100,13 @@ class EventStream:
         self,
         bus: Bus,
         discussion_id: str,
+        history: HistoryReader,
         *,
         last_seq: int = 0,
         replay: bool = True,
         queue_size: int = 2000,
         heartbeat_s: float = 15.0,
         stop: asyncio.Event | None = None,
-        history: HistoryReader | None = None,
     ) -> None:
         self.bus = bus
         self.read_history = history
@@ -140,25 +139,12 @@ class EventStream:
                 await self._sub.unsubscribe()
             self._sub = None
 
-    async def history(self) -> list[DiscussionEvent]:
-        if self.read_history is not None:
-            return await self.read_history(self.last_seq)
-        stream = self.bus.catalog.stream_name("DISCUSSIONS")
-        msgs = await self.bus.stream_messages(stream, self.bus.catalog.discussion_events(self.discussion_id))
-        out = []
-        for m in msgs:
-            ev = parse_message(m.subject, m.data)
-            if ev is not None:
-                out.append(ev)
-        out.sort(key=lambda e: e.seq)
-        return out
-
     async def prepare(self) -> None:
         """Read the history (after subscribing) and fix the de-duplication baseline; idempotent."""
         if self._history is not None:
             return
         self._history = []
-        for ev in await self.history():
+        for ev in await self.read_history(self.last_seq):
             if ev.seq > self.last_seq:
                 if self.replay:
                     self._history.append(ev)

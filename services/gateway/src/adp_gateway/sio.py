@@ -100,12 +100,12 @@ class SocketGateway:
         stream = EventStream(
             self.ctx.bus,
             discussion_id,
+            self.ctx.history_reader(user_id, discussion_id),
             last_seq=last_seq,
             replay=replay,
             queue_size=s.sse_queue_size,
             heartbeat_s=s.sse_heartbeat_s,
             stop=self.ctx.draining,
-            history=self.ctx.history_reader(user_id, discussion_id),
         )
         await stream.__aenter__()
         try:

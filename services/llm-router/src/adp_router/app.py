@@ -10,7 +10,6 @@ import os
 import time
 
 import aiohttp
-from nats.aio.msg import Msg
 
 from adp_common.bus import RequestContext
 from adp_common.catalog import KV_BREAKERS, KV_BUDGET
@@ -100,7 +99,7 @@ class RouterApp:
             metrics=self.metrics,
         )
         # every copy hears every cancel (no queue group): only the copy running the call has it
-        await bus.subscribe(bus.catalog.llm_cancel, self._on_cancel)
+        await bus.on_notice(bus.catalog.llm_cancel, CancelCalls, self._on_cancel)
         await bus.serve(bus.catalog.llm_complete, self._complete, CompletionRequest, name="complete")
         await bus.serve(bus.catalog.llm_models, self._models, None, name="models")
         await bus.serve(bus.catalog.llm_providers, self._providers, None, name="providers")
@@ -140,12 +139,7 @@ class RouterApp:
             if self._inflight == 0:
                 self._idle.set()
 
-    async def _on_cancel(self, msg: Msg) -> None:
-        try:
-            cancel = CancelCalls.model_validate_json(msg.data)
-        except ValueError:
-            log.warning("unreadable cancel message on %s", msg.subject)
-            return
+    def _on_cancel(self, cancel: CancelCalls) -> None:
         if self.router is not None:
             self.router.cancel_discussion(cancel.discussion_id, cancel.reason)
 
