@@ -66,12 +66,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--ramp-s", type=float, default=None,
         help="discussion and stream starts (phases A and B, both paths) spread over this many seconds (0: at "
-        "once). Default: one turn (TTFT + tokens / rate) in phase A, so turn changes are spread evenly as "
-        "with independent users; 2 s in phase B",
+        "once). Default in phase A: one round (3 x (TTFT + tokens / rate)), so that with two or more rounds "
+        "every discussion streams at once for a round while round ends (and proceeds) come evenly, as with "
+        "independent users; one turn with --rounds 1. 2 s in phase B",
     )  # fmt: skip
     ap.add_argument("--rest-rps", type=float, default=20.0, help="GET probes per second during phase A")
-    ap.add_argument("--no-proceed", action="store_true", help="do not POST proceed after round 1")
-    ap.add_argument("--stream-timeout", type=float, default=240.0, help="seconds a discussion may take for round 1")
+    ap.add_argument(
+        "--rounds", type=int, default=2,
+        help="rounds per discussion: the client POSTs proceed as a round completes, keeps its stream, and stops "
+        "the discussion after the last",
+    )  # fmt: skip
+    ap.add_argument(
+        "--end-proceed", action="store_true",
+        help="after the last round POST proceed and then stop at once (with --rounds 1: every user at the same "
+        "moment, the closing burst of earlier runs)",
+    )  # fmt: skip
+    ap.add_argument("--stream-timeout", type=float, default=240.0, help="seconds a discussion may take (all rounds)")
     ap.add_argument("--log-level", default="INFO", help="ADP_LOG_LEVEL of the services")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra service env (repeatable)")
     ap.add_argument("--py-spy", default="", metavar="EXE", help="sample gateway/dialogue/router with this py-spy")
@@ -81,8 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pg", default=os.environ.get("ADP_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     ap.add_argument("--redis", default=os.environ.get("ADP_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     turn_s = args.ttft_ms / 1000 + args.tokens / args.tokens_per_s
-    args.ramp_a = round(turn_s, 2) if args.ramp_s is None else args.ramp_s
+    default_ramp = turn_s * (TURNS_PER_ROUND if args.rounds > 1 else 1)
+    args.ramp_a = round(default_ramp, 2) if args.ramp_s is None else args.ramp_s
     args.ramp_b = 2.0 if args.ramp_s is None else args.ramp_s
     return args
 
@@ -123,11 +136,11 @@ async def phase_a(
     async with http_client(n) as http:
         if direct is None:
             direct = Tally()
-            print(f"  direct: {n} concurrent streams × {TURNS_PER_ROUND} calls …", flush=True)
-            await run_streams(
-                http, provider.url + "/v1/chat/completions", {}, "fake-model", n, TURNS_PER_ROUND, direct, args.ramp_a
-            )
-        print(f"  gateway: {n} discussions, round 1 …", flush=True)
+            calls = TURNS_PER_ROUND * args.rounds
+            print(f"  direct: {n} concurrent streams × {calls} calls …", flush=True)
+            url = provider.url + "/v1/chat/completions"
+            await run_streams(http, url, {}, "fake-model", n, calls, direct, args.ramp_a)
+        print(f"  gateway: {n} discussions, {args.rounds} round(s) …", flush=True)
         run = DiscussionRun(
             http=http,
             gateways=platform.gateways,
@@ -135,7 +148,8 @@ async def phase_a(
             tokens=args.tokens,
             stream_timeout_s=args.stream_timeout,
             rest_rps=args.rest_rps,
-            proceed=not args.no_proceed,
+            rounds=args.rounds,
+            end_proceed=args.end_proceed,
         )
         sampler = ResourceSampler(named_pids(platform, provider), groups={"postgres": postgres_pids()})
         spy = None
@@ -204,6 +218,7 @@ async def phase_a(
         },
         "profiles": profiles,
         "timeline": timeline(t.samples, t_start, d["p50"], sampler.timeline),
+        "full_load": full_load(t.samples, t_start, run.all_live_t, run.first_done_t, d),
         "_direct": direct,
     }
     print(
@@ -212,6 +227,35 @@ async def phase_a(
         flush=True,
     )
     return row
+
+
+def full_load(
+    samples: list[tuple[float, str, float]],
+    t_start: float,
+    since: float | None,
+    until: float | None,
+    direct: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The phase's figures while every discussion was live (created and not yet through its last round):
+    turns whose `message-start` came, and REST calls that ended, in that window. The targets are read here —
+    the load they name is N discussions streaming — apart from the ramps before and after it."""
+    if since is None or until is None or until <= since:
+        return None
+    ttfc = [ms for t, what, ms in samples if what == "ttfc" and since <= t < until]
+    rest: dict[str, list[float]] = {}
+    for t, what, ms in samples:
+        if what != "ttfc" and since <= t < until:
+            rest.setdefault(what, []).append(ms)
+    g = summary(ttfc)
+    return {
+        "from_s": since - t_start,
+        "to_s": until - t_start,
+        "ttfc": g,
+        "added_ttfc_p50_ms": diff(g["p50"], direct["p50"]),
+        "added_ttfc_p99_ms": diff(g["p99"], direct["p99"]),
+        "rest": {k: summary(v) for k, v in rest.items()},
+        "rest_p95_ms": summary(flatten(rest.values()))["p95"],
+    }
 
 
 def timeline(
@@ -327,6 +371,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "tokens": args.tokens,
             "jitter": args.jitter,
             "ramp_s": args.ramp_a,
+            "rounds": args.rounds,
+            "end_proceed": args.end_proceed,
             "ramp_b_s": args.ramp_b,
             "log_level": args.log_level,
             "replicas": base_replicas,

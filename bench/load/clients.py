@@ -121,16 +121,24 @@ async def create_users(
 # ---- phase A: discussions through the gateway ----------------------------------------------------------------
 @dataclass
 class DiscussionRun:
+    """N users, each holding one discussion for `rounds` rounds: create, watch the SSE stream, POST proceed
+    when a round completes (the stream stays open), stop after the last round (`end_proceed`: proceed, then
+    stop at once — every user at the same moment, a stress case rather than a workload)."""
+
     http: aiohttp.ClientSession
     gateways: list[str]
     keys: list[str]
     tokens: int
     stream_timeout_s: float
     rest_rps: float
-    proceed: bool
+    rounds: int = 1
+    end_proceed: bool = False
     tally: Tally = field(default_factory=Tally)
     live: dict[str, tuple[str, str]] = field(default_factory=dict)  # discussion id -> (gateway, key)
-    peak_live: int = 0  # most discussions created and not yet through round 1 at one time
+    peak_live: int = 0  # most discussions created and not yet through their last round at one time
+    # the full-load window (perf_counter): from the moment every discussion is live until the first is through
+    all_live_t: float | None = None
+    first_done_t: float | None = None
 
     async def one(self, i: int, start_gate: asyncio.Event, delay_s: float = 0.0) -> None:
         gw = self.gateways[i % len(self.gateways)]
@@ -148,31 +156,43 @@ class DiscussionRun:
         did = str(r["id"])
         self.live[did] = (gw, key)
         self.peak_live = max(self.peak_live, len(self.live))
+        if self.all_live_t is None and len(self.live) == len(self.keys):
+            self.all_live_t = time.perf_counter()
         try:
             done = await asyncio.wait_for(self._stream(gw, h, did), self.stream_timeout_s)
         except TimeoutError:
-            t.errors["SSE: timeout before round-complete"] += 1
+            t.errors["SSE: timeout before the last round-complete"] += 1
             done = False
         except aiohttp.ClientError as err:
             t.errors[f"SSE: {type(err).__name__}"] += 1
             done = False
         finally:
             self.live.pop(did, None)
+            if self.first_done_t is None:
+                self.first_done_t = time.perf_counter()
         if done:
             t.completed += 1
             t.total.append((time.perf_counter() - t0) * 1000)
-            if self.proceed:
+            if self.end_proceed:
                 await timed(t, "POST …/proceed", self.http.post(f"{gw}/api/discussions/{did}/proceed", headers=h))
         await timed(t, "POST …/stop", self.http.post(f"{gw}/api/discussions/{did}/stop", headers=h))
+
+    async def _proceed(self, gw: str, h: dict[str, str], did: str, resp: aiohttp.ClientResponse) -> None:
+        """Between rounds, beside the open stream (its reading goes on meanwhile). If the call fails the
+        next round never comes: the stream is closed, so the failure shows now rather than at the timeout."""
+        call = self.http.post(f"{gw}/api/discussions/{did}/proceed", headers=h)
+        if await timed(self.tally, "POST …/proceed", call) is None:
+            resp.close()
 
     async def _stream(self, gw: str, h: dict[str, str], did: str) -> bool:
         t = self.tally
         turn_start: float | None = None
         first_ms: float | None = None
-        turn_chunks = turn_no = 0
+        turn_chunks = turn_no = rounds_done = 0
         turn_first_stamp: int | None = None
         turn_last_stamp: int | None = None
         delivery_ms = 0.0
+        proceeds: set[asyncio.Task[None]] = set()
         async with self.http.get(f"{gw}/api/discussions/{did}/events", headers=h) as resp:
             if resp.status != 200:
                 t.errors[f"SSE: HTTP {resp.status}"] += 1
@@ -217,14 +237,20 @@ class DiscussionRun:
                             t.ttfc_delivery.append(delivery_ms)
                     turn_start, first_ms = None, None
                 elif event == "round-complete":
-                    return True
+                    rounds_done += 1
+                    if rounds_done >= self.rounds:
+                        await asyncio.gather(*proceeds)
+                        return True
+                    task = asyncio.create_task(self._proceed(gw, h, did, resp))
+                    proceeds.add(task)
+                    task.add_done_callback(proceeds.discard)
                 elif event == "error":
                     code = ""
                     with contextlib.suppress(Exception):
                         code = json.loads(data).get("code", "")
                     t.errors[f"SSE error event {code}"] += 1
                     return False
-        t.errors["SSE: stream ended before round-complete"] += 1
+        t.errors["SSE: stream ended before the last round-complete"] += 1
         return False
 
     async def prober(self, stop: asyncio.Event) -> None:
