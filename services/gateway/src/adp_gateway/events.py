@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,19 +116,32 @@ class EventStream:
         self.replay = replay
         self.heartbeat_s = heartbeat_s
         self.stop = stop or asyncio.Event()
-        self.queue: asyncio.Queue[Msg] = asyncio.Queue(queue_size)
+        self.queue_size = queue_size
+        # Live messages wait in a plain deque; the reader, when it has caught up, parks on one future that
+        # the next message resolves. (An asyncio.Queue read under a timeout — a task, a wait() and a timer
+        # for every message — cost more than the rest of a chunk's trip through the gateway.)
+        self.buffer: deque[Msg] = deque()
         self.overflowed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._heartbeat_due = False
+        self._sent_since_tick = False
         self._sub: Subscription | None = None
         self._history: list[DiscussionEvent] | None = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def __aenter__(self) -> EventStream:
         async def on_msg(msg: Msg) -> None:
             if self.overflowed:
                 return
-            try:
-                self.queue.put_nowait(msg)
-            except asyncio.QueueFull:
+            if len(self.buffer) >= self.queue_size:
                 self.overflowed = True
+            else:
+                self.buffer.append(msg)
+            self._wake()
 
         self._sub = await self.bus.nc.subscribe(self.bus.catalog.discussion_all(self.discussion_id), cb=on_msg)
         await self.bus.nc.flush(timeout=5)
@@ -152,7 +166,7 @@ class EventStream:
 
     def has_more(self) -> bool:
         """Whether another live message is already waiting (callers batch their writes on it)."""
-        return not self.queue.empty()
+        return bool(self.buffer)
 
     async def items(self) -> AsyncIterator[Item]:
         # 1. history (read after the subscription, so nothing published in between is lost)
@@ -161,30 +175,37 @@ class EventStream:
         pending, self._history = self._history, []
         for ev in pending:
             yield ev
-        # 2. live
+        # 2. live; a Heartbeat when a whole heartbeat period passed with nothing sent
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            nonlocal timer
+            if not self._sent_since_tick:
+                self._heartbeat_due = True
+                self._wake()
+            self._sent_since_tick = False
+            timer = loop.call_later(self.heartbeat_s, tick)
+
+        timer = loop.call_later(self.heartbeat_s, tick)
         stop_wait = asyncio.ensure_future(self.stop.wait())
-        get: asyncio.Future[Msg] | None = None
+        stop_wait.add_done_callback(lambda _: self._wake())
         try:
             while not self.stop.is_set():
                 if self.overflowed:  # the client fell too far behind: cut it off, it resumes by seq
                     yield Overflow(self.last_seq)
                     return
-                if self.queue.empty():
-                    get = asyncio.ensure_future(self.queue.get())
-                    done, _ = await asyncio.wait(
-                        {get, stop_wait}, timeout=self.heartbeat_s, return_when="FIRST_COMPLETED"
-                    )
-                    if get not in done:
-                        get.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await get
-                        if self.stop.is_set():
-                            return
+                if not self.buffer:
+                    if self._heartbeat_due:
+                        self._heartbeat_due = False
                         yield Heartbeat()
                         continue
-                    msg = get.result()
-                else:
-                    msg = self.queue.get_nowait()  # the hot path under load: no futures, no timer
+                    self._waiter = loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                    continue
+                msg = self.buffer.popleft()
                 ev = parse_message(msg.subject, msg.data)
                 if ev is None:
                     continue
@@ -192,8 +213,8 @@ class EventStream:
                     if ev.seq <= self.last_seq:
                         continue  # already delivered (history overlap or a re-publish)
                     self.last_seq = ev.seq
+                self._sent_since_tick = True
                 yield ev
         finally:
+            timer.cancel()
             stop_wait.cancel()
-            if get is not None and not get.done():
-                get.cancel()

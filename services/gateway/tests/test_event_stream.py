@@ -1,0 +1,102 @@
+"""EventStream against real NATS: history then live chunks in order, heartbeats only when idle, a slow
+client cut off with its resume point, and a prompt end on drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from adp_common.bus import Bus
+from adp_common.schemas.dialogue import DiscussionEvent
+from adp_gateway.events import EventStream, Heartbeat, Overflow
+
+
+def history(*seqs: int):
+    async def read(after: int) -> list[DiscussionEvent]:
+        return [
+            DiscussionEvent(discussionId="d", seq=s, event="message-complete", data={"n": s}) for s in seqs if s > after
+        ]
+
+    return read
+
+
+async def publish_chunks(bus: Bus, did: str, texts: list[str]) -> None:
+    for text in texts:
+        ev = DiscussionEvent(discussionId=did, seq=0, event="message-chunk", data={"text": text})
+        await bus.nc.publish(bus.catalog.discussion_chunks(did), ev.model_dump_json().encode())
+    await bus.nc.flush()
+
+
+async def collect(stream: EventStream, n: int, timeout: float = 5.0) -> list[object]:
+    out: list[object] = []
+
+    async def run() -> None:
+        async for item in stream.items():
+            out.append(item)
+            if len(out) == n:
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return out
+
+
+async def test_history_then_live_chunks_in_order(bus: Bus) -> None:
+    did = uuid.uuid4().hex
+    async with EventStream(bus, did, history(1, 2), last_seq=1) as stream:
+        await stream.prepare()
+        await publish_chunks(bus, did, ["a", "b", "c"])
+        items = await collect(stream, 4)
+    assert isinstance(items[0], DiscussionEvent) and items[0].seq == 2  # seq 1 was already seen
+    assert [i.data["text"] for i in items[1:]] == ["a", "b", "c"]  # type: ignore[union-attr]
+    assert stream.last_seq == 2
+
+
+async def test_heartbeat_only_when_idle(bus: Bus) -> None:
+    did = uuid.uuid4().hex
+    async with EventStream(bus, did, history(), heartbeat_s=0.2) as stream:
+        t0 = time.perf_counter()
+        (first,) = await collect(stream, 1)
+        assert isinstance(first, Heartbeat)
+        assert 0.15 < time.perf_counter() - t0 < 1.5
+
+    async with EventStream(bus, did, history(), heartbeat_s=0.3) as stream:
+        await stream.prepare()
+
+        async def steady() -> None:
+            for i in range(12):
+                await publish_chunks(bus, did, [str(i)])
+                await asyncio.sleep(0.05)
+
+        feeder = asyncio.create_task(steady())
+        items = await collect(stream, 12)
+        await feeder
+    assert not any(isinstance(i, Heartbeat) for i in items)  # a chunk every 50 ms: never idle for 0.3 s
+
+
+async def test_slow_client_is_cut_off_with_its_resume_point(bus: Bus) -> None:
+    did = uuid.uuid4().hex
+    async with EventStream(bus, did, history(5), queue_size=3) as stream:
+        await stream.prepare()
+        await publish_chunks(bus, did, [str(i) for i in range(10)])
+        await asyncio.sleep(0.2)  # the reader is not reading: the buffer fills
+        items = await collect(stream, 3)
+    assert isinstance(items[0], DiscussionEvent) and items[0].seq == 5  # history first
+    assert isinstance(items[1], Overflow) and items[1].last_seq == 5
+    assert len(items) == 2 or not isinstance(items[2], DiscussionEvent)
+
+
+async def test_drain_ends_the_stream_promptly(bus: Bus) -> None:
+    did = uuid.uuid4().hex
+    stop = asyncio.Event()
+    async with EventStream(bus, did, history(), heartbeat_s=30, stop=stop) as stream:
+
+        async def read() -> list[object]:
+            return [item async for item in stream.items()]
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0.1)
+        t0 = time.perf_counter()
+        stop.set()
+        assert await asyncio.wait_for(reader, 2) == []
+        assert time.perf_counter() - t0 < 0.5
