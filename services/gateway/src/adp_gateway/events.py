@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
@@ -74,7 +75,7 @@ def format_sse(ev: DiscussionEvent) -> str:
     if ev.seq > 0:
         lines.append(f"id: {ev.seq}")
     lines.append(f"event: {ev.event}")
-    data = json.dumps(event_payload(ev), default=str, separators=(",", ":"))
+    data = orjson.dumps(event_payload(ev), default=str).decode()
     lines.extend(f"data: {line}" for line in data.splitlines() or [""])
     return "\n".join(lines) + "\n\n"
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from nats.aio.client import Client as NATS
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -193,11 +194,11 @@ class ChunkEmitter:
             data["chunk"] = delta
             if restart:
                 data["restart"] = True
-            await self.nc.publish(self.subject, json.dumps({**self.relay_template, "data": data}).encode())
+            await self.nc.publish(self.subject, orjson.dumps({**self.relay_template, "data": data}))
             return
         flag = "true" if restart else "false"
-        payload = f'{self._head}{self.msg_seq - 1},"restart":{flag},"delta":{json.dumps(delta)}}}'
-        await self.nc.publish(self.subject, payload.encode())
+        payload = f'{self._head}{self.msg_seq - 1},"restart":{flag},"delta":'.encode() + orjson.dumps(delta) + b"}"
+        await self.nc.publish(self.subject, payload)
 
 
 @dataclass

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 
 from adp_common.errors import ErrorCode
 from adp_common.schemas.llm import CompletionRequest
@@ -230,7 +230,7 @@ class Endpoint:
 def json_object(provider: str, data: str) -> dict[str, Any]:
     """One SSE data payload as a JSON object, or a malformed-output ProviderError."""
     try:
-        obj = json.loads(data)
+        obj = orjson.loads(data)  # one per token: orjson is ~3x the stdlib here
     except ValueError:
         raise malformed(provider, f"SSE data is not JSON: {data[:80]!r}") from None
     if not isinstance(obj, dict):
