@@ -29,7 +29,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).parent))
 
 from load import report
-from load.clients import DiscussionRun, Tally, create_users, run_streams
+from load.clients import DiscussionRun, Tally, create_users, direct_control, run_streams
 from load.launch import (
     ADMIN_KEY,
     FakeProviderProcess,
@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "independent users; one turn with --rounds 1. 2 s in phase B",
     )  # fmt: skip
     ap.add_argument("--rest-rps", type=float, default=20.0, help="GET probes per second during phase A")
+    ap.add_argument(
+        "--control-streams", type=int, default=8,
+        help="one-token direct calls kept running during phase A: the same-time baseline (0: none)",
+    )  # fmt: skip
     ap.add_argument(
         "--rounds", type=int, default=2,
         help="rounds per discussion: the client POSTs proceed as a round completes, keeps its stream, and stops "
@@ -161,11 +165,17 @@ async def phase_a(
         sampler.start()
         t_start = time.perf_counter()
         phase_start = time.time()
+        control, control_stop = Tally(), asyncio.Event()
+        control_task = asyncio.create_task(
+            direct_control(http, provider.url + "/v1/chat/completions", args.control_streams, control, control_stop)
+        )
         run_task = asyncio.create_task(run.run(n, args.ramp_a))
         if spy is not None:
             await asyncio.sleep(3)  # past the creation burst, into steady streaming
             spy.start()
         wall = await run_task
+        control_stop.set()
+        await control_task
         resources = await sampler.stop()
         lag_after = await lag_snapshot(http, platform)
         phase_end = time.time() + 1
@@ -218,7 +228,8 @@ async def phase_a(
         },
         "profiles": profiles,
         "timeline": timeline(t.samples, t_start, d["p50"], sampler.timeline),
-        "full_load": full_load(t.samples, t_start, run.all_live_t, run.first_done_t, d),
+        "full_load": full_load(t.samples, control.samples, t_start, run.all_live_t, run.first_done_t, d),
+        "control_errors": dict(control.errors),
         "_direct": direct,
     }
     print(
@@ -231,6 +242,7 @@ async def phase_a(
 
 def full_load(
     samples: list[tuple[float, str, float]],
+    control: list[tuple[float, str, float]],
     t_start: float,
     since: float | None,
     until: float | None,
@@ -247,12 +259,17 @@ def full_load(
         if what != "ttfc" and since <= t < until:
             rest.setdefault(what, []).append(ms)
     g = summary(ttfc)
+    c = summary([ms for t, _, ms in control if since <= t < until])
     return {
         "from_s": since - t_start,
         "to_s": until - t_start,
         "ttfc": g,
         "added_ttfc_p50_ms": diff(g["p50"], direct["p50"]),
         "added_ttfc_p99_ms": diff(g["p99"], direct["p99"]),
+        # against the direct calls made during the window (same machine load)
+        "control_ttft": c,
+        "added_vs_control_p50_ms": diff(g["p50"], c["p50"]),
+        "added_vs_control_p99_ms": diff(g["p99"], c["p99"]),
         "rest": {k: summary(v) for k, v in rest.items()},
         "rest_p95_ms": summary(flatten(rest.values()))["p95"],
     }

@@ -295,10 +295,17 @@ class DiscussionRun:
 
 # ---- the same provider, called directly ----------------------------------------------------------------------
 async def stream_completion(
-    http: aiohttp.ClientSession, url: str, headers: dict[str, str], model: str, tally: Tally
+    http: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    model: str,
+    tally: Tally,
+    max_tokens: int | None = None,
 ) -> bool:
     """One streamed chat completion; TTFT = request sent -> first stamped token."""
-    body = {"model": model, "messages": [{"role": "user", "content": TOPIC}], "stream": True}
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": TOPIC}], "stream": True}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
     t0 = time.perf_counter()
     got = 0
     try:
@@ -315,6 +322,7 @@ async def stream_completion(
                 if n:
                     if got == 0:
                         tally.ttfc.append((now - t0) * 1000)
+                        tally.samples.append((t0, "ttft", (now - t0) * 1000))
                     got += n
                     tally.saw_chunk(now, n)
     except ClientErrors as err:
@@ -343,3 +351,20 @@ async def run_streams(
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return time.perf_counter() - t0
+
+
+async def direct_control(
+    http: aiohttp.ClientSession, url: str, workers: int, tally: Tally, stop: asyncio.Event
+) -> None:
+    """A baseline taken at the same time as the gateway phase: `workers` loops of one-token streamed calls
+    straight to the provider. Their TTFT carries what the machine's load does to the provider and to this
+    client (both share the cores with the platform here; in production they would not), so TTFC minus it
+    is what the platform's own hops add. One token keeps the control's own load small."""
+
+    async def worker() -> None:
+        await asyncio.sleep(random.uniform(0, 0.3))
+        while not stop.is_set():
+            await stream_completion(http, url, {}, "fake-model", tally, max_tokens=1)
+            await asyncio.sleep(random.uniform(0.0, 0.1))
+
+    await asyncio.gather(*(worker() for _ in range(workers)))

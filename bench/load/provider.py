@@ -12,7 +12,7 @@ protocol (httptools parses requests) and one timer callback per token writing on
 instead of the test suite's `adp_testing.fake_provider` (Starlette, a generator and a task per stream), which
 needed ~4x the CPU per token — at 500 streams of 30 tokens/s that was most of a core taken from the platform.
 It speaks only what the benchmark uses: POST /v1/chat/completions (streamed or not, `stream_options.
-include_usage`) and GET /_stats.
+include_usage`, `max_tokens` cutting the answer short) and GET /_stats.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ class Stream:
         self.head = f'{{"id":"{cid}","object":"chat.completion.chunk","created":{created},"model":{json.dumps(model)},'
         self.input_tokens = _prompt_tokens(body)
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.tokens = _answer_tokens(cfg, body)
         self.i = 0
         self.start = 0.0
         self.loop = asyncio.get_running_loop()
@@ -110,7 +111,7 @@ class Stream:
         cfg, i = self.cfg, self.i
         if i == 0:
             self.start = self.loop.time()
-        last = i == cfg.tokens - 1
+        last = i == self.tokens - 1
         tok = stamp_token(last)
         out = _event(self.head + f'"choices":[{{"index":0,"delta":{{"content":"{tok}"}},"finish_reason":null}}]}}')
         self.i += 1
@@ -123,7 +124,7 @@ class Stream:
         stats = self.conn.server.stats
         stats.completed += 1
         if self.include_usage:
-            n_in, n_out = self.input_tokens, cfg.tokens
+            n_in, n_out = self.input_tokens, self.tokens
             usage = f'"usage":{{"prompt_tokens":{n_in},"completion_tokens":{n_out},"total_tokens":{n_in + n_out}}}'
             out += _event(self.head + '"choices":[],' + usage + "}")
             stats.input_tokens += n_in
@@ -131,6 +132,12 @@ class Stream:
         out += _event("[DONE]") + b"0\r\n\r\n"
         self.conn.write(out)
         self.conn.response_done()
+
+
+def _answer_tokens(cfg: Config, body: dict[str, Any]) -> int:
+    """The configured answer length, cut to the request's max_tokens as a real provider would."""
+    limit = body.get("max_tokens")
+    return max(1, min(cfg.tokens, limit)) if isinstance(limit, int) and limit > 0 else cfg.tokens
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -217,7 +224,8 @@ class Connection(asyncio.Protocol):
             self.pending = Stream(self, body)
             return
         cfg = self.server.config
-        text = " ".join(stamp_token(False).strip() for _ in range(cfg.tokens)) + "."
+        n_out = _answer_tokens(cfg, body)
+        text = " ".join(stamp_token(False).strip() for _ in range(n_out)) + "."
         n_in = _prompt_tokens(body)
         answer = {
             "id": "chatcmpl-" + uuid.uuid4().hex[:12],
@@ -225,13 +233,13 @@ class Connection(asyncio.Protocol):
             "created": int(time.time()),
             "model": str(body.get("model", "fake-model")),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": n_in, "completion_tokens": cfg.tokens, "total_tokens": n_in + cfg.tokens},
+            "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
         }
 
         def send() -> None:
             self.server.stats.completed += 1
             self.server.stats.input_tokens += n_in
-            self.server.stats.output_tokens += cfg.tokens
+            self.server.stats.output_tokens += n_out
             self.write(_response("200 OK", json.dumps(answer).encode()))
             self.response_done()
 
