@@ -115,9 +115,7 @@ class Commands:
     async def _after_commit(self, events: list[DiscussionEvent], job: DialogueJob | None) -> None:
         """Publish after the commit. If this fails the sweeper re-publishes the job of a stalled discussion."""
         try:
-            await self.engine.publish_events(events)
-            if job is not None:
-                await self.engine.publish_job(job)
+            await self.engine.publish_events(events, job)
         except Exception as err:
             log.warning("publishing after commit failed (the sweeper will retry the job): %s", err)
 

@@ -148,9 +148,13 @@ class Engine:
             self.bus.catalog.discussion_events(ev.discussionId), ev, msg_id=f"{ev.discussionId}:{ev.seq}"
         )
 
-    async def publish_events(self, events: list[DiscussionEvent]) -> None:
-        # Issued in order on one connection (so stored and delivered in order), acknowledged together.
-        await asyncio.gather(*(self.publish_event(ev) for ev in events))
+    async def publish_events(self, events: list[DiscussionEvent], job: DialogueJob | None = None) -> None:
+        """Events, then the follow-up job if any: issued in that order on one connection (so stored and
+        delivered in order), their acknowledgements awaited together — one round trip for a step's outcome."""
+        pubs = [self.publish_event(ev) for ev in events]
+        if job is not None:
+            pubs.append(self.publish_job(job))
+        await asyncio.gather(*pubs)
 
     async def cancel_calls(self, did: str, reason: str) -> None:
         """Ask every router copy to cancel this discussion's in-flight LLM calls (best effort)."""
@@ -210,9 +214,8 @@ class Engine:
         )
 
     async def _republish(self, conn: store.Conn, did: str, step_key: str, next_job: dict[str, Any] | None) -> None:
-        await self.publish_events(await store.events_for_step(conn, did, step_key))
-        if next_job:
-            await self.publish_job(DialogueJob.model_validate(next_job))
+        job = DialogueJob.model_validate(next_job) if next_job else None
+        await self.publish_events(await store.events_for_step(conn, did, step_key), job)
 
     @staticmethod
     def _loaded(row: asyncpg.Record) -> Loaded:
@@ -255,9 +258,7 @@ class Engine:
                     )
         if self.after_commit_hook is not None:
             await self.after_commit_hook(job)
-        await self.publish_events(published)
-        if next_job is not None:
-            await self.publish_job(next_job)
+        await self.publish_events(published, next_job)
 
     async def _fail(self, job: DialogueJob, err: PlatformError) -> None:
         did = job.discussion_id
