@@ -59,11 +59,12 @@ class Tally:
         self.last_chunk_t = now
 
 
-def _add_latency(tally: Tally, data: bytes, now_wall: float) -> int:
+def _add_latency(tally: Tally, data: bytes, now_wall: float) -> list[int]:
+    """Record the delivery latency of every stamped token in `data`; their stamps."""
     ts = stamps(data)
     now_us = now_wall * 1e6
     tally.chunk_lat.extend((now_us - t) / 1000 for t in ts)
-    return len(ts)
+    return ts
 
 
 ClientErrors = (aiohttp.ClientError, TimeoutError)
@@ -199,10 +200,10 @@ class DiscussionRun:
                 return False
             async for now, wall, event, data in sse_received(resp):
                 if event == "message-chunk":
-                    n = _add_latency(t, data, wall)
+                    got = _add_latency(t, data, wall)
+                    n = len(got)
                     t.saw_chunk(now, n)
                     if n:
-                        got = stamps(data)
                         turn_first_stamp = got[0] if turn_first_stamp is None else turn_first_stamp
                         turn_last_stamp = got[-1]
                     if turn_chunks == 0 and n and turn_start is not None:
@@ -318,7 +319,7 @@ async def stream_completion(
                 if event == "error" or data.startswith(b'{"error"'):
                     tally.errors["error in stream"] += 1
                     return False
-                n = _add_latency(tally, data, wall)
+                n = len(_add_latency(tally, data, wall))
                 if n:
                     if got == 0:
                         tally.ttfc.append((now - t0) * 1000)
