@@ -164,12 +164,14 @@ class Endpoint:
         self.client = client
         self.provider = provider
         self.url = url
-        self.headers = headers
+        has_type = any(k.lower() == "content-type" for k in headers)
+        self.headers = dict(headers) if has_type else {"Content-Type": "application/json", **headers}
         self.connect_timeout = connect_timeout
 
     def _post(self, body: dict[str, Any], timeout: float) -> Any:
+        # the body (every message of the prompt) encoded by orjson rather than aiohttp's stdlib json
         return self.client.post(
-            self.url, json=body, headers=self.headers, timeout=http_timeout(timeout, self.connect_timeout)
+            self.url, data=orjson.dumps(body), headers=self.headers, timeout=http_timeout(timeout, self.connect_timeout)
         )
 
     async def post(self, body: dict[str, Any], timeout: float) -> bytes:
