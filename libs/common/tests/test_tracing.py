@@ -55,3 +55,20 @@ async def test_trace_context_survives_request_reply_and_jetstream(bus: Bus, nats
     names = {s.name for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == caller_trace}
     assert {"client request", f"serve {subject}", "consume trace-test"} <= names
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+def test_spans_are_not_recorded_until_something_receives_them_but_ids_propagate() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from adp_common.telemetry import RecordWhenExporting
+
+    sampler = RecordWhenExporting()
+    local = TracerProvider(sampler=sampler).get_tracer("t")
+    with local.start_as_current_span("root") as root:
+        assert not root.is_recording()
+        assert root.get_span_context().is_valid  # a trace id for the logs and the NATS headers
+        with local.start_as_current_span("child") as child:
+            assert child.get_span_context().trace_id == root.get_span_context().trace_id
+    sampler.recording = True
+    with local.start_as_current_span("root") as root:
+        assert root.is_recording()
