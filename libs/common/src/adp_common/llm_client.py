@@ -123,15 +123,30 @@ class LLMClient:
                 response_model=CompletionResult,
             )
         )
+        # A watchdog timer (re-armed every second) gives up on a silent router copy; the call itself is
+        # awaited directly (no asyncio.wait per second per call in flight).
+        loop = asyncio.get_running_loop()
+        lost = False
+
+        def watchdog() -> None:
+            nonlocal lost, timer
+            if request.done():
+                return
+            if time.monotonic() - last_seen[0] > self.idle_timeout_s:
+                lost = True
+                request.cancel()
+                return
+            timer = loop.call_later(1.0, watchdog)
+
+        timer = loop.call_later(1.0, watchdog)
         try:
-            while True:
-                done, _ = await asyncio.wait({request}, timeout=1.0)
-                if done:
-                    break
-                if time.monotonic() - last_seen[0] > self.idle_timeout_s:
-                    request.cancel()
-                    raise _RouterLost(delivered[0])
-            result = request.result()
+            try:
+                result = await request
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if lost and (task is None or not task.cancelling()):
+                    raise _RouterLost(delivered[0]) from None
+                raise
             if pumper is not None:
                 # Chunks published before the reply were sent before it; a flush round trip guarantees they
                 # reached this client, then wait until the subscription has handed them all to on_msg.
@@ -145,6 +160,7 @@ class LLMClient:
                 await asyncio.wait_for(pumper, timeout=10)
             return result
         finally:
+            timer.cancel()
             if not request.done():
                 request.cancel()
             if pumper is not None and not pumper.done():
