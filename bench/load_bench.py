@@ -137,12 +137,12 @@ async def phase_a(
     direct: Tally | None,
 ) -> dict[str, Any]:
     """N discussions through the gateway (and, when `direct` is None, the same provider directly first)."""
+    url = provider.url + "/v1/chat/completions"
     async with http_client(n) as http:
         if direct is None:
             direct = Tally()
             calls = TURNS_PER_ROUND * args.rounds
             print(f"  direct: {n} concurrent streams × {calls} calls …", flush=True)
-            url = provider.url + "/v1/chat/completions"
             await run_streams(http, url, {}, "fake-model", n, calls, direct, args.ramp_a)
         print(f"  gateway: {n} discussions, {args.rounds} round(s) …", flush=True)
         run = DiscussionRun(
@@ -166,9 +166,7 @@ async def phase_a(
         t_start = time.perf_counter()
         phase_start = time.time()
         control, control_stop = Tally(), asyncio.Event()
-        control_task = asyncio.create_task(
-            direct_control(http, provider.url + "/v1/chat/completions", args.control_streams, control, control_stop)
-        )
+        control_task = asyncio.create_task(direct_control(http, url, args.control_streams, control, control_stop))
         run_task = asyncio.create_task(run.run(n, args.ramp_a))
         if spy is not None:
             await asyncio.sleep(3)  # past the creation burst, into steady streaming

@@ -28,7 +28,15 @@ import psutil
 sys.path.insert(0, str(Path(__file__).parent))
 
 from load.clients import TOPIC, Tally, create_users, timed
-from load.launch import ADMIN_KEY, FakeProviderProcess, Platform, external_pids, postgres_pids
+from load.launch import (
+    ADMIN_KEY,
+    FakeProviderProcess,
+    Platform,
+    cpu_seconds,
+    external_pids,
+    postgres_pids,
+    syscalls,
+)
 from load.stats import summary
 
 from adp_common.service import run_loop
@@ -41,10 +49,9 @@ def counters(procs: dict[str, list[psutil.Process]]) -> dict[str, tuple[float, i
         cpu, writes = 0.0, 0
         for p in ps:
             with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                cpu += t.user + t.system
+                cpu += cpu_seconds(p)
             with contextlib.suppress(psutil.Error, AttributeError):
-                writes += p.io_counters().write_count
+                writes += syscalls(p)[1]
         out[name] = (cpu, writes)
     return out
 

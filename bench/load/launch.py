@@ -155,6 +155,18 @@ class Platform:
                 await db.drop_database(self.pg_dsn, f"{base}_{self.prefix}")
 
 
+def cpu_seconds(p: psutil.Process) -> float:
+    """CPU time (user + system) the process has used so far."""
+    t = p.cpu_times()
+    return t.user + t.system
+
+
+def syscalls(p: psutil.Process) -> tuple[int, int]:
+    """Read and write system calls so far (/proc/<pid>/io: syscr, syscw; sockets included)."""
+    c = p.io_counters()
+    return c.read_count, c.write_count
+
+
 class ResourceSampler:
     """RSS (max over the window) and CPU (% of one core, averaged over the window) of named processes."""
 
@@ -184,22 +196,11 @@ class ResourceSampler:
         self._last_cpu: dict[str, float] = {}
         self._last_t = 0.0
 
-    @staticmethod
-    def _io(p: psutil.Process) -> tuple[int, int]:
-        """Read and write system calls so far (/proc/<pid>/io: syscr, syscw)."""
-        c = p.io_counters()
-        return c.read_count, c.write_count
-
-    @staticmethod
-    def _cpu(p: psutil.Process) -> float:
-        t = p.cpu_times()
-        return t.user + t.system
-
     def _group_cpu(self, name: str) -> float:
         total = 0.0
         for p in self.groups[name]:
             with contextlib.suppress(psutil.Error):
-                total += self._cpu(p)
+                total += cpu_seconds(p)
         return total
 
     def _sample(self) -> None:
@@ -210,7 +211,7 @@ class ResourceSampler:
             with contextlib.suppress(psutil.Error):
                 rss = p.memory_info().rss
                 self.rss_max[name] = max(self.rss_max.get(name, 0), rss)
-                cpu_now[name] = self._cpu(p)
+                cpu_now[name] = cpu_seconds(p)
         for name in self.groups:
             cpu_now[name] = self._group_cpu(name)
         if self._last_cpu:
@@ -229,9 +230,9 @@ class ResourceSampler:
         self._t0 = self._last_t = time.monotonic()
         for name, p in self.procs.items():
             with contextlib.suppress(psutil.Error):
-                self._cpu0[name] = self._cpu(p)
+                self._cpu0[name] = cpu_seconds(p)
             with contextlib.suppress(psutil.Error, AttributeError):
-                self._io0[name] = self._io(p)
+                self._io0[name] = syscalls(p)
         for name in self.groups:
             self._group_cpu0[name] = self._group_cpu(name)
         self._task = asyncio.create_task(self._run())
@@ -247,12 +248,12 @@ class ResourceSampler:
             cpu = None
             with contextlib.suppress(psutil.Error):
                 if name in self._cpu0:
-                    cpu = 100.0 * (self._cpu(p) - self._cpu0[name]) / wall
+                    cpu = 100.0 * (cpu_seconds(p) - self._cpu0[name]) / wall
             rss = self.rss_max.get(name)
             self.result[name] = {"rss_mb": rss / 2**20 if rss else None, "cpu_pct": cpu}
             with contextlib.suppress(psutil.Error, AttributeError):
                 if name in self._io0:
-                    r, w = self._io(p)
+                    r, w = syscalls(p)
                     self.result[name]["reads_per_s"] = (r - self._io0[name][0]) / wall
                     self.result[name]["writes_per_s"] = (w - self._io0[name][1]) / wall
         for name in self.groups:
