@@ -113,8 +113,13 @@ def test_sse_format_and_last_event_id() -> None:
     for bad in ("x", "-1", "1.5"):
         with pytest.raises(ValueError):
             parse_last_event_id(bad)
-    assert parse_message("p.discussion.d1.chunks", chunk.model_dump_json().encode()) == chunk
-    assert parse_message("p.discussion.d1.chunks", b"not json") is None
+    parsed = parse_message("p.discussion.d1.chunks", chunk.model_dump_json().encode())
+    assert parsed is not None and format_sse(parsed) == format_sse(chunk)
+    assert (parsed.discussionId, parsed.seq, parsed.event, parsed.data) == ("d1", 0, "message-chunk", {"chunk": "x"})
+    malformed = [b"not json", b"[1]", b'{"discussionId": "d1", "event": 3}']
+    malformed.append(b'{"discussionId": "d1", "event": "e", "data": []}')
+    for bad in malformed:
+        assert parse_message("p.discussion.d1.chunks", bad) is None
 
 
 def test_openai_mapping_and_stream_encoding() -> None:

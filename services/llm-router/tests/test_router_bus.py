@@ -31,6 +31,7 @@ from adp_router.app import RouterApp
 from adp_router.providers.base import Endpoint, new_http_session
 from adp_router.router import ChunkEmitter, FlushTicker
 from adp_router.settings import RouterSettings
+from adp_router.sse import SSEEvent
 from adp_testing.fake_provider import DEFAULT_TEXT, FakeProvider, Fault, Timing
 from adp_testing.inproc import running_service
 
@@ -483,14 +484,21 @@ async def test_paced_reads_take_every_token_that_arrived_meanwhile(fake: FakePro
         endpoint = Endpoint(session, "fake", fake.openai_base + "/chat/completions", {}, 5.0)
         body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         got: list[str] = []
-        async with contextlib.aclosing(endpoint.events(body, 5.0, pace=pace)) as events:
-            async for ev in events:
-                if ev.data != "[DONE]":
-                    got.extend(c["delta"].get("content", "") for c in json.loads(ev.data)["choices"])
+
+        def text_of(ev: SSEEvent) -> str | None:
+            if ev.data == "[DONE]":
+                return None
+            return "".join(c["delta"].get("content", "") for c in json.loads(ev.data)["choices"])
+
+        deltas = endpoint.deltas(body, 5.0, text_of, is_last=lambda ev: ev.data == "[DONE]", pace=pace)
+        async with contextlib.aclosing(deltas):
+            async for text in deltas:
+                got.append(text)
     finally:
         await session.close()
     assert "".join(got).split() == words
     assert 2 <= reads <= 6  # ~100 ms of tokens in reads held 60 ms apart; unpaced it is one read per token
+    assert len(got) <= reads  # at most one delta per read: the tokens a read took, joined
 
 
 async def test_emitter_pace_sends_what_was_read_then_waits_for_the_tick(bus: Bus) -> None:

@@ -78,51 +78,54 @@ class AnthropicProvider:
 
     async def stream(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> AsyncIterator[str]:
         name = self.name
-        body = self._body(req, model, True)
-        events = self.endpoint.events(body, timeout, is_last=_is_stop, pace=st.pace)
         stopped = False
-        async with contextlib.aclosing(events):
-            async for ev in events:
-                obj = json_object(name, ev.data)
-                kind = obj.get("type") or ev.event
-                try:
-                    if kind == "content_block_delta":
-                        delta = obj["delta"]
-                        if delta.get("type") == "text_delta":
-                            text = delta["text"]
-                            if not isinstance(text, str):
-                                raise TypeError("text")
-                            if text:
-                                yield text
-                    elif kind == "message_start":
-                        usage = obj["message"].get("usage") or {}
-                        if isinstance(usage.get("input_tokens"), int):
-                            st.input_tokens = usage["input_tokens"]
-                        if isinstance(usage.get("output_tokens"), int):
-                            st.output_tokens = usage["output_tokens"]
-                    elif kind == "message_delta":
-                        reason = (obj.get("delta") or {}).get("stop_reason")
-                        if reason:
-                            st.finish_reason = _finish(reason)
-                        usage = obj.get("usage") or {}
-                        if isinstance(usage.get("output_tokens"), int):
-                            st.output_tokens = usage["output_tokens"]
-                        if isinstance(usage.get("input_tokens"), int):
-                            st.input_tokens = usage["input_tokens"]
-                    elif kind == "message_stop":
-                        stopped = True
-                        break
-                    elif kind == "error":
-                        err = obj.get("error") or {}
-                        etype = err.get("type", "error")
-                        raise ProviderError(
-                            f"{name} stream error {etype}: {str(err.get('message', ''))[:200]}",
-                            retryable=etype in RETRYABLE_ERROR_TYPES,
-                        )
-                    elif kind not in ("ping", "content_block_start", "content_block_stop"):
-                        raise malformed(name, f"unknown event type {kind!r}")
-                except (KeyError, TypeError, AttributeError):
-                    raise malformed(name, f"unexpected {kind} event shape") from None
+
+        def text_of(ev: SSEEvent) -> str | None:
+            nonlocal stopped
+            obj = json_object(name, ev.data)
+            kind = obj.get("type") or ev.event
+            try:
+                if kind == "content_block_delta":
+                    delta = obj["delta"]
+                    if delta.get("type") == "text_delta":
+                        text = delta["text"]
+                        if not isinstance(text, str):
+                            raise TypeError("text")
+                        return text
+                elif kind == "message_start":
+                    usage = obj["message"].get("usage") or {}
+                    if isinstance(usage.get("input_tokens"), int):
+                        st.input_tokens = usage["input_tokens"]
+                    if isinstance(usage.get("output_tokens"), int):
+                        st.output_tokens = usage["output_tokens"]
+                elif kind == "message_delta":
+                    reason = (obj.get("delta") or {}).get("stop_reason")
+                    if reason:
+                        st.finish_reason = _finish(reason)
+                    usage = obj.get("usage") or {}
+                    if isinstance(usage.get("output_tokens"), int):
+                        st.output_tokens = usage["output_tokens"]
+                    if isinstance(usage.get("input_tokens"), int):
+                        st.input_tokens = usage["input_tokens"]
+                elif kind == "message_stop":
+                    stopped = True
+                elif kind == "error":
+                    err = obj.get("error") or {}
+                    etype = err.get("type", "error")
+                    raise ProviderError(
+                        f"{name} stream error {etype}: {str(err.get('message', ''))[:200]}",
+                        retryable=etype in RETRYABLE_ERROR_TYPES,
+                    )
+                elif kind not in ("ping", "content_block_start", "content_block_stop"):
+                    raise malformed(name, f"unknown event type {kind!r}")
+            except (KeyError, TypeError, AttributeError):
+                raise malformed(name, f"unexpected {kind} event shape") from None
+            return None
+
+        deltas = self.endpoint.deltas(self._body(req, model, True), timeout, text_of, is_last=_is_stop, pace=st.pace)
+        async with contextlib.aclosing(deltas):
+            async for text in deltas:
+                yield text
         if not stopped:
             raise ProviderError(f"{name} stream ended before message_stop", retryable=True)
 

@@ -131,25 +131,21 @@ def new_http_session(max_connections: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
 
-async def _lines(
-    content: aiohttp.StreamReader, pace: Callable[[], Awaitable[None]] | None = None
-) -> AsyncIterator[str]:
-    """The body as text lines without their terminators (LF or CRLF), whatever the network chunking; `pace`
-    is awaited before every read (each read takes all the body that has arrived)."""
-    rest = b""
-    while True:
-        if pace is not None:
-            await pace()
-        data = await content.readany()
-        if not data:
-            break
-        if rest:
-            data = rest + data
-        *complete, rest = data.split(b"\n")
-        for raw in complete:
-            yield raw.rstrip(b"\r").decode("utf-8", errors="replace")
-    if rest:
-        yield rest.rstrip(b"\r").decode("utf-8", errors="replace")
+def _split_lines(data: bytes) -> tuple[list[str], bytes]:
+    """The complete lines of `data` as text without their terminators (LF or CRLF), and the unfinished rest.
+    Split on the LF byte first: it never occurs inside a multi-byte UTF-8 sequence, so the complete lines
+    decode in one call whatever the network chunking."""
+    cut = data.rfind(b"\n") + 1
+    if cut == 0:
+        return [], data
+    text = data[: cut - 1].decode("utf-8", errors="replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    return text.split("\n"), data[cut:]
+
+
+# Maps one SSE event to its text delta (or None); raises ProviderError for an error event.
+TextOf = Callable[[SSEEvent], str | None]
 
 
 class Endpoint:
@@ -185,46 +181,64 @@ class Endpoint:
         except (aiohttp.ClientError, TimeoutError) as err:
             raise transport_error(self.provider, err) from None
 
-    async def events(
+    async def deltas(
         self,
         body: dict[str, Any],
         timeout: float,
+        text_of: TextOf,
         *,
-        is_last: Callable[[SSEEvent], bool] = lambda ev: False,
+        is_last: Callable[[SSEEvent], bool],
         pace: Pace | None = None,
-    ) -> AsyncIterator[SSEEvent]:
-        """A streaming call's SSE events. Use with `contextlib.aclosing` so the response closes as soon as
-        the caller stops reading.
+    ) -> AsyncIterator[str]:
+        """A streaming call's text, one delta per read of the body: the texts `text_of` finds in every SSE
+        event that read took, joined. Under load a (paced) read takes several tokens; the work per token
+        after parsing — generator hops, the router's bookkeeping per delta — then happens once per read.
+        Text before an error event is still delivered before the error is raised. Use with
+        `contextlib.aclosing` so the response closes as soon as the caller stops reading.
 
-        When the caller stops right after the protocol's last event (`is_last`), the few bytes that end the
-        body are still read (briefly): a response closed before its end cannot go back to the connection
-        pool, and every call would then pay a new TCP connection."""
+        After the protocol's last event (`is_last`) the few bytes that end the body are still read (briefly):
+        a response closed before its end cannot go back to the connection pool, and every call would then
+        pay a new TCP connection."""
         try:
             async with self._post(body, timeout) as resp:
                 if resp.status >= 400:
                     raise error_for_status(self.provider, resp.status, await resp.read(), resp.headers)
                 parser = SSEParser()
+                content = resp.content
+                rest = b""
                 last = False
-
-                async def paced() -> None:
-                    if pace is not None and not last:  # the end of the body is read at once
+                while not last:
+                    if pace is not None:
                         conn = resp.connection
                         await pace(conn.transport if conn is not None else None)
-
-                lines = _lines(resp.content, paced)
-                try:
-                    async for line in lines:
+                    data = await content.readany()
+                    if not data:
+                        break
+                    lines, rest = _split_lines(rest + data if rest else data)
+                    parts: list[str] = []
+                    failure: ProviderError | None = None
+                    for line in lines:
                         ev = parser.feed(line)
-                        if ev is not None:
-                            last = is_last(ev)
-                            yield ev
-                finally:
-                    if last:
-                        with contextlib.suppress(Exception):
-                            async with asyncio.timeout(BODY_END_WAIT_S):
-                                async for _ in lines:
-                                    pass
-                    await lines.aclose()  # type: ignore[attr-defined]
+                        if ev is None:
+                            continue
+                        last = is_last(ev)
+                        try:
+                            text = text_of(ev)
+                        except ProviderError as err:
+                            failure = err
+                            break
+                        if text:
+                            parts.append(text)
+                        if last:
+                            break
+                    if parts:
+                        yield "".join(parts)
+                    if failure is not None:
+                        raise failure
+                if last:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(BODY_END_WAIT_S):
+                            await content.read()
         except (aiohttp.ClientError, TimeoutError) as err:
             raise transport_error(self.provider, err) from None
 

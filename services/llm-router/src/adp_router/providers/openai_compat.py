@@ -54,37 +54,41 @@ class OpenAIProvider:
     async def stream(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> AsyncIterator[str]:
         name = self.name
         done = finished = False
-        body = self._body(req, model, True)
-        events = self.endpoint.events(body, timeout, is_last=_is_done, pace=st.pace)
-        async with contextlib.aclosing(events):
-            async for ev in events:
-                if ev.data == "[DONE]":
-                    done = True
-                    break
-                obj = json_object(name, ev.data)
-                if "error" in obj:
-                    raise ProviderError(f"{name} stream error: {str(obj['error'])[:200]}", retryable=True)
-                choices = obj.get("choices")
-                if choices:
-                    try:
-                        ch = choices[0]
-                        delta = ch.get("delta") or {}
-                        content = delta.get("content")
-                        reason = ch.get("finish_reason")
-                    except (AttributeError, IndexError, KeyError, TypeError):
-                        raise malformed(name, "unexpected chunk shape") from None
-                    if content:
-                        if not isinstance(content, str):
-                            raise malformed(name, "delta content is not text")
-                        yield content
-                    if reason:
-                        st.finish_reason = str(reason)
-                        finished = True
-                elif choices is None and "usage" not in obj:
-                    raise malformed(name, "chunk without choices")
-                usage = obj.get("usage")
-                if isinstance(usage, dict):
-                    _take_usage(st, usage)
+
+        def text_of(ev: SSEEvent) -> str | None:
+            nonlocal done, finished
+            if ev.data == "[DONE]":
+                done = True
+                return None
+            obj = json_object(name, ev.data)
+            if "error" in obj:
+                raise ProviderError(f"{name} stream error: {str(obj['error'])[:200]}", retryable=True)
+            content = None
+            choices = obj.get("choices")
+            if choices:
+                try:
+                    ch = choices[0]
+                    delta = ch.get("delta") or {}
+                    content = delta.get("content")
+                    reason = ch.get("finish_reason")
+                except (AttributeError, IndexError, KeyError, TypeError):
+                    raise malformed(name, "unexpected chunk shape") from None
+                if content and not isinstance(content, str):
+                    raise malformed(name, "delta content is not text")
+                if reason:
+                    st.finish_reason = str(reason)
+                    finished = True
+            elif choices is None and "usage" not in obj:
+                raise malformed(name, "chunk without choices")
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                _take_usage(st, usage)
+            return content
+
+        deltas = self.endpoint.deltas(self._body(req, model, True), timeout, text_of, is_last=_is_done, pace=st.pace)
+        async with contextlib.aclosing(deltas):
+            async for text in deltas:
+                yield text
         if not done and not finished:
             raise ProviderError(f"{name} stream ended before completion", retryable=True)
 
