@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import psutil
 
 from adp_cli.procs import free_port
 from adp_common.bus import Bus
@@ -32,6 +33,9 @@ from adp_common.llm_client import LLMClient
 from adp_common.schemas.llm import ChatMessage, CompletionChunk, CompletionRequest
 from adp_common.service import run_loop
 from adp_testing.fixtures import cleanup_prefix
+
+sys.path.insert(0, str(Path(__file__).parent))
+from load.launch import cpu_seconds
 
 
 def pct(values: list[float], q: float) -> float:
@@ -198,6 +202,7 @@ async def main() -> None:
     )
     env.update(kv.split("=", 1) for kv in args.env)
     router = subprocess.Popen([py, "-m", "adp_router.main"], env=env)
+    router_proc = psutil.Process(router.pid)
     try:
         await wait_http(f"http://127.0.0.1:{fake_port}/_stats")
         await wait_http(f"http://127.0.0.1:{admin_port}/health")
@@ -205,12 +210,20 @@ async def main() -> None:
         for c in levels:
             per = max(args.requests_per_stream, -(-args.min_requests // c))
             samples: dict[str, tuple[list[float], list[float]]] = {"direct": ([], []), "router": ([], [])}
+            router_cpu_s = 0.0
             for _ in range(args.repeat):
                 for path in ("direct", "router"):
+                    cpu0 = cpu_seconds(router_proc)
                     t, tot = await asyncio.to_thread(measure, path, c, per, ramp_s, base, args.nats, prefix)
+                    if path == "router":
+                        router_cpu_s += cpu_seconds(router_proc) - cpu0
                     samples[path][0].extend(t)
                     samples[path][1].extend(tot)
-            rows.append({"concurrency": c, **{k: summarise(*v) for k, v in samples.items()}})
+            row = {"concurrency": c, **{k: summarise(*v) for k, v in samples.items()}}
+            # the router's own CPU per call (user + system): a figure that depends little on how busy the
+            # shared machine was, unlike the times
+            row["router_cpu_ms_per_call"] = router_cpu_s * 1000 / max(1, len(samples["router"][0]))
+            rows.append(row)
         print(
             f"\nfake provider: ttft {args.ttft_ms:g} ms, token interval {args.token_interval_ms:g} ms; "
             f"{args.tokens} tokens per answer; {os.cpu_count()} CPUs; each client in its own process; "
@@ -242,6 +255,7 @@ async def main() -> None:
                 f"{o['ttft_p99_ms']['ratio']:>9.3f} {o['total_p50_ms']['ratio']:>10.3f} "
                 f"{o['total_p99_ms']['ratio']:>10.3f}"
             )
+            print(f"{row['concurrency']:>7} router CPU per call: {row['router_cpu_ms_per_call']:.2f} ms")
         out_dir = Path("bench-results")
         out_dir.mkdir(exist_ok=True)
         out = out_dir / f"router-bench-{time.strftime('%Y%m%d-%H%M%S')}.json"

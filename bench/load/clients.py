@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from load.provider import stamps
+from load.provider import stamps, token_count
 from load.stats import SSESplitter
 
 TOPIC = "How should a small team roll out a new on-call rotation without burning people out?"
@@ -201,12 +201,12 @@ class DiscussionRun:
             async for now, wall, event, data in sse_received(resp):
                 if event == "message-chunk":
                     got = _add_latency(t, data, wall)
-                    n = len(got)
+                    n = token_count(data)
                     t.saw_chunk(now, n)
-                    if n:
+                    if got:
                         turn_first_stamp = got[0] if turn_first_stamp is None else turn_first_stamp
                         turn_last_stamp = got[-1]
-                    if turn_chunks == 0 and n and turn_start is not None:
+                    if turn_chunks == 0 and got and turn_start is not None:
                         first_ms = (now - turn_start) * 1000
                         delivery_ms = (wall * 1e6 - got[0]) / 1000
                     turn_chunks += n
@@ -303,7 +303,7 @@ async def stream_completion(
     tally: Tally,
     max_tokens: int | None = None,
 ) -> bool:
-    """One streamed chat completion; TTFT = request sent -> first stamped token."""
+    """One streamed chat completion; TTFT = request sent -> first token (always stamped)."""
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": TOPIC}], "stream": True}
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
@@ -319,7 +319,8 @@ async def stream_completion(
                 if event == "error" or data.startswith(b'{"error"'):
                     tally.errors["error in stream"] += 1
                     return False
-                n = len(_add_latency(tally, data, wall))
+                _add_latency(tally, data, wall)
+                n = token_count(data)
                 if n:
                     if got == 0:
                         tally.ttfc.append((now - t0) * 1000)

@@ -1,9 +1,13 @@
-"""The fake provider for the load benchmark: an OpenAI-compatible chat-completions server whose every token
-carries the wall-clock time (µs since the epoch) at which the provider emitted it, so a client anywhere
-downstream can compute the chunk's delivery latency.
+"""The fake provider for the load benchmark: an OpenAI-compatible chat-completions server whose tokens carry
+the wall-clock time (µs since the epoch) at which the provider emitted them, so a client anywhere downstream
+can compute the chunk's delivery latency.
 
-Tokens look like `ts1712345678123456 `; the last one ends with `.` so the dialogue service sees a
-complete sentence (no continuation call). Run as a script (the benchmark starts it as its own process):
+The first token, every `STAMP_EVERY`-th one and the last look like `ts1712345678123456 `; the others are
+short words (`the `, `of `, …), so an answer is about the size of a real one (~5 characters a token) rather
+than ~19 characters a token, which made every prompt, stored message and event ~4x larger than real ones.
+Every token ends with a space, the last with `.` so the dialogue service sees a complete sentence (no
+continuation call); `token_count` counts the tokens in a chunk. Run as a script (the benchmark starts it
+as its own process):
 
     .venv/bin/python bench/load/provider.py --port 8099 --ttft-ms 200 --tokens-per-s 30 --tokens 40
 
@@ -34,15 +38,31 @@ from adp_common.net import listening_socket
 from adp_common.service import run_loop
 
 STAMP = re.compile(rb"ts(\d{16})")
+TEXT = re.compile(rb'"(?:chunk|content)":"([^"]*)"')
+STAMP_EVERY = 5  # a chunk of a 200 ms tick (~6 tokens at 30/s) always holds at least one stamp
+WORDS = ("the ", "of ", "and ", "to ", "in ", "is ", "it ", "a ")
 
 
 def stamp_token(last: bool) -> str:
     return f"ts{time.time_ns() // 1000}" + ("." if last else " ")
 
 
+def token(i: int, last: bool) -> str:
+    """Token `i` of an answer: stamped (the first, every STAMP_EVERY-th, the last) or a short word."""
+    if last or i % STAMP_EVERY == 0:
+        return stamp_token(last)
+    return WORDS[i % len(WORDS)]
+
+
 def stamps(data: bytes) -> list[int]:
     """Emission times (µs since the epoch) of every stamped token in `data`."""
     return [int(m) for m in STAMP.findall(data)]
+
+
+def token_count(data: bytes) -> int:
+    """Tokens in the text of an SSE data payload (a relayed chunk's `chunk` or a provider event's `content`):
+    every token ends with a space or, the last, with a full stop."""
+    return sum(t.count(b" ") + t.count(b".") for t in TEXT.findall(data))
 
 
 @dataclass
@@ -112,7 +132,7 @@ class Stream:
         if i == 0:
             self.start = self.loop.time()
         last = i == self.tokens - 1
-        tok = stamp_token(last)
+        tok = token(i, last)
         out = _event(self.head + f'"choices":[{{"index":0,"delta":{{"content":"{tok}"}},"finish_reason":null}}]}}')
         self.i += 1
         if not last:
@@ -225,7 +245,7 @@ class Connection(asyncio.Protocol):
             return
         cfg = self.server.config
         n_out = _answer_tokens(cfg, body)
-        text = " ".join(stamp_token(False).strip() for _ in range(n_out)) + "."
+        text = "".join(token(i, i == n_out - 1) for i in range(n_out))
         n_in = _prompt_tokens(body)
         answer = {
             "id": "chatcmpl-" + uuid.uuid4().hex[:12],
