@@ -59,26 +59,10 @@ def parse_message(subject: str, data: bytes) -> DiscussionEvent | None:
             if isinstance(payload, DiscussionEvent):
                 return payload
             return DiscussionEvent.model_validate(payload)
-        return parse_chunk(data)
+        return DiscussionEvent.model_validate_json(data)
     except (ValidationError, ValueError, KeyError, TypeError):
         log.warning("unreadable discussion message on %s", subject)
         return None
-
-
-def parse_chunk(data: bytes) -> DiscussionEvent:
-    """A token chunk (the router's relay of a discussion's `message-chunk`). Every live stream takes several
-    a second, so the shape is checked by hand (the fields the stream reads, with their types) rather than by
-    full model validation, which also parsed a timestamp no client gets. Raises ValueError when malformed."""
-    obj = orjson.loads(data)
-    if not isinstance(obj, dict):
-        raise ValueError("chunk is not an object")
-    did, event, payload = obj.get("discussionId"), obj.get("event"), obj.get("data", {})
-    if not (isinstance(did, str) and isinstance(event, str) and isinstance(payload, dict)):
-        raise ValueError("chunk without discussionId, event or data")
-    seq = obj.get("seq", 0)
-    if not isinstance(seq, int):
-        raise ValueError("chunk seq is not an integer")
-    return DiscussionEvent.model_construct(discussionId=did, seq=seq, event=event, data=payload)
 
 
 def event_payload(ev: DiscussionEvent) -> dict[str, Any]:
