@@ -340,3 +340,17 @@ def test_markdown_export_neutralises_markup() -> None:
     assert "![x]" not in md
     assert "\n# Heading" not in md and "\\# Heading" in md
     assert md.startswith("# Discussion: ")
+
+
+# ---- jsonb parameters -------------------------------------------------------------------------------
+def test_jsonb_parameters_keep_the_stdlib_encoding_of_odd_values() -> None:
+    """store._j (orjson) writes what json.dumps(value, default=str) wrote: datetimes as str() gives them,
+    integer keys as strings, text as text."""
+    from datetime import UTC, datetime
+
+    from adp_dialogue import store
+
+    when = datetime(2026, 12, 1, 16, 0, 0, 123456, tzinfo=UTC)
+    value = {"at": when, "n": {1: "one"}, "text": "naïve “quotes”", "list": [1.5, None, True]}
+    assert json.loads(store._j(value) or "") == json.loads(json.dumps(value, default=str))
+    assert store._j(None) is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -28,7 +27,11 @@ _JSON_COLUMNS = {"resolution", "current_job", "error", "personas"}
 
 
 def _j(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=str)
+    """A value for a jsonb parameter (orjson: a step's events carry whole messages). Datetimes and other
+    types JSON lacks are written as str() gives them, as the stdlib encoder with default=str did."""
+    if value is None:
+        return None
+    return orjson.dumps(value, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS).decode()
 
 
 def loads(value: Any) -> Any:
