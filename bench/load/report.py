@@ -376,8 +376,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     ax = axes[1][1]
     ax.bar(labels, [r["chunks_per_s"] or 0 for r in a], color="tab:green")
-    ax.set_ylabel("chunks/s delivered to clients")
-    ax.set_title("End-to-end chunk throughput (scaling run last)")
+    ax.set_ylabel("tokens/s delivered to clients (in chunks)")
+    ax.set_title("End-to-end token throughput (scaling run last)")
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

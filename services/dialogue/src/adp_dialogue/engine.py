@@ -200,7 +200,7 @@ class Engine:
             self.metrics.failed.labels(job.kind, err.code.value).inc()
             await self._fail(job, err)
             return
-        await self._commit(job, commit_fn)
+        await self._commit(job, commit_fn, context=self._commit_needs_context(job, len(loaded.personas)))
         self.metrics.steps.labels(job.kind).inc()
         self.metrics.duration.labels(job.kind).observe(time.perf_counter() - started)
 
@@ -212,6 +212,14 @@ class Engine:
             and current.get("step_key") == job.step_key
             and (current.get("data") or {}).get("retry", 0) == job.data.get("retry", 0)
         )
+
+    @staticmethod
+    def _commit_needs_context(job: DialogueJob, persona_count: int) -> bool:
+        """Whether a step's commit reads the prompt context (every message so far) again: a turn before the
+        round's last commits its message with the discussion row alone; a round's end, a summary, questions
+        and the final answer decide what comes next from the whole discussion. (The cast is fixed when the
+        discussion is created, so the count read when the step began still holds at its commit.)"""
+        return job.kind != "turn" or job.position >= persona_count
 
     async def _republish(self, conn: store.Conn, did: str, step_key: str, next_job: dict[str, Any] | None) -> None:
         job = DialogueJob.model_validate(next_job) if next_job else None
@@ -233,13 +241,17 @@ class Engine:
             question_rounds=set(row["ctx_question_rounds"]),
         )
 
-    async def _commit(self, job: DialogueJob, build: Callable[[store.Conn, Loaded], Awaitable[Commit]]) -> None:
+    async def _commit(
+        self, job: DialogueJob, build: Callable[[store.Conn, Loaded], Awaitable[Commit]], *, context: bool = True
+    ) -> None:
+        """Lock the discussion, check the step is still due, then store what `build` decides. Without
+        `context` the lock reads the row alone (see `_commit_needs_context`)."""
         did = job.discussion_id
         published: list[DiscussionEvent] = []
         next_job: DialogueJob | None = None
         async with self.pool.acquire() as conn:
             async with conn.transaction():
-                d = await store.load_step(conn, did, job.step_key, for_update=True)
+                d = await store.load_step(conn, did, job.step_key, for_update=True, context=context)
                 if d is not None and d["step_done"]:  # another copy committed it meanwhile
                     nj = store.loads(d["step_next_job"])
                     published = await store.events_for_step(conn, did, job.step_key)

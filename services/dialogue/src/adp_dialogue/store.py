@@ -272,17 +272,7 @@ async def answer_question_set(conn: Conn, set_id: str, answers: dict[str, list[s
     )
 
 
-async def load_step(
-    conn: Conn, discussion_id: str, step_key: str, *, for_update: bool = False
-) -> asyncpg.Record | None:
-    """In one round trip, everything a step needs: the discussion row (locked with `for_update`), whether
-    `step_key` was already processed (`step_done`, `step_next_job`), and the prompt context — every
-    message in order (`ctx_messages`, JSON), the latest summary (`ctx_summary`, JSON or NULL), the files'
-    text (`ctx_files`, JSON) and the rounds that had questions (`ctx_question_rounds`, int array)."""
-    return await conn.fetchrow(
-        """SELECT d.*,
-             p.discussion_id IS NOT NULL AS step_done,
-             p.next_job AS step_next_job,
+_STEP_CONTEXT = """
              (SELECT coalesce(json_agg(json_build_object('persona', persona, 'content', content,
                                                          'round', round, 'turn', turn) ORDER BY round, position),
                               '[]'::json)
@@ -293,7 +283,26 @@ async def load_step(
                               '[]'::json)
                 FROM files WHERE discussion_id = d.id) AS ctx_files,
              (SELECT coalesce(array_agg(round), '{}')
-                FROM question_sets WHERE discussion_id = d.id) AS ctx_question_rounds
+                FROM question_sets WHERE discussion_id = d.id) AS ctx_question_rounds"""
+_NO_CONTEXT = """
+             '[]'::json AS ctx_messages, NULL::json AS ctx_summary, '[]'::json AS ctx_files,
+             '{}'::int[] AS ctx_question_rounds"""
+
+
+async def load_step(
+    conn: Conn, discussion_id: str, step_key: str, *, for_update: bool = False, context: bool = True
+) -> asyncpg.Record | None:
+    """In one round trip, everything a step needs: the discussion row (locked with `for_update`), whether
+    `step_key` was already processed (`step_done`, `step_next_job`), and the prompt context — every
+    message in order (`ctx_messages`, JSON), the latest summary (`ctx_summary`, JSON or NULL), the files'
+    text (`ctx_files`, JSON) and the rounds that had questions (`ctx_question_rounds`, int array).
+
+    `context=False` leaves the prompt context out (the ctx_* columns come back empty): for a commit that
+    needs only the row, since the context grows with every message of the discussion."""
+    return await conn.fetchrow(
+        f"""SELECT d.*,
+             p.discussion_id IS NOT NULL AS step_done,
+             p.next_job AS step_next_job,{_STEP_CONTEXT if context else _NO_CONTEXT}
            FROM discussions d
            LEFT JOIN processed_steps p ON p.discussion_id = d.id AND p.step_key = $2
            WHERE d.id = $1"""
