@@ -174,3 +174,10 @@ def test_stats_window() -> None:
     s = w.to_stats("gateway", "g1")
     assert (s.requests, s.errors, s.client_errors) == (100, 10, 10)
     assert len(s.latencies_ms) == 10 and s.latency_p95_ms is not None
+    # an event stream counts as a request (and its status) but its duration is not a latency
+    w = StatsWindow(sample_size=10)
+    w.add(200, 3.0)
+    w.add(200, None)
+    w.add(500, None)
+    s = w.to_stats("gateway", "g1")
+    assert (s.requests, s.errors, s.latencies_ms, s.latency_p95_ms) == (3, 1, [3.0], 3.0)

@@ -62,18 +62,24 @@ class StatsWindow:
     errors: int = 0
     client_errors: int = 0
     latencies: list[float] = field(default_factory=list)
+    timed: int = 0  # requests whose latency was offered to the sample
     sample_size: int = 500
 
-    def add(self, status: int, latency_ms: float) -> None:
+    def add(self, status: int, latency_ms: float | None) -> None:
+        """One finished request; `latency_ms` None for an event stream, whose duration is how long the
+        client stayed, not how fast the gateway answered (it would read as a latency alert)."""
         self.requests += 1
         if status >= 500:
             self.errors += 1
         elif status >= 400:
             self.client_errors += 1
+        if latency_ms is None:
+            return
+        self.timed += 1
         if len(self.latencies) < self.sample_size:
             self.latencies.append(latency_ms)
         else:
-            i = random.randrange(self.requests)
+            i = random.randrange(self.timed)
             if i < self.sample_size:
                 self.latencies[i] = latency_ms
 
@@ -229,7 +235,9 @@ class GatewayMiddleware:
         if status >= 500:
             self.metrics.total_errors += 1
         if path not in EXEMPT_PATHS:
-            self.window[0].add(status, elapsed * 1000)
+            # streams (SSE, Socket.IO long-polls) last as long as the client stays: not a latency
+            timed = not holder["streaming"] and not path.startswith("/socket.io")
+            self.window[0].add(status, elapsed * 1000 if timed else None)
         principal = scope.get("state", {}).get("principal")
         access_log.info(
             "%s %s %s",

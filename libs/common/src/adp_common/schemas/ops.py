@@ -22,7 +22,9 @@ class RequestStats(BaseModel):
     requests: int
     errors: int = Field(description="responses with status >= 500")
     client_errors: int = 0
-    latencies_ms: list[float] = Field(default_factory=list, description="sample of latencies (bounded)")
+    latencies_ms: list[float] = Field(
+        default_factory=list, description="sample of request latencies (bounded; event streams and long-polls excluded)"
+    )
     latency_p95_ms: float | None = None
 
 
