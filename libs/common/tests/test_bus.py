@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from adp_common.bus import Bus, Delivery, Reject, RequestContext, Retry
@@ -45,6 +46,33 @@ async def test_request_reply_and_error_codes(bus: Bus, nats_url: str, prefix: st
     with pytest.raises(PlatformError) as gone:
         await bus.request(bus.catalog.subject("svc", "double"), Ping(n=1), timeout=1)
     assert gone.value.code == ErrorCode.SERVICE_UNAVAILABLE
+
+
+async def test_start_request_is_on_the_wire_before_what_follows(bus: Bus, nats_url: str, prefix: str) -> None:
+    """start_request has published when it returns: a message published right after it reaches a subscriber
+    of both subjects after the request (a task left to call `request` would publish only later)."""
+    server = await Bus.connect(nats_url, prefix=prefix, name="svc", instance="a")
+    base = bus.catalog.subject("svc", "order")
+    seen: list[str] = []
+    try:
+
+        async def on_msg(msg: Msg) -> None:  # one subscription: messages are handled in arrival order
+            seen.append(msg.subject.rpartition(".")[2])
+            if msg.reply:
+                await msg.respond(b'{"n": 7, "who": "raw"}')
+
+        await server.nc.subscribe(base + ".>", cb=on_msg)
+        await server.nc.flush()
+        task = await bus.start_request(base + ".request", Ping(n=7), response_model=Pong)
+        await bus.nc.publish(base + ".after", b"{}")
+        assert (await task).who == "raw"
+        for _ in range(100):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert seen == ["request", "after"]
+    finally:
+        await server.close(grace=1)
 
 
 async def test_slow_handler_does_not_block_others(bus: Bus, nats_url: str, prefix: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import random
 import time
@@ -54,6 +56,8 @@ ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 ERROR_HEADER = "Nats-Service-Error"
 CORRELATION_HEADER = "Adp-Correlation-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
+STATUS_HEADER = "Status"  # how nats-py hands over a status message's code
+NO_RESPONDERS_STATUS = "503"
 
 
 class Retry(Exception):
@@ -124,9 +128,23 @@ def _encode(payload: BaseModel | dict[str, Any] | bytes | None) -> bytes:
         return payload
     if isinstance(payload, BaseModel):
         return payload.model_dump_json().encode()
-    import json
-
     return json.dumps(payload, default=str).encode()
+
+
+def decode_reply(msg: Msg, response_model: type[M] | None) -> Any:
+    """A reply's payload (parsed into `response_model` when given); an error reply raises PlatformError
+    with the responder's code."""
+    if msg.headers and ERROR_CODE_HEADER in msg.headers:
+        code = msg.headers.get(ERROR_CODE_HEADER, "INTERNAL_ERROR")
+        try:
+            body = ErrorBody.model_validate_json(msg.data)
+            raise PlatformError(body.code, body.message)
+        except ValidationError:
+            code = code if code in ErrorCode.__members__ else ErrorCode.INTERNAL_ERROR
+            raise PlatformError(code, msg.headers.get(ERROR_HEADER, "error")) from None
+    if response_model is None:
+        return json.loads(msg.data) if msg.data else None
+    return response_model.model_validate_json(msg.data)
 
 
 class Bus:
@@ -142,6 +160,9 @@ class Bus:
         self._consumers: list[Consumer] = []
         self._subs: list[Subscription] = []
         self._kv: dict[str, KeyValue] = {}
+        self._reply_prefix: str | None = None
+        self._reply_tokens = itertools.count()
+        self._replies: dict[str, asyncio.Future[Msg]] = {}
 
     # ---- connection -----------------------------------------------------------------------------------
     @classmethod
@@ -217,44 +238,91 @@ class Bus:
 
         Raises PlatformError with the responder's code on an error reply, SERVICE_UNAVAILABLE when nobody
         answers or the reply is late."""
+        data, hdrs = _encode(payload), self._request_headers(headers)
+        reply = await self._publish_request(subject, data, hdrs)
+        return await self._await_reply(subject, data, hdrs, reply, timeout, response_model)
+
+    async def start_request(
+        self,
+        subject: str,
+        payload: BaseModel | dict[str, Any] | None = None,
+        *,
+        timeout: float = 10.0,
+        response_model: type[M] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> asyncio.Task[Any]:
+        """`request`, split: the request is on the connection when this returns, and the returned task
+        awaits the reply. A task started to call `request` would publish only on a later turn of the event
+        loop; this way what the caller publishes next leaves in the same socket write (a dialogue turn's
+        `message-start` and its LLM request do), and the caller can cancel the wait."""
+        data, hdrs = _encode(payload), self._request_headers(headers)
+        reply = await self._publish_request(subject, data, hdrs)
+        return asyncio.ensure_future(self._await_reply(subject, data, hdrs, reply, timeout, response_model))
+
+    def _request_headers(self, headers: dict[str, str] | None) -> dict[str, str]:
         hdrs = inject_headers(headers)
         cid = correlation_id.get()
         if cid:
             hdrs.setdefault(CORRELATION_HEADER, cid)
-        data = _encode(payload)
+        return hdrs
+
+    async def _publish_request(self, subject: str, data: bytes, headers: dict[str, str]) -> asyncio.Future[Msg]:
+        """Publish with a reply subject under this connection's reply inbox (one wildcard subscription, as
+        nats-py's own request does); the future gets the reply, or NoRespondersError."""
+        if self._reply_prefix is None:
+            self._reply_prefix = self.nc.new_inbox()
+            await self.nc.subscribe(self._reply_prefix + ".*", cb=self._on_reply)
+        token = str(next(self._reply_tokens))
+        reply: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._replies[token] = reply
+        reply.add_done_callback(lambda _: self._replies.pop(token, None))
+        try:
+            await self.nc.publish(subject, data, reply=f"{self._reply_prefix}.{token}", headers=headers)
+        except BaseException:
+            reply.cancel()
+            raise
+        return reply
+
+    async def _on_reply(self, msg: Msg) -> None:
+        reply = self._replies.pop(msg.subject.rpartition(".")[2], None)
+        if reply is None or reply.done():
+            return
+        if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS and not msg.data:
+            reply.set_exception(NoRespondersError())
+        else:
+            reply.set_result(msg)
+
+    async def _await_reply(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str],
+        reply: asyncio.Future[Msg],
+        timeout: float,
+        response_model: type[M] | None,
+    ) -> Any:
         deadline = time.monotonic() + timeout
         try:
             # No responder can be a copy restarting or a subscription a moment from propagating: retry
             # briefly before reporting the service as unavailable.
             for pause in (0.05, 0.2, 0.5, None):
                 try:
-                    msg = await self.nc.request(
-                        subject, data, timeout=max(0.01, deadline - time.monotonic()), headers=hdrs
-                    )
+                    msg = await asyncio.wait_for(reply, max(0.01, deadline - time.monotonic()))
                     break
                 except NoRespondersError:
                     if pause is None or time.monotonic() + pause >= deadline:
                         raise
                     await asyncio.sleep(pause)
+                    reply = await self._publish_request(subject, data, headers)
         except NoRespondersError:
             raise PlatformError(ErrorCode.SERVICE_UNAVAILABLE, f"no service answers {subject}") from None
-        except (NatsTimeoutError, TimeoutError):
+        except TimeoutError:
             raise PlatformError(
                 ErrorCode.SERVICE_UNAVAILABLE, f"{subject} did not answer within {timeout:g}s"
             ) from None
-        if msg.headers and ERROR_CODE_HEADER in msg.headers:
-            code = msg.headers.get(ERROR_CODE_HEADER, "INTERNAL_ERROR")
-            try:
-                body = ErrorBody.model_validate_json(msg.data)
-                raise PlatformError(body.code, body.message)
-            except ValidationError:
-                code = code if code in ErrorCode.__members__ else ErrorCode.INTERNAL_ERROR
-                raise PlatformError(code, msg.headers.get(ERROR_HEADER, "error")) from None
-        if response_model is None:
-            import json
-
-            return json.loads(msg.data) if msg.data else None
-        return response_model.model_validate_json(msg.data)
+        finally:
+            reply.cancel()  # no-op once answered; otherwise forget the pending reply
+        return decode_reply(msg, response_model)
 
     async def _micro_service(self) -> MicroService:
         if self._micro is None:

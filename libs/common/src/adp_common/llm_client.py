@@ -115,14 +115,21 @@ class LLMClient:
                 delivered[0] = True
 
         pumper = asyncio.create_task(pump()) if on_chunk is not None else None
-        request = asyncio.create_task(
-            self.bus.request(
+        # The request is on the connection when start_request returns (right behind the SUB), so what the
+        # caller queued before this call — a turn's message-start — leaves in the same socket write.
+        try:
+            request = await self.bus.start_request(
                 self.bus.catalog.llm_complete,
                 req,
                 timeout=max(0.1, deadline - time.monotonic()),
                 response_model=CompletionResult,
             )
-        )
+        except BaseException:
+            if pumper is not None:
+                pumper.cancel()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            raise
         # A watchdog timer (re-armed every second) gives up on a silent router copy; the call itself is
         # awaited directly (no asyncio.wait per second per call in flight).
         loop = asyncio.get_running_loop()

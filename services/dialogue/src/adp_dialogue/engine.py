@@ -380,12 +380,12 @@ class Engine:
         # message-start and the LLM request leave on the same NATS connection in that order, so every live
         # listener has message-start before the router can even see the request; its JetStream ack is
         # awaited alongside the call rather than before it (one round trip off the time to first chunk).
-        # The publish task runs to its first suspension — which is after its message is queued on the
-        # connection — before the call is started.
-        ack = asyncio.ensure_future(self.publish_event(ev))
-        await asyncio.sleep(0)
+        # Both tasks are started back to back and each queues its message before its first suspension, so
+        # on the next turn of the event loop the two are queued in order and leave in one socket write
+        # (the prompt is built first: a busy loop's turn between the two would delay the call).
         base = prompts.turn_messages(lo.context(), job.position - 1, job.round)
         chunk_data = {"persona": persona.name, "turn": turn, "round": job.round}
+        ack = asyncio.ensure_future(self.publish_event(ev))
         call = asyncio.ensure_future(
             self._complete_full(
                 job,
