@@ -262,8 +262,8 @@ class Router:
         self.metrics = metrics
         self.streams = 0  # streamed calls in flight on this copy (sets the chunk interval)
         # in-flight calls per discussion, and why each one cancelled by `cancel_discussion` was
-        self.calls: dict[str, set[asyncio.Task[CompletionResult]]] = {}
-        self._cancelled: dict[asyncio.Task[CompletionResult], str] = {}
+        self.calls: dict[str, set[asyncio.Task[Any]]] = {}
+        self._cancelled: dict[asyncio.Task[Any], str] = {}
         s = settings
         self.ticker = (
             FlushTicker(
@@ -311,17 +311,18 @@ class Router:
     ) -> CompletionResult:
         """Run a discussion's call so that `cancel_discussion` can stop it: it then ends as a CONFLICT error,
         and its usage so far is recorded like any failed call's (what the provider streamed is charged)."""
-        if not req.discussion_id:
+        task = asyncio.current_task()
+        if not req.discussion_id or task is None:
             return await call
-        task = asyncio.ensure_future(call)
+        # The caller's own task is what `cancel_discussion` cancels: a task of its own for the call would
+        # cost one more turn of the event loop before the provider request leaves (time to first token).
         calls = self.calls.setdefault(req.discussion_id, set())
         calls.add(task)
         try:
-            return await task  # cancelling this caller cancels the call too
+            return await call
         except asyncio.CancelledError:
-            reason = self._cancelled.get(task)
-            current = asyncio.current_task()
-            if reason is None or (current is not None and current.cancelling()):
+            reason = self._cancelled.pop(task, None)
+            if reason is None or task.uncancel() > 0:  # cancelled by someone else too (shutdown): give up
                 raise
             raise PlatformError(ErrorCode.CONFLICT, f"call cancelled: {reason}") from None
         finally:
