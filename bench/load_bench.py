@@ -225,7 +225,7 @@ async def phase_a(
             for name, after in lag_after.items()
         },
         "profiles": profiles,
-        "timeline": timeline(t.samples, t_start, d["p50"], sampler.timeline),
+        "timeline": timeline(t.samples, t_start, d["p50"], sampler.timeline, t.ttfc_split),
         "full_load": full_load(t.samples, control.samples, t_start, run.all_live_t, run.first_done_t, d),
         "control_errors": dict(control.errors),
         "_direct": direct,
@@ -278,16 +278,22 @@ def timeline(
     t_start: float,
     direct_p50: float | None,
     cpu: list[tuple[float, float, dict[str, float]]],
+    split: list[tuple[float, float, float]] = (),  # type: ignore[assignment]
     bin_s: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Per-second view of a phase: added TTFC (vs the direct p50) and REST latency quantiles of the samples
-    taken in that second, beside the machine's and each process's CPU; shows what a latency tail lines up
-    with (the creation burst, the proceed/stop burst at the end, a CPU-saturated second)."""
+    """Per-second view of a phase: added TTFC (vs the direct p50; also split into its added request half and
+    its delivery half) and REST latency quantiles of the samples taken in that second, beside the machine's
+    and each process's CPU; shows what a latency tail lines up with (the creation burst, the proceed/stop
+    burst at the end, a CPU-saturated second)."""
     bins: dict[int, dict[str, list[float]]] = {}
     for t, what, ms in samples:
         kind = "ttfc" if what == "ttfc" else "rest"
         value = ms - (direct_p50 or 0.0) if kind == "ttfc" else ms
         bins.setdefault(int((t - t_start) / bin_s), {}).setdefault(kind, []).append(value)
+    for t, request_ms, delivery_ms in split:  # TTFC's two halves (see clients.Tally.ttfc_split)
+        at = bins.setdefault(int((t - t_start) / bin_s), {})
+        at.setdefault("request", []).append(request_ms - (direct_p50 or 0.0))
+        at.setdefault("delivery", []).append(delivery_ms)
     out = []
     for b in sorted(bins):
         row: dict[str, Any] = {"t": b * bin_s}

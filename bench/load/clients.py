@@ -47,6 +47,8 @@ class Tally:
     last_chunk_t: float | None = None
     # (perf_counter, what, ms) of every TTFC and REST sample, for the run's timeline
     samples: list[tuple[float, str, float]] = field(default_factory=list)
+    # per measured turn: (message-start time, request ms, delivery ms) — the TTFC split, for the timeline
+    ttfc_split: list[tuple[float, float, float]] = field(default_factory=list)
 
     def rest_time(self, name: str, ms: float) -> None:
         self.rest.setdefault(name, []).append(ms)
@@ -236,6 +238,7 @@ class DiscussionRun:
                             t.samples.append((turn_start or now, "ttfc", first_ms))
                             t.ttfc_request.append(first_ms - delivery_ms)
                             t.ttfc_delivery.append(delivery_ms)
+                            t.ttfc_split.append((turn_start or now, first_ms - delivery_ms, delivery_ms))
                     turn_start, first_ms = None, None
                 elif event == "round-complete":
                     rounds_done += 1

@@ -122,19 +122,19 @@ def timeline_table(row: dict[str, Any], every_s: int = 2) -> str:
     names = [n for n in (row["timeline"][0].get("cpu") or {}) if any(n.startswith(p) for p in procs)]
     head = (
         f"\n#### {row['label']}, second by second\n\n"
-        "| s | turns measured | added TTFC p50 / max | REST calls | REST p50 / max | machine CPU | "
-        + " | ".join(names)
-        + " |\n|---:|---:|---:|---:|---:|---:|"
-        + "---:|" * len(names)
-        + "\n"
+        "| s | turns measured | added TTFC p50 / max | request / delivery p50 | REST calls | REST p50 / max | "
+        "machine CPU | " + " | ".join(names) + " |\n|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(names) + "\n"
     )
     lines = []
     for b in tl:
         t, r = b.get("ttfc") or {}, b.get("rest") or {}
+        req, dlv = b.get("request") or {}, b.get("delivery") or {}
         cpu = b.get("cpu") or {}
         lines.append(
             f"| {b['t']:g} | {t.get('n', 0)} | "
             + (f"{fmt(t['p50'])} / {fmt(t['max'])}" if t else "—")
+            + " | "
+            + (f"{fmt(req['p50'])} / {fmt(dlv['p50'])}" if req and dlv else "—")
             + f" | {r.get('n', 0)} | "
             + (f"{fmt(r['p50'])} / {fmt(r['max'])}" if r else "—")
             + f" | {fmt(b.get('cpu_machine'), 0)} % | "
@@ -311,7 +311,9 @@ def markdown(result: dict[str, Any]) -> str:
         resources_table(a),
         "\n### Timeline\n",
         "Per second of the phase: measured turns whose `message-start` came in that second (added TTFC "
-        "against the direct p50), REST calls ending in it, and CPU (machine: % of all cores; processes: % of one "
+        "against the direct p50; then its two halves' p50: the added *request*, `message-start` at the client → "
+        "first token emitted, less the direct TTFT p50, and the *delivery*, emitted → at the client), REST calls "
+        "ending in it, and CPU (machine: % of all cores; processes: % of one "
         "core). "
         "Creations first, then every discussion streaming (proceeds as rounds end), then stops.\n",
         "".join(timeline_table(r) for r in a),
