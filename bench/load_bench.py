@@ -143,7 +143,7 @@ async def phase_a(
             direct = Tally()
             calls = TURNS_PER_ROUND * args.rounds
             print(f"  direct: {n} concurrent streams × {calls} calls …", flush=True)
-            await run_streams(http, url, {}, "fake-model", n, calls, direct, args.ramp_a)
+            await run_streams(url, {}, "fake-model", n, calls, direct, args.ramp_a)
         print(f"  gateway: {n} discussions, {args.rounds} round(s) …", flush=True)
         run = DiscussionRun(
             http=http,
@@ -166,7 +166,7 @@ async def phase_a(
         t_start = time.perf_counter()
         phase_start = time.time()
         control, control_stop = Tally(), asyncio.Event()
-        control_task = asyncio.create_task(direct_control(http, url, args.control_streams, control, control_stop))
+        control_task = asyncio.create_task(direct_control(url, args.control_streams, control, control_stop))
         run_task = asyncio.create_task(run.run(n, args.ramp_a))
         if spy is not None:
             await asyncio.sleep(3)  # past the creation burst, into steady streaming
@@ -206,6 +206,8 @@ async def phase_a(
         "ttfc_turn1": summary(t.ttfc_turn1),
         "ttfc_request": summary(t.ttfc_request),
         "ttfc_delivery": summary(t.ttfc_delivery),
+        # every measured turn: (s from the phase start, request ms, delivery ms)
+        "ttfc_split": [(round(s - t_start, 3), round(r, 2), round(dl, 2)) for s, r, dl in t.ttfc_split],
         "direct_ttft": d,
         "added_ttfc_p50_ms": diff(g["p50"], d["p50"]),
         "added_ttfc_p99_ms": diff(g["p99"], d["p99"]),
@@ -315,14 +317,13 @@ async def phase_b(args: argparse.Namespace, platform: Platform, provider: FakePr
     for c in levels:
         per = max(1, math.ceil(args.openai_min_requests / c))
         res: dict[str, Any] = {"concurrency": c}
-        async with http_client(c) as http:
-            for path, url, headers in (
-                ("direct", provider.url + "/v1/chat/completions", {}),
-                ("gateway", gw + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
-            ):
-                t = Tally()
-                await run_streams(http, url, headers, "fake-model", c, per, t, args.ramp_b)
-                res[path] = {"ttft": summary(t.ttfc), "total": summary(t.total), "errors": dict(t.errors)}
+        for path, url, headers in (
+            ("direct", provider.url + "/v1/chat/completions", {}),
+            ("gateway", gw + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
+        ):
+            t = Tally()
+            await run_streams(url, headers, "fake-model", c, per, t, args.ramp_b)
+            res[path] = {"ttft": summary(t.ttfc), "total": summary(t.total), "errors": dict(t.errors)}
         d, g = res["direct"], res["gateway"]
         res["overhead"] = {
             f"{m}_{q}": {"diff": diff(g[m][q], d[m][q]), "ratio": ratio(g[m][q], d[m][q])}

@@ -1,8 +1,10 @@
 """Client side of the load benchmark: discussions through the gateway (REST + SSE), the same provider called
 directly, and the OpenAI-compatible path. Every latency is measured here, at the client.
 
-HTTP is aiohttp (as in the llm-router): with httpx the client itself needed ~10x the CPU per stream and
-lagged behind hundreds of streams, which showed up as platform latency."""
+Event streams (the gateway's SSE, the provider's and the OpenAI-compatible streamed completions) go through
+`sse_http` — a bare asyncio protocol that handles each read where it arrives and times events then; REST
+calls through aiohttp. (With httpx the client itself had needed ~10x the CPU per stream and lagged behind
+hundreds of streams, which showed up as platform latency; aiohttp streams still woke a task per read.)"""
 
 from __future__ import annotations
 
@@ -12,14 +14,13 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from load.provider import stamps, token_count
-from load.stats import SSESplitter
+from load.sse_http import ConnectionSlot, SSEConnection
 
 TOPIC = "How should a small team roll out a new on-call rotation without burning people out?"
 
@@ -70,15 +71,6 @@ def _add_latency(tally: Tally, data: bytes, now_wall: float) -> list[int]:
 
 
 ClientErrors = (aiohttp.ClientError, TimeoutError)
-
-
-async def sse_received(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[float, float, str, bytes]]:
-    """A response's SSE events as they arrive: (perf_counter, wall clock, event name, data)."""
-    sse = SSESplitter()
-    async for raw in resp.content.iter_any():
-        now, wall = time.perf_counter(), time.time()
-        for event, data in sse.feed(raw):
-            yield now, wall, event, data
 
 
 async def timed(tally: Tally, name: str, request: Any, ok: tuple[int, ...] = (200, 201)) -> Any | None:
@@ -166,7 +158,7 @@ class DiscussionRun:
         except TimeoutError:
             t.errors["SSE: timeout before the last round-complete"] += 1
             done = False
-        except aiohttp.ClientError as err:
+        except (aiohttp.ClientError, OSError) as err:  # OSError: ConnectionError from the SSE connection
             t.errors[f"SSE: {type(err).__name__}"] += 1
             done = False
         finally:
@@ -180,14 +172,15 @@ class DiscussionRun:
                 await timed(t, "POST …/proceed", self.http.post(f"{gw}/api/discussions/{did}/proceed", headers=h))
         await timed(t, "POST …/stop", self.http.post(f"{gw}/api/discussions/{did}/stop", headers=h))
 
-    async def _proceed(self, gw: str, h: dict[str, str], did: str, resp: aiohttp.ClientResponse) -> None:
+    async def _proceed(self, gw: str, h: dict[str, str], did: str, conn: SSEConnection) -> None:
         """Between rounds, beside the open stream (its reading goes on meanwhile). If the call fails the
         next round never comes: the stream is closed, so the failure shows now rather than at the timeout."""
         call = self.http.post(f"{gw}/api/discussions/{did}/proceed", headers=h)
         if await timed(self.tally, "POST …/proceed", call) is None:
-            resp.close()
+            conn.close()
 
     async def _stream(self, gw: str, h: dict[str, str], did: str) -> bool:
+        """The discussion's event stream until its last round completes: True then, False on an error."""
         t = self.tally
         turn_start: float | None = None
         first_ms: float | None = None
@@ -195,67 +188,81 @@ class DiscussionRun:
         turn_first_stamp: int | None = None
         turn_last_stamp: int | None = None
         delivery_ms = 0.0
+        outcome: bool | None = None
         proceeds: set[asyncio.Task[None]] = set()
-        async with self.http.get(f"{gw}/api/discussions/{did}/events", headers=h) as resp:
-            if resp.status != 200:
-                t.errors[f"SSE: HTTP {resp.status}"] += 1
-                return False
-            async for now, wall, event, data in sse_received(resp):
-                if event == "message-chunk":
-                    got = _add_latency(t, data, wall)
-                    n = token_count(data)
-                    t.saw_chunk(now, n)
-                    if got:
-                        turn_first_stamp = got[0] if turn_first_stamp is None else turn_first_stamp
-                        turn_last_stamp = got[-1]
-                    if turn_chunks == 0 and got and turn_start is not None:
-                        first_ms = (now - turn_start) * 1000
-                        delivery_ms = (wall * 1e6 - got[0]) / 1000
-                    turn_chunks += n
-                elif event == "message-start":
-                    turn_start, turn_chunks, first_ms = now, 0, None
-                    turn_first_stamp = turn_last_stamp = None
-                    turn_no = int(json.loads(data).get("turn", 0))
-                elif event == "message-complete":
-                    t.turns += 1
-                    if turn_chunks < self.tokens:
-                        # which chunks were lost: compare with the stored text's stamps
-                        stored = stamps(data)
-                        if stored and turn_last_stamp is not None and turn_last_stamp < stored[-1]:
-                            t.errors_detail["turns missing tail chunks"] += 1
-                        if stored and turn_first_stamp is not None and turn_first_stamp > stored[0]:
-                            t.errors_detail["turns missing head chunks"] += 1
-                        if turn_chunks == 0:
-                            t.errors_detail["turns with no chunk at all"] += 1
-                        # chunks are live-only: those published before this stream subscribed are gone,
-                        # so this turn's first received chunk was not the provider's first token
-                        t.turns_missing_chunks += 1
-                    elif first_ms is not None:
-                        # turn 1's message-start may be a replay (published before this stream subscribed),
-                        # so its TTFC is kept apart; later turns start while the stream is surely live
-                        (t.ttfc if turn_no > 1 else t.ttfc_turn1).append(first_ms)
-                        if turn_no > 1:
-                            t.samples.append((turn_start or now, "ttfc", first_ms))
-                            t.ttfc_request.append(first_ms - delivery_ms)
-                            t.ttfc_delivery.append(delivery_ms)
-                            t.ttfc_split.append((turn_start or now, first_ms - delivery_ms, delivery_ms))
-                    turn_start, first_ms = None, None
-                elif event == "round-complete":
-                    rounds_done += 1
-                    if rounds_done >= self.rounds:
-                        await asyncio.gather(*proceeds)
-                        return True
-                    task = asyncio.create_task(self._proceed(gw, h, did, resp))
-                    proceeds.add(task)
-                    task.add_done_callback(proceeds.discard)
-                elif event == "error":
-                    code = ""
-                    with contextlib.suppress(Exception):
-                        code = json.loads(data).get("code", "")
-                    t.errors[f"SSE error event {code}"] += 1
-                    return False
-        t.errors["SSE: stream ended before the last round-complete"] += 1
-        return False
+        conn = await SSEConnection.open(gw)
+
+        def on_event(now: float, wall: float, event: str, data: bytes) -> bool:
+            nonlocal turn_start, first_ms, turn_chunks, turn_no, rounds_done, outcome
+            nonlocal turn_first_stamp, turn_last_stamp, delivery_ms
+            if event == "message-chunk":
+                got = _add_latency(t, data, wall)
+                n = token_count(data)
+                t.saw_chunk(now, n)
+                if got:
+                    turn_first_stamp = got[0] if turn_first_stamp is None else turn_first_stamp
+                    turn_last_stamp = got[-1]
+                if turn_chunks == 0 and got and turn_start is not None:
+                    first_ms = (now - turn_start) * 1000
+                    delivery_ms = (wall * 1e6 - got[0]) / 1000
+                turn_chunks += n
+            elif event == "message-start":
+                turn_start, turn_chunks, first_ms = now, 0, None
+                turn_first_stamp = turn_last_stamp = None
+                turn_no = int(json.loads(data).get("turn", 0))
+            elif event == "message-complete":
+                t.turns += 1
+                if turn_chunks < self.tokens:
+                    # which chunks were lost: compare with the stored text's stamps
+                    stored = stamps(data)
+                    if stored and turn_last_stamp is not None and turn_last_stamp < stored[-1]:
+                        t.errors_detail["turns missing tail chunks"] += 1
+                    if stored and turn_first_stamp is not None and turn_first_stamp > stored[0]:
+                        t.errors_detail["turns missing head chunks"] += 1
+                    if turn_chunks == 0:
+                        t.errors_detail["turns with no chunk at all"] += 1
+                    # chunks are live-only: those published before this stream subscribed are gone,
+                    # so this turn's first received chunk was not the provider's first token
+                    t.turns_missing_chunks += 1
+                elif first_ms is not None:
+                    # turn 1's message-start may be a replay (published before this stream subscribed),
+                    # so its TTFC is kept apart; later turns start while the stream is surely live
+                    (t.ttfc if turn_no > 1 else t.ttfc_turn1).append(first_ms)
+                    if turn_no > 1:
+                        t.samples.append((turn_start or now, "ttfc", first_ms))
+                        t.ttfc_request.append(first_ms - delivery_ms)
+                        t.ttfc_delivery.append(delivery_ms)
+                        t.ttfc_split.append((turn_start or now, first_ms - delivery_ms, delivery_ms))
+                turn_start, first_ms = None, None
+            elif event == "round-complete":
+                rounds_done += 1
+                if rounds_done >= self.rounds:
+                    outcome = True
+                    return True
+                task = asyncio.create_task(self._proceed(gw, h, did, conn))
+                proceeds.add(task)
+                task.add_done_callback(proceeds.discard)
+            elif event == "error":
+                code = ""
+                with contextlib.suppress(Exception):
+                    code = json.loads(data).get("code", "")
+                t.errors[f"SSE error event {code}"] += 1
+                outcome = False
+                return True
+            return False
+
+        try:
+            status, _ = await conn.request("GET", f"/api/discussions/{did}/events", h, None, on_event)
+        finally:
+            conn.close()
+        if status != 200:
+            t.errors[f"SSE: HTTP {status}"] += 1
+            return False
+        if outcome:
+            await asyncio.gather(*proceeds)
+        elif outcome is None:
+            t.errors["SSE: stream ended before the last round-complete"] += 1
+        return bool(outcome)
 
     async def prober(self, stop: asyncio.Event) -> None:
         """REST calls at a steady rate against discussions that are streaming right now."""
@@ -299,39 +306,50 @@ class DiscussionRun:
 
 # ---- the same provider, called directly ----------------------------------------------------------------------
 async def stream_completion(
-    http: aiohttp.ClientSession,
-    url: str,
+    slot: ConnectionSlot,
     headers: dict[str, str],
     model: str,
     tally: Tally,
     max_tokens: int | None = None,
+    timeout_s: float = 120.0,
 ) -> bool:
-    """One streamed chat completion; TTFT = request sent -> first token (always stamped)."""
+    """One streamed chat completion on the slot's connection; TTFT = request sent -> first token (always
+    stamped)."""
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": TOPIC}], "stream": True}
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
-    t0 = time.perf_counter()
     got = 0
+    failed = False
+
+    def on_event(now: float, wall: float, event: str, data: bytes) -> bool:
+        nonlocal got, failed
+        if event == "error" or data.startswith(b'{"error"'):
+            failed = True
+            return True
+        _add_latency(tally, data, wall)
+        n = token_count(data)
+        if n:
+            if got == 0:
+                tally.ttfc.append((now - t0) * 1000)
+                tally.samples.append((t0, "ttft", (now - t0) * 1000))
+            got += n
+            tally.saw_chunk(now, n)
+        return False
+
     try:
-        async with http.post(url, json=body, headers=headers) as resp:
-            if resp.status != 200:
-                await resp.read()
-                tally.errors[f"HTTP {resp.status}"] += 1
-                return False
-            async for now, wall, event, data in sse_received(resp):
-                if event == "error" or data.startswith(b'{"error"'):
-                    tally.errors["error in stream"] += 1
-                    return False
-                _add_latency(tally, data, wall)
-                n = token_count(data)
-                if n:
-                    if got == 0:
-                        tally.ttfc.append((now - t0) * 1000)
-                        tally.samples.append((t0, "ttft", (now - t0) * 1000))
-                    got += n
-                    tally.saw_chunk(now, n)
-    except ClientErrors as err:
+        conn = await slot.get()
+        t0 = time.perf_counter()
+        call = conn.request("POST", slot.path, headers, json.dumps(body).encode(), on_event)
+        status, _ = await asyncio.wait_for(call, timeout_s)
+    except (OSError, TimeoutError) as err:
+        slot.close()
         tally.errors[type(err).__name__] += 1
+        return False
+    if status != 200:
+        tally.errors[f"HTTP {status}"] += 1
+        return False
+    if failed:
+        tally.errors["error in stream"] += 1
         return False
     tally.total.append((time.perf_counter() - t0) * 1000)
     tally.turns += 1
@@ -339,7 +357,6 @@ async def stream_completion(
 
 
 async def run_streams(
-    http: aiohttp.ClientSession,
     url: str,
     headers: dict[str, str],
     model: str,
@@ -348,19 +365,24 @@ async def run_streams(
     tally: Tally,
     ramp_s: float = 0.0,
 ) -> float:
+    """`concurrency` workers, each making `per_worker` streamed calls to `url` one after another on its own
+    keep-alive connection; starts spread over `ramp_s`."""
+
     async def worker(i: int) -> None:
         await asyncio.sleep(ramp_s * i / concurrency)
-        for _ in range(per_worker):
-            await stream_completion(http, url, headers, model, tally)
+        slot = ConnectionSlot(url)
+        try:
+            for _ in range(per_worker):
+                await stream_completion(slot, headers, model, tally)
+        finally:
+            slot.close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return time.perf_counter() - t0
 
 
-async def direct_control(
-    http: aiohttp.ClientSession, url: str, workers: int, tally: Tally, stop: asyncio.Event
-) -> None:
+async def direct_control(url: str, workers: int, tally: Tally, stop: asyncio.Event) -> None:
     """A baseline taken at the same time as the gateway phase: `workers` loops of one-token streamed calls
     straight to the provider. Their TTFT carries what the machine's load does to the provider and to this
     client (both share the cores with the platform here; in production they would not), so TTFC minus it
@@ -368,8 +390,12 @@ async def direct_control(
 
     async def worker() -> None:
         await asyncio.sleep(random.uniform(0, 0.3))
-        while not stop.is_set():
-            await stream_completion(http, url, {}, "fake-model", tally, max_tokens=1)
-            await asyncio.sleep(random.uniform(0.0, 0.1))
+        slot = ConnectionSlot(url)
+        try:
+            while not stop.is_set():
+                await stream_completion(slot, {}, "fake-model", tally, max_tokens=1)
+                await asyncio.sleep(random.uniform(0.0, 0.1))
+        finally:
+            slot.close()
 
     await asyncio.gather(*(worker() for _ in range(workers)))
