@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 import pytest
 
@@ -18,6 +21,15 @@ LOW = {
 }
 
 
+async def within_one_window(window_s: int, needed_s: float) -> None:
+    """The limits count in fixed windows: when the current one ends within `needed_s` (the time the counted
+    requests that follow take — each refused by the absent dialogue service after ~0.75 s of retries), wait
+    for the next, so the requests cannot straddle two windows and start counting afresh."""
+    left = window_s - time.time() % window_s
+    if left < needed_s:
+        await asyncio.sleep(left + 0.1)
+
+
 async def test_limits_shared_across_copies_and_enforced_without_redis(processes, redis_url: str) -> None:  # type: ignore[no-untyped-def]
     # a generous Redis timeout: on a busy machine a slow first round trip would fall back to local counters
     # (by design), and the copies would then no longer share the window this test is about
@@ -30,6 +42,7 @@ async def test_limits_shared_across_copies_and_enforced_without_redis(processes,
     async with httpx.AsyncClient(headers=auth, timeout=10) as c:
         # 'summary' allows 2 per window per key: alternate between the two copies sharing Redis.
         statuses = []
+        await within_one_window(60, 15)
         for i in range(4):
             r = await c.post(f"{shared[i % 2].url}/api/discussions/d1/summary")
             statuses.append(r.status_code)
@@ -42,6 +55,7 @@ async def test_limits_shared_across_copies_and_enforced_without_redis(processes,
         # Reads are not counted.
         assert (await c.get(f"{shared[0].url}/api/discussions")).status_code == 503
         # The copy with a dead Redis still enforces its own window ('start' allows 3).
+        await within_one_window(60, 15)
         got = [
             (await c.post(f"{dead[0].url}/api/discussions", json={"topic": "rate limited topic"})).status_code
             for _ in range(5)
