@@ -228,7 +228,9 @@ async def phase_a(
         },
         "profiles": profiles,
         "timeline": timeline(t.samples, t_start, d["p50"], sampler.timeline, t.ttfc_split),
-        "full_load": full_load(t.samples, control.samples, t_start, run.all_live_t, run.first_done_t, d),
+        "full_load": full_load(
+            t.samples, control.samples, t_start, run.all_live_t, run.first_done_t, d, sampler.timeline
+        ),
         "control_errors": dict(control.errors),
         "_direct": direct,
     }
@@ -247,6 +249,7 @@ def full_load(
     since: float | None,
     until: float | None,
     direct: dict[str, Any],
+    cpu: list[tuple[float, float, dict[str, float]]] = (),  # type: ignore[assignment]
 ) -> dict[str, Any] | None:
     """The phase's figures while every discussion was live (created and not yet through its last round):
     turns whose `message-start` came, and REST calls that ended, in that window. The targets are read here —
@@ -260,6 +263,8 @@ def full_load(
             rest.setdefault(what, []).append(ms)
     g = summary(ttfc)
     c = summary([ms for t, _, ms in control if since <= t < until])
+    # the sampler's times count from its start, just before t_start
+    busy = [pct for at, pct, _ in cpu if since - t_start <= at < until - t_start]
     return {
         "from_s": since - t_start,
         "to_s": until - t_start,
@@ -272,6 +277,7 @@ def full_load(
         "added_vs_control_p99_ms": diff(g["p99"], c["p99"]),
         "rest": {k: summary(v) for k, v in rest.items()},
         "rest_p95_ms": summary(flatten(rest.values()))["p95"],
+        "machine_cpu_pct": sum(busy) / len(busy) if busy else None,
     }
 
 

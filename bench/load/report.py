@@ -262,6 +262,9 @@ def targets(rows: list[dict[str, Any]]) -> str:
             f"{fmt(r['added_ttfc_p99_ms'])}, REST p95 {fmt(r['rest_p95_ms'])} "
             f"(gateway log {fmt(r.get('rest_p95_gateway_ms'))})"
         )
+        if windowed and f and f.get("machine_cpu_pct") is not None:
+            # what decides these figures most on a shared machine (see bench/README.md)
+            whole += f"; machine CPU in the window {fmt(f['machine_cpu_pct'], 0)} % of both cores (average)"
         out.append(f"- **{r['label']}**: {cells}{whole}")
     return "\n".join(out) + "\n"
 
