@@ -115,29 +115,16 @@ class LLMClient:
                 delivered[0] = True
 
         pumper = asyncio.create_task(pump()) if on_chunk is not None else None
-        # The request is on the connection when start_request returns (right behind the SUB), so what the
-        # caller queued before this call — a turn's message-start — leaves in the same socket write.
-        try:
-            request = await self.bus.start_request(
-                self.bus.catalog.llm_complete,
-                req,
-                timeout=max(0.1, deadline - time.monotonic()),
-                response_model=CompletionResult,
-            )
-        except BaseException:
-            if pumper is not None:
-                pumper.cancel()
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            raise
         # A watchdog timer (re-armed every second) gives up on a silent router copy; the call itself is
         # awaited directly (no asyncio.wait per second per call in flight).
         loop = asyncio.get_running_loop()
         lost = False
+        request: asyncio.Task[CompletionResult] | None = None
+        timer: asyncio.TimerHandle | None = None
 
         def watchdog() -> None:
             nonlocal lost, timer
-            if request.done():
+            if request is None or request.done():
                 return
             if time.monotonic() - last_seen[0] > self.idle_timeout_s:
                 lost = True
@@ -145,8 +132,16 @@ class LLMClient:
                 return
             timer = loop.call_later(1.0, watchdog)
 
-        timer = loop.call_later(1.0, watchdog)
         try:
+            # The request is on the connection when start_request returns (right behind the SUB), so what
+            # the caller queued before this call — a turn's message-start — leaves in the same socket write.
+            request = await self.bus.start_request(
+                self.bus.catalog.llm_complete,
+                req,
+                timeout=max(0.1, deadline - time.monotonic()),
+                response_model=CompletionResult,
+            )
+            timer = loop.call_later(1.0, watchdog)
             try:
                 result = await request
             except asyncio.CancelledError:
@@ -167,8 +162,9 @@ class LLMClient:
                 await asyncio.wait_for(pumper, timeout=10)
             return result
         finally:
-            timer.cancel()
-            if not request.done():
+            if timer is not None:
+                timer.cancel()
+            if request is not None and not request.done():
                 request.cancel()
             if pumper is not None and not pumper.done():
                 pumper.cancel()
