@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import uuid
+from urllib.parse import urlparse
 
 import pytest
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from adp_common.bus import Bus, Delivery, Reject, RequestContext, Retry
+from adp_common.bus import Bus, Delivery, Reject, RequestContext, Retry, send_now
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.llm import UsageRecord
 
@@ -71,6 +74,94 @@ async def test_start_request_is_on_the_wire_before_what_follows(bus: Bus, nats_u
                 break
             await asyncio.sleep(0.01)
         assert seen == ["request", "after"]
+    finally:
+        await server.close(grace=1)
+
+
+def _raw_subscriber(nats_url: str, subject: str) -> socket.socket:
+    """A blocking NATS connection (plain protocol) subscribed to `subject`: it reads while the event loop
+    stays blocked, so it sees only what has really been written to the server."""
+    url = urlparse(nats_url)
+    raw = socket.create_connection((url.hostname or "127.0.0.1", url.port or 4222), timeout=2)
+    raw.recv(4096)  # INFO
+    raw.sendall(f'CONNECT {{"verbose":false}}\r\nSUB {subject} 1\r\nPING\r\n'.encode())
+    got = b""
+    while b"PONG" not in got:
+        got += raw.recv(4096)
+    return raw
+
+
+def _read_for(raw: socket.socket, seconds: float) -> bytes:
+    raw.settimeout(seconds)
+    try:
+        return raw.recv(4096)
+    except TimeoutError:
+        return b""
+
+
+async def test_send_now_writes_without_waiting_for_the_flusher(bus: Bus, nats_url: str, prefix: str) -> None:
+    subject = bus.catalog.subject("svc", "now")
+    raw = _raw_subscriber(nats_url, subject)
+    try:
+        await bus.nc.publish(subject, b"first")  # queued for nats-py's flusher task, which cannot run:
+        assert _read_for(raw, 0.3) == b""  # the loop is blocked in this test from here on
+        send_now(bus.nc)
+        got = _read_for(raw, 2)
+        assert got.startswith(f"MSG {subject} 1 5\r\nfirst".encode())
+        send_now(bus.nc)  # nothing queued: a no-op
+        await bus.nc.flush()  # and the flusher finds nothing left to send twice
+        assert _read_for(raw, 0.3) in (b"", b"PING\r\n")
+    finally:
+        raw.close()
+
+
+async def test_inline_subscription_hands_over_every_message_in_order(bus: Bus, prefix: str) -> None:
+    subject = bus.catalog.subject("svc", "inline")
+    seen: list[bytes] = []
+
+    def handler(msg: Msg) -> None:
+        if msg.data == b"boom":
+            raise ValueError("a failing handler must not break the connection")
+        seen.append(msg.data)
+
+    sub = await bus.subscribe_inline(subject, handler)
+    for i in range(200):
+        await bus.nc.publish(subject, b"boom" if i == 100 else str(i).encode())
+    await bus.nc.flush()
+    for _ in range(100):
+        if len(seen) == 199:
+            break
+        await asyncio.sleep(0.01)
+    assert seen == [str(i).encode() for i in range(200) if i != 100]
+    assert sub.pending_bytes == 0 and bus.nc.is_connected
+    await sub.unsubscribe()
+    await bus.nc.publish(subject, b"after")
+    await bus.nc.flush()
+    await asyncio.sleep(0.05)
+    assert seen[-1] == b"199"
+
+
+async def test_handlers_are_bounded_and_the_rest_wait_their_turn(bus: Bus, nats_url: str, prefix: str) -> None:
+    name = f"bounded-{uuid.uuid4().hex[:8]}"  # its own service name: $SRV.STATS.<name> answers only here
+    server = await Bus.connect(nats_url, prefix=prefix, name=name, instance="a", handler_concurrency=2)
+    running, most = 0, 0
+    try:
+
+        async def handle(req: Ping, ctx: RequestContext) -> Pong:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0.05)
+            running -= 1
+            return Pong(n=req.n, who="a")
+
+        subject = bus.catalog.subject("svc", "bounded")
+        await server.serve(subject, handle, Ping)
+        replies = await asyncio.gather(*(bus.request(subject, Ping(n=i), response_model=Pong) for i in range(7)))
+        assert sorted(r.n for r in replies) == list(range(7))
+        assert most == 2
+        stats = await bus.nc.request(f"$SRV.STATS.{name}", b"", timeout=2)
+        assert json.loads(stats.data)["endpoints"][0]["num_requests"] == 7
     finally:
         await server.close(grace=1)
 

@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -58,6 +59,7 @@ CORRELATION_HEADER = "Adp-Correlation-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
 STATUS_HEADER = "Status"  # how nats-py hands over a status message's code
 NO_RESPONDERS_STATUS = "503"
+HANDLER_BACKLOG_LIMIT = 65536  # requests waiting for a free handler before new ones are dropped
 
 
 class Retry(Exception):
@@ -147,6 +149,58 @@ def decode_reply(msg: Msg, response_model: type[M] | None) -> Any:
     return response_model.model_validate_json(msg.data)
 
 
+def send_now(nc: NATS) -> None:
+    """Put what the connection has queued on its socket now. nats-py leaves every publish to its flusher
+    task, which writes on a later turn of the event loop — under load a busy turn later, which a first token
+    waits for. Only when the socket's write buffer is empty: otherwise the flusher writes it, and its
+    drain() keeps the back-pressure of a slow server. (nats-py internals, pinned by uv.lock; a test fails
+    when they change.)"""
+    try:
+        if nc._pending_data_size == 0 or not nc.is_connected:
+            return
+        writer = nc._transport._io_writer  # type: ignore[union-attr]
+        if writer.transport.get_write_buffer_size():
+            return
+        writer.writelines(nc._pending)
+    except (AttributeError, RuntimeError):  # no transport (reconnecting, closed): the flusher's turn
+        return
+    nc._pending = []
+    nc._pending_data_size = 0
+
+
+class _Inline:
+    """Takes the place of a nats-py subscription's pending-message queue: each message goes to `handler`
+    as the connection's read loop parses it, with no queue, task or turn of the event loop in between."""
+
+    __slots__ = ("handler", "sub")
+
+    def __init__(self, sub: Subscription, handler: Callable[[Msg], None]) -> None:
+        self.sub = sub
+        self.handler = handler
+
+    def put_nowait(self, msg: Msg) -> None:
+        self.sub._pending_size -= len(msg.data)
+        try:
+            self.handler(msg)
+        except Exception:  # never into the read loop: that would drop the connection
+            log.exception("inline handler for %s failed", msg.subject)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        return None
+
+    async def join(self) -> None:
+        return None
+
+    async def get(self) -> Msg:  # what a callback subscription's task waits on: nothing ever comes here
+        return await asyncio.get_running_loop().create_future()
+
+
 class Bus:
     def __init__(self, nc: NATS, catalog: Catalog, *, name: str = "adp", instance: str = "") -> None:
         self.nc = nc
@@ -156,7 +210,8 @@ class Bus:
         self.instance = instance
         self._micro: MicroService | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
-        self._handler_slots: asyncio.Semaphore | None = None
+        self._handler_limit = 64  # request handlers in flight per process (Bus.connect's handler_concurrency)
+        self._handler_backlog: deque[Callable[[], None]] = deque()  # requests waiting for a free handler
         self._consumers: list[Consumer] = []
         self._subs: list[Subscription] = []
         self._kv: dict[str, KeyValue] = {}
@@ -200,7 +255,7 @@ class Bus:
             pending_size=64 * 1024 * 1024,
         )
         bus = cls(nc, Catalog(prefix), name=name, instance=instance)
-        bus._handler_slots = asyncio.Semaphore(handler_concurrency)
+        bus._handler_limit = handler_concurrency
         return bus
 
     @property
@@ -216,8 +271,9 @@ class Bus:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         await asyncio.gather(*(c.stop(grace) for c in self._consumers), return_exceptions=True)
-        if self._handler_tasks:
-            await asyncio.wait(self._handler_tasks, timeout=grace)
+        deadline = time.monotonic() + grace
+        while self._handler_tasks and (left := deadline - time.monotonic()) > 0:  # the backlog starts more
+            await asyncio.wait(set(self._handler_tasks), timeout=left)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.drain(), timeout=5)
         if not self.nc.is_closed:
@@ -351,7 +407,6 @@ class Bus:
         PlatformError becomes an error reply with its code; a bad request a VALIDATION_ERROR reply.
         Handlers run concurrently (bounded), so one slow request never blocks the others."""
         micro = await self._micro_service()
-        slots = self._handler_slots or asyncio.Semaphore(64)
 
         async def run(req: MicroRequest) -> None:
             headers = dict(req.headers or {})
@@ -377,13 +432,21 @@ class Bus:
             finally:
                 correlation_id.reset(cid_token)
                 otel_context.detach(token)
-                slots.release()
 
-        async def on_request(req: MicroRequest) -> None:
-            await slots.acquire()  # back-pressure: at most N handlers in flight per process
+        def dispatch(req: MicroRequest) -> None:
+            # back-pressure: at most `_handler_limit` handlers in flight per process, the rest wait in order
+            if len(self._handler_tasks) >= self._handler_limit:
+                if len(self._handler_backlog) >= HANDLER_BACKLOG_LIMIT:
+                    log.warning("request on %s dropped: %d waiting for a handler", subject, HANDLER_BACKLOG_LIMIT)
+                    return
+                self._handler_backlog.append(lambda: dispatch(req))
+                return
             task = asyncio.create_task(run(req))
             self._handler_tasks.add(task)
-            task.add_done_callback(self._handler_tasks.discard)
+            task.add_done_callback(self._handler_finished)
+
+        async def on_request(req: MicroRequest) -> None:
+            dispatch(req)
 
         await micro.add_endpoint(
             name=name or subject.replace(".", "-"),
@@ -391,8 +454,24 @@ class Bus:
             handler=on_request,
             queue_group=queue or self.name,
         )
+        endpoint = micro._endpoints[-1]
+
+        def on_msg(msg: Msg) -> None:
+            endpoint._num_requests += 1  # what nats.micro's own dispatch counts ($SRV.STATS)
+            dispatch(MicroRequest(msg))
+
+        # Requests are dispatched from the read loop (see subscribe_inline): a handler starts one turn of
+        # the event loop sooner than through nats.micro's subscription task. Its callback path stays valid.
+        sub = endpoint._subscription
+        if sub is not None:
+            sub._pending_queue = _Inline(sub, on_msg)  # type: ignore[assignment]
         # Make sure the server has the subscription before anyone is told we are ready.
         await self.nc.flush(timeout=5)
+
+    def _handler_finished(self, task: asyncio.Task[None]) -> None:
+        self._handler_tasks.discard(task)
+        if self._handler_backlog:
+            self._handler_backlog.popleft()()
 
     @staticmethod
     async def _respond_error(req: MicroRequest, err: PlatformError) -> None:
@@ -421,6 +500,15 @@ class Bus:
         await self.nc.flush(timeout=5)
         if cb is not None:
             self._subs.append(sub)
+        return sub
+
+    async def subscribe_inline(self, subject: str, handler: Callable[[Msg], None]) -> Subscription:
+        """Subscribe with a plain function called from the connection's read loop for every message, in
+        order: one turn of the event loop sooner than a `subscribe` callback and no task per subscription.
+        `handler` must be quick and must not block; it usually hands the message on (a buffer, a future)."""
+        sub = await self.nc.subscribe(subject)
+        sub._pending_queue = _Inline(sub, handler)  # type: ignore[assignment]
+        await self.nc.flush(timeout=5)
         return sub
 
     # ---- notices: best-effort control messages every copy of a service hears ---------------------------
