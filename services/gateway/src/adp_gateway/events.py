@@ -135,7 +135,7 @@ class EventStream:
             waiter.set_result(None)
 
     async def __aenter__(self) -> EventStream:
-        async def on_msg(msg: Msg) -> None:
+        def on_msg(msg: Msg) -> None:
             if self.overflowed:
                 return
             if len(self.buffer) >= self.queue_size:
@@ -144,8 +144,8 @@ class EventStream:
                 self.buffer.append(msg)
             self._wake()
 
-        self._sub = await self.bus.nc.subscribe(self.bus.catalog.discussion_all(self.discussion_id), cb=on_msg)
-        await self.bus.nc.flush(timeout=5)
+        # Inline: the client's reader is woken as the message is parsed, not a loop turn later by a task.
+        self._sub = await self.bus.subscribe_inline(self.bus.catalog.discussion_all(self.discussion_id), on_msg)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -18,7 +18,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from adp_common.bus import Bus
+from adp_common.bus import Bus, send_now
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.llm import CompletionRequest, CompletionResult, Usage, UsageRecord
 from adp_router.breaker import BreakerBoard
@@ -195,10 +195,12 @@ class ChunkEmitter:
             if restart:
                 data["restart"] = True
             await self.nc.publish(self.subject, orjson.dumps({**self.relay_template, "data": data}))
-            return
-        flag = "true" if restart else "false"
-        payload = f'{self._head}{self.msg_seq - 1},"restart":{flag},"delta":'.encode() + orjson.dumps(delta) + b"}"
-        await self.nc.publish(self.subject, payload)
+        else:
+            flag = "true" if restart else "false"
+            head = f'{self._head}{self.msg_seq - 1},"restart":{flag},"delta":'.encode()
+            await self.nc.publish(self.subject, head + orjson.dumps(delta) + b"}")
+        if self.msg_seq == 1:
+            send_now(self.nc)  # the first token (time to first chunk); the ticker's chunks share a write
 
 
 @dataclass
