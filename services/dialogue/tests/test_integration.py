@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from dialogue_helpers import command, dialogue, dialogue_settings, event_log, get, router, stored_events
@@ -10,6 +11,7 @@ from dialogue_helpers import command, dialogue, dialogue_settings, event_log, ge
 from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import CountReply, DialogueQuery, DiscussionList, EventsReply, ExportReply
+from adp_dialogue import store
 
 TOPIC = "How should a small team roll out feature flags safely?"
 
@@ -340,3 +342,55 @@ async def test_events_query_replays_stored_events_after_a_seq_to_the_owner_only(
         with pytest.raises(PlatformError) as other:
             await events("u2", 0)
         assert other.value.code == ErrorCode.DISCUSSION_NOT_FOUND
+
+
+async def test_a_turn_commits_in_one_statement_only_while_it_is_due(
+    bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-statement commit of a turn before the round's last (store.commit_turn) writes what the
+    general commit writes, and nothing at all once the step is no longer the discussion's current one."""
+    settings = dialogue_settings(nats_url, pg_dsn, prefix, databases.name("dialogue"))
+    quick_commits: list[str] = []
+    commit_turn = store.commit_turn
+
+    async def counted(conn, did, step_key, *args):  # type: ignore[no-untyped-def]
+        ev = await commit_turn(conn, did, step_key, *args)
+        if ev is not None:
+            quick_commits.append(step_key)
+        return ev
+
+    monkeypatch.setattr(store, "commit_turn", counted)
+    async with router(nats_url, prefix), dialogue(settings) as app, event_log(bus) as log:
+        assert app.engine is not None
+        view = await command(bus, action="create", user_id="u1", topic=TOPIC)
+        await log.wait_event(view.id, "round-complete", timeout=30)
+        done = await _wait_status(bus, view.id, "waiting")
+        assert quick_commits == ["r1t1", "r1t2"]
+        completes = log.of(view.id, "message-complete")
+        # turns 1 and 2 took the one-statement path, turn 3 (the round's last) the general one: same shape
+        assert [e.data["message"] for e in completes] == done.messages
+        assert done.tokenCount == sum(m["outputTokens"] for m in done.messages)
+        before = await stored_events(bus, view.id)
+        message = dict(done.messages[0])
+        stale = {
+            "id": "stale",
+            "persona": message["persona"],
+            "content": "late",
+            "round": 1,
+            "turn": 1,
+            "position": 1,
+            "provider": None,
+            "model": None,
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "created_at": datetime.now(UTC),
+        }
+        async with app.engine.pool.acquire() as conn:
+            for step_key, retry in (("r1t1", 0), ("r1t2", 0), ("r2t1", 1)):
+                nj = {"discussion_id": view.id, "kind": "turn", "step_key": "x", "round": 1, "position": 2}
+                got = await store.commit_turn(conn, view.id, step_key, retry, stale, {"message": {}}, nj)
+                assert got is None
+            count = await conn.fetchval("SELECT count(*) FROM messages WHERE discussion_id = $1", view.id)
+        assert count == 3
+        assert await stored_events(bus, view.id) == before
+        assert (await get(bus, "u1", view.id)).tokenCount == done.tokenCount

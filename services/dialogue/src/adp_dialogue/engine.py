@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -130,6 +131,10 @@ class Commit:
     updates: dict[str, Any]
 
 
+# A step's commit in one statement, if it is still due: what to publish (events, follow-up job), else None.
+QuickCommit = Callable[[store.Conn], Awaitable[tuple[list[DiscussionEvent], DialogueJob | None] | None]]
+
+
 class Engine:
     def __init__(self, settings: DialogueSettings, bus: Bus, pool: asyncpg.Pool, metrics: Metrics) -> None:
         self.s = settings
@@ -180,9 +185,10 @@ class Engine:
             return
         started = time.perf_counter()
         log.info("running step %s of %s (delivery %d)", job.step_key, did, delivery.num_delivered)
+        quick: QuickCommit | None = None
         try:
             if job.kind == "turn":
-                commit_fn = await self._run_turn(job, loaded, delivery.num_delivered)
+                commit_fn, quick = await self._run_turn(job, loaded, delivery.num_delivered)
             elif job.kind == "summary":
                 commit_fn = await self._run_summary(job, loaded, delivery.num_delivered)
             elif job.kind == "questions":
@@ -200,7 +206,7 @@ class Engine:
             self.metrics.failed.labels(job.kind, err.code.value).inc()
             await self._fail(job, err)
             return
-        await self._commit(job, commit_fn, context=self._commit_needs_context(job, len(loaded.personas)))
+        await self._commit(job, commit_fn, context=self._commit_needs_context(job, len(loaded.personas)), quick=quick)
         self.metrics.steps.labels(job.kind).inc()
         self.metrics.duration.labels(job.kind).observe(time.perf_counter() - started)
 
@@ -242,35 +248,56 @@ class Engine:
         )
 
     async def _commit(
-        self, job: DialogueJob, build: Callable[[store.Conn, Loaded], Awaitable[Commit]], *, context: bool = True
+        self,
+        job: DialogueJob,
+        build: Callable[[store.Conn, Loaded], Awaitable[Commit]],
+        *,
+        context: bool = True,
+        quick: QuickCommit | None = None,
     ) -> None:
         """Lock the discussion, check the step is still due, then store what `build` decides. Without
-        `context` the lock reads the row alone (see `_commit_needs_context`)."""
-        did = job.discussion_id
-        published: list[DiscussionEvent] = []
-        next_job: DialogueJob | None = None
+        `context` the lock reads the row alone (see `_commit_needs_context`). `quick`, when given, is tried
+        first: a single statement that commits only if the step is still due (the general path is then
+        needed only to tell apart why not)."""
         async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                d = await store.load_step(conn, did, job.step_key, for_update=True, context=context)
-                if d is not None and d["step_done"]:  # another copy committed it meanwhile
-                    nj = store.loads(d["step_next_job"])
-                    published = await store.events_for_step(conn, did, job.step_key)
-                    next_job = DialogueJob.model_validate(nj) if nj else None
-                elif d is None or not self._is_current(d, job):
-                    return
-                else:
-                    c = await build(conn, self._loaded(d))
-                    next_job = c.next_job
-                    updates = dict(c.updates)
-                    updates["current_job"] = next_job.model_dump() if next_job else None
-                    if next_job is None and "status" not in updates:
-                        updates["status"] = "waiting"
-                    published = await store.finish_step(
-                        conn, did, job.step_key, c.events, updates, next_job.model_dump() if next_job else None
-                    )
+            done = await quick(conn) if quick is not None else None
+            if done is None:
+                done = await self._commit_locked(conn, job, build, context)
+        if done is None:  # no longer due (stopped, paused, superseded): nothing to publish
+            return
         if self.after_commit_hook is not None:
             await self.after_commit_hook(job)
-        await self.publish_events(published, next_job)
+        await self.publish_events(*done)
+
+    async def _commit_locked(
+        self,
+        conn: store.Conn,
+        job: DialogueJob,
+        build: Callable[[store.Conn, Loaded], Awaitable[Commit]],
+        context: bool,
+    ) -> tuple[list[DiscussionEvent], DialogueJob | None] | None:
+        """The general commit, in a transaction holding the discussion's row lock: what to publish, or None
+        when the step is no longer due."""
+        did = job.discussion_id
+        async with conn.transaction():
+            d = await store.load_step(conn, did, job.step_key, for_update=True, context=context)
+            if d is not None and d["step_done"]:  # another copy committed it meanwhile
+                nj = store.loads(d["step_next_job"])
+                return await store.events_for_step(conn, did, job.step_key), (
+                    DialogueJob.model_validate(nj) if nj else None
+                )
+            if d is None or not self._is_current(d, job):
+                return None
+            c = await build(conn, self._loaded(d))
+            next_job = c.next_job
+            updates = dict(c.updates)
+            updates["current_job"] = next_job.model_dump() if next_job else None
+            if next_job is None and "status" not in updates:
+                updates["status"] = "waiting"
+            published = await store.finish_step(
+                conn, did, job.step_key, c.events, updates, next_job.model_dump() if next_job else None
+            )
+            return published, next_job
 
     async def _fail(self, job: DialogueJob, err: PlatformError) -> None:
         did = job.discussion_id
@@ -369,7 +396,9 @@ class Engine:
         return text.strip(), res.provider, res.model, tin, tout or estimate_tokens(text)
 
     # ---- steps ----------------------------------------------------------------------------------------
-    async def _run_turn(self, job: DialogueJob, lo: Loaded, num_delivered: int):
+    async def _run_turn(
+        self, job: DialogueJob, lo: Loaded, num_delivered: int
+    ) -> tuple[Callable[[store.Conn, Loaded], Awaitable[Commit]], QuickCommit | None]:
         d = lo.d
         did = d["id"]
         persona = lo.personas[job.position - 1]
@@ -438,7 +467,32 @@ class Engine:
             events.append(("round-complete", {"round": {"number": job.round, "messages": round_msgs}}))
             return self._after_round(now, job.round, tokens, msgs, events, updates, summary_done=False)
 
-        return build
+        if job.position >= len(lo.personas):  # the round's last turn: what follows depends on the whole round
+            return build, None
+
+        async def quick(conn: store.Conn) -> tuple[list[DiscussionEvent], DialogueJob | None] | None:
+            # A turn before the round's last needs neither the context nor the row's values: one statement
+            # (store.commit_turn) instead of a transaction of five round trips.
+            message = {
+                "id": uuid.uuid4().hex,
+                "persona": persona.name,
+                "content": text,
+                "round": job.round,
+                "turn": turn,
+                "position": job.position,
+                "provider": provider,
+                "model": model,
+                "input_tokens": tin,
+                "output_tokens": tout,
+                "created_at": datetime.now(UTC),
+            }
+            next_job = turn_job(did, job.round, job.position + 1)
+            retry = job.data.get("retry", 0)
+            data = {"message": views.message_dict(message)}
+            ev = await store.commit_turn(conn, did, job.step_key, retry, message, data, next_job.model_dump())
+            return ([ev], next_job) if ev is not None else None
+
+        return build, quick
 
     def _after_round(
         self,

@@ -409,6 +409,67 @@ async def finish_step(
     return await _store_events(conn, discussion_id, step_key, events, updates, mark=True, next_job=next_job)
 
 
+async def commit_turn(
+    conn: Conn,
+    discussion_id: str,
+    step_key: str,
+    retry: int,
+    message: dict[str, Any],
+    event_data: dict[str, Any],
+    next_job: dict[str, Any],
+) -> DiscussionEvent | None:
+    """A turn before its round's last, committed in one statement (no transaction, no lock round trip):
+    when the discussion is still running this step (`current_job` names it, with this retry), store the
+    message (`message`: the messages row, created_at included) and its `message-complete` event
+    (`event_data`), add the turn's tokens, make `next_job` the current job and mark the step processed.
+    None when the step is no longer current (stopped, paused, or committed by another copy, which moves
+    `current_job` on): nothing is written, and the caller takes the general path, which tells those apart.
+    (Also None, with the step marked done, if the message was somehow stored already: the general path then
+    finds the step done and publishes its follow-up job.)"""
+    row = await conn.fetchrow(
+        """WITH alloc AS (
+             UPDATE discussions
+                SET current_job = $5::jsonb, token_count = token_count + $6, next_seq = next_seq + 1,
+                    updated_at = now()
+              WHERE id = $1 AND status = 'running' AND current_job->>'step_key' = $2
+                AND COALESCE((current_job->'data'->>'retry')::int, 0) = $3
+             RETURNING next_seq - 1 AS seq),
+           msg AS (
+             INSERT INTO messages (id, discussion_id, persona, content, round, turn, position, provider, model,
+                                   input_tokens, output_tokens, created_at)
+             SELECT $7, $1, $8, $9, $10, $11, $12, $13, $14, $15, $6, $16 FROM alloc
+             ON CONFLICT (discussion_id, round, turn) DO NOTHING RETURNING 1),
+           stored AS (
+             INSERT INTO events (discussion_id, seq, event, data, step_key)
+             SELECT $1, alloc.seq, 'message-complete', $4::jsonb, $2 FROM alloc, msg),
+           marked AS (
+             INSERT INTO processed_steps (discussion_id, step_key, next_job)
+             SELECT $1, $2, $5::jsonb FROM alloc ON CONFLICT DO NOTHING)
+           SELECT alloc.seq, now() AS at, (SELECT count(*) FROM msg) AS stored FROM alloc""",
+        discussion_id,
+        step_key,
+        retry,
+        _j(event_data),
+        _j(next_job),
+        message["output_tokens"],
+        message["id"],
+        message["persona"],
+        message["content"],
+        message["round"],
+        message["turn"],
+        message["position"],
+        message["provider"],
+        message["model"],
+        message["input_tokens"],
+        message["created_at"],
+    )
+    if row is None or not row["stored"]:
+        return None
+    return DiscussionEvent(
+        discussionId=discussion_id, seq=row["seq"], event="message-complete", data=event_data, time=row["at"]
+    )
+
+
 async def events_for_step(conn: Conn, discussion_id: str, step_key: str) -> list[DiscussionEvent]:
     rows = await conn.fetch(
         "SELECT * FROM events WHERE discussion_id = $1 AND step_key = $2 ORDER BY seq", discussion_id, step_key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -10,7 +11,7 @@ from adp_common.schemas.dialogue import DiscussionView, PersonaSpec
 from adp_dialogue import store
 
 
-def message_dict(r: asyncpg.Record) -> dict[str, Any]:
+def message_dict(r: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": r["id"],
         "persona": r["persona"],
