@@ -16,7 +16,7 @@ from adp_router.providers.anthropic import to_anthropic
 from adp_router.providers.base import parse_retry_after
 from adp_router.router import chunk_interval_s
 from adp_router.simulated_text import generate, tokens_of, word_count
-from adp_router.sse import SSEParser
+from adp_router.sse import SSEParser, split_events
 
 P = BreakerPolicy(failure_threshold=5, window_s=60, cooldown_s=30, success_threshold=2)
 
@@ -71,6 +71,35 @@ def test_sse_parser_events_comments_multiline() -> None:
     p.feed("data:x")
     tail = p.flush()
     assert tail is not None and tail.data == "x"
+
+
+def _line_parsed(body: str) -> list[tuple[str, str]]:
+    p = SSEParser()
+    events = [p.feed(line) for line in body.replace("\r\n", "\n").split("\n")]
+    return [(e.event, e.data) for e in events if e is not None]
+
+
+def test_split_events_agrees_with_the_line_parser_whatever_the_reads() -> None:
+    body = (
+        'data: {"choices":[{"delta":{"content":"h\u00e9 "}}]}\n\n'
+        ": keep-alive\n\n"
+        'event: content_block_delta\r\ndata: {"a":\r\ndata: 1}\r\n\r\n'
+        "data: caf\u00e9 \u2014 ok\n\n\n"
+        "data:tight\n\n"
+        "data: [DONE]\n\n"
+        "data: unfinished"
+    )
+    raw = body.encode()
+    expected = _line_parsed(body)
+    assert ("content_block_delta", '{"a":\n1}') in expected and expected[-1] == ("message", "[DONE]")
+    for size in (1, 2, 3, 5, 7, 16, 64, len(raw)):  # every way the network could cut it, UTF-8 included
+        got: list[tuple[str, str]] = []
+        rest = b""
+        for i in range(0, len(raw), size):
+            events, rest = split_events(rest + raw[i : i + size])
+            got += [(e.event, e.data) for e in events]
+        assert got == expected, size
+        assert rest == b"data: unfinished"
 
 
 def test_simulated_only_when_no_key() -> None:

@@ -1,4 +1,5 @@
-"""Incremental Server-Sent Events parser (pure): feed it lines, get events at each blank line."""
+"""Server-Sent Events parsing (pure): `split_events` takes the complete events out of a streamed body's
+bytes; `SSEParser` follows the line rules for whatever is not a plain one-line `data:` event."""
 
 from __future__ import annotations
 
@@ -44,3 +45,28 @@ class SSEParser:
     def flush(self) -> SSEEvent | None:
         """An event left without its terminating blank line when the stream ended."""
         return self.feed("") if self._data else None
+
+
+def split_events(data: bytes) -> tuple[list[SSEEvent], bytes]:
+    """The complete events in `data` (each ended by a blank line) and the bytes of the unfinished rest,
+    to be put in front of the next read. The common shape — one `data: ...` line per event, as OpenAI-
+    compatible APIs stream every token — is taken without going line by line (a read under load holds
+    several tokens, and per-line parsing was most of the router's work per token); any other event
+    (names, several data lines, comments) goes through `SSEParser`. CRLF line ends are accepted; the
+    blank line is found on bytes, so a UTF-8 character is never cut."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    cut = data.rfind(b"\n\n")
+    if cut < 0:
+        return [], data
+    events: list[SSEEvent] = []
+    for block in data[:cut].decode("utf-8", errors="replace").split("\n\n"):
+        if block.startswith("data: ") and "\n" not in block:
+            events.append(SSEEvent("message", block[6:]))
+        elif block:
+            parser = SSEParser()
+            for line in [*block.split("\n"), ""]:
+                ev = parser.feed(line)
+                if ev is not None:
+                    events.append(ev)
+    return events, data[cut + 2 :]

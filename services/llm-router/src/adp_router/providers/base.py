@@ -15,7 +15,7 @@ import orjson
 from adp_common.errors import ErrorCode
 from adp_common.schemas.llm import CompletionRequest
 from adp_router.config import ResolvedProvider
-from adp_router.sse import SSEEvent, SSEParser
+from adp_router.sse import SSEEvent, split_events
 
 BODY_END_WAIT_S = 1.0  # how long to wait for the end of a body after its last SSE event
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -131,19 +131,6 @@ def new_http_session(max_connections: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, raise_for_status=False)
 
 
-def _split_lines(data: bytes) -> tuple[list[str], bytes]:
-    """The complete lines of `data` as text without their terminators (LF or CRLF), and the unfinished rest.
-    Split on the LF byte first: it never occurs inside a multi-byte UTF-8 sequence, so the complete lines
-    decode in one call whatever the network chunking."""
-    cut = data.rfind(b"\n") + 1
-    if cut == 0:
-        return [], data
-    text = data[: cut - 1].decode("utf-8", errors="replace")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    return text.split("\n"), data[cut:]
-
-
 # Maps one SSE event to its text delta (or None); raises ProviderError for an error event.
 TextOf = Callable[[SSEEvent], str | None]
 
@@ -203,7 +190,6 @@ class Endpoint:
             async with self._post(body, timeout) as resp:
                 if resp.status >= 400:
                     raise error_for_status(self.provider, resp.status, await resp.read(), resp.headers)
-                parser = SSEParser()
                 content = resp.content
                 rest = b""
                 last = False
@@ -214,13 +200,10 @@ class Endpoint:
                     data = await content.readany()
                     if not data:
                         break
-                    lines, rest = _split_lines(rest + data if rest else data)
+                    events, rest = split_events(rest + data if rest else data)
                     parts: list[str] = []
                     failure: ProviderError | None = None
-                    for line in lines:
-                        ev = parser.feed(line)
-                        if ev is None:
-                            continue
+                    for ev in events:
                         last = is_last(ev)
                         try:
                             text = text_of(ev)
