@@ -611,3 +611,35 @@ async def test_cancel_stops_a_discussions_call_and_charges_what_streamed(
     assert len(recs) == 1
     assert recs[0].error_code == "CONFLICT" and recs[0].status == "error"
     assert 0 < recs[0].output_tokens < 40 and recs[0].estimated
+
+
+async def test_keepalives_flow_while_calls_run_and_stop_with_them(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider
+) -> None:
+    """Every call in flight gets a keepalive about every `router_keepalive_s` (one clock for all calls),
+    and none once it has ended."""
+    fake.timing = Timing(ttft_s=1.2, text="Slow to start.")
+    seen: dict[str, list[float]] = {"a": [], "b": []}
+
+    async def count(msg: Any) -> None:
+        body = json.loads(msg.data)
+        if body.get("keepalive"):
+            seen[body["request_id"]].append(time.monotonic())
+
+    sub = await bus.nc.subscribe(bus.catalog.llm_stream("*"), cb=count)
+    try:
+        async with router(nats_url, prefix, {"p": provider(fake)}, router_keepalive_s=0.2) as app:
+            client = LLMClient(bus)
+            t0 = time.monotonic()
+            a, b = await asyncio.gather(
+                client.complete(req(request_id="a", stream=True)), client.complete(req(request_id="b", stream=True))
+            )
+            ended = time.monotonic()
+            assert a.text and b.text
+            await asyncio.sleep(0.6)
+            assert app.keepalives is not None and not app.keepalives.calls
+    finally:
+        await sub.unsubscribe()
+    for times in seen.values():
+        assert 4 <= len(times) <= 7, times  # ~1.2 s / 0.2 s, give or take a check of the clock (0.025 s)
+        assert times[0] - t0 >= 0.19 and all(t <= ended for t in times)
