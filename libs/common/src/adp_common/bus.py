@@ -502,13 +502,18 @@ class Bus:
             self._subs.append(sub)
         return sub
 
-    async def subscribe_inline(self, subject: str, handler: Callable[[Msg], None]) -> Subscription:
+    async def subscribe_inline(
+        self, subject: str, handler: Callable[[Msg], None], *, flush: bool = True
+    ) -> Subscription:
         """Subscribe with a plain function called from the connection's read loop for every message, in
         order: one turn of the event loop sooner than a `subscribe` callback and no task per subscription.
-        `handler` must be quick and must not block; it usually hands the message on (a buffer, a future)."""
+        `handler` must be quick and must not block; it usually hands the message on (a buffer, a future).
+        `flush=False` skips the round trip that makes sure the server has the subscription on return (for
+        a caller whose next message on this connection is what depends on it)."""
         sub = await self.nc.subscribe(subject)
         sub._pending_queue = _Inline(sub, handler)  # type: ignore[assignment]
-        await self.nc.flush(timeout=5)
+        if flush:
+            await self.nc.flush(timeout=5)
         return sub
 
     # ---- notices: best-effort control messages every copy of a service hears ---------------------------

@@ -35,6 +35,17 @@ class _RouterLost(Exception):
     pass
 
 
+class _Attempt:
+    """One attempt in flight, as the shared watchdog sees it."""
+
+    __slots__ = ("last_seen", "lost", "request")
+
+    def __init__(self) -> None:
+        self.last_seen = time.monotonic()
+        self.lost = False
+        self.request: asyncio.Task[CompletionResult] | None = None
+
+
 class LLMClient:
     def __init__(
         self, bus: Bus, *, chunk_buffer: int = 4096, idle_timeout_s: float = 10.0, router_attempts: int = 3
@@ -43,6 +54,8 @@ class LLMClient:
         self.chunk_buffer = chunk_buffer
         self.idle_timeout_s = idle_timeout_s
         self.router_attempts = router_attempts
+        self._attempts: set[_Attempt] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def complete(self, req: CompletionRequest, on_chunk: ChunkCallback | None = None) -> CompletionResult:
         """Run one completion. With `on_chunk`, chunks are delivered in order while the call runs; the
@@ -79,10 +92,10 @@ class LLMClient:
         self, req: CompletionRequest, on_chunk: ChunkCallback | None, deadline: float, *, restart: bool
     ) -> CompletionResult:
         queue: asyncio.Queue[CompletionChunk | None] = asyncio.Queue(self.chunk_buffer)
-        last_seen = [time.monotonic()]
+        watched = _Attempt()
 
-        async def on_msg(msg: Msg) -> None:
-            last_seen[0] = time.monotonic()
+        def on_msg(msg: Msg) -> None:
+            watched.last_seen = time.monotonic()
             if on_chunk is None:
                 return
             chunk = CompletionChunk.model_validate_json(msg.data)
@@ -93,8 +106,9 @@ class LLMClient:
                 queue.put_nowait(chunk)
 
         # No flush round trip before the request: SUB and the request leave on the same connection in
-        # order, so the server has the subscription before any router copy can see the request.
-        sub = await self.bus.nc.subscribe(self.bus.catalog.llm_stream(req.request_id), cb=on_msg)
+        # order, so the server has the subscription before any router copy can see the request. Inline: a
+        # keepalive costs no task wake-up, and a call no subscription task.
+        sub = await self.bus.subscribe_inline(self.bus.catalog.llm_stream(req.request_id), on_msg, flush=False)
         delivered = [False]
 
         async def pump() -> None:
@@ -115,23 +129,8 @@ class LLMClient:
                 delivered[0] = True
 
         pumper = asyncio.create_task(pump()) if on_chunk is not None else None
-        # A watchdog timer (re-armed every second) gives up on a silent router copy; the call itself is
-        # awaited directly (no asyncio.wait per second per call in flight).
-        loop = asyncio.get_running_loop()
-        lost = False
+        # The shared watchdog gives up on a silent router copy; the call itself is awaited directly.
         request: asyncio.Task[CompletionResult] | None = None
-        timer: asyncio.TimerHandle | None = None
-
-        def watchdog() -> None:
-            nonlocal lost, timer
-            if request is None or request.done():
-                return
-            if time.monotonic() - last_seen[0] > self.idle_timeout_s:
-                lost = True
-                request.cancel()
-                return
-            timer = loop.call_later(1.0, watchdog)
-
         try:
             # The request is on the connection when start_request returns (right behind the SUB), so what
             # the caller queued before this call — a turn's message-start — leaves in the same socket write.
@@ -141,12 +140,13 @@ class LLMClient:
                 timeout=max(0.1, deadline - time.monotonic()),
                 response_model=CompletionResult,
             )
-            timer = loop.call_later(1.0, watchdog)
+            watched.request = request
+            self._watch(watched)
             try:
                 result = await request
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                if lost and (task is None or not task.cancelling()):
+                if watched.lost and (task is None or not task.cancelling()):
                     raise _RouterLost(delivered[0]) from None
                 raise
             if pumper is not None:
@@ -162,8 +162,7 @@ class LLMClient:
                 await asyncio.wait_for(pumper, timeout=10)
             return result
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._attempts.discard(watched)
             if request is not None and not request.done():
                 request.cancel()
             if pumper is not None and not pumper.done():
@@ -172,3 +171,22 @@ class LLMClient:
                     await pumper
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    def _watch(self, attempt: _Attempt) -> None:
+        self._attempts.add(attempt)
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch_loop())
+
+    async def _watch_loop(self) -> None:
+        """One clock for every attempt in flight (a timer per call woke the loop once a second per call):
+        an attempt whose router copy has been silent for `idle_timeout_s` is cancelled as lost."""
+        try:
+            while self._attempts:
+                await asyncio.sleep(1.0)
+                now = time.monotonic()
+                for a in list(self._attempts):
+                    if a.request is not None and not a.request.done() and now - a.last_seen > self.idle_timeout_s:
+                        a.lost = True
+                        a.request.cancel()
+        finally:
+            self._watchdog = None
