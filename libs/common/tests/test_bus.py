@@ -228,6 +228,28 @@ async def test_consumer_ack_retry_reject(bus: Bus) -> None:
     assert [s for s in seen if s[0] == "ok"] == [("ok", 1)]
 
 
+async def test_a_long_handler_keeps_its_message_from_redelivery(bus: Bus) -> None:
+    """A handler running for several ack_waits is kept alive (in_progress): delivered once, acked once."""
+    await bus.ensure_streams(["USAGE"])
+    seen: list[tuple[str, int]] = []
+
+    async def handler(d: Delivery) -> None:
+        seen.append((d.payload.request_id, d.num_delivered))
+        await asyncio.sleep(2.5 if d.payload.request_id.startswith("slow") else 0)
+
+    consumer = await bus.consume(bus.catalog.stream_name("USAGE"), "long", handler, concurrency=4, ack_wait=0.6)
+    for rid in ("slow-1", "fast", "slow-2"):
+        await bus.publish_event(bus.catalog.usage_record, UsageRecord(request_id=rid, provider="p", model="m"))
+    for _ in range(200):
+        if consumer.processed == 3:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # a redelivery would show up here
+    await consumer.stop(grace=2)
+    assert sorted(seen) == [("fast", 1), ("slow-1", 1), ("slow-2", 1)]
+    assert not consumer.progress and consumer.progress_clock is None
+
+
 async def test_endpoints_are_discoverable_with_the_nats_services_protocol(bus: Bus, nats_url: str, prefix: str) -> None:
     server = await Bus.connect(nats_url, prefix=prefix, name=f"svc-{prefix}", instance="a")
     try:

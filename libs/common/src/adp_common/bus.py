@@ -112,6 +112,8 @@ class Consumer:
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
     processed: int = 0
     failed: int = 0
+    progress: dict[int, tuple[Msg, float]] = field(default_factory=dict)  # in flight: message, last pushed back
+    progress_clock: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = 20.0) -> None:
         self.stopping.set()
@@ -121,6 +123,8 @@ class Consumer:
             _, pending = await asyncio.wait(self.inflight, timeout=grace)
             for t in pending:
                 t.cancel()
+        if self.progress_clock is not None:
+            self.progress_clock.cancel()
 
 
 def _encode(payload: BaseModel | dict[str, Any] | bytes | None) -> bytes:
@@ -618,16 +622,29 @@ class Bus:
         slots = asyncio.Semaphore(concurrency)
         consumer: Consumer
 
-        async def keep_alive(msg: Msg) -> None:
-            while True:
-                await asyncio.sleep(ack_wait / 3)
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
+        async def keep_alive() -> None:
+            # One clock for every message in flight: each one's ack deadline is pushed back (in_progress)
+            # every ack_wait / 3, the due ones together in one socket write (a timer task per message woke
+            # the loop and wrote to NATS for each one).
+            every = ack_wait / 3
+            try:
+                while consumer.progress:
+                    await asyncio.sleep(every / 4)
+                    now = time.monotonic()
+                    for key, (msg, last) in list(consumer.progress.items()):
+                        if now - last >= every:
+                            consumer.progress[key] = (msg, now)
+                            with contextlib.suppress(Exception):
+                                await msg.in_progress()
+            finally:
+                consumer.progress_clock = None
 
         async def handle(msg: Msg) -> None:
             headers = dict(msg.headers or {})
             token = otel_context.attach(extract_context(headers))
-            alive = asyncio.create_task(keep_alive(msg))
+            consumer.progress[id(msg)] = (msg, time.monotonic())
+            if consumer.progress_clock is None:
+                consumer.progress_clock = asyncio.create_task(keep_alive())
             try:
                 meta = msg.metadata
                 try:
@@ -665,7 +682,7 @@ class Bus:
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=delay)
             finally:
-                alive.cancel()
+                consumer.progress.pop(id(msg), None)
                 otel_context.detach(token)
                 slots.release()
 
