@@ -131,6 +131,8 @@ class Commit:
     updates: dict[str, Any]
 
 
+# What a step decides at its commit, from the locked discussion row (and context when read).
+Build = Callable[[store.Conn, Loaded], Awaitable[Commit]]
 # A step's commit in one statement, if it is still due: what to publish (events, follow-up job), else None.
 QuickCommit = Callable[[store.Conn], Awaitable[tuple[list[DiscussionEvent], DialogueJob | None] | None]]
 
@@ -250,7 +252,7 @@ class Engine:
     async def _commit(
         self,
         job: DialogueJob,
-        build: Callable[[store.Conn, Loaded], Awaitable[Commit]],
+        build: Build,
         *,
         context: bool = True,
         quick: QuickCommit | None = None,
@@ -273,7 +275,7 @@ class Engine:
         self,
         conn: store.Conn,
         job: DialogueJob,
-        build: Callable[[store.Conn, Loaded], Awaitable[Commit]],
+        build: Build,
         context: bool,
     ) -> tuple[list[DiscussionEvent], DialogueJob | None] | None:
         """The general commit, in a transaction holding the discussion's row lock: what to publish, or None
@@ -396,9 +398,7 @@ class Engine:
         return text.strip(), res.provider, res.model, tin, tout or estimate_tokens(text)
 
     # ---- steps ----------------------------------------------------------------------------------------
-    async def _run_turn(
-        self, job: DialogueJob, lo: Loaded, num_delivered: int
-    ) -> tuple[Callable[[store.Conn, Loaded], Awaitable[Commit]], QuickCommit | None]:
+    async def _run_turn(self, job: DialogueJob, lo: Loaded, num_delivered: int) -> tuple[Build, QuickCommit | None]:
         d = lo.d
         did = d["id"]
         persona = lo.personas[job.position - 1]
