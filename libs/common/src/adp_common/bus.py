@@ -45,6 +45,7 @@ from pydantic import BaseModel, ValidationError
 
 import adp_common.schemas  # noqa: F401  (registers every event type for decode())
 from adp_common.catalog import Catalog, StreamSpec
+from adp_common.clock import RepeatClock
 from adp_common.envelope import Envelope, decode, wrap
 from adp_common.errors import ErrorBody, ErrorCode, PlatformError
 from adp_common.logging import correlation_id
@@ -112,8 +113,12 @@ class Consumer:
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
     processed: int = 0
     failed: int = 0
-    progress: dict[int, tuple[Msg, float]] = field(default_factory=dict)  # in flight: message, last pushed back
-    progress_clock: asyncio.Task[None] | None = None
+    # pushes back the ack deadline (in_progress) of every message in flight, the due ones in one write
+    progress: RepeatClock = field(default_factory=lambda: RepeatClock(10.0))
+
+    @property
+    def progress_clock(self) -> asyncio.Task[None] | None:
+        return self.progress.task
 
     async def stop(self, grace: float = 20.0) -> None:
         self.stopping.set()
@@ -123,8 +128,7 @@ class Consumer:
             _, pending = await asyncio.wait(self.inflight, timeout=grace)
             for t in pending:
                 t.cancel()
-        if self.progress_clock is not None:
-            self.progress_clock.cancel()
+        self.progress.stop()
 
 
 def _encode(payload: BaseModel | dict[str, Any] | bytes | None) -> bytes:
@@ -622,29 +626,10 @@ class Bus:
         slots = asyncio.Semaphore(concurrency)
         consumer: Consumer
 
-        async def keep_alive() -> None:
-            # One clock for every message in flight: each one's ack deadline is pushed back (in_progress)
-            # every ack_wait / 3, the due ones together in one socket write (a timer task per message woke
-            # the loop and wrote to NATS for each one).
-            every = ack_wait / 3
-            try:
-                while consumer.progress:
-                    await asyncio.sleep(every / 4)
-                    now = time.monotonic()
-                    for key, (msg, last) in list(consumer.progress.items()):
-                        if now - last >= every:
-                            consumer.progress[key] = (msg, now)
-                            with contextlib.suppress(Exception):
-                                await msg.in_progress()
-            finally:
-                consumer.progress_clock = None
-
         async def handle(msg: Msg) -> None:
             headers = dict(msg.headers or {})
             token = otel_context.attach(extract_context(headers))
-            consumer.progress[id(msg)] = (msg, time.monotonic())
-            if consumer.progress_clock is None:
-                consumer.progress_clock = asyncio.create_task(keep_alive())
+            consumer.progress.add(id(msg), msg.in_progress)
             try:
                 meta = msg.metadata
                 try:
@@ -682,7 +667,7 @@ class Bus:
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=delay)
             finally:
-                consumer.progress.pop(id(msg), None)
+                consumer.progress.remove(id(msg))
                 otel_context.detach(token)
                 slots.release()
 
@@ -711,7 +696,8 @@ class Bus:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
-        consumer = Consumer(name=durable, task=asyncio.create_task(loop()))
+        # each message's ack deadline pushed back every ack_wait / 3 while its handler runs
+        consumer = Consumer(name=durable, task=asyncio.create_task(loop()), progress=RepeatClock(ack_wait / 3))
         self._consumers.append(consumer)
         return consumer
 

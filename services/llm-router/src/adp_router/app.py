@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import time
 
 import aiohttp
-from nats.aio.client import Client as NATS
 
 from adp_common.bus import RequestContext
 from adp_common.catalog import KV_BREAKERS, KV_BUDGET
+from adp_common.clock import RepeatClock
 from adp_common.schemas.llm import (
     BreakerStateName,
     CancelCalls,
@@ -38,43 +39,7 @@ from adp_router.settings import RouterSettings
 
 log = logging.getLogger("adp.router.app")
 
-KEEPALIVE_CHECKS = 8  # times per keepalive period the clock looks for calls due one
-
-
-class Keepalives:
-    """One clock for the keepalives of every call in flight on this copy: it looks for calls due one
-    `KEEPALIVE_CHECKS` times per period and publishes those together, so they leave in one socket write
-    (a timer task per call woke the loop, and wrote to NATS, 250 times a second at 500 calls)."""
-
-    def __init__(self, nc: NATS, every_s: float) -> None:
-        self.nc = nc
-        self.every_s = every_s
-        self.calls: dict[str, tuple[str, bytes, float]] = {}  # request id -> subject, message, due time
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, request_id: str, subject: str) -> None:
-        data = json.dumps({"request_id": request_id, "seq": -1, "keepalive": True}).encode()
-        self.calls[request_id] = (subject, data, time.monotonic() + self.every_s)
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    def remove(self, request_id: str) -> None:
-        self.calls.pop(request_id, None)
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.every_s / KEEPALIVE_CHECKS)
-            now = time.monotonic()
-            due = [(rid, c) for rid, c in self.calls.items() if c[2] <= now]
-            for rid, (subject, data, _) in due:
-                self.calls[rid] = (subject, data, now + self.every_s)
-                with contextlib.suppress(Exception):
-                    await self.nc.publish(subject, data)
+KEEPALIVE_CHECKS = 8  # times per keepalive period the clock looks for calls due one (see RepeatClock)
 
 
 class RouterApp:
@@ -92,14 +57,14 @@ class RouterApp:
         self._idle = asyncio.Event()
         self._idle.set()
         self._health_task: asyncio.Task[None] | None = None
-        self.keepalives: Keepalives | None = None
+        self.keepalives: RepeatClock | None = None  # every call's keepalive, on one clock
 
     async def start(self, rt: ServiceRuntime) -> None:
         self.rt = rt
         s = self.settings
         bus = rt.bus
         assert bus is not None
-        self.keepalives = Keepalives(bus.nc, s.router_keepalive_s)
+        self.keepalives = RepeatClock(s.router_keepalive_s, KEEPALIVE_CHECKS)
         config = self.config or load_config(s, os.environ)
         self.config = config
         self.metrics = RouterMetrics(rt.metrics.registry)
@@ -175,7 +140,9 @@ class RouterApp:
         self._inflight += 1
         self._idle.clear()
         # so the caller can tell a slow provider from a dead router copy (and retry on another copy)
-        self.keepalives.add(req.request_id, self.rt.bus.catalog.llm_stream(req.request_id))
+        subject = self.rt.bus.catalog.llm_stream(req.request_id)
+        data = json.dumps({"request_id": req.request_id, "seq": -1, "keepalive": True}).encode()
+        self.keepalives.add(req.request_id, functools.partial(self.rt.bus.nc.publish, subject, data))
         try:
             return await self.router.complete(req)
         finally:
