@@ -29,6 +29,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).parent))
 
 from load import report
+from load.calibrate import calibrate
 from load.clients import DiscussionRun, Tally, create_users, direct_control, run_streams
 from load.launch import (
     ADMIN_KEY,
@@ -381,6 +382,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     sizes = [int(x) for x in args.discussions.split(",") if x.strip()]
     base_replicas = parse_replicas(args.replicas)
     scale_n = args.scaling_discussions or max(sizes)
+    print("calibrating (this machine's speed, idle) …", flush=True)
+    host = await calibrate()
     provider = FakeProviderProcess(
         ttft_ms=args.ttft_ms,
         tokens_per_s=args.tokens_per_s,
@@ -405,6 +408,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "log_level": args.log_level,
             "replicas": base_replicas,
             "loadavg_start": os.getloadavg(),
+            "host": host,
         },
         "phase_a": [],
         "phase_b": [],

@@ -269,6 +269,20 @@ def targets(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def host_line(host: dict[str, Any] | None) -> str:
+    """The machine's speed before the run (`load/calibrate.py`): what to compare first between two runs."""
+    if not host:
+        return "Host speed: not measured.\n"
+    py = host.get("interpreter") or {}
+    build = "shared libpython" if py.get("libpython_shared") else "static libpython"
+    return (
+        f"Host speed (idle, lower is faster; `bench/load/calibrate.py`): Python task {fmt(host.get('python_ms'))} ms, "
+        f"{fmt(host.get('python_busy_ms'))} ms with the other core busy; loopback round trip "
+        f"{fmt(host.get('loopback_us'))} µs. Interpreter: CPython {py.get('version', '?')} ({build}), "
+        f"`{py.get('executable', '?')}`.\n"
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     a = result["phase_a"]
@@ -283,6 +297,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Log level {cfg['log_level']}. Load average (1 min) at start / end: "
         f"{cfg['loadavg_start'][0]:.1f} / {cfg.get('loadavg_end', [0])[0]:.1f} (the machine is shared). "
         f"Command: `{cfg['command']}`\n",
+        host_line(cfg.get("host")),
         "All times in ms unless marked. TTFC = `message-start` → first `message-chunk` at the client (every "
         "turn but a discussion's first); direct TTFT = request sent → first token, same provider, same concurrency, "
         "same run.\n",

@@ -52,4 +52,8 @@ def test_load_bench_runs_and_writes_table_and_plot(tmp_path: Path, nats_url: str
     assert row["completed"] == 3 and not row["errors"]
     assert result["phase_b"][0]["gateway"]["errors"] == {}
     assert "## Discussions through the gateway" in md.read_text()
+    host = result["config"]["host"]  # the yardstick for comparing runs across machines
+    assert host["python_ms"] > 0 and host["python_busy_ms"] > 0 and host["loopback_us"] > 0
+    assert host["interpreter"]["executable"] == sys.executable
+    assert "Host speed (idle" in md.read_text()
     assert list((tmp_path / "out").glob("load-*.png"))
