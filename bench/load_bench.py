@@ -446,6 +446,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             await platform.stop()
         provider.stop()
     result["config"]["loadavg_end"] = os.getloadavg()
+    # again at the end: the host's speed can change within a run (it did by up to 1.9x within an hour)
+    result["config"]["host_end"] = await calibrate()
     md = report.markdown(result)
     print("\n" + md)
     base = out / f"load-{stamp}"

@@ -269,17 +269,24 @@ def targets(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def host_line(host: dict[str, Any] | None) -> str:
-    """The machine's speed before the run (`load/calibrate.py`): what to compare first between two runs."""
+def host_line(host: dict[str, Any] | None, host_end: dict[str, Any] | None = None) -> str:
+    """The machine's speed before and after the run (`load/calibrate.py`): what to compare first between
+    two runs, and whether the host itself changed during one."""
     if not host:
         return "Host speed: not measured.\n"
+
+    def figures(h: dict[str, Any]) -> str:
+        return (
+            f"Python task {fmt(h.get('python_ms'))} ms, {fmt(h.get('python_busy_ms'))} ms with the other core "
+            f"busy; loopback round trip {fmt(h.get('loopback_us'))} µs"
+        )
+
     py = host.get("interpreter") or {}
     build = "shared libpython" if py.get("libpython_shared") else "static libpython"
+    after = f" After the run: {figures(host_end)}." if host_end else ""
     return (
-        f"Host speed (idle, lower is faster; `bench/load/calibrate.py`): Python task {fmt(host.get('python_ms'))} ms, "
-        f"{fmt(host.get('python_busy_ms'))} ms with the other core busy; loopback round trip "
-        f"{fmt(host.get('loopback_us'))} µs. Interpreter: CPython {py.get('version', '?')} ({build}), "
-        f"`{py.get('executable', '?')}`.\n"
+        f"Host speed (idle, lower is faster; `bench/load/calibrate.py`): {figures(host)}.{after} "
+        f"Interpreter: CPython {py.get('version', '?')} ({build}), `{py.get('executable', '?')}`.\n"
     )
 
 
@@ -297,7 +304,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Log level {cfg['log_level']}. Load average (1 min) at start / end: "
         f"{cfg['loadavg_start'][0]:.1f} / {cfg.get('loadavg_end', [0])[0]:.1f} (the machine is shared). "
         f"Command: `{cfg['command']}`\n",
-        host_line(cfg.get("host")),
+        host_line(cfg.get("host"), cfg.get("host_end")),
         "All times in ms unless marked. TTFC = `message-start` → first `message-chunk` at the client (every "
         "turn but a discussion's first); direct TTFT = request sent → first token, same provider, same concurrency, "
         "same run.\n",

@@ -55,5 +55,6 @@ def test_load_bench_runs_and_writes_table_and_plot(tmp_path: Path, nats_url: str
     host = result["config"]["host"]  # the yardstick for comparing runs across machines
     assert host["python_ms"] > 0 and host["python_busy_ms"] > 0 and host["loopback_us"] > 0
     assert host["interpreter"]["executable"] == sys.executable
-    assert "Host speed (idle" in md.read_text()
+    assert result["config"]["host_end"]["python_ms"] > 0  # and again once the run is over
+    assert "Host speed (idle" in md.read_text() and "After the run:" in md.read_text()
     assert list((tmp_path / "out").glob("load-*.png"))
