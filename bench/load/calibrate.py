@@ -27,6 +27,8 @@ import sys
 import time
 from typing import Any
 
+from adp_common.service import run_loop
+
 ROUND_TRIPS = 2000
 REPEATS = 5
 
@@ -66,11 +68,8 @@ def python_busy_task() -> float:
 
 
 ECHO_SERVER = """
-import asyncio, socket, sys
-try:
-    import uvloop; uvloop.install()
-except ImportError:
-    pass
+import asyncio, sys
+from adp_common.service import run_loop
 class Echo(asyncio.Protocol):
     def connection_made(self, t): self.t = t
     def data_received(self, d): self.t.write(d)
@@ -78,7 +77,7 @@ async def main():
     srv = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0)
     print(srv.sockets[0].getsockname()[1], flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-asyncio.run(main())
+run_loop(main())
 """
 
 
@@ -88,13 +87,7 @@ def loopback_task() -> float:
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        try:
-            import uvloop  # the services' loop (adp_common.service.run_loop)
-
-            runner = uvloop.run
-        except ImportError:
-            runner = asyncio.run
-        return min(runner(_ping(port)) for _ in range(REPEATS))
+        return min(run_loop(_ping(port)) for _ in range(REPEATS))  # the services' event loop
     finally:
         if server.stdin is not None:
             server.stdin.close()  # the server's cue to exit

@@ -109,12 +109,12 @@ class Consumer:
 
     name: str
     task: asyncio.Task[None]
+    # pushes back the ack deadline (in_progress) of every message in flight, the due ones in one write
+    progress: RepeatClock
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
     processed: int = 0
     failed: int = 0
-    # pushes back the ack deadline (in_progress) of every message in flight, the due ones in one write
-    progress: RepeatClock = field(default_factory=lambda: RepeatClock(10.0))
 
     @property
     def progress_clock(self) -> asyncio.Task[None] | None:

@@ -50,4 +50,6 @@ class RepeatClock:
                         with contextlib.suppress(Exception):
                             await action()
         finally:
-            self.task = None
+            # only if still ours: after stop(), add() may already have started the next clock
+            if self.task is asyncio.current_task():
+                self.task = None
