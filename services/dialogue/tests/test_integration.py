@@ -12,6 +12,7 @@ from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import CountReply, DialogueQuery, DiscussionList, EventsReply, ExportReply
 from adp_dialogue import store
+from adp_testing.garbage import cyclic_garbage
 
 TOPIC = "How should a small team roll out feature flags safely?"
 
@@ -394,3 +395,19 @@ async def test_a_turn_commits_in_one_statement_only_while_it_is_due(
         assert count == 3
         assert await stored_events(bus, view.id) == before
         assert (await get(bus, "u1", view.id)).tokenCount == done.tokenCount
+
+
+async def test_a_round_leaves_no_reference_cycles(bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases) -> None:
+    """A round's turns (LLM calls, commits, events; the dialogue and the router both in this process) are
+    freed by reference counting: the cyclic GC, which a loaded service runs rarely, finds nothing. Each LLM
+    call had left a cycle (client subscription, router retry state) that made memory grow with every turn."""
+    settings = dialogue_settings(nats_url, pg_dsn, prefix, databases.name("dialogue"))
+    async with router(nats_url, prefix), dialogue(settings), event_log(bus) as log:
+        view = await command(bus, action="create", user_id="u1", topic=TOPIC)
+        await log.wait_event(view.id, "round-complete")
+        await _wait_status(bus, view.id, "waiting")
+        with cyclic_garbage() as found:
+            await command(bus, action="proceed", user_id="u1", discussion_id=view.id)
+            await log.wait_event(view.id, "round-complete", 2)
+            await _wait_status(bus, view.id, "waiting")
+        assert dict(found) == {}

@@ -33,6 +33,7 @@ from adp_router.router import ChunkEmitter, FlushTicker
 from adp_router.settings import RouterSettings
 from adp_router.sse import SSEEvent
 from adp_testing.fake_provider import DEFAULT_TEXT, FakeProvider, Fault, Timing
+from adp_testing.garbage import cyclic_garbage
 from adp_testing.inproc import running_service
 
 
@@ -645,3 +646,39 @@ async def test_keepalives_flow_while_calls_run_and_stop_with_them(
     for times in seen.values():
         assert 4 <= len(times) <= 7, times  # ~1.2 s / 0.2 s, give or take a check of the clock (0.025 s)
         assert times[0] - t0 >= 0.19 and all(t <= ended for t in times)
+
+
+@pytest.mark.parametrize("shape", ["relayed", "on_chunk", "whole", "anthropic", "fallback"])
+async def test_finished_calls_leave_no_reference_cycles(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider, fake2: FakeProvider, shape: str
+) -> None:
+    """A call's state (client subscription, router emitter, retries) is freed by reference counting as the
+    call ends: the cyclic GC, which a loaded service runs rarely, finds nothing of it. Both ends of the call
+    run in this process. Per-call cycles had made the router's and the dialogue's memory grow with every
+    call until a full collection."""
+    kind = "anthropic" if shape == "anthropic" else "openai"
+    providers = {"a": provider(fake, kind), "b": provider(fake2)}
+    relay = bus.catalog.subject("relay", "gc")
+    template = {"discussionId": "d1", "seq": 0, "event": "message-chunk", "data": {"persona": "Solver", "turn": 1}}
+
+    async def on_chunk(_: CompletionChunk) -> None:
+        return None
+
+    async def call() -> None:
+        if shape == "relayed":
+            await client.complete(req(relay_subject=relay, relay_template=template))
+        else:
+            await client.complete(req(), on_chunk if shape != "whole" else None)
+
+    async with router(nats_url, prefix, providers, router_max_attempts=2):
+        client = LLMClient(bus)
+        await call()  # first-call work (pooled connection, caches) before counting
+        if shape == "fallback":
+            fake.add_fault(Fault(status=500))
+        with cyclic_garbage() as found:
+            for _ in range(5):
+                await call()
+            await asyncio.sleep(0.05)  # the calls' last tasks (reply wait, unsubscribe) finish
+        assert dict(found) == {}
+        if shape == "fallback":
+            assert fake2.stats.calls == 5

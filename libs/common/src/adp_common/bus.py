@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -178,16 +179,23 @@ def send_now(nc: NATS) -> None:
 
 class _Inline:
     """Takes the place of a nats-py subscription's pending-message queue: each message goes to `handler`
-    as the connection's read loop parses it, with no queue, task or turn of the event loop in between."""
+    as the connection's read loop parses it, with no queue, task or turn of the event loop in between.
+
+    It holds its subscription weakly: the subscription holds it, and a cycle would leave every finished
+    subscription — with the handler and all the handler's closure holds (an LLM call's state, a client's
+    event stream) — to the cyclic GC, whose full collections a service under load runs rarely (see
+    adp_common.service.freeze_startup_heap): memory grew with every call until one came."""
 
     __slots__ = ("handler", "sub")
 
     def __init__(self, sub: Subscription, handler: Callable[[Msg], None]) -> None:
-        self.sub = sub
+        self.sub = weakref.ref(sub)
         self.handler = handler
 
     def put_nowait(self, msg: Msg) -> None:
-        self.sub._pending_size -= len(msg.data)
+        sub = self.sub()
+        if sub is not None:  # the read loop holds the subscription while it hands a message over
+            sub._pending_size -= len(msg.data)
         try:
             self.handler(msg)
         except Exception:  # never into the read loop: that would drop the connection
@@ -520,6 +528,9 @@ class Bus:
         a caller whose next message on this connection is what depends on it)."""
         sub = await self.nc.subscribe(subject)
         sub._pending_queue = _Inline(sub, handler)  # type: ignore[assignment]
+        # nats-py gives a subscription without a callback a message iterator, which references the
+        # subscription back (a cycle, see _Inline); an inline subscription is never iterated.
+        sub._message_iterator = None
         if flush:
             await self.nc.flush(timeout=5)
         return sub

@@ -128,6 +128,16 @@ class EventStream:
         self._sent_since_tick = False
         self._sub: Subscription | None = None
         self._history: list[DiscussionEvent] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the heartbeat clock while items() runs
+
+    def _tick(self) -> None:
+        # A method, not a closure over its own timer: that closure referenced itself, a cycle that left
+        # every finished stream to the cyclic GC.
+        if not self._sent_since_tick:
+            self._heartbeat_due = True
+            self._wake()
+        self._sent_since_tick = False
+        self._timer = asyncio.get_running_loop().call_later(self.heartbeat_s, self._tick)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -178,16 +188,7 @@ class EventStream:
             yield ev
         # 2. live; a Heartbeat when a whole heartbeat period passed with nothing sent
         loop = asyncio.get_running_loop()
-
-        def tick() -> None:
-            nonlocal timer
-            if not self._sent_since_tick:
-                self._heartbeat_due = True
-                self._wake()
-            self._sent_since_tick = False
-            timer = loop.call_later(self.heartbeat_s, tick)
-
-        timer = loop.call_later(self.heartbeat_s, tick)
+        self._timer = loop.call_later(self.heartbeat_s, self._tick)
         stop_wait = asyncio.ensure_future(self.stop.wait())
         stop_wait.add_done_callback(lambda _: self._wake())
         try:
@@ -217,5 +218,7 @@ class EventStream:
                 self._sent_since_tick = True
                 yield ev
         finally:
-            timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()  # which drops its callback, and with it the reference back to this stream
+                self._timer = None
             stop_wait.cancel()

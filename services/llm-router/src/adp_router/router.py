@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from nats.aio.client import Client as NATS
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from adp_common.bus import Bus, send_now
 from adp_common.errors import ErrorCode, PlatformError
@@ -231,16 +230,6 @@ def backoff(attempt: int, initial: float, cap: float) -> float:
     return min(cap, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
-def _retryable(emitter: ChunkEmitter | None, sent_before: list[int]) -> Any:
-    def check(err: BaseException) -> bool:
-        if not isinstance(err, ProviderError) or not err.retryable:
-            return False
-        # never retry once this attempt streamed tokens to the caller
-        return emitter is None or emitter.seq == sent_before[0]
-
-    return check
-
-
 class Router:
     def __init__(
         self,
@@ -382,7 +371,8 @@ class Router:
         )
         if emitter is not None and req.relay_restart:
             emitter.restart = True  # the caller re-sent this call: listeners drop the partial text they have
-        last: ProviderError | None = None
+        # the last failure's code and message (not the error itself: its traceback holds this frame)
+        last: tuple[ErrorCode, str] | None = None
         skipped = 0
         for i, entry in enumerate(chain):
             provider = self.providers.get(entry.provider)
@@ -400,7 +390,7 @@ class Router:
                     emitter.discard()  # tokens still waiting for their tick are not sent after a cancel
                 raise
             except ProviderError as err:
-                last = err
+                last = (err.code, err.message)
                 if emitter is not None and emitter.seq > 0:
                     if not req.fallback_after_tokens:
                         await emitter.flush()
@@ -434,7 +424,7 @@ class Router:
             if time.perf_counter() >= deadline:
                 raise PlatformError(ErrorCode.LLM_TIMEOUT, f"deadline of {req.timeout_s:g}s passed")
             raise PlatformError(ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"no provider available for route {req.route!r}")
-        raise PlatformError(last.code, last.message)
+        raise PlatformError(*last)
 
     async def _run_entry(
         self,
@@ -446,30 +436,29 @@ class Router:
         deadline: float,
         track: Track,
     ) -> tuple[str, CallState]:
-        sent_before = [emitter.seq if emitter else 0]
-
-        def past_deadline(rs: RetryCallState) -> bool:
-            return time.perf_counter() + rs.upcoming_sleep >= deadline - 0.01
-
-        def wait(rs: RetryCallState) -> float:
-            err = rs.outcome.exception() if rs.outcome else None
-            if isinstance(err, ProviderError) and err.retry_after is not None:
-                return min(err.retry_after, self.settings.router_retry_after_max_s)
-            return backoff(
-                rs.attempt_number, self.settings.router_backoff_initial_s, self.settings.router_backoff_max_s
-            )
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.router_max_attempts) | past_deadline,
-            wait=wait,
-            retry=retry_if_exception(_retryable(emitter, sent_before)),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                sent_before[0] = emitter.seq if emitter else 0
+        # A plain loop rather than tenacity's AsyncRetrying: that object and its call state reference each
+        # other, so every call left a cycle (with the emitter its retry test holds) for the cyclic GC.
+        attempt = 0
+        while True:
+            attempt += 1
+            sent_before = emitter.seq if emitter else 0
+            try:
                 return await self._attempt(req, provider, entry, emitter, t0, deadline, track)
-        raise AssertionError("unreachable")  # pragma: no cover
+            except ProviderError as err:
+                # never retry once this attempt streamed tokens to the caller
+                if not err.retryable or (emitter is not None and emitter.seq != sent_before):
+                    raise
+                pause = self._retry_pause(err, attempt)
+                if attempt >= self.settings.router_max_attempts or time.perf_counter() + pause >= deadline - 0.01:
+                    raise
+            await asyncio.sleep(pause)
+
+    def _retry_pause(self, err: ProviderError, attempt: int) -> float:
+        """How long to wait before retrying after failed attempt number `attempt`: what the provider asked
+        for (Retry-After, capped), else exponential backoff."""
+        if err.retry_after is not None:
+            return min(err.retry_after, self.settings.router_retry_after_max_s)
+        return backoff(attempt, self.settings.router_backoff_initial_s, self.settings.router_backoff_max_s)
 
     async def _attempt(
         self,
