@@ -168,7 +168,9 @@ def syscalls(p: psutil.Process) -> tuple[int, int]:
 
 
 class ResourceSampler:
-    """RSS (max over the window) and CPU (% of one core, averaged over the window) of named processes."""
+    """RSS (at the window's start, its end, and the max between) and CPU (% of one core, averaged over the
+    window) of named processes. Start and end tell memory that grows with the work done from memory that
+    follows the load."""
 
     def __init__(
         self, named: dict[str, int], interval: float = 0.5, groups: dict[str, list[int]] | None = None
@@ -186,6 +188,8 @@ class ResourceSampler:
         self._group_cpu0: dict[str, float] = {}
         self.interval = interval
         self.rss_max: dict[str, int] = {}
+        self.rss_first: dict[str, int] = {}
+        self.rss_last: dict[str, int] = {}
         self._cpu0: dict[str, float] = {}
         self._io0: dict[str, tuple[int, int]] = {}
         self._t0 = 0.0
@@ -211,6 +215,8 @@ class ResourceSampler:
             with contextlib.suppress(psutil.Error):
                 rss = p.memory_info().rss
                 self.rss_max[name] = max(self.rss_max.get(name, 0), rss)
+                self.rss_first.setdefault(name, rss)
+                self.rss_last[name] = rss
                 cpu_now[name] = cpu_seconds(p)
         for name in self.groups:
             cpu_now[name] = self._group_cpu(name)
@@ -251,6 +257,9 @@ class ResourceSampler:
                     cpu = 100.0 * (cpu_seconds(p) - self._cpu0[name]) / wall
             rss = self.rss_max.get(name)
             self.result[name] = {"rss_mb": rss / 2**20 if rss else None, "cpu_pct": cpu}
+            if name in self.rss_first:
+                self.result[name]["rss_start_mb"] = self.rss_first[name] / 2**20
+                self.result[name]["rss_end_mb"] = self.rss_last[name] / 2**20
             with contextlib.suppress(psutil.Error, AttributeError):
                 if name in self._io0:
                     r, w = syscalls(p)

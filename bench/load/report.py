@@ -103,7 +103,11 @@ def resources_table(rows: list[dict[str, Any]]) -> str:
         for r in rows:
             x = r["resources"].get(name)
             lag = (r.get("loop_lag") or {}).get(name)
-            cell = "—" if x is None else f"{fmt(x['rss_mb'], 0)} MB, {fmt(x['cpu_pct'], 0)} %"
+            cell = "—" if x is None else f"{fmt(x['rss_mb'], 0)} MB"
+            if x is not None and x.get("rss_start_mb") is not None:
+                cell += f" ({fmt(x['rss_start_mb'], 0)} → {fmt(x['rss_end_mb'], 0)})"
+            if x is not None:
+                cell += f", {fmt(x['cpu_pct'], 0)} %"
             if x is not None and x.get("reads_per_s") is not None:
                 cell += f", {x['reads_per_s']:,.0f} / {x['writes_per_s']:,.0f} rd/wr per s"
             if x is not None and lag and lag.get("p99") is not None:
@@ -331,7 +335,7 @@ def markdown(result: dict[str, Any]) -> str:
             for r in a
         )
         + "\n",
-        "\n### Memory (max RSS) and CPU (average % of one core) per process\n",
+        "\n### Memory (max RSS; at the phase's start → its end) and CPU (average % of one core) per process\n",
         "Also read / write system calls per second (`/proc/<pid>/io`; sockets included), where readable.\n",
         resources_table(a),
         "\n### Timeline\n",

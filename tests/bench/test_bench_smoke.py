@@ -57,4 +57,6 @@ def test_load_bench_runs_and_writes_table_and_plot(tmp_path: Path, nats_url: str
     assert host["interpreter"]["executable"] == sys.executable
     assert result["config"]["host_end"]["python_ms"] > 0  # and again once the run is over
     assert "Host speed (idle" in md.read_text() and "After the run:" in md.read_text()
+    gateway = row["resources"]["gateway-1"]  # memory at the phase's start and end beside its max
+    assert 0 < gateway["rss_start_mb"] <= gateway["rss_mb"] and 0 < gateway["rss_end_mb"] <= gateway["rss_mb"]
     assert list((tmp_path / "out").glob("load-*.png"))
