@@ -21,14 +21,16 @@ def type_name(obj: object) -> str:
 
 @contextlib.contextmanager
 def cyclic_garbage() -> Iterator[Counter[str]]:
-    """Count, by type, the objects that became cyclic garbage inside the block: the GC is off while the
-    block runs, then one collection keeps what it finds (DEBUG_SAVEALL) to be counted. Collect first what
-    the code under test made before the block (first-call caches, connections), so only the block's work
-    is counted."""
+    """Count, by type, the objects made inside the block that became cyclic garbage: the GC is off while the
+    block runs, then one collection keeps what it finds (DEBUG_SAVEALL) to be counted. Every object that
+    existed before the block is held meanwhile, so nothing older — an earlier test's closed connection
+    whose last reference goes while the block runs — is counted. Run the code under test once before the
+    block (first-call caches, connections), so only the block's work is counted."""
     found: Counter[str] = Counter()
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
+    existing = gc.get_objects()
     try:
         yield found
         gc.set_debug(gc.DEBUG_SAVEALL)
@@ -37,5 +39,6 @@ def cyclic_garbage() -> Iterator[Counter[str]]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+        del existing
         if was_enabled:
             gc.enable()
