@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from adp_gateway.server import GatewayServer, running_gateway
 from adp_gateway.testing import ADMIN_KEY, assert_envelope, gateway_settings, new_user, platform_services, read_sse
+from adp_testing.garbage import cyclic_garbage
 
 pytestmark = pytest.mark.slow
 
@@ -237,3 +238,48 @@ async def test_openai_package_streams_and_non_streams(stack: GatewayServer) -> N
             await bad.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
     finally:
         await client.close()
+
+
+async def test_a_stream_the_client_closes_leaves_no_reference_cycles(stack: GatewayServer) -> None:
+    """A client that closes its event stream ends it cleanly: the stream (subscription, buffer, frames) is
+    freed by reference counting and the open-stream count goes back down. Starlette's StreamingResponse
+    cancelled the body instead, and the cancellation's exceptions held the whole stream in a cycle until a
+    full collection (which a loaded gateway runs rarely)."""
+    _, c = await _user_client(stack, "closer")
+    r = await c.post("/api/discussions", json={"topic": "How should a small team adopt code review?"})
+    did = r.json()["id"]
+    await collect(c, did, "round-complete")
+    key = c.headers["Authorization"]
+    await c.aclose()
+    ctx = stack.app.ctx
+    assert ctx is not None
+
+    async def open_and_close() -> None:
+        reader, writer = await asyncio.open_connection(stack.settings.http_host, stack.port)
+        writer.write(f"GET /api/discussions/{did}/events HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n\r\n".encode())
+        head = await reader.readuntil(b"event: round-complete")  # the history replayed
+        assert head.startswith(b"HTTP/1.1 200")
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(200):
+            if ctx.active_streams == 0:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the gateway did not notice the closed stream")
+
+    await open_and_close()
+    with cyclic_garbage() as found:
+        for _ in range(3):
+            await open_and_close()
+        await asyncio.sleep(0.05)
+    # asyncio's own selector transport (this test's event loop; the services run uvloop) keeps a bound method
+    # of itself, so each closed connection leaves that small cycle at both ends: everything else is ours.
+    transport_cycle = {
+        "asyncio.selector_events._SelectorSocketTransport",
+        "asyncio.trsock.TransportSocket",
+        "socket.socket",
+        "builtins.method",
+        "builtins.dict",
+        "builtins.tuple",
+    }
+    assert {k: n for k, n in found.items() if k not in transport_cycle} == {}

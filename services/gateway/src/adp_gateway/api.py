@@ -35,7 +35,15 @@ from adp_gateway import openai_compat as oai
 from adp_gateway.auth import Principal, hash_key, new_api_key, new_key_id, new_user_id
 from adp_gateway.context import GatewayContext
 from adp_gateway.errors import error_body, install_handlers
-from adp_gateway.events import EventStream, Heartbeat, Overflow, format_sse, format_sse_error, parse_last_event_id
+from adp_gateway.events import (
+    EventStream,
+    EventStreamResponse,
+    Heartbeat,
+    Overflow,
+    format_sse,
+    format_sse_error,
+    parse_last_event_id,
+)
 from adp_gateway.store import StoredFile
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -313,7 +321,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
     @app.get(
         "/api/discussions/{discussion_id}/events",
         tags=["discussions"],
-        response_class=StreamingResponse,
+        response_class=StreamingResponse,  # for the OpenAPI document; the response is an EventStreamResponse
         responses={200: {"content": {"text/event-stream": {}}}},
         summary="Server-Sent Events; resume with Last-Event-ID (header) or ?lastEventId=",
     )
@@ -323,7 +331,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
         p: User,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
         lastEventId: Annotated[str | None, Query(max_length=20)] = None,
-    ) -> StreamingResponse:
+    ) -> EventStreamResponse:
         try:
             last_seq = parse_last_event_id(last_event_id if last_event_id is not None else lastEventId)
         except ValueError:
@@ -382,11 +390,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
                 ctx.metrics.streams.labels("sse").dec()
                 await stream.__aexit__()
 
-        return StreamingResponse(
-            gen(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return EventStreamResponse(gen(), stream.end, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # ---- files ------------------------------------------------------------------------------------------
     @app.post("/api/files", status_code=201, tags=["files"], response_model=FileOut)

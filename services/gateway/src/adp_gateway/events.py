@@ -24,6 +24,8 @@ import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from adp_common.bus import Bus
 from adp_common.envelope import decode
@@ -129,6 +131,7 @@ class EventStream:
         self._sub: Subscription | None = None
         self._history: list[DiscussionEvent] | None = None
         self._timer: asyncio.TimerHandle | None = None  # the heartbeat clock while items() runs
+        self._ended = False
 
     def _tick(self) -> None:
         # A method, not a closure over its own timer: that closure referenced itself, a cycle that left
@@ -138,6 +141,11 @@ class EventStream:
             self._wake()
         self._sent_since_tick = False
         self._timer = asyncio.get_running_loop().call_later(self.heartbeat_s, self._tick)
+
+    def end(self) -> None:
+        """The client went away: items() returns at its next step instead of waiting for more."""
+        self._ended = True
+        self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -192,7 +200,7 @@ class EventStream:
         stop_wait = asyncio.ensure_future(self.stop.wait())
         stop_wait.add_done_callback(lambda _: self._wake())
         try:
-            while not self.stop.is_set():
+            while not (self.stop.is_set() or self._ended):
                 if self.overflowed:  # the client fell too far behind: cut it off, it resumes by seq
                     yield Overflow(self.last_seq)
                     return
@@ -222,3 +230,34 @@ class EventStream:
                 self._timer.cancel()  # which drops its callback, and with it the reference back to this stream
                 self._timer = None
             stop_wait.cancel()
+
+
+class EventStreamResponse(StreamingResponse):
+    """A `text/event-stream` response whose body ends by itself when the client disconnects: a watcher
+    reads the ASGI `http.disconnect` and calls `on_disconnect` (EventStream.end), and the body returns.
+    Starlette's StreamingResponse (under uvicorn's ASGI 2.3) runs the body beside a disconnect listener in
+    an anyio task group and cancels it instead: the cancellation's exceptions and tracebacks referenced the
+    whole stream in a cycle — its frames, buffer and subscription — left to the rarely run full collection
+    for every stream a client closed."""
+
+    def __init__(
+        self, body: AsyncIterator[str], on_disconnect: Callable[[], None], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(body, headers=headers, media_type="text/event-stream")
+        self.on_disconnect = on_disconnect
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            self.on_disconnect()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for text in self.body_iterator:
+                body = text.encode() if isinstance(text, str) else bytes(text)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
