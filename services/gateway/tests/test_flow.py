@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -240,6 +241,43 @@ async def test_openai_package_streams_and_non_streams(stack: GatewayServer) -> N
         await client.close()
 
 
+# asyncio's own selector transport (the tests' event loop; the services run uvloop) keeps a bound method of
+# itself, so each closed connection leaves that small cycle at both ends: any other cyclic garbage is ours.
+TRANSPORT_CYCLE = {
+    "asyncio.selector_events._SelectorSocketTransport",
+    "asyncio.trsock.TransportSocket",
+    "socket.socket",
+    "builtins.method",
+    "builtins.dict",
+    "builtins.tuple",
+}
+
+
+async def closed_streams_leave(stack: GatewayServer, request: bytes, until: bytes, open_streams: Any) -> dict[str, int]:
+    """Open a stream with a raw HTTP request, read until `until`, close the connection and wait (up to 1 s)
+    until `open_streams()` is back to 0 — once to warm up, then three times counting the cyclic garbage made."""
+
+    async def open_and_close() -> None:
+        reader, writer = await asyncio.open_connection(stack.settings.http_host, stack.port)
+        writer.write(request)
+        head = await reader.readuntil(until)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(100):
+            if open_streams() == 0:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the gateway did not notice the closed stream")
+
+    await open_and_close()
+    with cyclic_garbage() as found:
+        for _ in range(3):
+            await open_and_close()
+        await asyncio.sleep(0.05)
+    return {k: n for k, n in found.items() if k not in TRANSPORT_CYCLE}
+
+
 async def test_a_stream_the_client_closes_leaves_no_reference_cycles(stack: GatewayServer) -> None:
     """A client that closes its event stream ends it cleanly: the stream (subscription, buffer, frames) is
     freed by reference counting and the open-stream count goes back down. Starlette's StreamingResponse
@@ -253,33 +291,45 @@ async def test_a_stream_the_client_closes_leaves_no_reference_cycles(stack: Gate
     await c.aclose()
     ctx = stack.app.ctx
     assert ctx is not None
+    request = f"GET /api/discussions/{did}/events HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n\r\n".encode()
+    # the history replayed, then the client hangs up
+    assert await closed_streams_leave(stack, request, b"event: round-complete", lambda: ctx.active_streams) == {}
 
-    async def open_and_close() -> None:
-        reader, writer = await asyncio.open_connection(stack.settings.http_host, stack.port)
-        writer.write(f"GET /api/discussions/{did}/events HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n\r\n".encode())
-        head = await reader.readuntil(b"event: round-complete")  # the history replayed
-        assert head.startswith(b"HTTP/1.1 200")
-        writer.close()
-        await writer.wait_closed()
-        for _ in range(200):
-            if ctx.active_streams == 0:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the gateway did not notice the closed stream")
 
-    await open_and_close()
-    with cyclic_garbage() as found:
-        for _ in range(3):
-            await open_and_close()
-        await asyncio.sleep(0.05)
-    # asyncio's own selector transport (this test's event loop; the services run uvloop) keeps a bound method
-    # of itself, so each closed connection leaves that small cycle at both ends: everything else is ours.
-    transport_cycle = {
-        "asyncio.selector_events._SelectorSocketTransport",
-        "asyncio.trsock.TransportSocket",
-        "socket.socket",
-        "builtins.method",
-        "builtins.dict",
-        "builtins.tuple",
-    }
-    assert {k: n for k, n in found.items() if k not in transport_cycle} == {}
+@pytest_asyncio.fixture
+async def slow_stack(
+    nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
+) -> AsyncIterator[GatewayServer]:
+    """The gateway with the router only, whose simulated answers take seconds (20 tokens/s)."""
+    async with platform_services(nats_url, pg_dsn, prefix, databases, services=("llm-router",), tokens_per_s=20):
+        settings = gateway_settings(nats_url, pg_dsn, prefix, databases.name("gateway"), redis_url)
+        async with running_gateway(settings) as gw:
+            yield gw
+
+
+async def test_an_openai_stream_the_client_closes_cancels_the_call_and_leaves_no_reference_cycles(
+    slow_stack: GatewayServer,
+) -> None:
+    """A client that hangs up mid-answer on the OpenAI-compatible stream cancels the LLM call (answers take
+    seconds here; the call must end within one), and the call's state (the gateway's stream, the client's
+    subscription and wait) is freed by reference counting."""
+    stack = slow_stack
+    _, c = await _user_client(stack, "oai-closer")
+    model = (await c.get("/v1/models")).json()["data"][0]["id"]
+    key = c.headers["Authorization"]
+    await c.aclose()
+    ctx = stack.app.ctx
+    assert ctx is not None
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "A long story"}], "max_tokens": 2000, "stream": True}
+    ).encode()
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    def open_streams() -> int:
+        return len(ctx.llm._attempts)  # LLM calls in flight in this gateway copy
+
+    # the first chunk, then the client hangs up
+    assert await closed_streams_leave(stack, request, b"chat.completion.chunk", open_streams) == {}

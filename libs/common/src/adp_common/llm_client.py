@@ -46,6 +46,14 @@ class _Attempt:
         self.request: asyncio.Task[CompletionResult] | None = None
 
 
+def _cancel_requested() -> bool:
+    """Whether someone cancelled the running task (rather than the watchdog its request). A function, not a
+    local in the except block: the cancelled task keeps the CancelledError, whose traceback holds that frame,
+    and a local holding the task would make a cycle of them."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class LLMClient:
     def __init__(
         self, bus: Bus, *, chunk_buffer: int = 4096, idle_timeout_s: float = 10.0, router_attempts: int = 3
@@ -145,8 +153,7 @@ class LLMClient:
             try:
                 result = await request
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if watched.lost and (task is None or not task.cancelling()):
+                if watched.lost and not _cancel_requested():
                     raise _RouterLost(delivered[0]) from None
                 raise
             if pumper is not None:

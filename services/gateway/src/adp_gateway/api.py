@@ -547,6 +547,8 @@ async def _stream_completion(ctx: GatewayContext, req: Any, body: oai.ChatComple
                     yield enc.chunk(get.result())
                     continue
                 get.cancel()
+                if task.cancelled():
+                    return  # the client went away (EventStreamResponse cancelled the call)
                 while not queue.empty():
                     yield enc.chunk(queue.get_nowait())
                 try:
@@ -566,7 +568,8 @@ async def _stream_completion(ctx: GatewayContext, req: Any, body: oai.ChatComple
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    # a client that goes away cancels the call: the router stops the provider and charges what streamed
+    return EventStreamResponse(gen(), task.cancel, headers={"Cache-Control": "no-cache"})
 
 
 async def _dashboard(ctx: GatewayContext) -> dict[str, Any]:

@@ -234,7 +234,8 @@ class EventStream:
 
 class EventStreamResponse(StreamingResponse):
     """A `text/event-stream` response whose body ends by itself when the client disconnects: a watcher
-    reads the ASGI `http.disconnect` and calls `on_disconnect` (EventStream.end), and the body returns.
+    reads the ASGI `http.disconnect` and calls `on_disconnect` (EventStream.end for a discussion's events,
+    cancelling the LLM call for an OpenAI-compatible stream), and the body returns.
     Starlette's StreamingResponse (under uvicorn's ASGI 2.3) runs the body beside a disconnect listener in
     an anyio task group and cancels it instead: the cancellation's exceptions and tracebacks referenced the
     whole stream in a cycle — its frames, buffer and subscription — left to the rarely run full collection

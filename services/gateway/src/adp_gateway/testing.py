@@ -98,8 +98,11 @@ async def read_sse(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def platform_services(nats_url: str, pg_dsn: str, prefix: str, databases: Any, *, services: tuple[str, ...]):
-    """Run the real llm-router (simulated provider, fast tokens), dialogue, cost and alerts in-process."""
+async def platform_services(
+    nats_url: str, pg_dsn: str, prefix: str, databases: Any, *, services: tuple[str, ...], tokens_per_s: float = 3000
+):
+    """Run the real llm-router (simulated provider, `tokens_per_s`: fast by default), dialogue, cost and alerts
+    in-process."""
     from adp_testing.inproc import running_service
 
     async with contextlib.AsyncExitStack() as stack:
@@ -108,7 +111,9 @@ async def platform_services(nats_url: str, pg_dsn: str, prefix: str, databases: 
             from adp_router.app import RouterApp
             from adp_router.settings import RouterSettings
 
-            rs = RouterSettings(**common, router_simulated="always", simulated_ttft_ms=5, simulated_tokens_per_s=3000)
+            rs = RouterSettings(
+                **common, router_simulated="always", simulated_ttft_ms=5, simulated_tokens_per_s=tokens_per_s
+            )
             await stack.enter_async_context(running_service("llm-router", rs, RouterApp(rs), use_database=False))
         if "cost" in services:
             from adp_cost.app import CostApp
