@@ -568,7 +568,8 @@ async def _stream_completion(ctx: GatewayContext, req: Any, body: oai.ChatComple
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    # a client that goes away cancels the call: the router stops the provider and charges what streamed
+    # A client that goes away cancels the call here (the gateway's side ends at once). The router still runs
+    # it to its end unheard: CancelCalls names discussions only, not single calls.
     return EventStreamResponse(gen(), task.cancel, headers={"Cache-Control": "no-cache"})
 
 
