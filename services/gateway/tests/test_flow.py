@@ -11,6 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from adp_common.envelope import decode
 from adp_gateway.server import GatewayServer, running_gateway
 from adp_gateway.testing import ADMIN_KEY, assert_envelope, gateway_settings, new_user, platform_services, read_sse
 from adp_testing.garbage import cyclic_garbage
@@ -310,11 +311,12 @@ async def slow_stack(
 async def test_an_openai_stream_the_client_closes_cancels_the_call_and_leaves_no_reference_cycles(
     slow_stack: GatewayServer,
 ) -> None:
-    """A client that hangs up mid-answer on the OpenAI-compatible stream cancels the LLM call (answers take
-    seconds here; the call must end within one), and the call's state (the gateway's stream, the client's
-    subscription and wait) is freed by reference counting."""
+    """A client that hangs up mid-answer on the OpenAI-compatible stream cancels the LLM call, in the gateway
+    and at the router (answers take seconds here; the gateway's call must end within one, and the router's
+    usage records say CONFLICT, not a finished answer), and the call's state (the gateway's stream, the
+    client's subscription and wait) is freed by reference counting."""
     stack = slow_stack
-    _, c = await _user_client(stack, "oai-closer")
+    uid, c = await _user_client(stack, "oai-closer")
     model = (await c.get("/v1/models")).json()["data"][0]["id"]
     key = c.headers["Authorization"]
     await c.aclose()
@@ -333,3 +335,11 @@ async def test_an_openai_stream_the_client_closes_cancels_the_call_and_leaves_no
 
     # the first chunk, then the client hangs up
     assert await closed_streams_leave(stack, request, b"chat.completion.chunk", open_streams) == {}
+    bus = ctx.bus
+    for _ in range(30):  # well before any of the 4 answers could have ended (~5 s each)
+        msgs = await bus.stream_messages(bus.catalog.stream_name("USAGE"), bus.catalog.usage_record)
+        records = [r for r in (decode(m.data).payload for m in msgs) if r.user_id == uid]
+        if len(records) == 4:
+            break
+        await asyncio.sleep(0.1)
+    assert [r.error_code for r in records] == ["CONFLICT"] * 4

@@ -616,6 +616,36 @@ async def test_cancel_stops_a_discussions_call_and_charges_what_streamed(
     assert 0 < recs[0].output_tokens < 40 and recs[0].estimated
 
 
+async def test_cancel_by_request_id_stops_that_call_only(
+    bus: Bus, nats_url: str, prefix: str, fake: FakeProvider
+) -> None:
+    """A cancel naming one request id (an OpenAI-compatible client hung up) cuts that call, however it was
+    made (no discussion), and no other: the caller gets CONFLICT at once and only what streamed is charged."""
+    fake.timing = Timing(token_interval_s=0.05, text=" ".join(f"w{i}" for i in range(40)))
+    async with router(nats_url, prefix, {"fake": provider(fake)}) as app:
+        assert app.router is not None
+        client = LLMClient(bus)
+        first = asyncio.Event()
+
+        async def on_chunk(c: CompletionChunk) -> None:
+            first.set()
+
+        call = asyncio.create_task(client.complete(req(user_id="u1", request_id="cancel-r1"), on_chunk))
+        other = asyncio.create_task(client.complete(req(user_id="u1", request_id="keep-r2"), on_chunk))
+        await asyncio.wait_for(first.wait(), 5)
+        t0 = time.perf_counter()
+        await bus.publish(bus.catalog.llm_cancel, CancelCalls(request_id="cancel-r1", reason="client disconnected"))
+        with pytest.raises(PlatformError) as cancelled:
+            await asyncio.wait_for(call, 5)
+        assert time.perf_counter() - t0 < 1.0  # not the ~2 s the rest of the answer takes
+        assert cancelled.value.code == ErrorCode.CONFLICT and "client disconnected" in cancelled.value.message
+        assert (await asyncio.wait_for(other, 5)).text  # the other call ran to its end
+        assert app.router.calls_by_request == {}
+        recs = {r.request_id: r for r in await usage_records(bus)}
+    assert recs["cancel-r1"].error_code == "CONFLICT" and 0 < recs["cancel-r1"].output_tokens < 40
+    assert recs["keep-r2"].status == "ok"
+
+
 async def test_keepalives_flow_while_calls_run_and_stop_with_them(
     bus: Bus, nats_url: str, prefix: str, fake: FakeProvider
 ) -> None:

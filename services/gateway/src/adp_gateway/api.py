@@ -29,7 +29,7 @@ from adp_common.schemas.dialogue import (
     ExportReply,
     PersonaSpec,
 )
-from adp_common.schemas.llm import CompletionChunk, ModelList, ProviderStatusList
+from adp_common.schemas.llm import CancelCalls, CompletionChunk, ModelList, ProviderStatusList
 from adp_gateway import files as filecheck
 from adp_gateway import openai_compat as oai
 from adp_gateway.auth import Principal, hash_key, new_api_key, new_key_id, new_user_id
@@ -547,8 +547,11 @@ async def _stream_completion(ctx: GatewayContext, req: Any, body: oai.ChatComple
                     yield enc.chunk(get.result())
                     continue
                 get.cancel()
-                if task.cancelled():
-                    return  # the client went away (EventStreamResponse cancelled the call)
+                if task.cancelled():  # the client went away (EventStreamResponse cancelled the call here)
+                    # and the router stops it too: the provider stops generating, and only what streamed is charged
+                    cancel = CancelCalls(request_id=req.request_id, reason="client disconnected")
+                    await ctx.bus.notify(ctx.bus.catalog.llm_cancel, cancel)
+                    return
                 while not queue.empty():
                     yield enc.chunk(queue.get_nowait())
                 try:
@@ -568,8 +571,7 @@ async def _stream_completion(ctx: GatewayContext, req: Any, body: oai.ChatComple
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    # A client that goes away cancels the call here (the gateway's side ends at once). The router still runs
-    # it to its end unheard: CancelCalls names discussions only, not single calls.
+    # a client that goes away cancels the call, here and (CancelCalls by request id) at the router
     return EventStreamResponse(gen(), task.cancel, headers={"Cache-Control": "no-cache"})
 
 

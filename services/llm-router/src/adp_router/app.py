@@ -152,8 +152,12 @@ class RouterApp:
                 self._idle.set()
 
     def _on_cancel(self, cancel: CancelCalls) -> None:
-        if self.router is not None:
+        if self.router is None:
+            return
+        if cancel.discussion_id:
             self.router.cancel_discussion(cancel.discussion_id, cancel.reason)
+        if cancel.request_id:
+            self.router.cancel_request(cancel.request_id, cancel.reason)
 
     async def _models(self, _: object, __: RequestContext) -> ModelList:
         assert self.config is not None

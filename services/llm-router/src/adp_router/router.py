@@ -252,8 +252,9 @@ class Router:
         self.health = health
         self.metrics = metrics
         self.streams = 0  # streamed calls in flight on this copy (sets the chunk interval)
-        # in-flight calls per discussion, and why each one cancelled by `cancel_discussion` was
+        # in-flight calls by discussion and by request id, and why each one cancelled by `_cancel` was
         self.calls: dict[str, set[asyncio.Task[Any]]] = {}
+        self.calls_by_request: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: dict[asyncio.Task[Any], str] = {}
         s = settings
         self.ticker = (
@@ -300,15 +301,18 @@ class Router:
     async def _cancellable(
         self, req: CompletionRequest, call: Coroutine[Any, Any, CompletionResult]
     ) -> CompletionResult:
-        """Run a discussion's call so that `cancel_discussion` can stop it: it then ends as a CONFLICT error,
-        and its usage so far is recorded like any failed call's (what the provider streamed is charged)."""
+        """Run a call so that `cancel_discussion` (a discussion's calls) and `cancel_request` (one call) can
+        stop it: it then ends as a CONFLICT error, and its usage so far is recorded like any failed call's
+        (what the provider streamed is charged)."""
         task = asyncio.current_task()
-        if not req.discussion_id or task is None:
+        if task is None:
             return await call
-        # The caller's own task is what `cancel_discussion` cancels: a task of its own for the call would
-        # cost one more turn of the event loop before the provider request leaves (time to first token).
-        calls = self.calls.setdefault(req.discussion_id, set())
-        calls.add(task)
+        # The caller's own task is what gets cancelled: a task of its own for the call would cost one more
+        # turn of the event loop before the provider request leaves (time to first token).
+        calls = self.calls.setdefault(req.discussion_id, set()) if req.discussion_id else None
+        if calls is not None:
+            calls.add(task)
+        self.calls_by_request[req.request_id] = task
         try:
             return await call
         except asyncio.CancelledError:
@@ -317,21 +321,32 @@ class Router:
                 raise
             raise PlatformError(ErrorCode.CONFLICT, f"call cancelled: {reason}") from None
         finally:
-            calls.discard(task)
-            if not calls:
-                self.calls.pop(req.discussion_id, None)
+            if calls is not None:
+                calls.discard(task)
+                if not calls:
+                    self.calls.pop(req.discussion_id or "", None)
+            if self.calls_by_request.get(req.request_id) is task:
+                del self.calls_by_request[req.request_id]
             self._cancelled.pop(task, None)
 
     def cancel_discussion(self, discussion_id: str, reason: str) -> int:
         """Cancel this copy's in-flight calls of a discussion (the provider connection closes at once, so
         the provider stops generating); the number cancelled."""
-        tasks = [t for t in self.calls.get(discussion_id, ()) if not t.done()]
+        return self._cancel(list(self.calls.get(discussion_id, ())), f"of discussion {discussion_id}", reason)
+
+    def cancel_request(self, request_id: str, reason: str) -> int:
+        """Cancel this copy's in-flight call with this request id, if it has one; the number cancelled."""
+        task = self.calls_by_request.get(request_id)
+        return self._cancel([task] if task is not None else [], f"with request id {request_id}", reason)
+
+    def _cancel(self, tasks: list[asyncio.Task[Any]], what: str, reason: str) -> int:
+        tasks = [t for t in tasks if not t.done()]
         for task in tasks:
             self._cancelled[task] = reason
             task.cancel()
         if tasks:
             self.metrics.cancelled.inc(len(tasks))
-            log.info("cancelled %d call(s) of discussion %s: %s", len(tasks), discussion_id, reason)
+            log.info("cancelled %d call(s) %s: %s", len(tasks), what, reason)
         return len(tasks)
 
     def _gate(self, req: CompletionRequest, chain: list[RouteEntry]) -> list[RouteEntry]:

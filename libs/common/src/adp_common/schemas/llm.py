@@ -72,9 +72,11 @@ class CompletionChunk(BaseModel):
 
 
 class CancelCalls(BaseModel):
-    """Stop every in-flight call of a discussion (e.g. it was stopped): sent to all router copies."""
+    """Stop in-flight calls: every call of a discussion (e.g. it was stopped), or one call by its request id
+    (e.g. an OpenAI-compatible client hung up). Sent to all router copies; give at least one of the two."""
 
-    discussion_id: str
+    discussion_id: str | None = None
+    request_id: str | None = None
     reason: str = "discussion stopped"
 
 
