@@ -578,6 +578,30 @@ async def test_ticker_slots_spread_streams_over_the_period(bus: Bus) -> None:
         assert 0.17 <= ts[-1] - ts[0] <= 0.25  # one tick per period for each stream
 
 
+async def streamed_calls(bus: Bus, *requests: CompletionRequest) -> list[asyncio.Task[Any]]:
+    """Start streamed calls; return their tasks once a first chunk has arrived."""
+    client = LLMClient(bus)
+    first = asyncio.Event()
+
+    async def on_chunk(_: CompletionChunk) -> None:
+        first.set()
+
+    calls = [asyncio.create_task(client.complete(r, on_chunk)) for r in requests]
+    await asyncio.wait_for(first.wait(), 5)
+    return calls
+
+
+async def cancelled_at_once(bus: Bus, call: asyncio.Task[Any], cancel: CancelCalls) -> None:
+    """Send `cancel`; the call must fail with CONFLICT (naming the reason) well within a second — not the
+    ~2 s the rest of its answer takes."""
+    t0 = time.perf_counter()
+    await bus.publish(bus.catalog.llm_cancel, cancel)
+    with pytest.raises(PlatformError) as cancelled:
+        await asyncio.wait_for(call, 5)
+    assert time.perf_counter() - t0 < 1.0
+    assert cancelled.value.code == ErrorCode.CONFLICT and cancel.reason in cancelled.value.message
+
+
 async def test_cancel_stops_a_discussions_call_and_charges_what_streamed(
     bus: Bus, nats_url: str, prefix: str, fake: FakeProvider
 ) -> None:
@@ -588,25 +612,11 @@ async def test_cancel_stops_a_discussions_call_and_charges_what_streamed(
     fake.timing = Timing(token_interval_s=0.05, text=" ".join(words))
     async with router(nats_url, prefix, {"fake": provider(fake)}) as app:
         assert app.router is not None
-        client = LLMClient(bus)
-        first = asyncio.Event()
-
-        async def on_chunk(c: CompletionChunk) -> None:
-            first.set()
-
-        call = asyncio.create_task(
-            client.complete(req(user_id="u1", discussion_id="d-cancel", request_id="cancel-1"), on_chunk)
-        )
-        await asyncio.wait_for(first.wait(), 5)
+        (call,) = await streamed_calls(bus, req(user_id="u1", discussion_id="d-cancel", request_id="cancel-1"))
         await bus.publish(bus.catalog.llm_cancel, CancelCalls(discussion_id="other"))  # someone else's: no effect
         await asyncio.sleep(0.1)
         assert not call.done()
-        t0 = time.perf_counter()
-        await bus.publish(bus.catalog.llm_cancel, CancelCalls(discussion_id="d-cancel", reason="discussion stopped"))
-        with pytest.raises(PlatformError) as cancelled:
-            await asyncio.wait_for(call, 5)
-        assert time.perf_counter() - t0 < 1.0  # not the ~2 s the rest of the answer takes
-        assert cancelled.value.code == ErrorCode.CONFLICT and "discussion stopped" in cancelled.value.message
+        await cancelled_at_once(bus, call, CancelCalls(discussion_id="d-cancel", reason="discussion stopped"))
         assert app.router.calls == {}
         await asyncio.sleep(2.5)  # past the end the answer would have had
         assert fake.stats.calls == 1 and fake.stats.completed == 0
@@ -624,21 +634,10 @@ async def test_cancel_by_request_id_stops_that_call_only(
     fake.timing = Timing(token_interval_s=0.05, text=" ".join(f"w{i}" for i in range(40)))
     async with router(nats_url, prefix, {"fake": provider(fake)}) as app:
         assert app.router is not None
-        client = LLMClient(bus)
-        first = asyncio.Event()
-
-        async def on_chunk(c: CompletionChunk) -> None:
-            first.set()
-
-        call = asyncio.create_task(client.complete(req(user_id="u1", request_id="cancel-r1"), on_chunk))
-        other = asyncio.create_task(client.complete(req(user_id="u1", request_id="keep-r2"), on_chunk))
-        await asyncio.wait_for(first.wait(), 5)
-        t0 = time.perf_counter()
-        await bus.publish(bus.catalog.llm_cancel, CancelCalls(request_id="cancel-r1", reason="client disconnected"))
-        with pytest.raises(PlatformError) as cancelled:
-            await asyncio.wait_for(call, 5)
-        assert time.perf_counter() - t0 < 1.0  # not the ~2 s the rest of the answer takes
-        assert cancelled.value.code == ErrorCode.CONFLICT and "client disconnected" in cancelled.value.message
+        call, other = await streamed_calls(
+            bus, req(user_id="u1", request_id="cancel-r1"), req(user_id="u1", request_id="keep-r2")
+        )
+        await cancelled_at_once(bus, call, CancelCalls(request_id="cancel-r1", reason="client disconnected"))
         assert (await asyncio.wait_for(other, 5)).text  # the other call ran to its end
         assert app.router.calls_by_request == {}
         recs = {r.request_id: r for r in await usage_records(bus)}
