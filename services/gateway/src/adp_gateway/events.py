@@ -242,7 +242,10 @@ class EventStreamResponse(StreamingResponse):
     for every stream a client closed."""
 
     def __init__(
-        self, body: AsyncIterator[str], on_disconnect: Callable[[], None], headers: dict[str, str] | None = None
+        self,
+        body: AsyncIterator[str] | AsyncIterator[bytes],
+        on_disconnect: Callable[[], None],
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(body, headers=headers, media_type="text/event-stream")
         self.on_disconnect = on_disconnect
@@ -256,8 +259,8 @@ class EventStreamResponse(StreamingResponse):
         watcher = asyncio.ensure_future(watch())
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            async for text in self.body_iterator:
-                body = text.encode() if isinstance(text, str) else bytes(text)
+            async for part in self.body_iterator:  # SSE text (discussion events) or bytes (OpenAI chunks)
+                body = part.encode() if isinstance(part, str) else part
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
