@@ -207,6 +207,8 @@ async def phase_a(
         "ttfc_turn1": summary(t.ttfc_turn1),
         "ttfc_request": summary(t.ttfc_request),
         "ttfc_delivery": summary(t.ttfc_delivery),
+        "ttfc_to_provider": summary(t.ttfc_to_provider),
+        "ttfc_provider_wait": summary(t.ttfc_provider_wait),
         # every measured turn: (s from the phase start, request ms, delivery ms)
         "ttfc_split": [(round(s - t_start, 3), round(r, 2), round(dl, 2)) for s, r, dl in t.ttfc_split],
         "direct_ttft": d,

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from load.provider import stamps, token_count
+from load.provider import arrival, stamps, token_count
 from load.sse_http import ConnectionSlot, SSEConnection
 
 TOPIC = "How should a small team roll out a new on-call rotation without burning people out?"
@@ -36,6 +36,10 @@ class Tally:
     # (dialogue, router and provider), and emitted -> at the client (router, NATS, gateway, client)
     ttfc_request: list[float] = field(default_factory=list)
     ttfc_delivery: list[float] = field(default_factory=list)
+    # the request part split again where the provider had the whole request: message-start at the client ->
+    # request at the provider (dialogue, NATS, router), and the provider's own wait (its TTFT, its loop's lag)
+    ttfc_to_provider: list[float] = field(default_factory=list)
+    ttfc_provider_wait: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)  # whole call / round
     rest: dict[str, list[float]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
@@ -188,13 +192,14 @@ class DiscussionRun:
         turn_first_stamp: int | None = None
         turn_last_stamp: int | None = None
         delivery_ms = 0.0
+        provider_wait_ms: float | None = None
         outcome: bool | None = None
         proceeds: set[asyncio.Task[None]] = set()
         conn = await SSEConnection.open(gw)
 
         def on_event(now: float, wall: float, event: str, data: bytes) -> bool:
             nonlocal turn_start, first_ms, turn_chunks, turn_no, rounds_done, outcome
-            nonlocal turn_first_stamp, turn_last_stamp, delivery_ms
+            nonlocal turn_first_stamp, turn_last_stamp, delivery_ms, provider_wait_ms
             if event == "message-chunk":
                 got = _add_latency(t, data, wall)
                 n = token_count(data)
@@ -205,6 +210,8 @@ class DiscussionRun:
                 if turn_chunks == 0 and got and turn_start is not None:
                     first_ms = (now - turn_start) * 1000
                     delivery_ms = (wall * 1e6 - got[0]) / 1000
+                    arrived = arrival(data)
+                    provider_wait_ms = None if arrived is None else (got[0] - arrived) / 1000
                 turn_chunks += n
             elif event == "message-start":
                 turn_start, turn_chunks, first_ms = now, 0, None
@@ -232,6 +239,9 @@ class DiscussionRun:
                         t.samples.append((turn_start or now, "ttfc", first_ms))
                         t.ttfc_request.append(first_ms - delivery_ms)
                         t.ttfc_delivery.append(delivery_ms)
+                        if provider_wait_ms is not None:
+                            t.ttfc_provider_wait.append(provider_wait_ms)
+                            t.ttfc_to_provider.append(first_ms - delivery_ms - provider_wait_ms)
                         t.ttfc_split.append((turn_start or now, first_ms - delivery_ms, delivery_ms))
                 turn_start, first_ms = None, None
             elif event == "round-complete":

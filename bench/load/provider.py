@@ -3,7 +3,8 @@ the wall-clock time (µs since the epoch) at which the provider emitted them, so
 can compute the chunk's delivery latency.
 
 The first token, every `STAMP_EVERY`-th one and the last look like `ts1712345678123456 `; the others are
-short words (`the `, `of `, …), so an answer is about the size of a real one (~6 characters a token) rather
+short words (`the `, `of `, …); a stream's first token also carries when the provider had the whole request
+(`ts…rq1712345678100000 `, see `arrival`). So an answer is about the size of a real one (~6 characters a token) rather
 than ~19 characters a token, which made every prompt, stored message and event ~4x larger than real ones.
 Every token ends with a space, the last with `.` so the dialogue service sees a complete sentence (no
 continuation call); `token_count` counts the tokens in a chunk. Run as a script (the benchmark starts it
@@ -38,25 +39,35 @@ from adp_common.net import listening_socket
 from adp_common.service import run_loop
 
 STAMP = re.compile(rb"ts(\d{16})")
+ARRIVED = re.compile(rb"ts\d{16}rq(\d{16})")
 TEXT = re.compile(rb'"(?:chunk|content)":"([^"]*)"')
 STAMP_EVERY = 5  # a chunk of a 200 ms tick (~6 tokens at 30/s) always holds at least one stamp
 WORDS = ("the ", "of ", "and ", "to ", "in ", "is ", "it ", "a ")
 
 
-def stamp_token(last: bool) -> str:
-    return f"ts{time.time_ns() // 1000}" + ("." if last else " ")
+def stamp_token(last: bool, arrived_us: int | None = None) -> str:
+    rq = "" if arrived_us is None else f"rq{arrived_us}"
+    return f"ts{time.time_ns() // 1000}{rq}" + ("." if last else " ")
 
 
-def token(i: int, last: bool) -> str:
-    """Token `i` of an answer: stamped (the first, every STAMP_EVERY-th, the last) or a short word."""
+def token(i: int, last: bool, arrived_us: int | None = None) -> str:
+    """Token `i` of an answer: stamped (the first, every STAMP_EVERY-th, the last) or a short word. The first
+    token of a stream also carries `arrived_us`, when the provider had the whole request (see `arrival`)."""
     if last or i % STAMP_EVERY == 0:
-        return stamp_token(last)
+        return stamp_token(last, arrived_us if i == 0 else None)
     return WORDS[i % len(WORDS)]
 
 
 def stamps(data: bytes) -> list[int]:
     """Emission times (µs since the epoch) of every stamped token in `data`."""
     return [int(m) for m in STAMP.findall(data)]
+
+
+def arrival(data: bytes) -> int | None:
+    """When the provider had the whole request (µs since the epoch), from a stream's first token in `data`:
+    splits a time to first token into the way to the provider and the provider's own wait."""
+    m = ARRIVED.search(data)
+    return int(m.group(1)) if m else None
 
 
 def token_count(data: bytes) -> int:
@@ -106,6 +117,7 @@ class Stream:
     event-loop lag does not slow the token rate."""
 
     def __init__(self, conn: Connection, body: dict[str, Any]) -> None:
+        self.arrived_us = time.time_ns() // 1000
         self.conn = conn
         cfg = conn.server.config
         self.cfg = cfg
@@ -132,7 +144,7 @@ class Stream:
         if i == 0:
             self.start = self.loop.time()
         last = i == self.tokens - 1
-        tok = token(i, last)
+        tok = token(i, last, self.arrived_us)
         out = _event(self.head + f'"choices":[{{"index":0,"delta":{{"content":"{tok}"}},"finish_reason":null}}]}}')
         self.i += 1
         if not last:

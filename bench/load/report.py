@@ -50,18 +50,26 @@ def phase_a_table(rows: list[dict[str, Any]]) -> str:
 
 
 def ttfc_split_table(rows: list[dict[str, Any]]) -> str:
-    """Where TTFC goes, split at the provider's stamp on the first token."""
+    """Where TTFC goes, split at the provider's stamps on the first token."""
     head = (
-        "TTFC split at the first token's provider stamp: *request* = `message-start` at the client → token "
-        "emitted (dialogue sends the call, router, provider TTFT; compare with direct TTFT), *delivery* = "
-        "emitted → at the client (router, NATS, gateway, client).\n\n"
-        "| discussions | copies | request p50 / p99 | direct TTFT p50 / p99 | delivery p50 / p99 |\n"
-        "|---:|---|---:|---:|---:|\n"
+        "TTFC split at the first token's provider stamps: *request* = `message-start` at the client → token "
+        "emitted (dialogue sends the call, router, provider TTFT; compare with direct TTFT), itself split where "
+        "the provider had the whole request into *to provider* (dialogue, NATS, router, HTTP; less the time "
+        "`message-start` took to reach the client) and the provider's *wait* (its TTFT plus its own event-loop "
+        "lag: the harness, not the platform); *delivery* = emitted → at the client (router, NATS, gateway, "
+        "client).\n\n"
+        "| discussions | copies | request p50 / p99 | direct TTFT p50 / p99 | to provider p50 / p99 | "
+        "provider wait p50 / p99 | delivery p50 / p99 |\n"
+        "|---:|---|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for r in rows:
         q, d, dl = r.get("ttfc_request") or {}, r["direct_ttft"], r.get("ttfc_delivery") or {}
-        lines.append(f"| {r['n']} | {_copies(r['replicas'])} | {_p50_p99(q)} | {_p50_p99(d)} | {_p50_p99(dl)} |")
+        tp, pw = r.get("ttfc_to_provider") or {}, r.get("ttfc_provider_wait") or {}
+        lines.append(
+            f"| {r['n']} | {_copies(r['replicas'])} | {_p50_p99(q)} | {_p50_p99(d)} | {_p50_p99(tp)} | "
+            f"{_p50_p99(pw)} | {_p50_p99(dl)} |"
+        )
     return head + "\n".join(lines) + "\n"
 
 

@@ -50,6 +50,10 @@ def test_load_bench_runs_and_writes_table_and_plot(tmp_path: Path, nats_url: str
     result = json.loads(js.read_text())
     (row,) = result["phase_a"]
     assert row["completed"] == 3 and not row["errors"]
+    # every measured turn's request part is split at the provider's arrival stamp; the provider's share is
+    # its TTFT (20 ms) at least
+    assert row["ttfc_to_provider"]["n"] == row["ttfc_provider_wait"]["n"] == row["ttfc_request"]["n"] > 0
+    assert row["ttfc_provider_wait"]["p50"] >= 19.0
     assert result["phase_b"][0]["gateway"]["errors"] == {}
     assert "## Discussions through the gateway" in md.read_text()
     host = result["config"]["host"]  # the yardstick for comparing runs across machines
@@ -60,3 +64,14 @@ def test_load_bench_runs_and_writes_table_and_plot(tmp_path: Path, nats_url: str
     gateway = row["resources"]["gateway-1"]  # memory at the phase's start and end beside its max
     assert 0 < gateway["rss_start_mb"] <= gateway["rss_mb"] and 0 < gateway["rss_end_mb"] <= gateway["rss_mb"]
     assert list((tmp_path / "out").glob("load-*.png"))
+
+
+def test_the_first_token_carries_when_the_provider_had_the_request() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from load.provider import arrival, stamps, token, token_count
+
+    first, later = token(0, False, 1_712_345_678_100_000).encode(), token(5, False, 1_712_345_678_100_000).encode()
+    assert arrival(first) == 1_712_345_678_100_000 and stamps(first)[0] >= 1_712_345_678_100_000
+    assert arrival(later) is None and len(stamps(later)) == 1  # only a stream's first token says it
+    event = b'{"chunk":"' + first + b'the "}'
+    assert token_count(event) == 2 and len(stamps(event)) == 1
