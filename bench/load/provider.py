@@ -41,7 +41,7 @@ from adp_common.service import run_loop
 STAMP = re.compile(rb"ts(\d{16})")
 ARRIVED = re.compile(rb"ts\d{16}rq(\d{16})")
 TEXT = re.compile(rb'"(?:chunk|content)":"([^"]*)"')
-STAMP_EVERY = 5  # a chunk of a 200 ms tick (~6 tokens at 30/s) always holds at least one stamp
+STAMP_EVERY = 5  # a chunk of a 200–300 ms tick (6–9 tokens at 30/s) always holds at least one stamp
 WORDS = ("the ", "of ", "and ", "to ", "in ", "is ", "it ", "a ")
 
 
