@@ -578,6 +578,29 @@ async def test_ticker_slots_spread_streams_over_the_period(bus: Bus) -> None:
         assert 0.17 <= ts[-1] - ts[0] <= 0.25  # one tick per period for each stream
 
 
+async def test_ticker_serves_several_slots_per_wake_up_when_the_period_is_short(bus: Bus) -> None:
+    """24 slots over a 24 ms period would tick every 1 ms; with min_tick_s 6 ms one wake-up serves 6 slots
+    (4 wake-ups per period), and each stream still gets one tick per period."""
+    ticker = FlushTicker(lambda: 0.024, slots=24, min_tick_s=0.006)
+    emitters = [ChunkEmitter(bus.nc, bus.catalog.llm_stream("group"), str(i), ticker) for i in range(24)]
+    woke: dict[int, list[float]] = {}
+    t0 = time.perf_counter()
+
+    async def wait_five(e: ChunkEmitter) -> None:
+        for _ in range(5):
+            await ticker.next_tick(e.slot)
+            woke.setdefault(e.slot, []).append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(wait_five(e) for e in emitters))
+    first = {slot: min(ts) for slot, ts in woke.items()}
+    # the first wake-up serves slots 1-6, the next 7-12: together within a group (not 1 ms apart), 6 ms between
+    assert first[6] - first[1] < 0.0025 and first[12] - first[7] < 0.0025
+    assert first[7] - first[6] >= 0.004
+    for ts in woke.values():
+        ts.sort()
+        assert 0.07 <= ts[-1] - ts[0] <= 0.14  # four periods between the first and the fifth tick
+
+
 async def streamed_calls(bus: Bus, *requests: CompletionRequest) -> list[asyncio.Task[Any]]:
     """Start streamed calls; return their tasks once a first chunk has arrived."""
     client = LLMClient(bus)

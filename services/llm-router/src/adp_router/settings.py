@@ -59,7 +59,9 @@ class RouterSettings(ServiceSettings):
         default=300.0, ge=0, description="under load the chunk interval grows up to this (see router_busy_streams)"
     )
     router_chunk_tick_slots: int = Field(
-        default=8, ge=1, description="streams are spread over this many flush ticks per chunk interval"
+        default=24,
+        ge=1,
+        description="streams are spread over this many flush ticks per chunk interval (at most one every 2.5 ms)",
     )
     router_busy_streams: int = Field(
         default=33, ge=1, description="streams in flight on one copy beyond which the chunk interval grows"
