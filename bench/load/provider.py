@@ -3,9 +3,10 @@ the wall-clock time (µs since the epoch) at which the provider emitted them, so
 can compute the chunk's delivery latency.
 
 The first token, every `STAMP_EVERY`-th one and the last look like `ts1712345678123456 `; the others are
-short words (`the `, `of `, …); a stream's first token also carries when the provider had the whole request
-(`ts…rq1712345678100000 `, see `arrival`). So an answer is about the size of a real one (~6 characters a token) rather
+short words (`the `, `of `, …), so an answer is about the size of a real one (~6 characters a token) rather
 than ~19 characters a token, which made every prompt, stored message and event ~4x larger than real ones.
+A stream's first token also carries when the provider had the whole request (`ts…rq1712345678100000 `, see
+`arrival`).
 Every token ends with a space, the last with `.` so the dialogue service sees a complete sentence (no
 continuation call); `token_count` counts the tokens in a chunk. Run as a script (the benchmark starts it
 as its own process):

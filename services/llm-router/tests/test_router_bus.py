@@ -557,20 +557,29 @@ async def test_emitter_pace_holds_the_socket_unread_until_the_tick(bus: Bus) -> 
         await server.wait_closed()
 
 
-async def test_ticker_slots_spread_streams_over_the_period(bus: Bus) -> None:
-    """With 4 slots, 8 streams tick in 4 groups of 2, a quarter period apart; each still once per period."""
-    ticker = FlushTicker(lambda: 0.2, slots=4)
-    emitters = [ChunkEmitter(bus.nc, bus.catalog.llm_stream("slots"), str(i), ticker) for i in range(8)]
-    assert sorted(e.slot for e in emitters) == [0, 0, 1, 1, 2, 2, 3, 3]
+async def tick_times(
+    bus: Bus, ticker: FlushTicker, streams: int, ticks: int
+) -> tuple[list[int], dict[int, list[float]]]:
+    """`streams` emitters on `ticker` each wait for `ticks` ticks: the slots they were dealt, and when each
+    slot woke (s from the start)."""
+    emitters = [ChunkEmitter(bus.nc, bus.catalog.llm_stream("ticks"), str(i), ticker) for i in range(streams)]
     woke: dict[int, list[float]] = {}
     t0 = time.perf_counter()
 
-    async def wait_two(e: ChunkEmitter) -> None:
-        for _ in range(2):
+    async def wait(e: ChunkEmitter) -> None:
+        for _ in range(ticks):
             await ticker.next_tick(e.slot)
             woke.setdefault(e.slot, []).append(time.perf_counter() - t0)
 
-    await asyncio.gather(*(wait_two(e) for e in emitters))
+    await asyncio.gather(*(wait(e) for e in emitters))
+    return [e.slot for e in emitters], woke
+
+
+async def test_ticker_slots_spread_streams_over_the_period(bus: Bus) -> None:
+    """With 4 slots, 8 streams tick in 4 groups of 2, a quarter period apart; each still once per period."""
+    ticker = FlushTicker(lambda: 0.2, slots=4)
+    slots, woke = await tick_times(bus, ticker, 8, 2)
+    assert sorted(slots) == [0, 0, 1, 1, 2, 2, 3, 3]
     firsts = sorted(min(ts) for ts in woke.values())
     assert all(0.03 <= b - a <= 0.08 for a, b in itertools.pairwise(firsts))  # ~50 ms apart
     for ts in woke.values():
@@ -581,17 +590,7 @@ async def test_ticker_slots_spread_streams_over_the_period(bus: Bus) -> None:
 async def test_ticker_serves_several_slots_per_wake_up_when_the_period_is_short(bus: Bus) -> None:
     """24 slots over a 24 ms period would tick every 1 ms; with min_tick_s 6 ms one wake-up serves 6 slots
     (4 wake-ups per period), and each stream still gets one tick per period."""
-    ticker = FlushTicker(lambda: 0.024, slots=24, min_tick_s=0.006)
-    emitters = [ChunkEmitter(bus.nc, bus.catalog.llm_stream("group"), str(i), ticker) for i in range(24)]
-    woke: dict[int, list[float]] = {}
-    t0 = time.perf_counter()
-
-    async def wait_five(e: ChunkEmitter) -> None:
-        for _ in range(5):
-            await ticker.next_tick(e.slot)
-            woke.setdefault(e.slot, []).append(time.perf_counter() - t0)
-
-    await asyncio.gather(*(wait_five(e) for e in emitters))
+    _, woke = await tick_times(bus, FlushTicker(lambda: 0.024, slots=24, min_tick_s=0.006), 24, 5)
     first = {slot: min(ts) for slot, ts in woke.items()}
     # the first wake-up serves slots 1-6, the next 7-12: together within a group (not 1 ms apart), 6 ms between
     assert first[6] - first[1] < 0.0025 and first[12] - first[7] < 0.0025
