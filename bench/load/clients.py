@@ -237,12 +237,13 @@ class DiscussionRun:
                     (t.ttfc if turn_no > 1 else t.ttfc_turn1).append(first_ms)
                     if turn_no > 1:
                         t.samples.append((turn_start or now, "ttfc", first_ms))
-                        t.ttfc_request.append(first_ms - delivery_ms)
+                        request_ms = first_ms - delivery_ms
+                        t.ttfc_request.append(request_ms)
                         t.ttfc_delivery.append(delivery_ms)
                         if provider_wait_ms is not None:
                             t.ttfc_provider_wait.append(provider_wait_ms)
-                            t.ttfc_to_provider.append(first_ms - delivery_ms - provider_wait_ms)
-                        t.ttfc_split.append((turn_start or now, first_ms - delivery_ms, delivery_ms))
+                            t.ttfc_to_provider.append(request_ms - provider_wait_ms)
+                        t.ttfc_split.append((turn_start or now, request_ms, delivery_ms))
                 turn_start, first_ms = None, None
             elif event == "round-complete":
                 rounds_done += 1

@@ -319,7 +319,8 @@ class Router:
             return await call
         # The caller's own task is what gets cancelled: a task of its own for the call would cost one more
         # turn of the event loop before the provider request leaves (time to first token).
-        calls = self.calls.setdefault(req.discussion_id, set()) if req.discussion_id else None
+        did = req.discussion_id or ""
+        calls = self.calls.setdefault(did, set()) if did else None
         if calls is not None:
             calls.add(task)
         self.calls_by_request[req.request_id] = task
@@ -334,7 +335,7 @@ class Router:
             if calls is not None:
                 calls.discard(task)
                 if not calls:
-                    self.calls.pop(req.discussion_id or "", None)
+                    self.calls.pop(did, None)
             if self.calls_by_request.get(req.request_id) is task:
                 del self.calls_by_request[req.request_id]
             self._cancelled.pop(task, None)
