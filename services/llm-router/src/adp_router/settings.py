@@ -56,7 +56,7 @@ class RouterSettings(ServiceSettings):
         default=20.0, ge=0, description="tokens arriving within this interval go to the caller in one chunk (0 = each)"
     )
     router_chunk_interval_max_ms: float = Field(
-        default=300.0, ge=0, description="under load the chunk interval grows up to this (see router_busy_streams)"
+        default=500.0, ge=0, description="under load the chunk interval grows up to this (see router_busy_streams)"
     )
     router_chunk_tick_slots: int = Field(
         default=24,
@@ -64,7 +64,7 @@ class RouterSettings(ServiceSettings):
         description="streams are spread over this many flush ticks per chunk interval (at most one every 2.5 ms)",
     )
     router_busy_streams: int = Field(
-        default=33, ge=1, description="streams in flight on one copy beyond which the chunk interval grows"
+        default=20, ge=1, description="streams in flight on one copy beyond which the chunk interval grows"
     )
     router_keepalive_s: float = Field(
         default=2.0, gt=0, description="while a call runs, a keepalive goes to the caller this often"
