@@ -252,7 +252,7 @@ def full_load(
     since: float | None,
     until: float | None,
     direct: dict[str, Any],
-    cpu: list[tuple[float, float, dict[str, float]]] = (),  # type: ignore[assignment]
+    cpu: list[tuple[float, float, dict[str, float], float]] = (),  # type: ignore[assignment]
 ) -> dict[str, Any] | None:
     """The phase's figures while every discussion was live (created and not yet through its last round):
     turns whose `message-start` came, and REST calls that ended, in that window. The targets are read here —
@@ -267,7 +267,9 @@ def full_load(
     g = summary(ttfc)
     c = summary([ms for t, _, ms in control if since <= t < until])
     # the sampler's times count from its start, just before t_start
-    busy = [pct for at, pct, _ in cpu if since - t_start <= at < until - t_start]
+    in_window = [c for c in cpu if since - t_start <= c[0] < until - t_start]
+    busy = [c[1] for c in in_window]
+    steal = [c[3] for c in in_window]
     return {
         "from_s": since - t_start,
         "to_s": until - t_start,
@@ -281,6 +283,9 @@ def full_load(
         "rest": {k: summary(v) for k, v in rest.items()},
         "rest_p95_ms": summary(flatten(rest.values()))["p95"],
         "machine_cpu_pct": sum(busy) / len(busy) if busy else None,
+        # the hypervisor's share: CPU this VM was ready to use and did not get (average, and the worst sample)
+        "steal_pct": sum(steal) / len(steal) if steal else None,
+        "steal_max_pct": max(steal) if steal else None,
     }
 
 
@@ -288,7 +293,7 @@ def timeline(
     samples: list[tuple[float, str, float]],
     t_start: float,
     direct_p50: float | None,
-    cpu: list[tuple[float, float, dict[str, float]]],
+    cpu: list[tuple[float, float, dict[str, float], float]],
     split: list[tuple[float, float, float]] = (),  # type: ignore[assignment]
     bin_s: float = 1.0,
 ) -> list[dict[str, Any]]:
@@ -313,6 +318,7 @@ def timeline(
         in_bin = [c for c in cpu if b * bin_s <= c[0] < (b + 1) * bin_s]
         if in_bin:
             row["cpu_machine"] = sum(c[1] for c in in_bin) / len(in_bin)
+            row["steal"] = max(c[3] for c in in_bin)
             names = in_bin[0][2].keys()
             row["cpu"] = {n: round(sum(c[2].get(n, 0.0) for c in in_bin) / len(in_bin)) for n in names}
         out.append(row)

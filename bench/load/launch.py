@@ -195,8 +195,9 @@ class ResourceSampler:
         self._t0 = 0.0
         self._task: asyncio.Task[None] | None = None
         self.result: dict[str, dict[str, Any]] = {}
-        # per interval: (seconds since start, machine CPU % of all cores, {process: CPU % of one core})
-        self.timeline: list[tuple[float, float, dict[str, float]]] = []
+        # per interval: (seconds since start, machine CPU % of all cores, {process: CPU % of one core},
+        # steal % of all cores: time the hypervisor gave this VM's CPUs to someone else)
+        self.timeline: list[tuple[float, float, dict[str, float], float]] = []
         self._last_cpu: dict[str, float] = {}
         self._last_t = 0.0
 
@@ -222,9 +223,11 @@ class ResourceSampler:
             cpu_now[name] = self._group_cpu(name)
         if self._last_cpu:
             per = {k: round(100.0 * (v - self._last_cpu[k]) / dt, 1) for k, v in cpu_now.items() if k in self._last_cpu}
-            self.timeline.append((round(now - self._t0, 2), psutil.cpu_percent(), per))
+            steal = getattr(psutil.cpu_times_percent(), "steal", 0.0)
+            self.timeline.append((round(now - self._t0, 2), psutil.cpu_percent(), per, steal))
         else:
-            psutil.cpu_percent()  # starts the machine-wide counter
+            psutil.cpu_percent()  # starts the machine-wide counters
+            psutil.cpu_times_percent()
         self._last_cpu, self._last_t = cpu_now, now
 
     async def _run(self) -> None:

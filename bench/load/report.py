@@ -135,7 +135,11 @@ def timeline_table(row: dict[str, Any], every_s: int = 2) -> str:
     head = (
         f"\n#### {row['label']}, second by second\n\n"
         "| s | turns measured | added TTFC p50 / max | request / delivery p50 | REST calls | REST p50 / max | "
-        "machine CPU | " + " | ".join(names) + " |\n|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(names) + "\n"
+        "machine CPU | steal max | "
+        + " | ".join(names)
+        + " |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+        + "---:|" * len(names)
+        + "\n"
     )
     lines = []
     for b in tl:
@@ -149,7 +153,7 @@ def timeline_table(row: dict[str, Any], every_s: int = 2) -> str:
             + (f"{fmt(req['p50'])} / {fmt(dlv['p50'])}" if req and dlv else "—")
             + f" | {r.get('n', 0)} | "
             + (f"{fmt(r['p50'])} / {fmt(r['max'])}" if r else "—")
-            + f" | {fmt(b.get('cpu_machine'), 0)} % | "
+            + f" | {fmt(b.get('cpu_machine'), 0)} % | {fmt(b.get('steal'), 0)} % | "
             + " | ".join(f"{fmt(cpu.get(n), 0)}" for n in names)
             + " |"
         )
@@ -277,6 +281,8 @@ def targets(rows: list[dict[str, Any]]) -> str:
         if windowed and f and f.get("machine_cpu_pct") is not None:
             # what decides these figures most on a shared machine (see bench/README.md)
             whole += f"; machine CPU in the window {fmt(f['machine_cpu_pct'], 0)} % of both cores (average)"
+            if f.get("steal_pct") is not None:
+                whole += f", steal {fmt(f['steal_pct'], 1)} % (worst half-second {fmt(f['steal_max_pct'], 0)} %)"
         out.append(f"- **{r['label']}**: {cells}{whole}")
     return "\n".join(out) + "\n"
 
