@@ -43,6 +43,13 @@ async def test_event_loop_stall_is_measured_and_logged(
         count2, slow2 = lag_samples(rt)
         assert count2 > count and slow2 >= 1
         assert any("event loop stalled" in r.getMessage() for r in caplog.records)
+        # the moving average (what the router's chunk interval follows) took the stall in: 250 ms of lag
+        # weighted 1/40, then decaying; the gauge shows the same value
+        stalled = rt.loop_lag_recent_s
+        assert stalled > 0.003
+        assert rt.metrics.registry.get_sample_value("adp_event_loop_lag_recent_seconds") == pytest.approx(stalled)
+        await asyncio.sleep(1.0)
+        assert rt.loop_lag_recent_s < stalled  # on time again: it decays
 
 
 async def test_gc_pauses_are_measured_and_long_ones_logged(

@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import psutil
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
 from adp_common import db
 from adp_common.bus import Bus
@@ -70,6 +70,9 @@ class ServiceRuntime:
         self.admin: AdminServer | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
+        # the event loop's lag, smoothed over the last ~2 s (see `_watch_loop_lag`): how short of CPU this
+        # process is right now, for work that can adapt to it (the router's chunk interval)
+        self.loop_lag_recent_s = 0.0
         self._gc_callback: Callable[[str, dict[str, int]], None] | None = None
 
     @property
@@ -152,9 +155,10 @@ class ServiceRuntime:
         self._extra_pools.append(pool)
         return pool
 
-    async def _watch_loop_lag(self, interval_s: float = 0.05) -> None:
+    async def _watch_loop_lag(self, interval_s: float = 0.05, horizon_s: float = 2.0) -> None:
         """How late a short sleep wakes up: the wait every request and stream of this process pays on top
-        of its own work (CPU saturation, a blocking call, a GC pause). Exported as a histogram; stalls of
+        of its own work (CPU saturation, a blocking call, a GC pause). Exported as a histogram, and as
+        `loop_lag_recent_s` (a moving average over about `horizon_s`, also a gauge); stalls of
         `loop_stall_warn_ms` or more are logged."""
         lag_hist = Histogram(
             "adp_event_loop_lag_seconds",
@@ -162,12 +166,20 @@ class ServiceRuntime:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.metrics.registry,
         )
+        recent = Gauge(
+            "adp_event_loop_lag_recent_seconds",
+            "Event-loop lag, moving average over the last ~2 s",
+            registry=self.metrics.registry,
+        )
+        weight = interval_s / horizon_s
         loop = asyncio.get_running_loop()
         while True:
             t0 = loop.time()
             await asyncio.sleep(interval_s)
             lag = max(0.0, loop.time() - t0 - interval_s)
             lag_hist.observe(lag)
+            self.loop_lag_recent_s += weight * (lag - self.loop_lag_recent_s)
+            recent.set(self.loop_lag_recent_s)
             if lag * 1000 >= self.settings.loop_stall_warn_ms:
                 log.warning("event loop stalled for %.0f ms", lag * 1000, extra={"loop_lag_ms": round(lag * 1000)})
 

@@ -103,6 +103,7 @@ class RouterApp:
             budget=self.budget,
             health=self.health,
             metrics=self.metrics,
+            loop_lag_s=lambda: rt.loop_lag_recent_s,
         )
         # every copy hears every cancel (no queue group): only the copy running the call has it
         await bus.on_notice(bus.catalog.llm_cancel, CancelCalls, self._on_cancel)

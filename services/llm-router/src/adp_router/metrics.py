@@ -39,6 +39,11 @@ class RouterMetrics:
         )
         self.breaker = Gauge("adp_router_breaker_state", "0 closed, 1 half_open, 2 open", ["provider"], **kw)
         self.inflight = Gauge("adp_router_inflight_requests", "Requests being served", **kw)
+        self.chunk_interval = Gauge(
+            "adp_router_chunk_interval_seconds",
+            "Current chunk coalescing interval (grows with the streams in flight and with event-loop lag)",
+            **kw,
+        )
         self.budget_rejections = Counter("adp_router_budget_rejections_total", "Requests refused by budget", **kw)
         self.cancelled = Counter(
             "adp_router_cancelled_total", "In-flight calls cancelled by their discussion (e.g. stopped)", **kw

@@ -225,14 +225,30 @@ class Track:
     attempts: int = 0
 
 
-def chunk_interval_s(streams: int, base_ms: float, max_ms: float, busy_streams: int) -> float:
+def chunk_interval_s(
+    streams: int,
+    base_ms: float,
+    max_ms: float,
+    busy_streams: int,
+    lag_ms: float = 0.0,
+    overload_lag_ms: float = 0.0,
+    overload_max_ms: float = 0.0,
+) -> float:
     """Coalescing window (the flush tick): `base_ms` while this copy carries at most `busy_streams`
     streams, then growing with the load up to `max_ms`. Under load, fewer and larger chunks keep the
     per-message cost downstream (NATS, gateway, clients) from growing with every token; one user alone
-    still sees tokens within `base_ms`. The first token is never held back."""
+    still sees tokens within `base_ms`. The first token is never held back.
+
+    When the copy's event loop lags by more than `overload_lag_ms` (the machine is short of CPU, whatever the
+    stream count), the window grows further in proportion to the lag, up to `overload_max_ms`: the text
+    arrives in coarser pieces so that first tokens and requests, which wait in the same queues, do not."""
     if streams <= busy_streams or max_ms <= base_ms:
-        return base_ms / 1000
-    return min(max_ms, base_ms * streams / busy_streams) / 1000
+        ms = base_ms
+    else:
+        ms = min(max_ms, base_ms * streams / busy_streams)
+    if 0 < overload_lag_ms < lag_ms and overload_max_ms > ms:
+        ms = min(overload_max_ms, ms * lag_ms / overload_lag_ms)
+    return ms / 1000
 
 
 def backoff(attempt: int, initial: float, cap: float) -> float:
@@ -252,6 +268,7 @@ class Router:
         budget: BudgetGate,
         health: HealthBoard,
         metrics: RouterMetrics,
+        loop_lag_s: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -267,16 +284,20 @@ class Router:
         self.calls_by_request: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: dict[asyncio.Task[Any], str] = {}
         s = settings
-        self.ticker = (
-            FlushTicker(
-                lambda: chunk_interval_s(
-                    self.streams, s.router_chunk_interval_ms, s.router_chunk_interval_max_ms, s.router_busy_streams
-                ),
-                s.router_chunk_tick_slots,
+
+        def interval() -> float:
+            return chunk_interval_s(
+                self.streams,
+                s.router_chunk_interval_ms,
+                s.router_chunk_interval_max_ms,
+                s.router_busy_streams,
+                loop_lag_s() * 1000,
+                s.router_overload_lag_ms,
+                s.router_chunk_interval_overload_ms,
             )
-            if s.router_chunk_interval_ms > 0
-            else None
-        )
+
+        self.ticker = FlushTicker(interval, s.router_chunk_tick_slots) if s.router_chunk_interval_ms > 0 else None
+        metrics.chunk_interval.set_function(interval)  # read at scrape time: nothing on the hot path
 
     # ---- entry point --------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest) -> CompletionResult:

@@ -66,6 +66,16 @@ class RouterSettings(ServiceSettings):
     router_busy_streams: int = Field(
         default=20, ge=1, description="streams in flight on one copy beyond which the chunk interval grows"
     )
+    router_overload_lag_ms: float = Field(
+        default=3.0,
+        ge=0,
+        description="when this copy's event loop lags more than this (moving average over ~2 s) the chunk interval "
+        "grows in proportion, up to router_chunk_interval_overload_ms: fewer chunk messages when CPU runs short "
+        "(0 = off)",
+    )
+    router_chunk_interval_overload_ms: float = Field(
+        default=1000.0, ge=0, description="the longest chunk interval the event-loop lag can push it to"
+    )
     router_keepalive_s: float = Field(
         default=2.0, gt=0, description="while a call runs, a keepalive goes to the caller this often"
     )
