@@ -41,7 +41,17 @@ from load.launch import (
     postgres_pids,
 )
 from load.profile import PySpy
-from load.stats import diff, flatten, gateway_rest_latencies, lag_buckets, lag_quantile, pct, ratio, summary
+from load.stats import (
+    diff,
+    flatten,
+    gateway_rest_latencies,
+    gauge_value,
+    lag_buckets,
+    lag_quantile,
+    pct,
+    ratio,
+    summary,
+)
 
 from adp_common.service import run_loop
 
@@ -121,6 +131,29 @@ async def lag_snapshot(http: aiohttp.ClientSession, platform: Platform) -> dict[
     return out
 
 
+async def watch_router(
+    http: aiohttp.ClientSession, platform: Platform, t0: float, out: list[tuple[float, float, float]]
+) -> None:
+    """Once a second, every router copy's chunk interval and event-loop lag (moving average) from its /metrics:
+    (seconds since `t0`, the largest interval in ms, the largest lag in ms) — whether the interval grew with
+    the streams only or with the lag too."""
+    routers = [p for p in platform.procs if p.service == "llm-router"]
+    while True:
+        intervals, lags = [], []
+        for p in routers:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                async with http.get(p.url + "/metrics", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    text = await r.text()
+                interval = gauge_value(text, "adp_router_chunk_interval_seconds")
+                lag = gauge_value(text, "adp_event_loop_lag_recent_seconds")
+                if interval is not None and lag is not None:
+                    intervals.append(interval * 1000)
+                    lags.append(lag * 1000)
+        if intervals:
+            out.append((time.perf_counter() - t0, max(intervals), max(lags)))
+        await asyncio.sleep(1.0)
+
+
 def named_pids(platform: Platform, provider: FakeProviderProcess) -> dict[str, int]:
     pids = {p.name: p.popen.pid for p in platform.procs}
     pids["fake-provider"] = provider.popen.pid
@@ -169,10 +202,15 @@ async def phase_a(
         control, control_stop = Tally(), asyncio.Event()
         control_task = asyncio.create_task(direct_control(url, args.control_streams, control, control_stop))
         run_task = asyncio.create_task(run.run(n, args.ramp_a))
+        router_samples: list[tuple[float, float, float]] = []
+        router_watch = asyncio.create_task(watch_router(http, platform, t_start, router_samples))
         if spy is not None:
             await asyncio.sleep(3)  # past the creation burst, into steady streaming
             spy.start()
         wall = await run_task
+        router_watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await router_watch
         control_stop.set()
         await control_task
         resources = await sampler.stop()
@@ -230,9 +268,9 @@ async def phase_a(
             for name, after in lag_after.items()
         },
         "profiles": profiles,
-        "timeline": timeline(t.samples, t_start, d["p50"], sampler.timeline, t.ttfc_split),
+        "timeline": timeline(t.samples, t_start, d["p50"], sampler.timeline, t.ttfc_split, router_samples),
         "full_load": full_load(
-            t.samples, control.samples, t_start, run.all_live_t, run.first_done_t, d, sampler.timeline
+            t.samples, control.samples, t_start, run.all_live_t, run.first_done_t, d, sampler.timeline, router_samples
         ),
         "control_errors": dict(control.errors),
         "_direct": direct,
@@ -253,6 +291,7 @@ def full_load(
     until: float | None,
     direct: dict[str, Any],
     cpu: list[tuple[float, float, dict[str, float], float]] = (),  # type: ignore[assignment]
+    router: list[tuple[float, float, float]] = (),  # type: ignore[assignment]
 ) -> dict[str, Any] | None:
     """The phase's figures while every discussion was live (created and not yet through its last round):
     turns whose `message-start` came, and REST calls that ended, in that window. The targets are read here —
@@ -270,6 +309,7 @@ def full_load(
     in_window = [c for c in cpu if since - t_start <= c[0] < until - t_start]
     busy = [c[1] for c in in_window]
     steal = [c[3] for c in in_window]
+    interval = [ms for at, ms, _ in router if since - t_start <= at < until - t_start]
     return {
         "from_s": since - t_start,
         "to_s": until - t_start,
@@ -286,6 +326,8 @@ def full_load(
         # the hypervisor's share: CPU this VM was ready to use and did not get (average, and the worst sample)
         "steal_pct": sum(steal) / len(steal) if steal else None,
         "steal_max_pct": max(steal) if steal else None,
+        # the router's chunk interval over the window (ms; sampled once a second)
+        "router_interval_ms": summary(interval) if interval else None,
     }
 
 
@@ -295,6 +337,7 @@ def timeline(
     direct_p50: float | None,
     cpu: list[tuple[float, float, dict[str, float], float]],
     split: list[tuple[float, float, float]] = (),  # type: ignore[assignment]
+    router: list[tuple[float, float, float]] = (),  # type: ignore[assignment]
     bin_s: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Per-second view of a phase: added TTFC (vs the direct p50; also split into its added request half and
@@ -319,6 +362,10 @@ def timeline(
         if in_bin:
             row["cpu_machine"] = sum(c[1] for c in in_bin) / len(in_bin)
             row["steal"] = max(c[3] for c in in_bin)
+        sampled = [r for r in router if b * bin_s <= r[0] < (b + 1) * bin_s]
+        if sampled:
+            row["router_interval_ms"] = max(r[1] for r in sampled)
+            row["router_lag_ms"] = max(r[2] for r in sampled)
             names = in_bin[0][2].keys()
             row["cpu"] = {n: round(sum(c[2].get(n, 0.0) for c in in_bin) / len(in_bin)) for n in names}
         out.append(row)

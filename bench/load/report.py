@@ -135,9 +135,9 @@ def timeline_table(row: dict[str, Any], every_s: int = 2) -> str:
     head = (
         f"\n#### {row['label']}, second by second\n\n"
         "| s | turns measured | added TTFC p50 / max | request / delivery p50 | REST calls | REST p50 / max | "
-        "machine CPU | steal max | "
+        "machine CPU | steal max | router chunk interval / lag (ms) | "
         + " | ".join(names)
-        + " |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+        + " |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         + "---:|" * len(names)
         + "\n"
     )
@@ -154,6 +154,7 @@ def timeline_table(row: dict[str, Any], every_s: int = 2) -> str:
             + f" | {r.get('n', 0)} | "
             + (f"{fmt(r['p50'])} / {fmt(r['max'])}" if r else "—")
             + f" | {fmt(b.get('cpu_machine'), 0)} % | {fmt(b.get('steal'), 0)} % | "
+            + f"{fmt(b.get('router_interval_ms'), 0)} / {fmt(b.get('router_lag_ms'), 1)} | "
             + " | ".join(f"{fmt(cpu.get(n), 0)}" for n in names)
             + " |"
         )
@@ -283,6 +284,9 @@ def targets(rows: list[dict[str, Any]]) -> str:
             whole += f"; machine CPU in the window {fmt(f['machine_cpu_pct'], 0)} % of both cores (average)"
             if f.get("steal_pct") is not None:
                 whole += f", steal {fmt(f['steal_pct'], 1)} % (worst half-second {fmt(f['steal_max_pct'], 0)} %)"
+            if f.get("router_interval_ms"):
+                ri = f["router_interval_ms"]
+                whole += f"; router chunk interval p50 / max {fmt(ri['p50'], 0)} / {fmt(ri['max'], 0)} ms"
         out.append(f"- **{r['label']}**: {cells}{whole}")
     return "\n".join(out) + "\n"
 

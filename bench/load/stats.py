@@ -108,6 +108,14 @@ def lag_buckets(metrics_text: str) -> dict[float, float]:
     return out
 
 
+def gauge_value(metrics_text: str, name: str) -> float | None:
+    """The value of an unlabelled gauge in a Prometheus text exposition (None when absent)."""
+    for line in metrics_text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rpartition(" ")[2])
+    return None
+
+
 def lag_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
     """Upper bound (ms) of the bucket holding the q-quantile of the lag samples taken between two snapshots
     (inf when it is past the last bound); None without samples."""
