@@ -306,9 +306,9 @@ def full_load(
     g = summary(ttfc)
     c = summary([ms for t, _, ms in control if since <= t < until])
     # the sampler's times count from its start, just before t_start
-    in_window = [c for c in cpu if since - t_start <= c[0] < until - t_start]
-    busy = [c[1] for c in in_window]
-    steal = [c[3] for c in in_window]
+    in_window = [sample for sample in cpu if since - t_start <= sample[0] < until - t_start]
+    busy = [sample[1] for sample in in_window]
+    steal = [sample[3] for sample in in_window]
     interval = [ms for at, ms, _ in router if since - t_start <= at < until - t_start]
     return {
         "from_s": since - t_start,
@@ -362,12 +362,12 @@ def timeline(
         if in_bin:
             row["cpu_machine"] = sum(c[1] for c in in_bin) / len(in_bin)
             row["steal"] = max(c[3] for c in in_bin)
+            names = in_bin[0][2].keys()
+            row["cpu"] = {n: round(sum(c[2].get(n, 0.0) for c in in_bin) / len(in_bin)) for n in names}
         sampled = [r for r in router if b * bin_s <= r[0] < (b + 1) * bin_s]
         if sampled:
             row["router_interval_ms"] = max(r[1] for r in sampled)
             row["router_lag_ms"] = max(r[2] for r in sampled)
-            names = in_bin[0][2].keys()
-            row["cpu"] = {n: round(sum(c[2].get(n, 0.0) for c in in_bin) / len(in_bin)) for n in names}
         out.append(row)
     return out
 
