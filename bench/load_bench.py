@@ -305,14 +305,15 @@ def full_load(
             rest.setdefault(what, []).append(ms)
     g = summary(ttfc)
     c = summary([ms for t, _, ms in control if since <= t < until])
-    # the sampler's times count from its start, just before t_start
-    in_window = [sample for sample in cpu if since - t_start <= sample[0] < until - t_start]
+    # the window in seconds since t_start, the clock of the router watcher (the CPU sampler's starts just before)
+    from_s, to_s = since - t_start, until - t_start
+    in_window = [sample for sample in cpu if from_s <= sample[0] < to_s]
     busy = [sample[1] for sample in in_window]
     steal = [sample[3] for sample in in_window]
-    interval = [ms for at, ms, _ in router if since - t_start <= at < until - t_start]
+    interval = [ms for at, ms, _ in router if from_s <= at < to_s]
     return {
-        "from_s": since - t_start,
-        "to_s": until - t_start,
+        "from_s": from_s,
+        "to_s": to_s,
         "ttfc": g,
         "added_ttfc_p50_ms": diff(g["p50"], direct["p50"]),
         "added_ttfc_p99_ms": diff(g["p99"], direct["p99"]),
