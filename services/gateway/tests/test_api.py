@@ -14,7 +14,7 @@ from adp_common.envelope import decode
 from adp_common.schemas.dialogue import DialogueQuery, DiscussionList
 from adp_common.schemas.ops import RequestStats
 from adp_gateway.server import GatewayServer, running_gateway
-from adp_gateway.testing import ADMIN_KEY, assert_envelope, gateway_settings, new_user, platform_services, tiny_pdf
+from adp_testing.gateway import ADMIN_KEY, assert_envelope, gateway_settings, new_user, platform_services, tiny_pdf
 
 
 async def test_auth_errors_envelope_and_request_id(gateway: GatewayServer, admin: httpx.AsyncClient) -> None:

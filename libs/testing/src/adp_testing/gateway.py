@@ -1,4 +1,4 @@
-"""Helpers for tests that drive a running gateway over HTTP (used by the gateway's tests and e2e tests)."""
+"""Helpers for tests that drive a running gateway over HTTP (the gateway's own tests and end-to-end tests)."""
 
 from __future__ import annotations
 
@@ -154,3 +154,13 @@ def tiny_pdf(text: str) -> bytes:
     buf = io.BytesIO()
     w.write(buf)
     return buf.getvalue()
+
+
+def gateway_paths() -> set[str]:
+    """Every path in the gateway's OpenAPI document (building the app reads only its settings, no services)."""
+    from types import SimpleNamespace
+
+    from adp_gateway.api import build_api
+
+    app = build_api(SimpleNamespace(settings=GatewaySettings()))  # type: ignore[arg-type]
+    return set(app.openapi()["paths"])
