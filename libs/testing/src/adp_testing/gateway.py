@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -157,10 +158,18 @@ def tiny_pdf(text: str) -> bytes:
 
 
 def gateway_paths() -> set[str]:
-    """Every path in the gateway's OpenAPI document (building the app reads only its settings, no services)."""
-    from types import SimpleNamespace
-
+    """Every path in the gateway's OpenAPI document (building the app needs no running service)."""
     from adp_gateway.api import build_api
 
-    app = build_api(SimpleNamespace(settings=GatewaySettings()))  # type: ignore[arg-type]
-    return set(app.openapi()["paths"])
+    return set(build_api(offline_context()).openapi()["paths"])  # type: ignore[arg-type]
+
+
+def offline_context() -> Any:
+    """Just enough of a gateway context to build the app and read its routes (settings, checks, metrics)."""
+    from types import SimpleNamespace
+
+    from adp_common.health import HealthChecks
+    from adp_common.telemetry import Metrics
+
+    rt = SimpleNamespace(checks=HealthChecks("gateway", "offline"), metrics=Metrics())
+    return SimpleNamespace(settings=GatewaySettings(), rt=rt, draining=asyncio.Event())
