@@ -57,6 +57,13 @@ class CompletionRequest(BaseModel):
     relay_restart: bool = Field(
         default=False, description="Set by the client when re-sending a call whose relayed text may be partial"
     )
+    call_key: str | None = Field(
+        default=None,
+        max_length=300,
+        description="Logical id of the call, the same every time its caller makes it again (a dialogue step "
+        "redelivered after a crash): the router replays a finished call's stored result for it, or joins the "
+        "call still running for it, instead of calling the provider again. The request_id stays per attempt.",
+    )
 
 
 class CompletionChunk(BaseModel):
@@ -78,6 +85,16 @@ class CancelCalls(BaseModel):
     discussion_id: str | None = None
     request_id: str | None = None
     reason: str = "discussion stopped"
+
+
+class CallOwnerQuery(BaseModel):
+    """Asked of the router copy that claimed a logical call (`Catalog.llm_call_owner`): is it still running?"""
+
+    call_key: str
+
+
+class CallOwnerReply(BaseModel):
+    running: bool
 
 
 class Usage(BaseModel):
@@ -159,3 +176,13 @@ class ProviderStatus(BaseModel):
 
 class ProviderStatusList(BaseModel):
     providers: list[ProviderStatus]
+
+
+class StoredCall(BaseModel):
+    """Value per logical call (`CompletionRequest.call_key`) in the llm-results KV bucket: claimed by the router
+    copy running it, then its result, replayed to the same logical call until the bucket's TTL drops it."""
+
+    call_key: str
+    state: Literal["running", "done"]
+    owner: str = Field(description="instance id of the router copy that runs or ran the call")
+    result: CompletionResult | None = None
