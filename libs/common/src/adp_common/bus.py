@@ -49,7 +49,7 @@ from adp_common.catalog import Catalog, StreamSpec
 from adp_common.clock import RepeatClock
 from adp_common.envelope import Envelope, decode, wrap
 from adp_common.errors import ErrorBody, ErrorCode, PlatformError
-from adp_common.logging import correlation_id
+from adp_common.logging import correlation_id, log_slow
 from adp_common.telemetry import current_traceparent, extract_context, inject_headers, tracer
 
 log = logging.getLogger("adp.bus")
@@ -416,6 +416,7 @@ class Bus:
         *,
         name: str | None = None,
         queue: str | None = None,
+        slow_log_kind: str | None = "bus",
     ) -> None:
         """Answer requests on `subject` (queue group = service name, so copies share the load).
 
@@ -428,6 +429,7 @@ class Bus:
             headers = dict(req.headers or {})
             token = otel_context.attach(extract_context(headers))
             cid_token = correlation_id.set(headers.get(CORRELATION_HEADER))
+            started = time.perf_counter()
             try:
                 with tracer().start_as_current_span(f"serve {name or subject}", kind=trace.SpanKind.SERVER):
                     try:
@@ -446,6 +448,8 @@ class Bus:
                         log.exception("handler for %s failed", subject)
                         await self._respond_error(req, PlatformError(ErrorCode.INTERNAL_ERROR, "internal error"))
             finally:
+                if slow_log_kind:
+                    log_slow(slow_log_kind, name or subject, time.perf_counter() - started)
                 correlation_id.reset(cid_token)
                 otel_context.detach(token)
 
