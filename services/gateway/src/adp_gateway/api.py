@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from adp_gateway.context import GatewayContext
 from adp_gateway.errors import ERROR_RESPONSES, ErrorDetail, ErrorEnvelope, error_body, install_handlers
-from adp_gateway.routes import admin, discussions, files, openai, operations
+from adp_gateway.routes import admin, discussions, faults, files, openai, operations
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -46,7 +46,8 @@ def build_api(ctx: GatewayContext) -> FastAPI:
     async def _error_format() -> ErrorEnvelope:  # pragma: no cover - documentation only
         return ErrorEnvelope(error=ErrorDetail(code="NOT_FOUND", message="example"))
 
-    for router in (operations.probes, discussions.router, files.router, openai.router, operations.router, admin.router):
+    routers = (operations.probes, discussions.router, files.router, openai.router, operations.router, admin.router)
+    for router in (*routers, faults.router):
         app.include_router(router)
     if (STATIC_DIR / "index.html").exists():
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
