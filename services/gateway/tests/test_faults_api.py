@@ -8,7 +8,7 @@ from adp_common.bus import Bus
 from adp_common.catalog import KV_FAULTS
 from adp_common.schemas.faults import ProviderFault
 from adp_gateway.server import GatewayServer
-from adp_gateway.testing import new_user
+from adp_testing.gateway import new_user
 
 
 async def test_faults_are_set_listed_and_cleared(gateway: GatewayServer, admin: httpx.AsyncClient, bus: Bus) -> None:

@@ -11,7 +11,7 @@ import httpx
 
 from adp_common.logging import JsonFormatter, set_slow_threshold, slow_log
 from adp_gateway.server import GatewayServer
-from adp_gateway.testing import new_user
+from adp_testing.gateway import new_user
 
 
 async def test_key_metrics_are_admin_only_and_carry_error_codes(

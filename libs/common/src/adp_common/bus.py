@@ -619,6 +619,7 @@ class Bus:
         concurrency: int = 16,
         batch: int = 32,
         ack_wait: float = 30.0,
+        progress_every: float | None = None,
         max_deliver: int = 20,
         backoff: float = 1.0,
         deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
@@ -627,7 +628,8 @@ class Bus:
 
         Ack after the handler returns; `Retry` naks with a delay; `Reject` or an undecodable message is
         terminated; any other exception naks with exponential backoff. While a handler runs its message
-        is kept alive (in_progress) so long steps are not redelivered to another copy."""
+        is kept alive (in_progress every `progress_every`, default ack_wait / 3) so long steps are not
+        redelivered to another copy, while a message whose copy died is redelivered after `ack_wait`."""
         config = ConsumerConfig(
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -637,6 +639,10 @@ class Bus:
             filter_subject=filter_subject,
             deliver_policy=deliver_policy,
         )
+        try:  # create, or update an existing durable to this config (e.g. a changed ack wait)
+            await self.js.add_consumer(stream, config)
+        except BadRequestError as err:
+            log.warning("consumer %s keeps its config: %s", durable, err)
         psub = await self.js.pull_subscribe(filter_subject or "", durable=durable, stream=stream, config=config)
         slots = asyncio.Semaphore(concurrency)
         consumer: Consumer
@@ -711,8 +717,9 @@ class Bus:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
-        # each message's ack deadline pushed back every ack_wait / 3 while its handler runs
-        consumer = Consumer(name=durable, task=asyncio.create_task(loop()), progress=RepeatClock(ack_wait / 3))
+        # each message's ack deadline pushed back every `progress_every` while its handler runs
+        every = progress_every if progress_every is not None else ack_wait / 3
+        consumer = Consumer(name=durable, task=asyncio.create_task(loop()), progress=RepeatClock(every))
         self._consumers.append(consumer)
         return consumer
 

@@ -46,8 +46,15 @@ def build_api(ctx: GatewayContext) -> FastAPI:
     async def _error_format() -> ErrorEnvelope:  # pragma: no cover - documentation only
         return ErrorEnvelope(error=ErrorDetail(code="NOT_FOUND", message="example"))
 
-    routers = (operations.probes, discussions.router, files.router, openai.router, operations.router, admin.router)
-    for router in (*routers, faults.router):
+    for router in (
+        operations.probes_router(ctx),
+        discussions.router,
+        files.router,
+        openai.router,
+        operations.router,
+        admin.router,
+        faults.router,
+    ):
         app.include_router(router)
     if (STATIC_DIR / "index.html").exists():
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")

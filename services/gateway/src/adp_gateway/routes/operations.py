@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from adp_common.errors import ErrorCode, PlatformError
+from adp_common.health import Probes
 from adp_common.schemas.alerts import AckAlert, AlertEvent, AlertList, AlertQuery
 from adp_common.schemas.cost import CostQuery, CostSummary
 from adp_common.schemas.dialogue import CountReply, DialogueQuery
@@ -19,34 +20,26 @@ from adp_gateway.context import GatewayContext
 from adp_gateway.deps import ID_PATTERN, Admin, Ctx, User
 from adp_gateway.metrics_report import MetricsReport, build_report
 
-probes = APIRouter(tags=["operations"])
 router = APIRouter(tags=["operations"])
 
-
-@probes.get("/health", summary="This gateway copy's own health (runtime checks)")
-async def health(ctx: Ctx) -> JSONResponse:
-    reply = await ctx.rt.checks.run()
-    return JSONResponse(reply.model_dump(mode="json"), status_code=200 if reply.status == "UP" else 503)
-
-
-@probes.get("/ready")
-async def ready(ctx: Ctx) -> JSONResponse:
-    ok = ctx.rt.checks.ready and not ctx.draining.is_set()
-    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+_PROBE_SUMMARIES = {
+    "/health": "This gateway copy's own health (runtime checks)",
+    "/live": "Liveness: the process answers HTTP",
+}
 
 
-@probes.get("/live", summary="Liveness: the process answers HTTP")
-async def live() -> JSONResponse:
-    return JSONResponse({"live": True})
+def probes_router(ctx: GatewayContext) -> APIRouter:
+    """The probes every service serves (adp_common.health), here on the API port; not ready while draining,
+    and /api/health for the whole platform."""
+    probes = APIRouter(tags=["operations"])
+    shared = Probes(ctx.rt.checks, ctx.rt.metrics, ready=lambda: not ctx.draining.is_set())
+    for path, endpoint in shared.endpoints():
+        kind = Response if path == "/metrics" else JSONResponse
+        probes.add_api_route(path, endpoint, summary=_PROBE_SUMMARIES.get(path), response_class=kind)
+    probes.add_api_route("/api/health", api_health, summary="Platform health: 200 when every required component is UP")
+    return probes
 
 
-@probes.get("/metrics", response_class=Response)
-async def metrics(ctx: Ctx) -> Response:
-    body, ctype = ctx.rt.metrics.render()
-    return Response(body, media_type=ctype)
-
-
-@probes.get("/api/health", summary="Platform health: 200 when every required component is UP")
 async def api_health(ctx: Ctx) -> JSONResponse:
     ok, body = await ctx.health()
     return JSONResponse(body, status_code=200 if ok else 503)
