@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -27,6 +28,8 @@ from adp_common.catalog import StreamSpec
 from adp_common.clock import RepeatClock
 from adp_common.envelope import wrap
 from adp_common.telemetry import current_traceparent, inject_headers
+
+log = logging.getLogger("adp.bus")
 
 
 class JetStream(BusConnection):
@@ -85,6 +88,7 @@ class JetStream(BusConnection):
         concurrency: int = 16,
         batch: int = 32,
         ack_wait: float = 30.0,
+        progress_every: float | None = None,
         max_deliver: int = 20,
         backoff: float = 1.0,
         deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
@@ -93,7 +97,8 @@ class JetStream(BusConnection):
 
         Ack after the handler returns; `Retry` naks with a delay; `Reject` or an undecodable message is
         terminated; any other exception naks with exponential backoff. While a handler runs its message
-        is kept alive (in_progress) so long steps are not redelivered to another copy."""
+        is kept alive (in_progress every `progress_every`, default ack_wait / 3) so long steps are not
+        redelivered to another copy, while a message whose copy died is redelivered after `ack_wait`."""
         config = ConsumerConfig(
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -103,6 +108,10 @@ class JetStream(BusConnection):
             filter_subject=filter_subject,
             deliver_policy=deliver_policy,
         )
+        try:  # create, or update an existing durable to this config (e.g. a changed ack wait)
+            await self.js.add_consumer(stream, config)
+        except BadRequestError as err:
+            log.warning("consumer %s keeps its config: %s", durable, err)
         psub = await self.js.pull_subscribe(filter_subject or "", durable=durable, stream=stream, config=config)
         consumer: Consumer
 
@@ -112,8 +121,9 @@ class JetStream(BusConnection):
         async def loop() -> None:
             await fetch_loop(consumer, psub, handle, concurrency=concurrency, batch=batch)
 
-        # each message's ack deadline pushed back every ack_wait / 3 while its handler runs
-        consumer = Consumer(name=durable, task=asyncio.create_task(loop()), progress=RepeatClock(ack_wait / 3))
+        # each message's ack deadline pushed back every `progress_every` while its handler runs
+        every = progress_every if progress_every is not None else ack_wait / 3
+        consumer = Consumer(name=durable, task=asyncio.create_task(loop()), progress=RepeatClock(every))
         self._consumers.append(consumer)
         return consumer
 
