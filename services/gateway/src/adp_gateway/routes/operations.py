@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.health import Probes
 from adp_common.schemas.alerts import AckAlert, AlertEvent, AlertList, AlertQuery
-from adp_common.schemas.cost import CostQuery, CostSummary
+from adp_common.schemas.cost import CostKind, CostQuery, CostSummary
 from adp_common.schemas.dialogue import CountReply, DialogueQuery
 from adp_common.schemas.llm import ProviderStatusList
 from adp_gateway.context import GatewayContext
@@ -49,17 +49,20 @@ async def api_health(ctx: Ctx) -> JSONResponse:
 async def costs(
     ctx: Ctx,
     p: User,
+    kind: Annotated[CostKind, Query(description="summary; a breakdown into rows (by_*); daily; budget")] = "summary",
     userId: Annotated[str | None, Query(max_length=80)] = None,
     startDate: date | None = None,
     endDate: date | None = None,
 ) -> JSONResponse:
+    """A user sees only their own costs (and, with kind=budget, their own budget); an admin sees everyone's,
+    or one user's with userId."""
     if not p.is_admin:
         if userId is not None and userId != p.user_id:
             raise PlatformError(ErrorCode.FORBIDDEN, "non-admins can only see their own costs")
         userId = p.user_id
     if startDate and endDate and startDate > endDate:
         raise PlatformError(ErrorCode.VALIDATION_ERROR, "startDate is after endDate")
-    q = CostQuery(kind="summary", user_id=userId, start_date=startDate, end_date=endDate)
+    q = CostQuery(kind=kind, user_id=userId, start_date=startDate, end_date=endDate)
     result = await ctx.request(ctx.bus.catalog.cost_query, q, CostSummary)
     return JSONResponse(result.model_dump(mode="json"))
 
