@@ -77,7 +77,7 @@ class Catalog:
 
     def llm_call_owner(self, instance: str) -> str:
         """Request/reply to one router copy: is it still running a logical call it claimed?"""
-        return self.subject("llm", "owner", "".join(c if c.isalnum() or c in "-_" else "_" for c in instance))
+        return self.subject("llm", "owner", "".join("_" if c in ".*> \t" else c for c in instance))
 
     def llm_stream(self, request_id: str) -> str:
         """Core-NATS subject where the router streams a request's chunks."""

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from adp_common.bus import NO_RESPONDERS_STATUS, STATUS_HEADER, Bus
+from adp_common.bus import Bus
+from adp_common.bus.wire import NO_RESPONDERS_STATUS, STATUS_HEADER
 
 
 def caller_gone(last_heard: float, now: float, deadline_s: float) -> bool:
