@@ -21,13 +21,19 @@ from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.alerts import AckAlert, AlertEvent, AlertList, AlertQuery
 from adp_common.schemas.cost import BudgetState, CostQuery, CostSummary, SetBudget
 from adp_common.schemas.dialogue import (
+    MAX_FILES,
+    MAX_PERSONAS,
     CountReply,
     DialogueCommand,
     DialogueQuery,
     DiscussionList,
     DiscussionView,
     ExportReply,
+    MaxRounds,
+    PersonaName,
     PersonaSpec,
+    Topic,
+    UserText,
 )
 from adp_common.schemas.llm import CancelCalls, CompletionChunk, ModelList, ProviderStatusList
 from adp_gateway import files as filecheck
@@ -77,13 +83,15 @@ class ErrorEnvelope(BaseModel):
 
 class CreateDiscussion(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
-    topic: str = Field(min_length=1, max_length=5000)
-    personas: list[PersonaSpec | Annotated[str, Field(min_length=1, max_length=40)]] | None = Field(
-        default=None, max_length=10
+    topic: Topic
+    personas: list[PersonaSpec | PersonaName] | None = Field(
+        default=None,
+        max_length=MAX_PERSONAS,
+        description="a name alone keeps a default persona's (Analyzer, Solver, Moderator) prompt and route",
     )
-    max_rounds: int | None = Field(default=None, ge=1, le=100, validation_alias=AliasChoices("max_rounds", "maxRounds"))
+    max_rounds: MaxRounds | None = Field(default=None, validation_alias=AliasChoices("max_rounds", "maxRounds"))
     files: list[Annotated[str, Field(min_length=1, max_length=80)]] = Field(
-        default_factory=list, max_length=5, description="ids from POST /api/files"
+        default_factory=list, max_length=MAX_FILES, description="ids from POST /api/files"
     )
     auto: bool = False
 
@@ -106,7 +114,7 @@ class AnswersBody(BaseModel):
 
 
 class InputBody(BaseModel):
-    input: str = Field(min_length=1, max_length=5000)
+    input: UserText
 
 
 class CreateUser(BaseModel):
