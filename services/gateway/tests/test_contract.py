@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from adp_common.schemas.dialogue import INPUT_MAX_CHARS, MAX_PERSONAS, TOPIC_MAX_CHARS, TOPIC_MIN_CHARS
 from adp_gateway.server import GatewayServer, running_gateway
-from adp_gateway.testing import ADMIN_KEY, assert_envelope, gateway_settings, platform_services, read_sse
+from adp_testing.gateway import ADMIN_KEY, assert_envelope, gateway_settings, platform_services, read_sse
 
 STATIC = Path(__file__).parents[1] / "src" / "adp_gateway" / "static"
 
