@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adp_common import sse
 from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES, TERMINAL_STATUSES
 
 STATIC = Path(__file__).resolve().parents[2] / "services" / "gateway" / "src" / "adp_gateway" / "static"
@@ -297,8 +298,7 @@ class FakeGateway:
 
     @staticmethod
     def sse(item: dict[str, Any]) -> bytes:
-        head = f"id: {item['seq']}\n" if item["seq"] else ""
-        return f"{head}event: {item['event']}\ndata: {json.dumps(item['data'])}\n\n".encode()
+        return sse.encode(json.dumps(item["data"]), event=item["event"], id=item["seq"] or None).encode()
 
     async def export(self, request: web.Request) -> web.Response:
         d = self.find(request)

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import httpx
 
 from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES
+from adp_common.sse import SSEDecoder
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -91,32 +92,14 @@ class SseEvent:
     id: str | None = None
 
 
-def parse_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
-    """Parse text/event-stream lines (already split) into events; comments/keep-alives are skipped."""
-    data: list[str] = []
-    event = ""
-    ev_id: str | None = None
-    for line in lines:
-        if line == "":
-            if data or event:
-                raw = "\n".join(data)
-                try:
-                    payload: Any = json.loads(raw)
-                except ValueError:
-                    payload = raw
-                yield SseEvent(event or "message", payload, ev_id)
-            data, event, ev_id = [], "", None
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-        elif name == "id":
-            ev_id = value
+def parse_sse(decoder: SSEDecoder, chunk: bytes) -> Iterator[SseEvent]:
+    """The events completed by `chunk` (adp_common.sse), their data parsed as JSON where it is JSON."""
+    for ev in decoder.feed(chunk):
+        try:
+            payload: Any = json.loads(ev.data)
+        except ValueError:
+            payload = ev.data
+        yield SseEvent(ev.event, payload, ev.id)
 
 
 class EventReader(threading.Thread):
@@ -147,14 +130,16 @@ class EventReader(threading.Thread):
                         return
                     resp.raise_for_status()
                     attempt = 0
-                    for ev in parse_sse(resp.iter_lines()):
-                        if self.stopping.is_set():
-                            return
-                        if ev.id and ev.id.isdigit():
-                            self.last_id = max(self.last_id, int(ev.id))
-                        self.out.put(ev)
-                        if ev.event in TERMINAL_EVENT_NAMES:
-                            return  # the discussion is over and the server closes the stream
+                    decoder = SSEDecoder()
+                    for chunk in resp.iter_bytes():
+                        for ev in parse_sse(decoder, chunk):
+                            if self.stopping.is_set():
+                                return
+                            if ev.id and ev.id.isdigit():
+                                self.last_id = max(self.last_id, int(ev.id))
+                            self.out.put(ev)
+                            if ev.event in TERMINAL_EVENT_NAMES:
+                                return  # the discussion is over and the server closes the stream
             except httpx.HTTPError:
                 pass
             if self.stopping.is_set():

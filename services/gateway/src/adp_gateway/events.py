@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from adp_common import sse
 from adp_common.bus import Bus
 from adp_common.envelope import decode
 from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES, DiscussionEvent
@@ -73,18 +74,13 @@ def event_payload(ev: DiscussionEvent) -> dict[str, Any]:
 
 
 def format_sse(ev: DiscussionEvent) -> str:
-    lines = []
-    if ev.seq > 0:
-        lines.append(f"id: {ev.seq}")
-    lines.append(f"event: {ev.event}")
     data = orjson.dumps(event_payload(ev), default=str).decode()
-    lines.extend(f"data: {line}" for line in data.splitlines() or [""])
-    return "\n".join(lines) + "\n\n"
+    return sse.encode(data, event=ev.event, id=ev.seq if ev.seq > 0 else None)
 
 
 def format_sse_error(discussion_id: str, code: str, message: str, last_seq: int) -> str:
     data = {"discussionId": discussion_id, "code": code, "message": message, "lastEventId": last_seq}
-    return f"event: error\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return sse.encode(json.dumps(data, separators=(",", ":")), event="error")
 
 
 def parse_last_event_id(value: str | None) -> int:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from adp_common import sse
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
     MAX_FILES,
@@ -238,13 +239,13 @@ async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: s
     ctx.active_streams += 1
     ctx.metrics.streams.labels("sse").inc()
     try:
-        yield "retry: 2000\n\n"
+        yield sse.retry(2000)
         # Events already waiting go out in one write: under load that is far fewer sends through
         # the ASGI stack and the socket, and the client gets them at the same moment anyway.
         batch: list[str] = []
         async for item in stream.items():
             if isinstance(item, Heartbeat):
-                batch.append(": ping\n\n")
+                batch.append(sse.comment("ping"))
             elif isinstance(item, Overflow):
                 batch.append(
                     format_sse_error(
