@@ -484,8 +484,7 @@ class Engine:
         for alert in firing:
             if alert.key in seen:
                 continue
-            rule = self.rules_by_name.get(alert.rule)
-            if rule is None:
+            if alert.rule not in self.rules_by_name:
                 # The rule was removed or disabled: its alerts resolve.
                 placeholder = Rule(name=alert.rule, kind="error_rate")
                 msg = f"rule {alert.rule} is no longer enabled"

@@ -66,8 +66,8 @@ class AlertRow:
             id=self.id,
             rule=self.rule,
             subject=self.subject,
-            severity=self.severity,  # type: ignore[arg-type]
-            state=self.state,  # type: ignore[arg-type]
+            severity=self.severity,
+            state=self.state,
             acknowledged=self.acknowledged_at is not None,
             message=self.message,
             value=self.value,

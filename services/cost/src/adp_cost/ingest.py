@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import asyncpg
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
@@ -137,10 +138,10 @@ class LedgerIngestor:
             return 0
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
-    async def _run(self, psub: object) -> None:
+    async def _run(self, psub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
             try:
-                msgs: list[Msg] = await psub.fetch(batch=self.batch, timeout=1.0)  # type: ignore[attr-defined]
+                msgs: list[Msg] = await psub.fetch(batch=self.batch, timeout=1.0)
             except (NatsTimeoutError, TimeoutError):
                 continue
             except Exception as err:  # connection trouble: the client reconnects; back off a little
@@ -157,7 +158,7 @@ class LedgerIngestor:
                     with contextlib.suppress(Exception):
                         await m.nak(delay=1.0)
         with contextlib.suppress(Exception):
-            await psub.unsubscribe()  # type: ignore[attr-defined]
+            await psub.unsubscribe()
 
     async def process(self, msgs: list[Msg]) -> BatchResult:
         """Price, store once, then ack. Raises (without acking) when the database write fails."""

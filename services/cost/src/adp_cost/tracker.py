@@ -191,7 +191,7 @@ class BudgetTracker:
         event = BudgetEvent(
             scope=ev.scope,
             day=ev.day.isoformat(),
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             spent_usd=str(state.spent_usd),
             limit_usd=str(state.limit_usd),
             percentage=ev.percentage,

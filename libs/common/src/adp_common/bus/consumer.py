@@ -48,7 +48,7 @@ class Delivery:
     """What a JetStream consumer handler receives."""
 
     msg: Msg
-    envelope: Envelope
+    envelope: Envelope[Any]
     num_delivered: int
     stream_seq: int
 
@@ -94,7 +94,7 @@ class Consumer:
 
 def nak_delay(backoff: float, num_delivered: int) -> float:
     """Exponential backoff from `backoff` seconds, at most MAX_NAK_DELAY_S, with jitter (half to full)."""
-    return min(backoff * (2 ** (num_delivered - 1)), MAX_NAK_DELAY_S) * (0.5 + random.random() / 2)
+    return min(backoff * 2.0 ** (num_delivered - 1), MAX_NAK_DELAY_S) * (0.5 + random.random() / 2)
 
 
 async def handle_message(consumer: Consumer, msg: Msg, handler: ConsumerHandler, backoff: float) -> None:

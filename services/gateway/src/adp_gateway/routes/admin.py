@@ -44,7 +44,7 @@ class RevokedOut(BaseModel):
 @router.post("/api/admin/users", status_code=201, response_model=UserOut)
 async def create_user(body: CreateUser, ctx: Ctx, p: Admin) -> JSONResponse:
     row = await ctx.store.create_user(new_user_id(), body.name, body.role)
-    out = UserOut(id=str(row["id"]), name=str(row["name"]), role=str(row["role"]), createdAt=row["created_at"])  # type: ignore[arg-type]
+    out = UserOut(id=str(row["id"]), name=str(row["name"]), role=str(row["role"]), createdAt=row["created_at"])
     return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
 
@@ -54,7 +54,7 @@ async def create_key(user_id: str, ctx: Ctx, p: Admin) -> JSONResponse:
         raise PlatformError(ErrorCode.NOT_FOUND, "no such user")
     key = new_api_key()
     row = await ctx.store.create_key(new_key_id(), user_id, hash_key(key), key[:8])
-    out = KeyOut(id=str(row["id"]), key=key, userId=user_id, createdAt=row["created_at"])  # type: ignore[arg-type]
+    out = KeyOut(id=str(row["id"]), key=key, userId=user_id, createdAt=row["created_at"])
     return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
 

@@ -108,7 +108,7 @@ async def _dashboard(ctx: GatewayContext) -> dict[str, Any]:
     health, active, providers, alerts, costs = await asyncio.gather(
         part("health", ctx.health()),
         part("activeDiscussions", ctx.query(DialogueQuery(kind="active_count"), CountReply)),
-        part("providers", ctx.request(cat.llm_providers, None, ProviderStatusList, timeout=t)),  # type: ignore[arg-type]
+        part("providers", ctx.request(cat.llm_providers, None, ProviderStatusList, timeout=t)),
         part("alerts", ctx.request(cat.alerts_query, AlertQuery(kind="active"), AlertList, timeout=t)),
         part("costs", ctx.request(cat.cost_query, CostQuery(kind="summary"), CostSummary, timeout=t)),
     )
