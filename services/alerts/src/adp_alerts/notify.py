@@ -17,10 +17,10 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 import httpx
@@ -203,7 +203,6 @@ class Dispatcher:
         instance: str,
         poll_s: float = 1.0,
         on_result: Callable[[NotificationRow, bool], None] | None = None,
-        on_attempt: Callable[[NotificationRow, SendResult], Awaitable[None] | None] | None = None,
     ) -> None:
         self.pool = pool
         self.channels = {(c.name, c.target): c for c in channels}
@@ -325,7 +324,3 @@ class Dispatcher:
                 delay,
             )
         return False
-
-
-def channel_summary(channels: list[Channel]) -> list[dict[str, Any]]:
-    return [{"channel": c.name, "target": c.target, "events": sorted(c.events)} for c in channels]

@@ -329,12 +329,3 @@ async def mark_failed(pool: asyncpg.Pool, notification_id: int, *, error: str) -
     await pool.execute(
         "UPDATE notifications SET status = 'failed', last_error = $2 WHERE id = $1", notification_id, error[:500]
     )
-
-
-async def attempt_count(pool: asyncpg.Pool, alert_id: str, channel: str) -> int:
-    return await pool.fetchval(
-        """SELECT count(*) FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-           WHERE n.alert_id = $1 AND n.channel = $2""",
-        alert_id,
-        channel,
-    )
