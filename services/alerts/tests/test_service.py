@@ -279,7 +279,7 @@ async def test_failing_webhook_is_retried_recorded_then_delivered(
                 "WHERE n.channel = 'webhook' AND NOT d.ok"
             )
 
-        # several rounds of (tenacity) attempts, each recorded with its status
+        # several rounds of attempts, each recorded with its status
         await until(lambda: _ge(failed_attempts(), 5), what="recorded failed attempts")
         row = await pool.fetchrow("SELECT status, rounds, last_error FROM notifications WHERE channel = 'webhook'")
         assert row["status"] == "pending" and row["rounds"] >= 2 and "500" in row["last_error"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adp_alerts.observations import Observations, Beat, percentile
+from adp_alerts.observations import Beat, Observations, percentile
 from adp_alerts.rules import Rule, RuleKind
 
 Key = tuple[str, str]  # (rule name, subject)

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from adp_common.bus import Bus
 from adp_common.envelope import envelope_of
+from adp_common.retry import Backoff, retry
 from adp_common.schemas.llm import UsageRecord
 from adp_cost import store
 from adp_cost.budget import utc_day
@@ -35,6 +36,7 @@ log = logging.getLogger("adp.cost.ingest")
 
 DURABLE = "cost-ledger"
 _RETRYABLE_DB = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+DB_CONFLICT_RETRY = Backoff(initial_s=0.05, max_s=0.2, attempts=5)  # a batch that lost a lock race: again soon
 
 UsageEnvelope = envelope_of(UsageRecord)
 
@@ -201,12 +203,8 @@ class LedgerIngestor:
         return result
 
     async def _write(self, rows: list[LedgerRow]) -> list[Inserted]:
-        for attempt in range(5):
-            try:
-                async with self.pool.acquire(timeout=10) as conn:
-                    return await store.insert_batch(conn, rows)
-            except _RETRYABLE_DB:
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
-        return []  # unreachable
+        async def insert() -> list[Inserted]:
+            async with self.pool.acquire(timeout=10) as conn:
+                return await store.insert_batch(conn, rows)
+
+        return await retry(DB_CONFLICT_RETRY, insert, retry_on=_RETRYABLE_DB)
