@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from adp_gateway.context import GatewayContext
 from adp_gateway.errors import ERROR_RESPONSES, ErrorDetail, ErrorEnvelope, error_body, install_handlers
-from adp_gateway.routes import admin, discussions, files, openai, operations
+from adp_gateway.routes import admin, discussions, faults, files, openai, operations
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -53,6 +53,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
         openai.router,
         operations.router,
         admin.router,
+        faults.router,
     ):
         app.include_router(router)
     if (STATIC_DIR / "index.html").exists():
