@@ -253,5 +253,5 @@ class SocketGateway:
                 "generate-questions": "questions",
                 "stop-dialogue": "stop",
             }[event]
-            cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)  # type: ignore[arg-type]
+            cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
         return await ctx.command(cmd)
