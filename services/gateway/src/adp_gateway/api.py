@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from adp_gateway import openai_compat as oai
 from adp_gateway.context import GatewayContext
 from adp_gateway.errors import ERROR_RESPONSES, ErrorDetail, ErrorEnvelope, error_body, install_handlers
-from adp_gateway.routes import admin, discussions, files, openai, operations
+from adp_gateway.routes import admin, discussions, faults, files, openai, operations
 
 STATIC_DIR = Path(__file__).parent / "static"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -87,6 +87,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
         openai.router,
         operations.router,
         admin.router,
+        faults.router,
     ):
         app.include_router(router)
     if (STATIC_DIR / "index.html").exists():

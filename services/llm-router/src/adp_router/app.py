@@ -112,7 +112,10 @@ class RouterApp:
         )
         # every copy hears every cancel (no queue group): only the copy running the call has it
         await bus.on_notice(bus.catalog.llm_cancel, CancelCalls, self._on_cancel)
-        await bus.serve(bus.catalog.llm_complete, self._complete, CompletionRequest, name="complete")
+        # an LLM call logs its own slow line (time to first token when streamed), not the bus call's length
+        await bus.serve(
+            bus.catalog.llm_complete, self._complete, CompletionRequest, name="complete", slow_log_kind=None
+        )
         await bus.serve(bus.catalog.llm_models, self._models, None, name="models")
         await bus.serve(bus.catalog.llm_providers, self._providers, None, name="providers")
         rt.checks.info["providers"] = sorted(config.providers)

@@ -35,7 +35,7 @@ from adp_common.bus.wire import (
     short_error,
 )
 from adp_common.errors import ErrorCode, PlatformError
-from adp_common.logging import correlation_id
+from adp_common.logging import correlation_id, log_slow
 from adp_common.telemetry import extract_context, inject_headers, tracer
 
 log = logging.getLogger("adp.bus")
@@ -165,6 +165,7 @@ class RequestReply(BusConnection):
         *,
         name: str | None = None,
         queue: str | None = None,
+        slow_log_kind: str | None = "bus",
     ) -> None:
         """Answer requests on `subject` (queue group = service name, so copies share the load).
 
@@ -174,7 +175,11 @@ class RequestReply(BusConnection):
         micro = await self._micro_service()
 
         async def run(req: MicroRequest) -> None:
+            started = time.perf_counter()
             await self._answer(req, handler, request_model, subject, span=f"serve {name or subject}")
+            if slow_log_kind:
+                cid = (req.headers or {}).get(CORRELATION_HEADER)  # the handler's context is gone by now
+                log_slow(slow_log_kind, name or subject, time.perf_counter() - started, correlation_id=cid)
 
         def dispatch(req: MicroRequest) -> None:
             self._dispatch(req, run, subject)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -18,6 +18,7 @@ from adp_common.schemas.dialogue import CountReply, DialogueQuery
 from adp_common.schemas.llm import ProviderStatusList
 from adp_gateway.context import GatewayContext
 from adp_gateway.deps import ID_PATTERN, Admin, Ctx, User
+from adp_gateway.metrics_report import MetricsReport, build_report
 
 router = APIRouter(tags=["operations"])
 
@@ -88,13 +89,19 @@ async def ack(alert_id: str, ctx: Ctx, p: Admin) -> JSONResponse:
     return JSONResponse(result.model_dump(mode="json"))
 
 
-@router.get("/api/monitoring/dashboard")
-async def dashboard(ctx: Ctx, p: User) -> JSONResponse:
+@router.get("/api/metrics", response_model=MetricsReport, summary="Key metrics of the platform (admin)")
+async def key_metrics(ctx: Ctx, p: Admin) -> JSONResponse:
+    report, _ = await _gather(ctx, alerts=False)
+    return JSONResponse(report.model_dump(mode="json"))
+
+
+@router.get("/api/monitoring/dashboard", summary="Everything the operator view shows (admin)")
+async def dashboard(ctx: Ctx, p: Admin) -> JSONResponse:
     return JSONResponse(await _dashboard(ctx))
 
 
-async def _dashboard(ctx: GatewayContext) -> dict[str, Any]:
-    """Everything the dashboard shows, gathered concurrently; a part whose service is down is null + an error."""
+async def _gather(ctx: GatewayContext, *, alerts: bool) -> tuple[MetricsReport, dict[str, Any]]:
+    """Ask every service at once; a part whose service is down is null, with its error in `errors`."""
     cat = ctx.bus.catalog
     t = ctx.settings.health_timeout_s + 1
     errors: dict[str, str] = {}
@@ -108,14 +115,29 @@ async def _dashboard(ctx: GatewayContext) -> dict[str, Any]:
             errors[name] = (str(err) or type(err).__name__)[:200]
         return None
 
-    health, active, providers, alerts, costs = await asyncio.gather(
-        part("health", ctx.health()),
+    async def nothing() -> None:
+        return None
+
+    health, active, providers, alert_list, costs = await asyncio.gather(
+        part("health", ctx.health()) if alerts else nothing(),
         part("activeDiscussions", ctx.query(DialogueQuery(kind="active_count"), CountReply)),
         part("providers", ctx.request(cat.llm_providers, None, ProviderStatusList, timeout=t)),  # type: ignore[arg-type]
-        part("alerts", ctx.request(cat.alerts_query, AlertQuery(kind="active"), AlertList, timeout=t)),
+        part("alerts", ctx.request(cat.alerts_query, AlertQuery(kind="active"), AlertList, timeout=t))
+        if alerts
+        else nothing(),
         part("costs", ctx.request(cat.cost_query, CostQuery(kind="summary"), CostSummary, timeout=t)),
     )
     m = ctx.metrics
+    gateway = m.recent.figures(inflight=m.inflight_now, sse=ctx.active_streams, socketio=ctx.socket_connections)
+    report = build_report(gateway, active.count if active else None, providers, costs, errors)
+    return report, {"health": health, "providers": providers, "alerts": alert_list, "costs": costs}
+
+
+async def _dashboard(ctx: GatewayContext) -> dict[str, Any]:
+    """Everything the dashboard shows: the key metrics of GET /api/metrics plus health, breakers and alerts."""
+    report, parts = await _gather(ctx, alerts=True)
+    health, providers, alerts, costs = parts["health"], parts["providers"], parts["alerts"], parts["costs"]
+    g, pf = report.gateway, report.platform
     provider_rows = [
         {
             "provider": pr.provider,
@@ -126,24 +148,31 @@ async def _dashboard(ctx: GatewayContext) -> dict[str, Any]:
             "latencyP95Ms": pr.latency_p95_ms,
             "simulated": pr.simulated,
         }
-        for pr in (providers.providers if providers else [])
+        for pr in (report.llm_router.providers if report.llm_router else [])
     ]
     return {
-        "timestamp": datetime.now(UTC).isoformat(),
+        "timestamp": report.timestamp.isoformat(),
         "health": health[1] if health else None,
         "metrics": {
-            "scope": "this gateway copy since start",
-            "requests": m.total,
-            "errors": m.total_errors,
-            "errorRate": round(m.total_errors / m.total, 4) if m.total else 0.0,
-            "activeDiscussions": active.count if active else None,
-            "connections": {"sse": ctx.active_streams, "socketio": ctx.socket_connections},
+            "scope": g.scope,
+            "requests": g.requests,
+            "requestRatePerS": g.request_rate_per_s,
+            "errors": g.errors,
+            "errorRate": g.error_rate,
+            "errorCodes": g.error_codes,
+            "latencyP50Ms": g.latency.p50_ms,
+            "latencyP95Ms": g.latency.p95_ms,
+            "latencyP99Ms": g.latency.p99_ms,
+            "activeDiscussions": pf.active_discussions,
+            "connections": {"sse": g.sse_streams, "socketio": g.socketio_connections},
+            "costTodayUsd": str(pf.cost_today_usd) if pf.cost_today_usd is not None else None,
         },
+        "keyMetrics": report.model_dump(mode="json"),
         "providers": provider_rows if providers else None,
         "circuitBreakers": [{"provider": pr.provider, "state": pr.breaker} for pr in providers.providers]
         if providers
         else None,
         "alerts": [a.model_dump(mode="json") for a in alerts.alerts] if alerts else None,
         "costs": costs.model_dump(mode="json") if costs else None,
-        "errors": errors,
+        "errors": report.errors,
     }
