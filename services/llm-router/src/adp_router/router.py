@@ -152,8 +152,11 @@ class ChunkEmitter:
         self._head = ""
         self._buf: list[str] = []
 
-    def set_provider(self, provider: str) -> None:
-        self._head = f'{{"request_id":{json.dumps(self.request_id)},"provider":{json.dumps(provider)},"seq":'
+    def set_provider(self, provider: str, model: str) -> None:
+        self._head = (
+            f'{{"request_id":{json.dumps(self.request_id)},"provider":{json.dumps(provider)},'
+            f'"model":{json.dumps(model)},"seq":'
+        )
 
     async def emit(self, delta: str) -> None:
         self.seq += 1
@@ -308,6 +311,10 @@ class Router:
     async def complete(self, req: CompletionRequest) -> CompletionResult:
         """Serve one request: a logical call (`call_key`) already finished or running is replayed or joined
         (see adp_router.calls), anything else goes to the providers."""
+        if req.strict_route and not self.config.accepts(req.route):
+            raise PlatformError(
+                ErrorCode.MODEL_NOT_FOUND, f"no route or model named {req.route!r} (see the models list)"
+            )
         if req.call_key is None or self.once is None:
             try:
                 return await self._complete_call(req)
@@ -340,7 +347,7 @@ class Router:
             relay_template=(req.relay_template or {}) if req.relay_subject else None,
         )
         emitter.restart = True
-        emitter.set_provider(result.provider)
+        emitter.set_provider(result.provider, result.model)
         await emitter.emit(result.text)
 
     async def _complete_call(self, req: CompletionRequest) -> CompletionResult:
@@ -600,7 +607,7 @@ class Router:
             try:
                 async with asyncio.timeout(timeout):
                     if emitter is not None:
-                        emitter.set_provider(name)
+                        emitter.set_provider(name, entry.model)
                         gen = provider.stream(req, entry.model, st, timeout)
                         try:
                             async for delta in gen:
@@ -611,7 +618,7 @@ class Router:
                                 parts.append(delta)
                                 await emitter.emit(delta)
                         finally:
-                            await gen.aclose()  # type: ignore[attr-defined]
+                            await gen.aclose()  # type: ignore[attr-defined]  # an async generator, typed as AsyncIterator
                     else:
                         parts.append(await provider.complete(req, entry.model, st, timeout))
             except TimeoutError:

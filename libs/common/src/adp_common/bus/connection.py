@@ -68,10 +68,10 @@ class BusConnection:
         await nc.connect(
             url,
             name=f"{name}:{instance}" if instance else name,
-            connect_timeout=connect_timeout,
+            connect_timeout=connect_timeout,  # type: ignore[arg-type]  # seconds; nats-py annotates int, takes float
             allow_reconnect=True,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds; nats-py annotates int, takes float
             error_cb=on_error,
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
