@@ -35,7 +35,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
@@ -50,6 +50,7 @@ from adp_common.clock import RepeatClock
 from adp_common.envelope import Envelope, decode, wrap
 from adp_common.errors import ErrorBody, ErrorCode, PlatformError
 from adp_common.logging import correlation_id
+from adp_common.settings import ConfigError
 from adp_common.telemetry import current_traceparent, extract_context, inject_headers, tracer
 
 log = logging.getLogger("adp.bus")
@@ -70,6 +71,10 @@ class Retry(Exception):
     def __init__(self, reason: str = "", delay: float | None = None) -> None:
         super().__init__(reason)
         self.delay = delay
+
+
+class ReplicasUnavailable(ConfigError):
+    """ADP_STREAM_REPLICAS asks for more replicas than the NATS servers can hold: the service stops at start."""
 
 
 class Reject(Exception):
@@ -158,6 +163,15 @@ def decode_reply(msg: Msg, response_model: type[M] | None) -> Any:
     return response_model.model_validate_json(msg.data)
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers of ADP_NATS_URL: one URL, or a cluster's URLs separated by commas. The client starts at
+    one of them (in random order) and fails over to the others while reconnecting."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no NATS server URL given")
+    return urls
+
+
 def send_now(nc: NATS) -> None:
     """Put what the connection has queued on its socket now. nats-py leaves every publish to its flusher
     task, which writes on a later turn of the event loop — under load a busy turn later, which a first token
@@ -218,8 +232,9 @@ class _Inline:
 
 
 class Bus:
-    def __init__(self, nc: NATS, catalog: Catalog, *, name: str = "adp", instance: str = "") -> None:
+    def __init__(self, nc: NATS, catalog: Catalog, *, name: str = "adp", instance: str = "", replicas: int = 1) -> None:
         self.nc = nc
+        self.replicas = replicas  # of every stream and KV bucket this bus creates (ADP_STREAM_REPLICAS)
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         self.catalog = catalog
         self.name = name
@@ -239,13 +254,14 @@ class Bus:
     @classmethod
     async def connect(
         cls,
-        url: str,
+        url: str,  # one server's URL, or a cluster's: several separated by commas
         *,
         prefix: str = "adp",
         name: str = "adp",
         instance: str = "",
         connect_timeout: float = 5.0,
         handler_concurrency: int = 64,
+        replicas: int = 1,
     ) -> Bus:
         async def on_error(err: Exception) -> None:
             log.warning("nats error: %s", err)
@@ -259,7 +275,7 @@ class Bus:
 
         nc = NATS()
         await nc.connect(
-            url,
+            servers=server_urls(url),
             name=f"{name}:{instance}" if instance else name,
             connect_timeout=connect_timeout,
             allow_reconnect=True,
@@ -270,7 +286,7 @@ class Bus:
             reconnected_cb=on_reconnect,
             pending_size=64 * 1024 * 1024,
         )
-        bus = cls(nc, Catalog(prefix), name=name, instance=instance)
+        bus = cls(nc, Catalog(prefix), name=name, instance=instance, replicas=replicas)
         bus._handler_limit = handler_concurrency
         return bus
 
@@ -560,8 +576,9 @@ class Bus:
         await self.subscribe(subject, cb)
 
     # ---- JetStream ------------------------------------------------------------------------------------
-    async def ensure_stream(self, spec: StreamSpec, *, replicas: int = 1) -> None:
-        """Create the stream, or update it to this config; safe to call from every copy at start."""
+    async def ensure_stream(self, spec: StreamSpec, *, replicas: int | None = None) -> None:
+        """Create the stream, or update it to this config; safe to call from every copy at start.
+        `replicas` defaults to the bus's (ADP_STREAM_REPLICAS)."""
         cfg = StreamConfig(
             name=spec.name,
             subjects=list(spec.subjects),
@@ -571,19 +588,32 @@ class Bus:
             max_msgs=spec.max_msgs,
             duplicate_window=spec.duplicate_window_s,
             discard=DiscardPolicy.OLD,
-            num_replicas=replicas,
+            num_replicas=replicas or self.replicas,
             description=spec.description or None,
         )
         try:
             await self.js.add_stream(cfg)
-        except BadRequestError:
-            # Exists with another config: update it, but never lower replicas an operator raised.
-            with contextlib.suppress(Exception):
-                current = await self.js.stream_info(spec.name)
-                cfg.num_replicas = max(replicas, current.config.num_replicas or 1)
-            await self.js.update_stream(cfg)
+            return
+        except APIError as err:
+            _raise_if_replicas_unavailable(err, spec.name, cfg.num_replicas)
+            if not isinstance(err, BadRequestError):
+                raise
+        # Exists with another config: update it, never lowering replicas an operator raised.
+        current = await self.js.stream_info(spec.name)
+        have = current.config.num_replicas or 1
+        if have < cfg.num_replicas:
+            log.info("stream %s: replicas raised from %d to %d", spec.name, have, cfg.num_replicas)
+        cfg.num_replicas = max(cfg.num_replicas, have)
+        await self._update_stream(cfg)
 
-    async def ensure_streams(self, bases: list[str] | None = None, *, replicas: int = 1) -> None:
+    async def _update_stream(self, cfg: StreamConfig) -> None:
+        try:
+            await self.js.update_stream(cfg)
+        except APIError as err:
+            _raise_if_replicas_unavailable(err, cfg.name or "", cfg.num_replicas or 1)
+            raise
+
+    async def ensure_streams(self, bases: list[str] | None = None, *, replicas: int | None = None) -> None:
         specs = self.catalog.streams if bases is None else [self.catalog.stream_by_base(b) for b in bases]
         for spec in specs:
             await self.ensure_stream(spec, replicas=replicas)
@@ -745,19 +775,48 @@ class Bus:
         return out
 
     async def kv(self, base: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
-        """The KV bucket `base` (prefixed), created on first use."""
+        """The KV bucket `base` (prefixed), created on first use with the bus's replicas; an existing bucket
+        with fewer replicas is raised to them. Every bucket of the platform comes from here."""
         name = self.catalog.bucket(base)
         if name not in self._kv:
-            try:
-                self._kv[name] = await self.js.key_value(name)
-            except (NotFoundError, Exception):
-                try:
-                    self._kv[name] = await self.js.create_key_value(bucket=name, history=history, ttl=ttl)
-                except BadRequestError:
-                    # Another copy created it at the same moment (the server then answers "subjects
-                    # overlap with an existing stream"): use theirs.
-                    self._kv[name] = await self.js.key_value(name)
+            self._kv[name] = await self._ensure_bucket(name, history, ttl)
         return self._kv[name]
+
+    async def _ensure_bucket(self, name: str, history: int, ttl: float | None) -> KeyValue:
+        try:
+            return await self.js.create_key_value(bucket=name, history=history, ttl=ttl, replicas=self.replicas)
+        except APIError as err:
+            _raise_if_replicas_unavailable(err, name, self.replicas)
+            if not isinstance(err, BadRequestError):
+                raise
+        # It exists with another config (another service's history or TTL, or replicas an operator changed),
+        # or another copy created it at the same moment: use it, with at least our replicas.
+        kv = await self.js.key_value(name)
+        current = await self.js.stream_info(kv._stream)
+        have = current.config.num_replicas or 1
+        if have < self.replicas:
+            log.info("bucket %s: replicas raised from %d to %d", name, have, self.replicas)
+            await self._update_stream(current.config.evolve(num_replicas=self.replicas))
+        return kv
+
+
+# JetStream API errors that mean the servers cannot hold that many replicas: 10074 "replicas > 1 not
+# supported in non-clustered mode", 10005 "no suitable peers for placement", 10023 "insufficient resources".
+REPLICAS_UNAVAILABLE_ERRORS = frozenset({10074, 10005, 10023})
+
+
+def _raise_if_replicas_unavailable(err: APIError, what: str, replicas: int) -> None:
+    """A replica count the NATS servers cannot place stops the service at start with a message that says so
+    (ADP_STREAM_REPLICAS larger than the cluster), instead of a JetStream error code."""
+    if err.err_code not in REPLICAS_UNAVAILABLE_ERRORS:
+        return
+    message = (
+        f"ADP_STREAM_REPLICAS={replicas}: the NATS servers cannot keep {replicas} replicas of {what} "
+        f"({err.description or err.err_code}). Set ADP_STREAM_REPLICAS to at most the number of JetStream "
+        "servers in the cluster (1 for a single server)."
+    )
+    log.error(message)
+    raise ReplicasUnavailable(message) from None
 
 
 def _short(err: Exception) -> str:
