@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from pathlib import Path
 
 import pytest
 
 from adp_cli.nats_cluster import NatsCluster
-from adp_cli.servers import free_port
+from adp_cli.servers import free_port, start_embedded_nats
 from adp_common.bus import Bus, ReplicasUnavailable, server_urls
+from adp_common.schemas.llm import UsageRecord
 from adp_testing.fixtures import cleanup_prefix
 from adp_testing.procs import ServiceProcesses, cluster_size
 
@@ -100,3 +102,32 @@ async def test_a_service_asked_for_more_replicas_than_servers_stops_at_start(pro
     code = await asyncio.to_thread(proc.popen.wait, 60)
     assert code != 0
     assert "ADP_STREAM_REPLICAS=3" in proc.log_tail(), proc.log_tail()
+
+
+async def test_an_unanswered_publish_is_sent_again_until_the_stream_answers(tmp_path: Path) -> None:
+    """The server is away for longer than one publish's timeout: the publish is repeated with the same id
+    until the stream answers, and stored once."""
+    port = free_port()
+    server = await asyncio.to_thread(start_embedded_nats, tmp_path, port)
+    bus = await Bus.connect(server.url, prefix="pub", name="pub")
+    try:
+        await bus.ensure_streams(["USAGE"])
+        await asyncio.to_thread(server.stop)
+        publish = asyncio.create_task(
+            bus.publish_event(bus.catalog.usage_record, _usage(), msg_id="once", timeout=1.0, retry_for=20)
+        )
+        await asyncio.sleep(2.5)
+        assert not publish.done()
+        server = await asyncio.to_thread(start_embedded_nats, tmp_path, port)
+        seq = await asyncio.wait_for(publish, 20)
+        again = await bus.publish_event(bus.catalog.usage_record, _usage(), msg_id="once")
+        assert again == seq
+        info = await bus.js.stream_info(bus.catalog.stream_name("USAGE"))
+        assert info.state.messages == 1
+    finally:
+        await bus.close(grace=1)
+        await asyncio.to_thread(server.stop)
+
+
+def _usage() -> UsageRecord:
+    return UsageRecord(request_id="once", provider="p", model="m", input_tokens=3)

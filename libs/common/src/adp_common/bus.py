@@ -35,7 +35,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
@@ -62,7 +62,22 @@ CORRELATION_HEADER = "Adp-Correlation-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
 STATUS_HEADER = "Status"  # how nats-py hands over a status message's code
 NO_RESPONDERS_STATUS = "503"
-HANDLER_BACKLOG_LIMIT = 65536  # requests waiting for a free handler before new ones are dropped
+PING_INTERVAL_S = 1.0  # the connection is given up after MAX_OUTSTANDING_PINGS pings without an answer
+MAX_OUTSTANDING_PINGS = 3
+HANDLER_BACKLOG_LIMIT = 65536
+# A JetStream publish is repeated (same message id) for this long when unanswered: a stream leader election
+# after a server is lost takes a few seconds, a frozen server's clients need ~6 s to notice (pings).
+PUBLISH_RETRY_S = 30.0
+PUBLISH_RETRY_PAUSES = (
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)  # then 1.0 each time  # requests waiting for a free handler before new ones are dropped
+
+
+# what an unanswered or leaderless JetStream publish raises
+PUBLISH_RETRYABLE = (NatsTimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
 
 
 class Retry(Exception):
@@ -262,6 +277,7 @@ class Bus:
         connect_timeout: float = 5.0,
         handler_concurrency: int = 64,
         replicas: int = 1,
+        ping_interval: float = PING_INTERVAL_S,
     ) -> Bus:
         async def on_error(err: Exception) -> None:
             log.warning("nats error: %s", err)
@@ -281,6 +297,10 @@ class Bus:
             allow_reconnect=True,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            # A server that stops answering (frozen, cut off by the network) leaves its TCP connection open:
+            # only unanswered pings show it, so they are frequent, and the client moves to another server.
+            ping_interval=ping_interval,
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
             error_cb=on_error,
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
@@ -626,14 +646,29 @@ class Bus:
         msg_id: str | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = 5.0,
+        retry_for: float = PUBLISH_RETRY_S,
     ) -> int:
         """Publish a registered payload in an Envelope to JetStream; `msg_id` de-duplicates within the
-        stream's duplicate window. Returns the stream sequence."""
+        stream's duplicate window. Returns the stream sequence.
+
+        An unanswered publish (`timeout` each) is sent again, with the same id, for up to `retry_for`
+        seconds: the stream may be electing a new leader or the client moving to another server, and the
+        id makes a repeat of a publish that was stored in fact harmless."""
         env = wrap(payload, source=f"{self.name}/{self.instance}", traceparent=current_traceparent(), id=msg_id)
         hdrs = inject_headers(headers)
         hdrs[MSG_ID_HEADER] = env.id
-        ack = await self.js.publish(subject, env.model_dump_json().encode(), timeout=timeout, headers=hdrs)
-        return ack.seq
+        data = env.model_dump_json().encode()
+        deadline = time.monotonic() + retry_for
+        for pause in itertools.chain(PUBLISH_RETRY_PAUSES, itertools.repeat(PUBLISH_RETRY_PAUSES[-1])):
+            try:
+                ack = await self.js.publish(subject, data, timeout=timeout, headers=hdrs)
+                return ack.seq
+            except PUBLISH_RETRYABLE as err:
+                if time.monotonic() + pause >= deadline:
+                    raise
+                log.info("publish on %s unanswered (%s); again in %.2f s", subject, type(err).__name__, pause)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable: the pauses never end")
 
     async def consume(
         self,

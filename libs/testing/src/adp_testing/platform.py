@@ -143,6 +143,7 @@ class EventLog:
         self.key = key
         self.did = discussion_id
         self.events: list[dict[str, Any]] = []
+        self.times: list[float] = []  # time.monotonic() at which each of `events` arrived
         self.last_id: int | None = None
         self.reconnects = 0
         self.gateway = 0
@@ -180,6 +181,7 @@ class EventLog:
                         if "id" in ev:
                             self.last_id = ev["id"]
                         self.events.append(ev)
+                        self.times.append(time.monotonic())
                         self._changed.set()
             except (httpx.HTTPError, OSError):
                 pass
