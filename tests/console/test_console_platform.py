@@ -146,6 +146,7 @@ async def test_console_live_discussion_drop_and_operator_view(browser: Any, plat
         await page.wait_for_selector("#cost-chart svg rect[data-provider=simulated]", timeout=10000)
         assert await page.locator("#health-list li").count() >= 5
         assert await page.locator("#providers-table tbody tr[data-provider=simulated]").count() == 1
+        assert await page.locator("#metrics-list dt", has_text="Latency P95 Ms").count() == 1  # p95 shown
         item = page.locator("#alerts-list li", has_text="budget_exceeded")
         await shot(page, "operator-view")
         await item.locator("button.ack").click()

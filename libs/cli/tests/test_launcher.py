@@ -85,6 +85,12 @@ async def test_adp_up_brings_every_service_to_healthy(nats_url: str, pg_dsn: str
                 break
         out = "".join(lines)
         assert f"http://127.0.0.1:{port}" in out and "adp_launcher_test_key_123456" in out
+        logs = tmp_path.resolve() / "logs"
+        assert f"Logs:     {logs / 'error.log'}" in out  # where the logs are, printed
+        combined = (logs / "combined.log").read_text()
+        for service in ("gateway", "dialogue", "llm-router", "cost", "alerts"):
+            assert f'"service": "{service}"' in combined, service
+        assert (logs / "error.log").exists()
         async with httpx.AsyncClient(timeout=5) as client:
             r = await client.get(f"http://127.0.0.1:{port}/health")
             assert r.status_code == 200

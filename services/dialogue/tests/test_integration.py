@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -239,7 +240,8 @@ async def test_copy_killed_mid_turn_is_taken_over(bus: Bus, processes, prefix: s
             "ADP_SIMULATED_TOKENS_PER_S": "40",
         },
     )
-    copies = await processes.start_healthy(["dialogue"], replicas=2, extra_env={"ADP_STEP_ACK_WAIT_S": "2"})
+    # default step settings: how soon the survivor takes over is what a user would see
+    copies = await processes.start_healthy(["dialogue"], replicas=2)
     async with event_log(bus) as log:
         view = await command(bus, action="create", user_id="u1", topic=TOPIC, auto=True, max_rounds=2)
         did = view.id
@@ -248,11 +250,16 @@ async def test_copy_killed_mid_turn_is_taken_over(bus: Bus, processes, prefix: s
         runner = [p for p in copies if f"running step r1t2 of {did}" in p.log_path.read_text(errors="replace")]
         assert len(runner) == 1, [p.log_tail() for p in copies]
         processes.kill(runner[0])
+        killed_at = time.monotonic()
         survivor = next(p for p in copies if p is not runner[0])
         restarted = await log.wait(
             lambda evs: [e for e in evs if e.event == "message-start" and e.data.get("restart")], 30
         )
+        taken_over_s = time.monotonic() - killed_at
+        print(f"turn taken over {taken_over_s:.2f} s after the kill")
         assert restarted[0].data["turn"] == 2
+        # the step's ack wait (plus a fetch and a loaded machine's slack), not a 30 s timeout
+        assert taken_over_s < 6.5, taken_over_s
         await log.wait_event(did, "round-complete", 2, timeout=60)
         done = await _wait_status(bus, did, "completed")
     assert survivor.alive()

@@ -77,8 +77,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             env.setdefault("ADP_STREAM_REPLICAS", str(args.nats_cluster))
         if redis is not None:
             env["ADP_REDIS_URL"] = redis.url
-        if args.log_dir:
-            env["ADP_LOG_DIR"] = str(Path(args.log_dir).resolve())
+        # error.log and combined.log (rotated) go to --log-dir, else ADP_LOG_DIR, else DATA_DIR/logs
+        log_dir = Path(args.log_dir or env.get("ADP_LOG_DIR") or data_dir / "logs").resolve()
+        env["ADP_LOG_DIR"] = str(log_dir)
+        print(f"Logs       {log_dir / 'error.log'}, {log_dir / 'combined.log'}")
         manager = ProcessManager(env=env, relay=None if args.quiet else sys.stdout, log_dir=data_dir / "logs")
         return asyncio.run(_run(manager, args, key))
     finally:
@@ -138,6 +140,8 @@ async def _run(manager: ProcessManager, args: argparse.Namespace, key: str) -> i
     for extra in gateways[1:]:
         print(f"            {extra.url}")
     print(f"  API key:  {key}")
+    log_dir = Path(manager.env["ADP_LOG_DIR"])
+    print(f"  Logs:     {log_dir / 'error.log'} (errors), {log_dir / 'combined.log'} (everything)")
     print(f'  Try:      curl -H "Authorization: Bearer {key}" {gateways[0].url}/api/health')
     print("  Stop:     Ctrl-C")
     sys.stdout.flush()
@@ -171,7 +175,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     p.add_argument("--port", type=int, default=int(os.environ.get("ADP_GATEWAY_PORT", "8080")), help="gateway port")
     p.add_argument("--data-dir", default=os.environ.get("ADP_DATA_DIR", ".adp"), help="embedded servers' data")
-    p.add_argument("--log-dir", default=None, help="also write error.log/combined.log here (ADP_LOG_DIR)")
+    p.add_argument(
+        "--log-dir", default=None, help="where error.log/combined.log go [ADP_LOG_DIR, default DATA_DIR/logs]"
+    )
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for every service to be healthy")
     p.add_argument("--quiet", action="store_true", help="don't stream service logs (they go to DATA_DIR/logs)")
     p.add_argument("--exit-when-healthy", action="store_true", help="start, check health, stop (smoke test)")

@@ -49,6 +49,7 @@ from adp_common.schemas.alerts import AckAlert, AlertEvent, AlertList, AlertQuer
 from adp_common.schemas.common import HealthReply
 from adp_common.schemas.cost import BudgetState, CostQuery, CostSummary, SetBudget
 from adp_common.schemas.llm import BreakerState, ProviderStatusList
+from adp_common.schemas.money import format_money
 
 SERVICE_DATABASES = ("gateway", "dialogue", "cost", "alerts")
 STREAM_BASES = ("DIALOGUE_WORK", "DISCUSSIONS", "USAGE", "OPS", "ALERTS")
@@ -270,7 +271,10 @@ async def _budget(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(state.model_dump(mode="json"))
             else:
-                print(f"budget {state.scope}: limit ${state.limit_usd} (spent ${state.spent_usd} on {state.day})")
+                print(
+                    f"budget {state.scope}: limit ${format_money(state.limit_usd)}"
+                    f" (spent ${format_money(state.spent_usd)} on {state.day})"
+                )
             return 0
         try:
             summary = await bus.request(
@@ -294,7 +298,7 @@ async def _budget(args: argparse.Namespace) -> int:
         _print_json(
             {
                 "budget": budget.model_dump(mode="json") if budget else None,
-                "user_cost": str(summary.userCost) if summary and summary.userCost is not None else None,
+                "user_cost": format_money(summary.userCost) if summary and summary.userCost is not None else None,
                 "states": {k: v.model_dump(mode="json") for k, v in states.items()},
             }
         )
@@ -302,9 +306,17 @@ async def _budget(args: argparse.Namespace) -> int:
         if budget is not None:
             scope = f"user {args.user}" if args.user else "global"
             flag = "  EXCEEDED" if budget.exceeded else ""
-            print(f"{scope}: ${budget.current} of ${budget.limit} today ({budget.percentage:.1f}%){flag}")
+            amounts = f"${format_money(budget.current)} of ${format_money(budget.limit)}"
+            print(f"{scope}: {amounts} today ({budget.percentage:.1f}%){flag}")
         rows = [
-            [k, s.day, str(s.spent_usd), str(s.limit_usd), f"{s.percentage:.1f}%", "yes" if s.exceeded else ""]
+            [
+                k,
+                s.day,
+                format_money(s.spent_usd),
+                format_money(s.limit_usd),
+                f"{s.percentage:.1f}%",
+                "yes" if s.exceeded else "",
+            ]
             for k, s in sorted(states.items())
         ]
         if rows:

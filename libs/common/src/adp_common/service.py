@@ -303,6 +303,7 @@ def main_for(service: str, settings: ServiceSettings, app: ServiceApp, **runtime
         log_dir=settings.log_dir,
         max_bytes=settings.log_max_bytes,
         backups=settings.log_backups,
+        slow_operation_ms=settings.slow_operation_ms,
     )
     setup_tracing(service, rt.instance)
     try:

@@ -20,14 +20,16 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
+from adp_common import telemetry
 from adp_common.bus import Bus
 from adp_common.envelope import envelope_of
 from adp_common.schemas.llm import UsageRecord
 from adp_cost import store
 from adp_cost.budget import utc_day
-from adp_cost.pricing import PriceTable
+from adp_cost.pricing import PriceTable, nusd_to_usd
 from adp_cost.store import Inserted, LedgerRow
 
 log = logging.getLogger("adp.cost.ingest")
@@ -75,6 +77,29 @@ def to_row(rec: UsageRecord, prices: PriceTable, stream_seq: int | None) -> Ledg
         cost_nusd=priced.cost_nusd,
         stream_seq=stream_seq,
     )
+
+
+def charge_span(msg: Msg, row: LedgerRow, started_ns: int) -> None:
+    """A `cost.charge` span in the trace of the LLM call that produced the record (its publisher's context
+    travels in the message headers), covering the batch that priced and stored it."""
+    span = telemetry.tracer("adp.cost").start_span(
+        "cost.charge",
+        context=telemetry.extract_context(dict(msg.headers or {})),
+        kind=SpanKind.CONSUMER,
+        start_time=started_ns,
+    )
+    span.set_attributes(
+        {
+            "adp.llm.request_id": row.request_id,
+            "gen_ai.provider.name": row.provider,
+            "gen_ai.response.model": row.model,
+            "gen_ai.usage.input_tokens": row.input_tokens,
+            "gen_ai.usage.output_tokens": row.output_tokens,
+            "adp.cost.usd": str(nusd_to_usd(row.cost_nusd)),
+            "adp.cost.price_source": row.price_source,
+        }
+    )
+    span.end()
 
 
 class LedgerIngestor:
@@ -162,8 +187,11 @@ class LedgerIngestor:
     async def process(self, msgs: list[Msg]) -> BatchResult:
         """Price, store once, then ack. Raises (without acking) when the database write fails."""
         t0 = time.perf_counter()
+        started_ns = time.time_ns()
         rows: dict[str, LedgerRow] = {}
         good: list[Msg] = []
+        traced: list[tuple[Msg, str]] = []  # (message, request id) of records whose charge gets a span
+        tracing = telemetry.recording()
         rejected = 0
         for m in msgs:
             try:
@@ -175,6 +203,8 @@ class LedgerIngestor:
                     await m.term()
                 continue
             good.append(m)
+            if tracing and m.headers:
+                traced.append((m, rec.request_id))
             if rec.request_id not in rows:
                 seq = m.metadata.sequence.stream if m.reply else None
                 rows[rec.request_id] = to_row(rec, self.prices, seq)
@@ -183,6 +213,8 @@ class LedgerIngestor:
         for m in good:  # ack only after the commit
             with contextlib.suppress(Exception):
                 await m.ack()
+        for m, request_id in traced:
+            charge_span(m, rows[request_id], started_ns)
         result = BatchResult(
             received=len(msgs),
             inserted=inserted,

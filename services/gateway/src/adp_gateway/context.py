@@ -72,7 +72,7 @@ class GatewayContext:
         digest = hash_key(token)
         hit, principal = self.cache.get(digest)
         if hit:
-            return principal
+            return None if principal is not None and principal.expired() else principal
         try:
             principal = await asyncio.wait_for(self.store.principal_for_hash(digest), self.timeout)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
@@ -96,8 +96,15 @@ class GatewayContext:
         lost message)."""
         await self.bus.notify(self.bus.catalog.key_revoked, KeyRevoked(key_id=key_id))
 
+    async def broadcast_user_changed(self, user_id: str) -> None:
+        """Tell every gateway copy to drop every key of a disabled (or enabled) user from its cache."""
+        await self.bus.notify(self.bus.catalog.key_revoked, KeyRevoked(user_id=user_id))
+
     def on_key_revoked(self, notice: KeyRevoked) -> None:
-        self.cache.drop_key_id(notice.key_id)
+        if notice.key_id:
+            self.cache.drop_key_id(notice.key_id)
+        if notice.user_id:
+            self.cache.drop_user_id(notice.user_id)
 
     # ---- rate limits ------------------------------------------------------------------------------------
     async def rate_limit(self, principal: Principal | None, ip: str, action: str | None) -> None:

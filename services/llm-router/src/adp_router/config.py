@@ -195,11 +195,8 @@ def build_config(
     enabled: dict[str, ResolvedProvider] = {}
     for name, cfg in all_cfgs.items():
         key = _key_for(cfg, env)
-        on = (
-            cfg.enabled
-            if cfg.enabled is not None
-            else (key is not None or (not cfg.requires_key and name in user_defined))
-        )
+        keyless = not cfg.requires_key or cfg.kind == SIMULATED  # further simulated providers need no key
+        on = cfg.enabled if cfg.enabled is not None else (key is not None or (keyless and name in user_defined))
         if on and simulated != "always":
             enabled[name] = ResolvedProvider(cfg, key)
     sim_cfg = ProviderConfig(

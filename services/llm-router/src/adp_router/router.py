@@ -20,7 +20,9 @@ from nats.aio.client import Client as NATS
 
 from adp_common.bus import Bus, send_now
 from adp_common.errors import ErrorCode, PlatformError
+from adp_common.logging import log_slow
 from adp_common.schemas.llm import CompletionRequest, CompletionResult, Usage, UsageRecord
+from adp_router import spans
 from adp_router.breaker import BreakerBoard
 from adp_router.budget import BudgetGate
 from adp_router.config import RouteEntry, RouterConfig
@@ -304,29 +306,46 @@ class Router:
         t0 = time.perf_counter()
         deadline = t0 + req.timeout_s
         track = Track()
+        chain: list[RouteEntry] = []
+        span = spans.start_call_span(req)
         self.metrics.inflight.inc()
         try:
-            chain = self._gate(req, self.config.resolve(req.route, req.persona))
-            if req.stream:
-                self.streams += 1
-            try:
-                result = await self._cancellable(req, self._run_chain(req, chain, t0, deadline, track))
-            finally:
+            with spans.use_span(span):
+                chain = self._gate(req, self.config.resolve(req.route, req.persona))
                 if req.stream:
-                    self.streams -= 1
+                    self.streams += 1
+                try:
+                    result = await self._cancellable(req, self._run_chain(req, chain, t0, deadline, track))
+                finally:
+                    if req.stream:
+                        self.streams -= 1
         except PlatformError as err:
             latency = (time.perf_counter() - t0) * 1000
             self.metrics.requests.labels(track.provider, track.model, "error").inc()
             self.metrics.errors.labels(track.provider, track.model, err.code.value).inc()
-            await self._record(req, track, latency, err.code.value)
+            outcome = spans.outcome_attributes(
+                track.provider, track.model, track.input_tokens, track.output_tokens, track.attempts, chain
+            )
+            spans.finish_error(span, req, chain, err.code.value, err.message, outcome if track.attempts else None)
+            log_slow("llm", f"{track.provider}/{track.model}", latency / 1000, request_id=req.request_id)
+            with spans.use_span(span):
+                await self._record(req, track, latency, err.code.value)
+            raise
+        except BaseException as err:  # cancelled: the span still ends
+            spans.finish_error(span, req, chain, type(err).__name__, "call cancelled", None)
             raise
         finally:
             self.metrics.inflight.dec()
+        spans.finish_ok(span, req, chain, result)
         self.metrics.requests.labels(result.provider, result.model, "ok").inc()
         self.metrics.latency.labels(result.provider, result.model).observe(result.latency_ms / 1000)
         if result.ttft_ms is not None:
             self.metrics.ttft.labels(result.provider, result.model).observe(result.ttft_ms / 1000)
-        await self._record(req, track, result.latency_ms, None)
+        # a streamed answer's length is the model's, not a delay: its first token is what a caller waits for
+        waited_ms = result.ttft_ms if req.stream and result.ttft_ms is not None else result.latency_ms
+        log_slow("llm", f"{result.provider}/{result.model}", waited_ms / 1000, request_id=req.request_id)
+        with spans.use_span(span):
+            await self._record(req, track, result.latency_ms, None)
         return result
 
     async def _cancellable(

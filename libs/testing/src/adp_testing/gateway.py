@@ -1,7 +1,8 @@
-"""Helpers for tests that drive a running gateway over HTTP (used by the gateway's tests and e2e tests)."""
+"""Helpers for tests that drive a running gateway over HTTP (the gateway's own tests and end-to-end tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -154,3 +155,21 @@ def tiny_pdf(text: str) -> bytes:
     buf = io.BytesIO()
     w.write(buf)
     return buf.getvalue()
+
+
+def gateway_paths() -> set[str]:
+    """Every path in the gateway's OpenAPI document (building the app needs no running service)."""
+    from adp_gateway.api import build_api
+
+    return set(build_api(offline_context()).openapi()["paths"])  # type: ignore[arg-type]
+
+
+def offline_context() -> Any:
+    """Just enough of a gateway context to build the app and read its routes (settings, checks, metrics)."""
+    from types import SimpleNamespace
+
+    from adp_common.health import HealthChecks
+    from adp_common.telemetry import Metrics
+
+    rt = SimpleNamespace(checks=HealthChecks("gateway", "offline"), metrics=Metrics())
+    return SimpleNamespace(settings=GatewaySettings(), rt=rt, draining=asyncio.Event())
