@@ -281,6 +281,9 @@ def test_the_runbook_covers_every_procedure() -> None:
         "scaling",
         "updates",
         "emergencies",
+        "fault rehearsal",
+        "maintenance",
+        "capacity planning",
     ):
         assert needed in sections, needed
     text = doc()

@@ -101,6 +101,23 @@ async def test_fault_rehearsal_runs_as_written(nats_url: str, pg_dsn: str) -> No
         }
         for step in steps(text):
             await run_step(step, env)
+        await run_maintenance_commands(env)
+
+
+async def run_maintenance_commands(env: dict[str, str]) -> None:
+    """The maintenance checks that run against a local platform: every `adp` command of the Maintenance
+    section that only reads, and its curl of /api/metrics (the compose URL pointed at this platform)."""
+    text = section((REPO / "docs/operations.md").read_text(), "Maintenance")
+    commands = re.findall(r"`((?:adp [a-z][^`]*)|(?:curl [^`]*/api/metrics[^`]*))`", text)
+    reads = [c for c in commands if not re.search(r"--ack|backup|restore|--set", c)]
+    assert len(reads) >= 5, reads
+    for command in reads:
+        command = command.replace("http://127.0.0.1:8080", env["ADP_GATEWAY_URL"])
+        proc = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", f"set -o pipefail; {command}"], env=env, capture_output=True, text=True
+        )
+        # 0: all well, 1: the command found a problem (both are answers); anything else is a broken command
+        assert proc.returncode in (0, 1) and proc.stdout.strip(), (command, proc.returncode, proc.stderr)
 
 
 async def run_step(step: Step, env: dict[str, str]) -> None:

@@ -161,7 +161,7 @@ async def _run(manager: ProcessManager, args: argparse.Namespace, key: str) -> i
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run all services locally (embedded NATS/PostgreSQL when none are running)")
     p.add_argument("--replicas", type=int, default=1, help="copies of every service (default 1)")
     p.add_argument("--scale", action="append", metavar="SERVICE=N", help="copies of one service, e.g. llm-router=3")

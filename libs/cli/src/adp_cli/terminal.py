@@ -331,10 +331,10 @@ def apply_event(st: DiscussionState, ev: SseEvent, term: Terminal) -> None:
         end_line(st, term)
     elif name == "round-complete":
         end_line(st, term)
-        rnd = d.get("round")
-        if isinstance(rnd, dict):
-            rnd = first(rnd.get("number"), rnd.get("roundNumber"))
-        term.line(s.dim(f"── round {first(rnd, st.round)} complete ──"))
+        done = d.get("round")
+        if isinstance(done, dict):
+            done = first(done.get("number"), done.get("roundNumber"))
+        term.line(s.dim(f"── round {first(done, st.round)} complete ──"))
         st.round_done = True
         st.thinking = None
     elif name == "questions-generated":
@@ -510,6 +510,8 @@ class Discuss:
                         self.term.line(s.error("no questions arrived"))
                         continue
                     self.settle()
+                if st.question_set is None:  # withdrawn while settling
+                    continue
                 answers = self.ask_answers(st.question_set)
                 if answers is None:
                     return False
@@ -526,7 +528,7 @@ class Discuss:
             elif choice == "s":
                 before = len(st.summaries_seen)
                 if self.command("summary", {}):
-                    self.wait_until(lambda n=before: len(st.summaries_seen) > n, self.args.round_timeout)
+                    self.wait_until(lambda: len(st.summaries_seen) > before, self.args.round_timeout)  # noqa: B023 (waited on here)
                     self.settle()
             elif choice == "x":
                 if self.command("stop", {}):
@@ -684,7 +686,7 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the `adp` parser."""
     p = sub.add_parser("discuss", help="start a discussion and watch it live in the terminal")
     p.add_argument("topic", help="what the AIs should discuss")

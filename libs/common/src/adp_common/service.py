@@ -293,9 +293,9 @@ def run_loop(main: Coroutine[Any, Any, T], event_loop: str = "uvloop") -> T:
     return asyncio.run(main)
 
 
-def main_for(service: str, settings: ServiceSettings, app: ServiceApp, **runtime_kwargs: object) -> None:
+def main_for(service: str, settings: ServiceSettings, app: ServiceApp, **runtime_kwargs: Any) -> None:
     """Entry point helper for `adp-<service>` console scripts."""
-    rt = ServiceRuntime(settings, service=service, **runtime_kwargs)  # type: ignore[arg-type]
+    rt = ServiceRuntime(settings, service=service, **runtime_kwargs)
     setup_logging(
         service,
         rt.instance,

@@ -107,7 +107,9 @@ async def platform_services(
     from adp_testing.inproc import running_service
 
     async with contextlib.AsyncExitStack() as stack:
-        common = dict(nats_url=nats_url, database_url=pg_dsn, subject_prefix=prefix, heartbeat_interval_s=30)
+        common: dict[str, Any] = dict(
+            nats_url=nats_url, database_url=pg_dsn, subject_prefix=prefix, heartbeat_interval_s=30
+        )
         if "llm-router" in services:
             from adp_router.app import RouterApp
             from adp_router.settings import RouterSettings
@@ -161,7 +163,7 @@ def gateway_paths() -> set[str]:
     """Every path in the gateway's OpenAPI document (building the app needs no running service)."""
     from adp_gateway.api import build_api
 
-    return set(build_api(offline_context()).openapi()["paths"])  # type: ignore[arg-type]
+    return set(build_api(offline_context()).openapi()["paths"])
 
 
 def offline_context() -> Any:

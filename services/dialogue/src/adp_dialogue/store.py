@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
@@ -12,7 +12,7 @@ import orjson
 from adp_common.schemas.dialogue import DiscussionEvent
 
 ACTIVE_STATUSES = ("running", "waiting")
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Conn: TypeAlias = "asyncpg.Connection | asyncpg.pool.PoolConnectionProxy"
 
 _UPDATABLE = {
     "status",

@@ -82,7 +82,9 @@ def install_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return error_response(code_for_status(exc.status_code), detail, exc.status_code, headers=exc.headers)
+        return error_response(
+            code_for_status(exc.status_code), detail, exc.status_code, headers=dict(exc.headers or {})
+        )
 
     async def request_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError | ValidationError)

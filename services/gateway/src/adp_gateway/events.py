@@ -216,9 +216,10 @@ class EventStream:
                         self._waiter = None
                     continue
                 msg = self.buffer.popleft()
-                ev = parse_message(msg.subject, msg.data)
-                if ev is None:
+                parsed = parse_message(msg.subject, msg.data)
+                if parsed is None:
                     continue
+                ev = parsed
                 if msg.subject.endswith(".events"):
                     if ev.seq <= self.last_seq:
                         continue  # already delivered (history overlap or a re-publish)
@@ -244,7 +245,7 @@ class EventStreamResponse(StreamingResponse):
     def __init__(
         self,
         body: AsyncIterator[str] | AsyncIterator[bytes],
-        on_disconnect: Callable[[], None],
+        on_disconnect: Callable[[], object],
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(body, headers=headers, media_type="text/event-stream")

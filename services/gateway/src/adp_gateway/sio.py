@@ -241,5 +241,5 @@ class SocketGateway:
             action = {"proceed-dialogue": "proceed", "generate-summary": "summary", "generate-questions": "questions"}[
                 event
             ]
-            cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)  # type: ignore[arg-type]
+            cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
         return await ctx.command(cmd)

@@ -563,7 +563,7 @@ class Router:
                                 parts.append(delta)
                                 await emitter.emit(delta)
                         finally:
-                            await gen.aclose()  # type: ignore[attr-defined]
+                            await gen.aclose()  # type: ignore[attr-defined]  # an async generator, typed as AsyncIterator
                     else:
                         parts.append(await provider.complete(req, entry.model, st, timeout))
             except TimeoutError:

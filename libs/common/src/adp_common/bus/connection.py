@@ -86,11 +86,11 @@ class BusConnection:
         await nc.connect(
             servers=server_urls(url),
             name=f"{name}:{instance}" if instance else name,
-            connect_timeout=connect_timeout,
+            connect_timeout=connect_timeout,  # type: ignore[arg-type]  # seconds; nats-py annotates int, takes float
             allow_reconnect=True,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            ping_interval=ping_interval,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds; nats-py annotates int, takes float
+            ping_interval=ping_interval,  # type: ignore[arg-type]  # seconds, as above
             max_outstanding_pings=MAX_OUTSTANDING_PINGS,
             error_cb=on_error,
             disconnected_cb=on_disconnect,

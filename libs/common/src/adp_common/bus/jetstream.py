@@ -185,7 +185,7 @@ class JetStream(BusConnection):
             return []
         out: list[Msg] = []
         try:
-            want = min((await psub.consumer_info()).num_pending, limit)
+            want = min((await psub.consumer_info()).num_pending or 0, limit)
             while len(out) < want:
                 try:
                     out += await psub.fetch(batch=min(256, want - len(out)), timeout=5)

@@ -83,7 +83,7 @@ def view(v: DiscussionView, status: int = 200) -> Response:
 
 
 async def act(ctx: GatewayContext, p: Principal, discussion_id: str, action: str, **kw: Any) -> Response:
-    cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did(discussion_id), **kw)  # type: ignore[arg-type]
+    cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did(discussion_id), **kw)
     return view(await ctx.command(cmd))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -21,7 +22,7 @@ router = APIRouter(tags=["openai"])
 
 @router.get("/v1/models")
 async def models(ctx: Ctx, p: User) -> JSONResponse:
-    result = await ctx.request(ctx.bus.catalog.llm_models, None, ModelList)  # type: ignore[arg-type]
+    result = await ctx.request(ctx.bus.catalog.llm_models, None, ModelList)
     return JSONResponse(oai.models_response(result))
 
 
@@ -73,7 +74,8 @@ async def _completion_frames(
         while True:
             get = pending if pending is not None else asyncio.ensure_future(queue.get())
             pending = None
-            await asyncio.wait({get, task}, return_when=asyncio.FIRST_COMPLETED)
+            watched: list[asyncio.Future[Any]] = [get, task]
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if get.done():
                 yield enc.chunk(get.result())
                 continue

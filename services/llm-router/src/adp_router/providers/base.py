@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -176,7 +176,7 @@ class Endpoint:
         *,
         is_last: Callable[[SSEEvent], bool],
         pace: Pace | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """A streaming call's text, one delta per read of the body: the texts `text_of` finds in every SSE
         event that read took, joined. Under load a (paced) read takes several tokens; the work per token
         after parsing — generator hops, the router's bookkeeping per delta — then happens once per read.
