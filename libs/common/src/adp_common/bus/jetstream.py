@@ -47,6 +47,7 @@ class JetStream(BusConnection):
     async def ensure_stream(self, spec: StreamSpec, *, replicas: int | None = None) -> None:
         """Create the stream, or update it to this config; safe to call from every copy at start.
         `replicas` defaults to the bus's (ADP_STREAM_REPLICAS)."""
+        want = replicas or self.replicas
         cfg = StreamConfig(
             name=spec.name,
             subjects=list(spec.subjects),
@@ -56,22 +57,22 @@ class JetStream(BusConnection):
             max_msgs=spec.max_msgs,
             duplicate_window=spec.duplicate_window_s,
             discard=DiscardPolicy.OLD,
-            num_replicas=replicas or self.replicas,
+            num_replicas=want,
             description=spec.description or None,
         )
         try:
             await self.js.add_stream(cfg)
             return
         except APIError as err:
-            raise_if_replicas_unavailable(err, spec.name, cfg.num_replicas)
+            raise_if_replicas_unavailable(err, spec.name, want)
             if not isinstance(err, BadRequestError):
                 raise
         # Exists with another config: update it, never lowering replicas an operator raised.
         current = await self.js.stream_info(spec.name)
         have = current.config.num_replicas or 1
-        if have < cfg.num_replicas:
-            log.info("stream %s: replicas raised from %d to %d", spec.name, have, cfg.num_replicas)
-        cfg.num_replicas = max(cfg.num_replicas, have)
+        if have < want:
+            log.info("stream %s: replicas raised from %d to %d", spec.name, have, want)
+        cfg.num_replicas = max(want, have)
         try:
             await self.js.update_stream(cfg)
         except APIError as err:
