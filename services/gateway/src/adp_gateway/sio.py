@@ -16,7 +16,15 @@ import socketio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adp_common.errors import ErrorCode, PlatformError
-from adp_common.schemas.dialogue import DialogueCommand, DialogueQuery, DiscussionView
+from adp_common.schemas.dialogue import (
+    MAX_FILES,
+    DialogueCommand,
+    DialogueQuery,
+    DiscussionView,
+    MaxRounds,
+    Topic,
+    UserText,
+)
 from adp_gateway.auth import Principal, bearer_token
 from adp_gateway.context import GatewayContext
 from adp_gateway.errors import validation_message
@@ -30,9 +38,9 @@ class _In(BaseModel):
 
 
 class StartDialogue(_In):
-    topic: str = Field(min_length=1, max_length=5000)
-    files: list[str] = Field(default_factory=list, max_length=5)
-    max_rounds: int | None = Field(default=None, ge=1, le=100, alias="maxRounds")
+    topic: Topic
+    files: list[str] = Field(default_factory=list, max_length=MAX_FILES)
+    max_rounds: MaxRounds | None = Field(default=None, alias="maxRounds")
 
 
 class OnDiscussion(_In):
@@ -45,7 +53,7 @@ class SubmitAnswers(OnDiscussion):
 
 
 class UserInput(OnDiscussion):
-    input: str = Field(min_length=1, max_length=5000)
+    input: UserText
 
 
 class JoinDiscussion(OnDiscussion):
@@ -207,6 +215,7 @@ class SocketGateway:
         sio.on("user-input", handler("user-input", UserInput, "answers"))
         sio.on("generate-summary", handler("generate-summary", OnDiscussion, "summary"))
         sio.on("generate-questions", handler("generate-questions", OnDiscussion, "questions"))
+        sio.on("stop-dialogue", handler("stop-dialogue", OnDiscussion, None))
         sio.on("join-discussion", handler("join-discussion", JoinDiscussion, None))
 
     async def dispatch(self, sid: str, event: str, p: Principal, body: BaseModel) -> DiscussionView:
@@ -238,8 +247,11 @@ class SocketGateway:
         elif isinstance(body, UserInput):
             cmd = DialogueCommand(action="input", user_id=p.user_id, discussion_id=did, input=body.input)
         else:
-            action = {"proceed-dialogue": "proceed", "generate-summary": "summary", "generate-questions": "questions"}[
-                event
-            ]
+            action = {
+                "proceed-dialogue": "proceed",
+                "generate-summary": "summary",
+                "generate-questions": "questions",
+                "stop-dialogue": "stop",
+            }[event]
             cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
         return await ctx.command(cmd)

@@ -181,6 +181,11 @@ class RouterApp:
                 out.append(
                     ModelInfo(id=model if sim else f"{name}/{model}", provider=name, simulated=sim, owned_by=name)
                 )
+        for route, chain in sorted(self.config.routes.items()):
+            first = chain[0].provider if chain and not self.config.simulated_only else "simulated"
+            out.append(
+                ModelInfo(id=route, provider=first, simulated=first == "simulated", owned_by="adp", kind="route")
+            )
         return ModelList(models=out)
 
     def provider_statuses(self) -> list[ProviderStatus]:

@@ -151,8 +151,11 @@ class ChunkEmitter:
         self._head = ""
         self._buf: list[str] = []
 
-    def set_provider(self, provider: str) -> None:
-        self._head = f'{{"request_id":{json.dumps(self.request_id)},"provider":{json.dumps(provider)},"seq":'
+    def set_provider(self, provider: str, model: str) -> None:
+        self._head = (
+            f'{{"request_id":{json.dumps(self.request_id)},"provider":{json.dumps(provider)},'
+            f'"model":{json.dumps(model)},"seq":'
+        )
 
     async def emit(self, delta: str) -> None:
         self.seq += 1
@@ -303,6 +306,10 @@ class Router:
 
     # ---- entry point --------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest) -> CompletionResult:
+        if req.strict_route and not self.config.accepts(req.route):
+            raise PlatformError(
+                ErrorCode.MODEL_NOT_FOUND, f"no route or model named {req.route!r} (see the models list)"
+            )
         t0 = time.perf_counter()
         deadline = t0 + req.timeout_s
         track = Track()
@@ -552,7 +559,7 @@ class Router:
             try:
                 async with asyncio.timeout(timeout):
                     if emitter is not None:
-                        emitter.set_provider(name)
+                        emitter.set_provider(name, entry.model)
                         gen = provider.stream(req, entry.model, st, timeout)
                         try:
                             async for delta in gen:
