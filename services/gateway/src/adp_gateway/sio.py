@@ -16,7 +16,12 @@ import socketio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adp_common.errors import ErrorCode, PlatformError
-from adp_common.schemas.dialogue import DialogueCommand, DialogueQuery, DiscussionView
+from adp_common.schemas.dialogue import (
+    DialogueCommand,
+    DialogueQuery,
+    DiscussionView,
+    UserText,
+)
 from adp_gateway.auth import Principal, bearer_token
 from adp_gateway.context import GatewayContext
 from adp_gateway.errors import validation_message
@@ -46,7 +51,7 @@ class SubmitAnswers(OnDiscussion):
 
 
 class UserInput(OnDiscussion):
-    input: str = Field(min_length=1, max_length=5000)
+    input: UserText
 
 
 class JoinDiscussion(OnDiscussion):
@@ -212,6 +217,7 @@ class SocketGateway:
         sio.on("user-input", handler("user-input", UserInput, "answers"))
         sio.on("generate-summary", handler("generate-summary", OnDiscussion, "summary"))
         sio.on("generate-questions", handler("generate-questions", OnDiscussion, "questions"))
+        sio.on("stop-dialogue", handler("stop-dialogue", OnDiscussion, None))
         sio.on("join-discussion", handler("join-discussion", JoinDiscussion, None))
 
     async def dispatch(self, sid: str, event: str, p: Principal, body: BaseModel) -> DiscussionView:
@@ -239,8 +245,11 @@ class SocketGateway:
         elif isinstance(body, UserInput):
             cmd = DialogueCommand(action="input", user_id=p.user_id, discussion_id=did, input=body.input)
         else:
-            action = {"proceed-dialogue": "proceed", "generate-summary": "summary", "generate-questions": "questions"}[
-                event
-            ]
+            action = {
+                "proceed-dialogue": "proceed",
+                "generate-summary": "summary",
+                "generate-questions": "questions",
+                "stop-dialogue": "stop",
+            }[event]
             cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
         return await ctx.command(cmd)
