@@ -121,6 +121,7 @@ class EventLog:
         self.key = key
         self.did = discussion_id
         self.events: list[dict[str, Any]] = []
+        self.times: list[float] = []  # time.monotonic() at which each of `events` arrived
         self.last_id: int | None = None
         self.reconnects = 0
         self.gateway = 0
@@ -158,6 +159,7 @@ class EventLog:
                         if "id" in ev:
                             self.last_id = ev["id"]
                         self.events.append(ev)
+                        self.times.append(time.monotonic())
                         self._changed.set()
                         if ev["event"] in TERMINAL_EVENT_NAMES:
                             return  # the discussion is over: the server has closed the stream for good
