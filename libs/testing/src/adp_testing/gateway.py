@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from adp_common.sse import SSEDecoder
 from adp_gateway.settings import GatewaySettings
 
 ADMIN_KEY = "adp_test_bootstrap_admin_key_0123456789"
@@ -74,28 +75,19 @@ def assert_envelope(r: httpx.Response, status: int, code: str | None = None) -> 
     return body
 
 
-async def read_sse(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """Parse an SSE response into {'id', 'event', 'data'} dicts (comments are yielded as {'comment'})."""
-    event: dict[str, Any] = {}
-    data: list[str] = []
-    async for line in resp.aiter_lines():
-        if line == "":
-            if data or event:
-                if data:
-                    event["data"] = json.loads("\n".join(data))
-                yield event
-            event, data = {}, []
-        elif line.startswith(":"):
-            yield {"comment": line[1:].strip()}
-        else:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                data.append(value)
-            elif name == "id":
-                event["id"] = int(value)
-            elif name in ("event", "retry"):
-                event[name] = value
+async def read_sse(resp: httpx.Response, *, comments: bool = True) -> AsyncIterator[dict[str, Any]]:
+    """Parse an SSE response (adp_common.sse) into {'id'?, 'event', 'data'} dicts, the data parsed as JSON;
+    comments (keep-alives) are yielded as {'comment'} unless `comments` is false."""
+    decoder = SSEDecoder(comments=comments)
+    async for chunk in resp.aiter_bytes():
+        for ev in decoder.feed(chunk):
+            if ev.comment is not None:
+                yield {"comment": ev.comment}
+                continue
+            item: dict[str, Any] = {"event": ev.event, "data": json.loads(ev.data)}
+            if ev.id is not None:
+                item["id"] = int(ev.id)
+            yield item
 
 
 @contextlib.asynccontextmanager

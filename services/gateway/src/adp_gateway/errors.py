@@ -55,6 +55,7 @@ def code_for_status(status: int) -> ErrorCode:
         401: ErrorCode.UNAUTHORIZED,
         403: ErrorCode.FORBIDDEN,
         404: ErrorCode.NOT_FOUND,
+        405: ErrorCode.METHOD_NOT_ALLOWED,
         409: ErrorCode.CONFLICT,
         413: ErrorCode.VALIDATION_ERROR,
         429: ErrorCode.RATE_LIMIT_EXCEEDED,

@@ -28,11 +28,17 @@ async def models(ctx: Ctx, p: User) -> JSONResponse:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: oai.ChatCompletionRequest, ctx: Ctx, p: Limited) -> Response:
+    oai.check_supported(body)
     req = oai.to_completion_request(body, user_id=p.user_id, timeout_s=ctx.settings.completion_timeout_s)
-    if not body.stream:
-        result = await ctx.llm.complete(req)
-        return JSONResponse(oai.completion_response(result, model=body.model))
-    return await _stream_completion(ctx, req, body)
+    try:
+        if not body.stream:
+            result = await ctx.llm.complete(req)
+            return JSONResponse(oai.completion_response(result, model=body.model))
+        return await _stream_completion(ctx, req, body)
+    except PlatformError as err:
+        if err.code == ErrorCode.MODEL_NOT_FOUND:
+            raise oai.model_not_found(body.model) from None
+        raise
 
 
 async def _stream_completion(ctx: GatewayContext, req: CompletionRequest, body: oai.ChatCompletionRequest) -> Response:
@@ -52,7 +58,8 @@ async def _stream_completion(ctx: GatewayContext, req: CompletionRequest, body: 
             raise exc
         raise PlatformError(ErrorCode.LLM_PROVIDER_ERROR, "completion failed")
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    enc = oai.StreamEncoder(req.request_id, model=body.model, include_usage=include_usage)
+    model = (first.result().model if first.done() else None) or body.model
+    enc = oai.StreamEncoder(req.request_id, model=model, include_usage=include_usage)
     # a client that goes away cancels the call, here and (CancelCalls by request id) at the router
     return EventStreamResponse(
         _completion_frames(ctx, req, enc, task, queue, first), task.cancel, headers={"Cache-Control": "no-cache"}

@@ -14,8 +14,8 @@ import orjson
 
 from adp_common.errors import ErrorCode
 from adp_common.schemas.llm import CompletionRequest
+from adp_common.sse import SSEEvent, split_events
 from adp_router.config import ResolvedProvider
-from adp_router.sse import SSEEvent, split_events
 
 BODY_END_WAIT_S = 1.0  # how long to wait for the end of a body after its last SSE event
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
