@@ -215,7 +215,12 @@ class SocketGateway:
             refs = await ctx.file_refs(p.user_id, body.files)
             view = await ctx.command(
                 DialogueCommand(
-                    action="create", user_id=p.user_id, topic=body.topic, max_rounds=body.max_rounds, files=refs
+                    action="create",
+                    user_id=p.user_id,
+                    key_id=p.key_id,
+                    topic=body.topic,
+                    max_rounds=body.max_rounds,
+                    files=refs,
                 )
             )
             await self.follow(sid, p.user_id, view.id, replay=True)

@@ -98,6 +98,7 @@ async def create_discussion(
     cmd = DialogueCommand(
         action="create",
         user_id=p.user_id,
+        key_id=p.key_id,
         topic=body.topic,
         personas=personas,
         max_rounds=body.max_rounds,

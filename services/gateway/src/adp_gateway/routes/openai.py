@@ -27,7 +27,9 @@ async def models(ctx: Ctx, p: User) -> JSONResponse:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: oai.ChatCompletionRequest, ctx: Ctx, p: Limited) -> Response:
-    req = oai.to_completion_request(body, user_id=p.user_id, timeout_s=ctx.settings.completion_timeout_s)
+    req = oai.to_completion_request(
+        body, user_id=p.user_id, key_id=p.key_id, timeout_s=ctx.settings.completion_timeout_s
+    )
     if not body.stream:
         result = await ctx.llm.complete(req)
         return JSONResponse(oai.completion_response(result, model=body.model))
