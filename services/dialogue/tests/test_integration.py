@@ -10,6 +10,7 @@ import pytest
 from dialogue_helpers import command, dialogue, dialogue_settings, event_log, get, router, stored_events
 
 from adp_common.bus import Bus
+from adp_common.envelope import decode
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import CountReply, DialogueQuery, DiscussionList, EventsReply, ExportReply
 from adp_dialogue import store
@@ -51,17 +52,19 @@ async def test_full_discussion_with_answers_input_summary_and_resolution(
             await log.wait_event(did, "round-complete", rnd)
             if rnd == 4:
                 await _wait_status(bus, did, "waiting")
-        resolved = await log.wait_event(did, "conversation-resolved")
+        resolved = await log.wait_event(did, "discussion-resolved")
         final = resolved.data["finalAnswer"]
         assert 500 <= len(final) <= 1000
         view = await _wait_status(bus, did, "resolved")
 
-    # Every persona turn stored once, in order; User messages joined rounds 2 and 3.
+    # Every message has a turn of its own, in order; User messages joined rounds 2 and 3 and carry no tokens.
+    assert [m["turn"] for m in view.messages] == list(range(1, 18))
     ai = [m for m in view.messages if m["persona"] != "User"]
-    assert [m["turn"] for m in ai] == list(range(1, 16))
     assert [m["persona"] for m in ai[:3]] == ["Analyzer", "Solver", "Moderator"]
     users = [m for m in view.messages if m["persona"] == "User"]
     assert [u["round"] for u in users] == [2, 3]
+    assert all("outputTokens" not in u and "inputTokens" not in u for u in users)
+    assert all(m["outputTokens"] > 0 for m in ai)
     assert "My answers" in users[0]["content"] and users[1]["content"] == "Keep it cheap, please."
     assert [r["number"] for r in view.rounds] == [1, 2, 3, 4, 5]
     assert len(view.rounds[0]["messages"]) == 3
@@ -73,7 +76,8 @@ async def test_full_discussion_with_answers_input_summary_and_resolution(
     events = await stored_events(bus, did)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     names = [e.event for e in events]
-    assert names[0] == "discussion-started" and names[-1] == "conversation-resolved"
+    assert names[0] == "discussion-started" and names[-1] == "discussion-resolved"
+    assert sum(n.startswith("discussion-") and n != "discussion-started" for n in names) == 1
     assert names.count("message-start") == 15 and names.count("message-complete") == 17
     assert names.count("round-complete") == 5
     first_done = next(e for e in events if e.event == "message-complete")
@@ -159,10 +163,18 @@ async def test_commands_validation_ownership_and_limits(
             response_model=ExportReply,
         )
         assert f'"id": "{did}"' in js.content
+        assert (await get(bus, "u1", did)).hasActiveDiscussion is True
+        assert listed.discussions[0].hasActiveDiscussion is True
         stopped = await command(bus, action="stop", user_id="u1", discussion_id=did)
-        assert stopped.status == "stopped"
+        assert stopped.status == "stopped" and stopped.hasActiveDiscussion is False
+        assert (await get(bus, "u1", did)).hasActiveDiscussion is False
+        ended = await log.wait_event(did, "discussion-stopped")
+        assert ended.data == {"status": "stopped", "round": 1}
+        await command(bus, action="stop", user_id="u1", discussion_id=did)  # stopping again changes nothing
         again = await command(bus, action="create", user_id="u1", topic=TOPIC)  # the limit frees up
-        assert again.id != did
+        assert again.id != did and again.hasActiveDiscussion is True
+    names = [e.event for e in await stored_events(bus, did)]
+    assert names.count("discussion-stopped") == 1 and names[-1] == "discussion-stopped"
 
 
 async def test_router_errors_leave_the_discussion_resumable(
@@ -185,6 +197,26 @@ async def test_router_errors_leave_the_discussion_resumable(
             await log.wait_event(did, "round-complete")
             done = await _wait_status(bus, did, "waiting")
     assert [m["turn"] for m in done.messages] == [1, 2, 3] and done.error is None
+
+
+async def test_a_step_failing_past_its_attempts_fails_the_discussion(
+    bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases
+) -> None:
+    settings = dialogue_settings(nats_url, pg_dsn, prefix, databases.name("dialogue"), max_step_attempts=2)
+    async with dialogue(settings), event_log(bus) as log:
+        view = await command(bus, action="create", user_id="u1", topic=TOPIC)  # no router is running
+        did = view.id
+        await log.wait_event(did, "error")
+        await _wait_status(bus, did, "waiting")
+        await command(bus, action="proceed", user_id="u1", discussion_id=did)
+        ended = await log.wait_event(did, "discussion-failed")
+        failed = await _wait_status(bus, did, "failed")
+        with pytest.raises(PlatformError) as over:
+            await command(bus, action="proceed", user_id="u1", discussion_id=did)
+    assert ended.data["status"] == "failed" and ended.data["code"] == "NO_LLM_PROVIDER_AVAILABLE"
+    assert failed.hasActiveDiscussion is False and over.value.code == ErrorCode.CONFLICT
+    names = [e.event for e in await stored_events(bus, did) if e.event != "message-start"]
+    assert names == ["discussion-started", "error", "error", "discussion-failed"]
 
 
 async def test_crash_between_commit_and_publish_does_not_stall(
@@ -211,6 +243,36 @@ async def test_crash_between_commit_and_publish_does_not_stall(
     assert [e.event for e in events].count("message-complete") == 3
 
 
+async def test_a_step_rerun_after_its_answer_came_replays_it(
+    bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases
+) -> None:
+    """A step that dies between its LLM answer and its commit is run again, and the router replays the
+    answer it already has: one provider call and one `ok` charge per stored message."""
+    settings = dialogue_settings(nats_url, pg_dsn, prefix, databases.name("dialogue"))
+    crashed: list[str] = []
+    async with router(nats_url, prefix) as rapp, dialogue(settings) as app, event_log(bus) as log:
+        engine = app.engine
+        assert engine is not None and rapp.rt is not None
+        real_commit = engine._commit
+
+        async def crash_once(job, *args, **kw) -> None:
+            if job.step_key == "r1t2" and not crashed:
+                crashed.append(job.step_key)
+                raise RuntimeError("simulated crash before the commit")
+            await real_commit(job, *args, **kw)
+
+        engine._commit = crash_once  # type: ignore[method-assign]
+        view = await command(bus, action="create", user_id="u1", topic=TOPIC)
+        await log.wait_event(view.id, "round-complete", timeout=30)
+        done = await _wait_status(bus, view.id, "waiting")
+        replayed = rapp.rt.metrics.registry.get_sample_value("adp_router_replays_total", {"how": "replayed"})
+        msgs = await bus.stream_messages(bus.catalog.stream_name("USAGE"), bus.catalog.usage_record)
+    assert crashed == ["r1t2"] and replayed == 1
+    assert [m["turn"] for m in done.messages] == [1, 2, 3]
+    charges = [r for r in (decode(m.data).payload for m in msgs) if r.discussion_id == view.id and r.status == "ok"]
+    assert len(charges) == 3, [r.request_id for r in charges]
+
+
 async def test_two_copies_share_the_work(bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases) -> None:
     db = databases.name("dialogue")
     s1 = dialogue_settings(nats_url, pg_dsn, prefix, db, instance_id="d1", max_active_discussions=5)
@@ -228,6 +290,8 @@ async def test_two_copies_share_the_work(bus: Bus, nats_url: str, pg_dsn: str, p
         assert a.consumer.processed > 0 and b.consumer.processed > 0
     for v in views:
         assert [m["turn"] for m in v.messages] == list(range(1, 10))
+        names = [e.event for e in await stored_events(bus, v.id)]
+        assert names[-1] == "discussion-completed" and names.count("discussion-completed") == 1
 
 
 @pytest.mark.slow

@@ -39,7 +39,13 @@ async def test_auth_errors_envelope_and_request_id(gateway: GatewayServer, admin
     r = await admin.post("/api/discussions", json={"topic": ""})
     assert_envelope(r, 400, "VALIDATION_ERROR")
     r = await admin.delete("/api/discussions")
-    assert_envelope(r, 405)
+    assert_envelope(r, 405, "METHOD_NOT_ALLOWED")
+    assert r.headers["allow"] == "GET, POST"
+    r = await admin.get("/v1/chat/completions")
+    assert_envelope(r, 405, "METHOD_NOT_ALLOWED")
+    assert r.headers["allow"] == "POST"
+    r = await admin.post("/v1/embeddings", json={"model": "default", "input": "x"})
+    assert_envelope(r, 404, "NOT_FOUND")
     r = await admin.post("/api/discussions", json={"topic": "x" * 100, "pad": "y" * (2 * 1024 * 1024)})
     assert_envelope(r, 413)
 

@@ -62,7 +62,7 @@ async def test_costs_kinds_own_budget_and_fixed_decimal_money(stack: GatewayServ
             assert r.json()["userCost"] == "0.000000000" and r.json()["budget"] is None
             assert_fixed_money(r.json())
 
-            body = {"model": "simulated", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 20}
+            body = {"model": "default", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 20}
             assert (await user.post("/v1/chat/completions", json=body)).status_code == 200
 
             async def by_model() -> dict[str, Any]:

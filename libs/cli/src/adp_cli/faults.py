@@ -108,7 +108,7 @@ async def _faults(args: argparse.Namespace) -> int:
     return 0 if changed or not result.faults else 1
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("faults", help="inject faults into simulated providers (rehearse failure procedures)")
     _common(p)
     p.add_argument("provider", nargs="?", help="simulated provider name (e.g. simulated)")

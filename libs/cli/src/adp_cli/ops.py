@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -80,9 +80,9 @@ async def _connect(args: argparse.Namespace) -> Bus:
     return await Bus.connect(args.nats_url, prefix=args.prefix, name="adp-ops", connect_timeout=args.timeout)
 
 
-def _run(coro: Awaitable[int]) -> int:
+def _run(coro: Coroutine[Any, Any, int]) -> int:
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
     except PlatformError as err:
         print(f"error: {err.code.value}: {err.message}", file=sys.stderr)
         return 1
@@ -164,7 +164,7 @@ async def _status(args: argparse.Namespace) -> int:
         statuses = await collect_status(bus, args.timeout)
     finally:
         await bus.close(grace=1)
-    http_state, http_body = ("skipped", {})
+    http_state, http_body = "skipped", dict[str, Any]()
     if args.gateway_url:
         http_state, http_body = await gateway_http_health(args.gateway_url, args.timeout)
     ok = all(s.status == "UP" for s in statuses) and http_state in ("UP", "skipped")
@@ -674,14 +674,14 @@ async def _restore(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- parser
-def _cmd(fn: Callable[[argparse.Namespace], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:
+def _cmd(fn: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         return _run(fn(args))
 
     return run
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the `adp` parser."""
     p = sub.add_parser("status", help="health of every service (over NATS) and of the gateway's HTTP API")
     _common(p)

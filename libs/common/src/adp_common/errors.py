@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     CONFLICT = "CONFLICT"
     ACTIVE_DISCUSSION_LIMIT = "ACTIVE_DISCUSSION_LIMIT"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
 
 
 # HTTP status the gateway answers for each code.
@@ -49,6 +51,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CONFLICT: 409,
     ErrorCode.ACTIVE_DISCUSSION_LIMIT: 409,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.MODEL_NOT_FOUND: 404,
 }
 
 

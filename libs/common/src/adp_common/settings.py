@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,7 +65,7 @@ def format_validation_error(cls: type[BaseSettings], err: ValidationError) -> st
     return "\n".join(lines)
 
 
-def load_settings(cls: type[S], **overrides: object) -> S:
+def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build settings from the environment; on error stop with a message naming each bad variable."""
     try:
         return cls(**overrides)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import asyncpg
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from adp_common import telemetry
 from adp_common.bus import Bus
 from adp_common.envelope import envelope_of
+from adp_common.retry import Backoff, retry
 from adp_common.schemas.llm import UsageRecord
 from adp_cost import store
 from adp_cost.budget import utc_day
@@ -36,6 +38,7 @@ log = logging.getLogger("adp.cost.ingest")
 
 DURABLE = "cost-ledger"
 _RETRYABLE_DB = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+DB_CONFLICT_RETRY = Backoff(initial_s=0.05, max_s=0.2, attempts=5)  # a batch that lost a lock race: again soon
 
 UsageEnvelope = envelope_of(UsageRecord)
 
@@ -163,10 +166,10 @@ class LedgerIngestor:
             return 0
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
-    async def _run(self, psub: object) -> None:
+    async def _run(self, psub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
             try:
-                msgs: list[Msg] = await psub.fetch(batch=self.batch, timeout=1.0)  # type: ignore[attr-defined]
+                msgs: list[Msg] = await psub.fetch(batch=self.batch, timeout=1.0)
             except (NatsTimeoutError, TimeoutError):
                 continue
             except Exception as err:  # connection trouble: the client reconnects; back off a little
@@ -183,7 +186,7 @@ class LedgerIngestor:
                     with contextlib.suppress(Exception):
                         await m.nak(delay=1.0)
         with contextlib.suppress(Exception):
-            await psub.unsubscribe()  # type: ignore[attr-defined]
+            await psub.unsubscribe()
 
     async def process(self, msgs: list[Msg]) -> BatchResult:
         """Price, store once, then ack. Raises (without acking) when the database write fails."""
@@ -233,12 +236,8 @@ class LedgerIngestor:
         return result
 
     async def _write(self, rows: list[LedgerRow]) -> list[Inserted]:
-        for attempt in range(5):
-            try:
-                async with self.pool.acquire(timeout=10) as conn:
-                    return await store.insert_batch(conn, rows)
-            except _RETRYABLE_DB:
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
-        return []  # unreachable
+        async def insert() -> list[Inserted]:
+            async with self.pool.acquire(timeout=10) as conn:
+                return await store.insert_batch(conn, rows)
+
+        return await retry(DB_CONFLICT_RETRY, insert, retry_on=_RETRYABLE_DB)

@@ -208,7 +208,7 @@ class BudgetTracker:
         event = BudgetEvent(
             scope=ev.scope,
             day=ev.day.isoformat(),
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             spent_usd=format_money(state.spent_usd),
             limit_usd=format_money(state.limit_usd),
             percentage=ev.percentage,

@@ -25,6 +25,12 @@ class DialogueSettings(ServiceSettings):
     step_max_deliver: int = Field(default=10, ge=1)
     llm_timeout_s: float = Field(default=120.0, gt=0, le=600, description="Deadline of one LLM call")
     turn_max_tokens: int = Field(default=600, ge=16)
+    max_step_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="A step that failed this many times (each retry is the user's `proceed`) ends the discussion "
+        "as failed (event discussion-failed)",
+    )
     max_continuations: int = Field(default=2, ge=0, description="Continuations of a cut-off answer")
     resolution_min_round: int = Field(default=5, ge=1)
     auto_questions: bool = Field(default=True, description="Ask the user questions automatically from round 3")

@@ -5,15 +5,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
+from starlette.types import Receive, Scope, Send
 
+from adp_gateway import openai_compat as oai
 from adp_gateway.context import GatewayContext
 from adp_gateway.errors import ERROR_RESPONSES, ErrorDetail, ErrorEnvelope, error_body, install_handlers
 from adp_gateway.routes import admin, discussions, faults, files, openai, operations
 
 STATIC_DIR = Path(__file__).parent / "static"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+class ConsoleFiles(StaticFiles):
+    """The web console's files, mounted at "/" after every API route. The mount matches every path, so an API
+    path asked with a method it does not take lands here too: that is 405 with the route's own Allow header;
+    any other method than GET or HEAD is 404 (no file takes it)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            allowed = api_methods(scope)
+            if allowed:
+                raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
+            if scope["method"] not in ("GET", "HEAD"):
+                raise HTTPException(404)
+        await super().__call__(scope, receive, send)
+
+
+def api_methods(scope: Scope) -> list[str]:
+    """The methods the app's API routes take at this request's path (empty: no API route has the path)."""
+    routes = [r for r in scope["app"].router.routes if not isinstance(r, Mount)]
+    near = [r for r in routes if r.matches(scope)[0] != Match.NONE]
+    return [m for m in METHODS if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in near)]
+
+
+async def openai_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, oai.OpenAIError)
+    return JSONResponse(exc.body(), status_code=exc.status)
 
 
 def build_api(ctx: GatewayContext) -> FastAPI:
@@ -31,6 +64,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
     )
     app.state.ctx = ctx
     install_handlers(app)
+    app.add_exception_handler(oai.OpenAIError, openai_error)
     if s.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -57,7 +91,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
     ):
         app.include_router(router)
     if (STATIC_DIR / "index.html").exists():
-        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
+        app.mount("/", ConsoleFiles(directory=STATIC_DIR, html=True), name="static")
     return app
 
 

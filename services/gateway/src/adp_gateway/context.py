@@ -145,7 +145,7 @@ class GatewayContext:
     async def query(self, q: DialogueQuery, model: type[M]) -> M:
         return await self.bus.request(self.bus.catalog.dialogue_query, q, timeout=self.timeout, response_model=model)
 
-    async def request(self, subject: str, payload: BaseModel, model: type[M], timeout: float | None = None) -> M:
+    async def request(self, subject: str, payload: BaseModel | None, model: type[M], timeout: float | None = None) -> M:
         return await self.bus.request(subject, payload, timeout=timeout or self.timeout, response_model=model)
 
     async def file_refs(self, user_id: str, ids: list[str]) -> list[FileRef]:
@@ -181,7 +181,7 @@ class GatewayContext:
         async def nats() -> None:
             if not self.bus.connected:
                 raise ConnectionError("not connected to NATS")
-            await self.bus.nc.flush(timeout=t)
+            await self.bus.nc.flush(timeout=t)  # type: ignore[arg-type]  # seconds; nats-py annotates int, takes float
 
         async def database() -> None:
             async with self.store.pool.acquire(timeout=t) as conn:

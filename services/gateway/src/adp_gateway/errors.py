@@ -55,6 +55,7 @@ def code_for_status(status: int) -> ErrorCode:
         401: ErrorCode.UNAUTHORIZED,
         403: ErrorCode.FORBIDDEN,
         404: ErrorCode.NOT_FOUND,
+        405: ErrorCode.METHOD_NOT_ALLOWED,
         409: ErrorCode.CONFLICT,
         413: ErrorCode.VALIDATION_ERROR,
         429: ErrorCode.RATE_LIMIT_EXCEEDED,
@@ -82,7 +83,9 @@ def install_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return error_response(code_for_status(exc.status_code), detail, exc.status_code, headers=exc.headers)
+        return error_response(
+            code_for_status(exc.status_code), detail, exc.status_code, headers=dict(exc.headers or {})
+        )
 
     async def request_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError | ValidationError)

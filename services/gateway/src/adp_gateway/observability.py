@@ -242,7 +242,7 @@ class GatewayMiddleware:
             self._record(scope, path, status_holder, start, ip, rid)
             correlation_id.reset(token)
 
-    def _record(self, scope: Scope, path: str, holder: dict[str, object], start: float, ip: str, rid: str) -> None:
+    def _record(self, scope: Scope, path: str, holder: dict[str, int], start: float, ip: str, rid: str) -> None:
         status = int(holder["status"] or 0) or 500
         elapsed = time.perf_counter() - start
         route = scope.get("route")

@@ -136,6 +136,16 @@ class RouterConfig:
             return list(self.routes[pers])
         return list(self.routes.get("default", []))
 
+    def accepts(self, route: str) -> bool:
+        """Whether `route` names something: a route, `provider/model` of an enabled provider, or a model an
+        enabled provider lists (`resolve` serves anything else by the default route)."""
+        key = route.strip()
+        if key.lower() in self.routes:
+            return True
+        if "/" in key and key.split("/", 1)[0] in self.providers:
+            return True
+        return any(key in p.config.models for p in self.providers.values())
+
 
 def simulated_model(route: str, persona: str = "") -> str:
     route = route.lower()

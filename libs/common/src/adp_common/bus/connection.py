@@ -24,10 +24,26 @@ from adp_common.catalog import Catalog
 
 log = logging.getLogger("adp.bus")
 
+# A server that stops answering (frozen, cut off by the network) leaves its TCP connection open: only unanswered
+# pings show it, so they are frequent — the connection is given up after MAX_OUTSTANDING_PINGS pings without an
+# answer (3-4 s), and the client moves to another server of the list.
+PING_INTERVAL_S = 1.0
+MAX_OUTSTANDING_PINGS = 3
+
+
+def server_urls(url: str) -> list[str]:
+    """The servers of ADP_NATS_URL: one URL, or a cluster's URLs separated by commas. The client starts at
+    one of them (in random order) and fails over to the others while reconnecting."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no NATS server URL given")
+    return urls
+
 
 class BusConnection:
-    def __init__(self, nc: NATS, catalog: Catalog, *, name: str = "adp", instance: str = "") -> None:
+    def __init__(self, nc: NATS, catalog: Catalog, *, name: str = "adp", instance: str = "", replicas: int = 1) -> None:
         self.nc = nc
+        self.replicas = replicas  # of every stream and KV bucket this bus creates (ADP_STREAM_REPLICAS)
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         self.catalog = catalog
         self.name = name
@@ -46,13 +62,15 @@ class BusConnection:
     @classmethod
     async def connect(
         cls,
-        url: str,
+        url: str,  # one server's URL, or a cluster's: several separated by commas
         *,
         prefix: str = "adp",
         name: str = "adp",
         instance: str = "",
         connect_timeout: float = 5.0,
         handler_concurrency: int = 64,
+        replicas: int = 1,
+        ping_interval: float = PING_INTERVAL_S,
     ) -> Self:
         async def on_error(err: Exception) -> None:
             log.warning("nats error: %s", err)
@@ -66,18 +84,20 @@ class BusConnection:
 
         nc = NATS()
         await nc.connect(
-            url,
+            servers=server_urls(url),
             name=f"{name}:{instance}" if instance else name,
-            connect_timeout=connect_timeout,
+            connect_timeout=connect_timeout,  # type: ignore[arg-type]  # seconds; nats-py annotates int, takes float
             allow_reconnect=True,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds; nats-py annotates int, takes float
+            ping_interval=ping_interval,  # type: ignore[arg-type]  # seconds, as above
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
             error_cb=on_error,
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
             pending_size=64 * 1024 * 1024,
         )
-        bus = cls(nc, Catalog(prefix), name=name, instance=instance)
+        bus = cls(nc, Catalog(prefix), name=name, instance=instance, replicas=replicas)
         bus._handler_limit = handler_concurrency
         return bus
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ import adp_common.schemas  # noqa: F401  (registers every event type for decode(
 from adp_common.bus.wire import short_error
 from adp_common.clock import RepeatClock
 from adp_common.envelope import Envelope, decode
+from adp_common.retry import Backoff
 from adp_common.telemetry import extract_context, tracer
 
 log = logging.getLogger("adp.bus")
@@ -48,7 +48,7 @@ class Delivery:
     """What a JetStream consumer handler receives."""
 
     msg: Msg
-    envelope: Envelope
+    envelope: Envelope[Any]
     num_delivered: int
     stream_seq: int
 
@@ -94,7 +94,7 @@ class Consumer:
 
 def nak_delay(backoff: float, num_delivered: int) -> float:
     """Exponential backoff from `backoff` seconds, at most MAX_NAK_DELAY_S, with jitter (half to full)."""
-    return min(backoff * (2 ** (num_delivered - 1)), MAX_NAK_DELAY_S) * (0.5 + random.random() / 2)
+    return Backoff(initial_s=backoff, max_s=MAX_NAK_DELAY_S, jitter=True).pause(num_delivered)
 
 
 async def handle_message(consumer: Consumer, msg: Msg, handler: ConsumerHandler, backoff: float) -> None:

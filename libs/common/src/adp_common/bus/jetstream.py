@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
 
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
     AckPolicy,
@@ -18,11 +21,12 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from pydantic import BaseModel
 
 from adp_common.bus.connection import BusConnection
 from adp_common.bus.consumer import Consumer, ConsumerHandler, fetch_loop, handle_message
+from adp_common.bus.replicas import raise_if_replicas_unavailable
 from adp_common.bus.wire import MSG_ID_HEADER
 from adp_common.catalog import StreamSpec
 from adp_common.clock import RepeatClock
@@ -31,10 +35,19 @@ from adp_common.telemetry import current_traceparent, inject_headers
 
 log = logging.getLogger("adp.bus")
 
+# A JetStream publish is repeated (same message id) for this long when unanswered: a stream leader election
+# after a server is lost takes a few seconds, and a frozen server's clients need 3-4 s to notice (pings).
+PUBLISH_RETRY_S = 30.0
+PUBLISH_RETRY_PAUSES = (0.1, 0.25, 0.5, 1.0)  # then 1.0 each time
+# what an unanswered or leaderless JetStream publish raises
+PUBLISH_RETRYABLE = (NatsTimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
+
 
 class JetStream(BusConnection):
-    async def ensure_stream(self, spec: StreamSpec, *, replicas: int = 1) -> None:
-        """Create the stream, or update it to this config; safe to call from every copy at start."""
+    async def ensure_stream(self, spec: StreamSpec, *, replicas: int | None = None) -> None:
+        """Create the stream, or update it to this config; safe to call from every copy at start.
+        `replicas` defaults to the bus's (ADP_STREAM_REPLICAS)."""
+        want = replicas or self.replicas
         cfg = StreamConfig(
             name=spec.name,
             subjects=list(spec.subjects),
@@ -44,19 +57,29 @@ class JetStream(BusConnection):
             max_msgs=spec.max_msgs,
             duplicate_window=spec.duplicate_window_s,
             discard=DiscardPolicy.OLD,
-            num_replicas=replicas,
+            num_replicas=want,
             description=spec.description or None,
         )
         try:
             await self.js.add_stream(cfg)
-        except BadRequestError:
-            # Exists with another config: update it, but never lower replicas an operator raised.
-            with contextlib.suppress(Exception):
-                current = await self.js.stream_info(spec.name)
-                cfg.num_replicas = max(replicas, current.config.num_replicas or 1)
+            return
+        except APIError as err:
+            raise_if_replicas_unavailable(err, spec.name, want)
+            if not isinstance(err, BadRequestError):
+                raise
+        # Exists with another config: update it, never lowering replicas an operator raised.
+        current = await self.js.stream_info(spec.name)
+        have = current.config.num_replicas or 1
+        if have < want:
+            log.info("stream %s: replicas raised from %d to %d", spec.name, have, want)
+        cfg.num_replicas = max(want, have)
+        try:
             await self.js.update_stream(cfg)
+        except APIError as err:
+            raise_if_replicas_unavailable(err, spec.name, cfg.num_replicas)
+            raise
 
-    async def ensure_streams(self, bases: list[str] | None = None, *, replicas: int = 1) -> None:
+    async def ensure_streams(self, bases: list[str] | None = None, *, replicas: int | None = None) -> None:
         specs = self.catalog.streams if bases is None else [self.catalog.stream_by_base(b) for b in bases]
         for spec in specs:
             await self.ensure_stream(spec, replicas=replicas)
@@ -69,14 +92,29 @@ class JetStream(BusConnection):
         msg_id: str | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = 5.0,
+        retry_for: float = PUBLISH_RETRY_S,
     ) -> int:
         """Publish a registered payload in an Envelope to JetStream; `msg_id` de-duplicates within the
-        stream's duplicate window. Returns the stream sequence."""
+        stream's duplicate window. Returns the stream sequence.
+
+        An unanswered publish (`timeout` each) is sent again, with the same id, for up to `retry_for`
+        seconds: the stream may be electing a new leader or the client moving to another server, and the
+        id makes a repeat of a publish that was stored in fact harmless."""
         env = wrap(payload, source=f"{self.name}/{self.instance}", traceparent=current_traceparent(), id=msg_id)
         hdrs = inject_headers(headers)
         hdrs[MSG_ID_HEADER] = env.id
-        ack = await self.js.publish(subject, env.model_dump_json().encode(), timeout=timeout, headers=hdrs)
-        return ack.seq
+        data = env.model_dump_json().encode()
+        deadline = time.monotonic() + retry_for
+        for pause in itertools.chain(PUBLISH_RETRY_PAUSES, itertools.repeat(PUBLISH_RETRY_PAUSES[-1])):
+            try:
+                ack = await self.js.publish(subject, data, timeout=timeout, headers=hdrs)
+                return ack.seq
+            except PUBLISH_RETRYABLE as err:
+                if time.monotonic() + pause >= deadline:
+                    raise
+                log.info("publish on %s unanswered (%s); again in %.2f s", subject, type(err).__name__, pause)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable: the pauses never end")
 
     async def consume(
         self,
@@ -148,7 +186,7 @@ class JetStream(BusConnection):
             return []
         out: list[Msg] = []
         try:
-            want = min((await psub.consumer_info()).num_pending, limit)
+            want = min((await psub.consumer_info()).num_pending or 0, limit)
             while len(out) < want:
                 try:
                     out += await psub.fetch(batch=min(256, want - len(out)), timeout=5)

@@ -56,7 +56,7 @@ def send_now(nc: NATS) -> None:
         if nc._pending_data_size == 0 or not nc.is_connected:
             return
         # `_transport` is None while (re)connecting; the AttributeError below covers it.
-        writer = nc._transport._io_writer  # type: ignore[union-attr]
+        writer = nc._transport._io_writer  # type: ignore[union-attr]  # None handled below
         if writer.transport.get_write_buffer_size():
             return
         writer.writelines(nc._pending)
@@ -100,7 +100,8 @@ class _Inline:
         return None
 
     async def get(self) -> Msg:  # what a callback subscription's task waits on: nothing ever comes here
-        return await asyncio.get_running_loop().create_future()
+        never: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        return await never
 
 
 def _call(handler: Callable[[Msg], None], msg: Msg) -> None:
@@ -112,7 +113,7 @@ def _call(handler: Callable[[Msg], None], msg: Msg) -> None:
 
 def _install_inline(sub: Subscription, handler: Callable[[Msg], None]) -> None:
     # _Inline provides every method of asyncio.Queue that nats-py calls on `_pending_queue`.
-    sub._pending_queue = _Inline(sub, handler)  # type: ignore[assignment]
+    sub._pending_queue = _Inline(sub, handler)  # type: ignore[assignment]  # duck-typed queue, see above
 
 
 async def subscribe_inline(nc: NATS, subject: str, handler: Callable[[Msg], None]) -> Subscription:

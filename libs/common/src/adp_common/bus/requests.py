@@ -36,13 +36,15 @@ from adp_common.bus.wire import (
 )
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.logging import correlation_id, log_slow
+from adp_common.retry import Backoff, retry
 from adp_common.telemetry import extract_context, inject_headers, tracer
 
 log = logging.getLogger("adp.bus")
 
 HANDLER_BACKLOG_LIMIT = 65536  # requests waiting for a free handler before new ones are dropped
-# Pauses between tries while nobody answers: a copy restarting, or a subscription a moment from propagating.
-NO_RESPONDER_PAUSES = (0.05, 0.2, 0.5)
+# Tries while nobody answers: a copy restarting, or a subscription a moment from propagating (pauses 0.05,
+# 0.2 and 0.5 s).
+NO_RESPONDER_RETRY = Backoff(initial_s=0.05, max_s=0.5, attempts=4, multiplier=4)
 
 Handler = Callable[[Any, RequestContext], Awaitable[BaseModel | dict[str, Any] | None]]
 
@@ -125,16 +127,17 @@ class RequestReply(BusConnection):
         response_model: type[M] | None,
     ) -> Any:
         deadline = time.monotonic() + timeout
+        published = True  # the first try's request is out already
+
+        async def one_try() -> Msg:
+            nonlocal reply, published
+            if not published:
+                reply = await self._publish_request(subject, data, headers)
+            published = False
+            return await asyncio.wait_for(reply, max(0.01, deadline - time.monotonic()))
+
         try:
-            for pause in (*NO_RESPONDER_PAUSES, None):
-                try:
-                    msg = await asyncio.wait_for(reply, max(0.01, deadline - time.monotonic()))
-                    break
-                except NoRespondersError:
-                    if pause is None or time.monotonic() + pause >= deadline:
-                        raise
-                    await asyncio.sleep(pause)
-                    reply = await self._publish_request(subject, data, headers)
+            msg = await retry(NO_RESPONDER_RETRY, one_try, retry_on=(NoRespondersError,), deadline=deadline)
         except NoRespondersError:
             raise PlatformError(ErrorCode.SERVICE_UNAVAILABLE, f"no service answers {subject}") from None
         except TimeoutError:

@@ -27,6 +27,11 @@ class CompletionRequest(BaseModel):
     request_id: str = Field(default_factory=new_id, description="Idempotency key; also the usage record id")
     messages: list[ChatMessage] = Field(min_length=1)
     route: str = Field(default="default", description="Persona route ('analyzer'), model name, or 'provider/model'")
+    strict_route: bool = Field(
+        default=False,
+        description="Answer MODEL_NOT_FOUND when `route` names no route, model or 'provider/model', instead of "
+        "serving it by the default route",
+    )
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     temperature: float | None = Field(default=None, ge=0, le=2)
     stream: bool = False
@@ -58,6 +63,13 @@ class CompletionRequest(BaseModel):
     relay_restart: bool = Field(
         default=False, description="Set by the client when re-sending a call whose relayed text may be partial"
     )
+    call_key: str | None = Field(
+        default=None,
+        max_length=300,
+        description="Logical id of the call, the same every time its caller makes it again (a dialogue step "
+        "redelivered after a crash): the router replays a finished call's stored result for it, or joins the "
+        "call still running for it, instead of calling the provider again. The request_id stays per attempt.",
+    )
 
 
 class CompletionChunk(BaseModel):
@@ -68,6 +80,7 @@ class CompletionChunk(BaseModel):
     # one was lost): the receiver discards the partial text it has.
     restart: bool = False
     provider: str | None = None
+    model: str | None = Field(default=None, description="The model answering (as in CompletionResult.model)")
     # Liveness signal the router sends every few seconds while a call runs (no text; seq -1).
     keepalive: bool = False
 
@@ -79,6 +92,16 @@ class CancelCalls(BaseModel):
     discussion_id: str | None = None
     request_id: str | None = None
     reason: str = "discussion stopped"
+
+
+class CallOwnerQuery(BaseModel):
+    """Asked of the router copy that claimed a logical call (`Catalog.llm_call_owner`): is it still running?"""
+
+    call_key: str
+
+
+class CallOwnerReply(BaseModel):
+    running: bool
 
 
 class Usage(BaseModel):
@@ -127,6 +150,9 @@ class ModelInfo(BaseModel):
     provider: str
     simulated: bool = False
     owned_by: str = ""
+    kind: Literal["model", "route"] = Field(
+        default="model", description="a provider's model ('provider/model'), or a route name served by a chain"
+    )
 
 
 class ModelList(BaseModel):
@@ -161,3 +187,13 @@ class ProviderStatus(BaseModel):
 
 class ProviderStatusList(BaseModel):
     providers: list[ProviderStatus]
+
+
+class StoredCall(BaseModel):
+    """Value per logical call (`CompletionRequest.call_key`) in the llm-results KV bucket: claimed by the router
+    copy running it, then its result, replayed to the same logical call until the bucket's TTL drops it."""
+
+    call_key: str
+    state: Literal["running", "done"]
+    owner: str = Field(description="instance id of the router copy that runs or ran the call")
+    result: CompletionResult | None = None

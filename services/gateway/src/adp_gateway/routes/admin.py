@@ -57,7 +57,7 @@ async def create_user(body: CreateUser, ctx: Ctx, p: Admin) -> JSONResponse:
     row = await ctx.store.create_user(new_user_id(), body.name, body.role)
     out = UserOut(
         id=str(row["id"]), name=str(row["name"]), role=str(row["role"]), createdAt=row["created_at"], activeKeys=0
-    )  # type: ignore[arg-type]
+    )
     return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
 

@@ -10,14 +10,22 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from adp_common import sse
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
+    MAX_FILES,
+    MAX_PERSONAS,
     DialogueCommand,
     DialogueQuery,
     DiscussionList,
     DiscussionView,
     ExportReply,
+    FileRef,
+    MaxRounds,
+    PersonaName,
     PersonaSpec,
+    Topic,
+    UserText,
 )
 from adp_gateway.auth import Principal
 from adp_gateway.context import GatewayContext
@@ -39,15 +47,34 @@ router = APIRouter(tags=["discussions"])
 
 class CreateDiscussion(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
-    topic: str = Field(min_length=1, max_length=5000)
-    personas: list[PersonaSpec | Annotated[str, Field(min_length=1, max_length=40)]] | None = Field(
-        default=None, max_length=10
+    topic: Topic
+    personas: list[PersonaSpec | PersonaName] | None = Field(
+        default=None,
+        max_length=MAX_PERSONAS,
+        description="a name alone keeps a default persona's (Analyzer, Solver, Moderator) prompt and route",
     )
-    max_rounds: int | None = Field(default=None, ge=1, le=100, validation_alias=AliasChoices("max_rounds", "maxRounds"))
+    max_rounds: MaxRounds | None = Field(default=None, validation_alias=AliasChoices("max_rounds", "maxRounds"))
     files: list[Annotated[str, Field(min_length=1, max_length=80)]] = Field(
-        default_factory=list, max_length=5, description="ids from POST /api/files"
+        default_factory=list, max_length=MAX_FILES, description="ids from POST /api/files"
     )
     auto: bool = False
+
+    def command(self, user_id: str, files: list[FileRef], key_id: str | None = None) -> DialogueCommand:
+        """The create command (REST and Socket.IO alike); a persona given by name alone keeps its defaults.
+        `key_id`: the caller's API key, which the discussion's LLM calls are charged to."""
+        personas = None
+        if self.personas is not None:
+            personas = [PersonaSpec(name=x) if isinstance(x, str) else x for x in self.personas]
+        return DialogueCommand(
+            action="create",
+            user_id=user_id,
+            key_id=key_id,
+            topic=self.topic,
+            personas=personas,
+            max_rounds=self.max_rounds,
+            auto=self.auto,
+            files=files,
+        )
 
 
 class RoundBody(BaseModel):
@@ -68,7 +95,7 @@ class AnswersBody(BaseModel):
 
 
 class InputBody(BaseModel):
-    input: str = Field(min_length=1, max_length=5000)
+    input: UserText
 
 
 def did(discussion_id: str) -> str:
@@ -83,7 +110,7 @@ def view(v: DiscussionView, status: int = 200) -> Response:
 
 
 async def act(ctx: GatewayContext, p: Principal, discussion_id: str, action: str, **kw: Any) -> Response:
-    cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did(discussion_id), **kw)  # type: ignore[arg-type]
+    cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did(discussion_id), **kw)
     return view(await ctx.command(cmd))
 
 
@@ -92,20 +119,7 @@ async def create_discussion(
     body: CreateDiscussion, ctx: Ctx, p: Annotated[Principal, Depends(limited("start"))]
 ) -> Response:
     refs = await ctx.file_refs(p.user_id, body.files)
-    personas = None
-    if body.personas is not None:
-        personas = [PersonaSpec(name=x) if isinstance(x, str) else x for x in body.personas]
-    cmd = DialogueCommand(
-        action="create",
-        user_id=p.user_id,
-        key_id=p.key_id,
-        topic=body.topic,
-        personas=personas,
-        max_rounds=body.max_rounds,
-        auto=body.auto,
-        files=refs,
-    )
-    return view(await ctx.command(cmd), 201)
+    return view(await ctx.command(body.command(p.user_id, refs, key_id=p.key_id)), 201)
 
 
 @router.get("/api/discussions", response_model=DiscussionList)
@@ -231,13 +245,13 @@ async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: s
     ctx.active_streams += 1
     ctx.metrics.streams.labels("sse").inc()
     try:
-        yield "retry: 2000\n\n"
+        yield sse.retry(2000)
         # Events already waiting go out in one write: under load that is far fewer sends through
         # the ASGI stack and the socket, and the client gets them at the same moment anyway.
         batch: list[str] = []
         async for item in stream.items():
             if isinstance(item, Heartbeat):
-                batch.append(": ping\n\n")
+                batch.append(sse.comment("ping"))
             elif isinstance(item, Overflow):
                 batch.append(
                     format_sse_error(

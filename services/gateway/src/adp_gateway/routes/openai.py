@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -21,19 +22,25 @@ router = APIRouter(tags=["openai"])
 
 @router.get("/v1/models")
 async def models(ctx: Ctx, p: User) -> JSONResponse:
-    result = await ctx.request(ctx.bus.catalog.llm_models, None, ModelList)  # type: ignore[arg-type]
+    result = await ctx.request(ctx.bus.catalog.llm_models, None, ModelList)
     return JSONResponse(oai.models_response(result))
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: oai.ChatCompletionRequest, ctx: Ctx, p: Limited) -> Response:
+    oai.check_supported(body)
     req = oai.to_completion_request(
         body, user_id=p.user_id, key_id=p.key_id, timeout_s=ctx.settings.completion_timeout_s
     )
-    if not body.stream:
-        result = await ctx.llm.complete(req)
-        return JSONResponse(oai.completion_response(result, model=body.model))
-    return await _stream_completion(ctx, req, body)
+    try:
+        if not body.stream:
+            result = await ctx.llm.complete(req)
+            return JSONResponse(oai.completion_response(result, model=body.model))
+        return await _stream_completion(ctx, req, body)
+    except PlatformError as err:
+        if err.code == ErrorCode.MODEL_NOT_FOUND:
+            raise oai.model_not_found(body.model) from None
+        raise
 
 
 async def _stream_completion(ctx: GatewayContext, req: CompletionRequest, body: oai.ChatCompletionRequest) -> Response:
@@ -53,7 +60,8 @@ async def _stream_completion(ctx: GatewayContext, req: CompletionRequest, body: 
             raise exc
         raise PlatformError(ErrorCode.LLM_PROVIDER_ERROR, "completion failed")
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    enc = oai.StreamEncoder(req.request_id, model=body.model, include_usage=include_usage)
+    model = (first.result().model if first.done() else None) or body.model
+    enc = oai.StreamEncoder(req.request_id, model=model, include_usage=include_usage)
     # a client that goes away cancels the call, here and (CancelCalls by request id) at the router
     return EventStreamResponse(
         _completion_frames(ctx, req, enc, task, queue, first), task.cancel, headers={"Cache-Control": "no-cache"}
@@ -75,7 +83,8 @@ async def _completion_frames(
         while True:
             get = pending if pending is not None else asyncio.ensure_future(queue.get())
             pending = None
-            await asyncio.wait({get, task}, return_when=asyncio.FIRST_COMPLETED)
+            watched: list[asyncio.Future[Any]] = [get, task]
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if get.done():
                 yield enc.chunk(get.result())
                 continue

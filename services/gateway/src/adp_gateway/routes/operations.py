@@ -121,7 +121,7 @@ async def _gather(ctx: GatewayContext, *, alerts: bool) -> tuple[MetricsReport, 
     health, active, providers, alert_list, costs = await asyncio.gather(
         part("health", ctx.health()) if alerts else nothing(),
         part("activeDiscussions", ctx.query(DialogueQuery(kind="active_count"), CountReply)),
-        part("providers", ctx.request(cat.llm_providers, None, ProviderStatusList, timeout=t)),  # type: ignore[arg-type]
+        part("providers", ctx.request(cat.llm_providers, None, ProviderStatusList, timeout=t)),
         part("alerts", ctx.request(cat.alerts_query, AlertQuery(kind="active"), AlertList, timeout=t))
         if alerts
         else nothing(),
