@@ -1,4 +1,4 @@
-"""A small stand-in for the gateway's client contract (DESIGN.md section 5), for console tests.
+"""A small stand-in for the gateway's client contract (docs/gateway.md), for console tests.
 
 It serves the real console files and scripts discussions deterministically, so the browser tests can check
 client behaviour the real platform cannot be made to show on demand: model output carrying markup, a stream
