@@ -461,7 +461,7 @@ class Router:
         mode = self.settings.router_budget_mode
         if mode == "off":
             return chain
-        scope = self.budget.exceeded_scope(req.user_id)
+        scope = self.budget.exceeded_scope(req.user_id, req.key_id)
         if scope is None:
             return chain
         if mode == "free_only":
@@ -678,6 +678,7 @@ class Router:
         rec = UsageRecord(
             request_id=req.request_id,
             user_id=req.user_id,
+            key_id=req.key_id,
             discussion_id=req.discussion_id,
             persona=req.persona,
             route=req.route,
