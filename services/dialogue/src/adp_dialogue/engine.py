@@ -344,6 +344,7 @@ class Engine:
             route=route,
             persona=persona,
             user_id=d["user_id"],
+            key_id=d.get("key_id"),
             discussion_id=d["id"],
             task=task,
             round=job.round,

@@ -36,6 +36,7 @@ class CompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     stream: bool = False
     user_id: str | None = None
+    key_id: str | None = Field(default=None, description="the API key the call is charged to (per-key spend, budget)")
     discussion_id: str | None = None
     persona: str | None = None
     timeout_s: float = Field(default=120.0, gt=0, le=600, description="Deadline for the whole call")
@@ -128,6 +129,7 @@ class UsageRecord(BaseModel):
 
     request_id: str
     user_id: str | None = None
+    key_id: str | None = None
     discussion_id: str | None = None
     persona: str | None = None
     route: str | None = None
