@@ -54,9 +54,10 @@ class Supervisor:
         return [w.proc for w in self.watched]
 
     def check(self, now: float | None = None) -> None:
-        """Notice exits and start the copies whose back-off is over (call about once a second)."""
+        """Notice exits and start the copies whose back-off is over (call about once a second). The state
+        file is written before the news is reported, so whoever reads the report finds it there."""
         now = time.monotonic() if now is None else now
-        changed = False
+        news: list[str] = []
         for w in self.watched:
             if w.restart_at is None and not w.proc.alive():
                 w.last_exit = w.proc.popen.returncode
@@ -64,15 +65,15 @@ class Supervisor:
                 w.crashes_in_a_row = w.crashes_in_a_row + 1 if quick else 1
                 delay = restart_delay(w.crashes_in_a_row)
                 w.restart_at = now + delay
-                self.report(f"!! {w.proc.name} exited with {w.last_exit}; restarting in {delay:g} s")
-                changed = True
+                news.append(f"!! {w.proc.name} exited with {w.last_exit}; restarting in {delay:g} s")
             elif w.restart_at is not None and now >= w.restart_at:
                 w.proc = self.manager.start(w.proc.service, replacing=w.proc)
                 w.started_at, w.restart_at = now, None
-                self.report(f"   {w.proc.name} restarted (pid {w.proc.popen.pid}, restart {w.proc.restarts})")
-                changed = True
-        if changed:
+                news.append(f"   {w.proc.name} restarted (pid {w.proc.popen.pid}, restart {w.proc.restarts})")
+        if news:
             self.write_state()
+        for line in news:
+            self.report(line)
 
     def state(self) -> dict[str, Any]:
         return {
