@@ -261,7 +261,7 @@ async def test_a_step_rerun_after_its_answer_came_replays_it(
                 raise RuntimeError("simulated crash before the commit")
             await real_commit(job, *args, **kw)
 
-        engine._commit = crash_once  # type: ignore[method-assign]
+        engine._commit = crash_once
         view = await command(bus, action="create", user_id="u1", topic=TOPIC)
         await log.wait_event(view.id, "round-complete", timeout=30)
         done = await _wait_status(bus, view.id, "waiting")
@@ -354,7 +354,7 @@ async def test_sweeper_republishes_a_job_lost_after_a_command_commit(
                 raise ConnectionError("publish lost")
             await real_publish(job)
 
-        engine.publish_job = lose_first  # type: ignore[method-assign]
+        engine.publish_job = lose_first
         view = await command(bus, action="create", user_id="u1", topic=TOPIC)
         assert lost == ["r1t1"] and view.status == "running"
         stuck = await get(bus, "u1", view.id)
@@ -425,7 +425,7 @@ async def test_a_turn_commits_in_one_statement_only_while_it_is_due(
     quick_commits: list[str] = []
     commit_turn = store.commit_turn
 
-    async def counted(conn, did, step_key, *args):  # type: ignore[no-untyped-def]
+    async def counted(conn, did, step_key, *args):
         ev = await commit_turn(conn, did, step_key, *args)
         if ev is not None:
             quick_commits.append(step_key)

@@ -25,9 +25,12 @@ from nats.aio.msg import Msg
 
 from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
+from adp_common.retry import Backoff
 from adp_common.schemas.llm import CompletionChunk, CompletionRequest, CompletionResult
 
 log = logging.getLogger("adp.llm_client")
+# Pauses while no router copy is subscribed (one restarting): 0.5 s, then 1 s.
+ROUTER_UNAVAILABLE_RETRY = Backoff(initial_s=0.5, max_s=1.0)
 
 ChunkCallback = Callable[[CompletionChunk], Awaitable[None]]
 
@@ -95,7 +98,7 @@ class LLMClient:
                     raise PlatformError(
                         ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"llm-router unavailable: {err.message}"
                     ) from None
-                await asyncio.sleep(0.5 * attempt)
+                await asyncio.sleep(ROUTER_UNAVAILABLE_RETRY.pause(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(

@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from nats.aio.client import Client as NATS
 from adp_common.bus import Bus, send_now
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.logging import log_slow
+from adp_common.retry import Backoff
 from adp_common.schemas.llm import CompletionRequest, CompletionResult, Usage, UsageRecord
 from adp_router import spans
 from adp_router.breaker import BreakerBoard
@@ -259,7 +259,7 @@ def chunk_interval_s(
 
 def backoff(attempt: int, initial: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [0.5, 1] x min(cap, initial * 2^(attempt-1))."""
-    return min(cap, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    return Backoff(initial_s=initial, max_s=cap, jitter=True).pause(attempt)
 
 
 class Router:
