@@ -17,18 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
-    MAX_FILES,
     DialogueCommand,
     DialogueQuery,
     DiscussionView,
-    MaxRounds,
-    Topic,
     UserText,
 )
 from adp_gateway.auth import Principal, bearer_token
 from adp_gateway.context import GatewayContext
 from adp_gateway.errors import validation_message
 from adp_gateway.events import EventStream, Heartbeat, Overflow, event_payload
+from adp_gateway.routes.discussions import CreateDiscussion
 
 log = logging.getLogger("adp.gateway.sio")
 
@@ -37,10 +35,10 @@ class _In(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
 
-class StartDialogue(_In):
-    topic: Topic
-    files: list[str] = Field(default_factory=list, max_length=MAX_FILES)
-    max_rounds: MaxRounds | None = Field(default=None, alias="maxRounds")
+class StartDialogue(CreateDiscussion):
+    """The options of POST /api/discussions (topic, personas, maxRounds, files, auto); unknown keys ignored."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
 
 class OnDiscussion(_In):
@@ -58,6 +56,14 @@ class UserInput(OnDiscussion):
 
 class JoinDiscussion(OnDiscussion):
     lastEventId: int = Field(default=0, ge=0)
+
+
+def refused(code: ErrorCode, message: str) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused connection whose connect_error packet is the `{code, message}` error object; `data` repeats
+    it because the JavaScript client exposes only `err.message` and `err.data`."""
+    err = socketio.exceptions.ConnectionRefusedError(message)
+    err.error_args = {"code": code.value, "message": message, "data": {"code": code.value, "message": message}}
+    return err
 
 
 class SocketGateway:
@@ -154,13 +160,9 @@ class SocketGateway:
             try:
                 principal = await ctx.authenticate(token)
             except PlatformError as err:
-                raise socketio.exceptions.ConnectionRefusedError(
-                    {"code": err.code.value, "message": err.message}
-                ) from None
+                raise refused(err.code, err.message) from None
             if principal is None:
-                raise socketio.exceptions.ConnectionRefusedError(
-                    {"code": ErrorCode.UNAUTHORIZED.value, "message": "invalid or missing API key"}
-                )
+                raise refused(ErrorCode.UNAUTHORIZED, "invalid or missing API key")
             self.principals[sid] = principal
             self.ips[sid] = str(environ.get("REMOTE_ADDR") or "unknown")
             ctx.socket_connections += 1
@@ -222,11 +224,7 @@ class SocketGateway:
         ctx = self.ctx
         if isinstance(body, StartDialogue):
             refs = await ctx.file_refs(p.user_id, body.files)
-            view = await ctx.command(
-                DialogueCommand(
-                    action="create", user_id=p.user_id, topic=body.topic, max_rounds=body.max_rounds, files=refs
-                )
-            )
+            view = await ctx.command(body.command(p.user_id, refs, key_id=p.key_id))
             await self.follow(sid, p.user_id, view.id, replay=True)
             return view
         assert isinstance(body, OnDiscussion)

@@ -20,6 +20,7 @@ from adp_common.schemas.dialogue import (
     DiscussionList,
     DiscussionView,
     ExportReply,
+    FileRef,
     MaxRounds,
     PersonaName,
     PersonaSpec,
@@ -57,6 +58,23 @@ class CreateDiscussion(BaseModel):
         default_factory=list, max_length=MAX_FILES, description="ids from POST /api/files"
     )
     auto: bool = False
+
+    def command(self, user_id: str, files: list[FileRef], key_id: str | None = None) -> DialogueCommand:
+        """The create command (REST and Socket.IO alike); a persona given by name alone keeps its defaults.
+        `key_id`: the caller's API key, which the discussion's LLM calls are charged to."""
+        personas = None
+        if self.personas is not None:
+            personas = [PersonaSpec(name=x) if isinstance(x, str) else x for x in self.personas]
+        return DialogueCommand(
+            action="create",
+            user_id=user_id,
+            key_id=key_id,
+            topic=self.topic,
+            personas=personas,
+            max_rounds=self.max_rounds,
+            auto=self.auto,
+            files=files,
+        )
 
 
 class RoundBody(BaseModel):
@@ -101,19 +119,7 @@ async def create_discussion(
     body: CreateDiscussion, ctx: Ctx, p: Annotated[Principal, Depends(limited("start"))]
 ) -> Response:
     refs = await ctx.file_refs(p.user_id, body.files)
-    personas = None
-    if body.personas is not None:
-        personas = [PersonaSpec(name=x) if isinstance(x, str) else x for x in body.personas]
-    cmd = DialogueCommand(
-        action="create",
-        user_id=p.user_id,
-        topic=body.topic,
-        personas=personas,
-        max_rounds=body.max_rounds,
-        auto=body.auto,
-        files=refs,
-    )
-    return view(await ctx.command(cmd), 201)
+    return view(await ctx.command(body.command(p.user_id, refs, key_id=p.key_id)), 201)
 
 
 @router.get("/api/discussions", response_model=DiscussionList)
