@@ -399,10 +399,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
     ) -> JSONResponse:
         data = await file.read(s.max_file_bytes + 1)
         ctype = filecheck.check_upload(data, s.max_file_bytes)
-        try:
-            text = await asyncio.wait_for(asyncio.to_thread(filecheck.extract_text, data, ctype), 30)
-        except TimeoutError:
-            raise PlatformError(ErrorCode.INVALID_FILE_TYPE, "file could not be read in time") from None
+        text = await filecheck.extract_text(data, ctype, ctx.pdf)
         stored = StoredFile(
             id="file_" + uuid.uuid4().hex[:20],
             user_id=p.user_id,

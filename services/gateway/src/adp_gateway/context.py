@@ -28,7 +28,9 @@ from adp_common.schemas.dialogue import (
 from adp_common.service import ServiceRuntime
 from adp_gateway.auth import ANONYMOUS_USER_ID, Principal, TTLCache, bearer_token, hash_key
 from adp_gateway.events import HistoryReader
+from adp_gateway.files import PdfSandbox
 from adp_gateway.observability import GatewayMetrics, StatsWindow
+from adp_gateway.pdf_text import Limits
 from adp_gateway.ratelimit import Counter, Decision, RateLimiter
 from adp_gateway.settings import GatewaySettings
 from adp_gateway.store import Store
@@ -51,12 +53,16 @@ class GatewayContext:
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     cache: TTLCache = field(init=False)
     llm: LLMClient = field(init=False)
+    pdf: PdfSandbox = field(init=False)
     active_streams: int = 0
     socket_connections: int = 0
 
     def __post_init__(self) -> None:
         self.cache = TTLCache(self.settings.key_cache_ttl_s)
         self.llm = LLMClient(self.bus)
+        s = self.settings
+        limits = Limits(cpu_s=s.pdf_cpu_s, memory_mb=s.pdf_memory_mb, page_cpu_s=s.pdf_page_cpu_s)
+        self.pdf = PdfSandbox(limits, wall_s=s.pdf_wall_s, concurrency=s.pdf_concurrency)
 
     @property
     def timeout(self) -> float:
