@@ -42,7 +42,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parent.parent
-BUS_PY = ROOT / "libs/common/src/adp_common/bus.py"
+BUS_PACKAGE = ROOT / "libs/common/src/adp_common/bus"
 
 IMPLS = ("raw", "bus", "faststream", "faststream+otel")
 DESCRIPTIONS = {
@@ -388,13 +388,13 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "median": medians,
         "ratio_vs_raw": ratios,
         "runs": runs,
-        "loc": count_loc(BUS_PY),
+        "loc": {path.stem: count_loc(path) for path in sorted(BUS_PACKAGE.glob("*.py"))},
     }
 
 
 # ---- lines of code ----------------------------------------------------------------------------------------
-def count_loc(path: Path) -> dict[str, int]:
-    """Non-blank, non-comment, non-docstring lines of bus.py, in total and per `# ---- section` of Bus."""
+def count_loc(path: Path) -> int:
+    """Non-blank, non-comment, non-docstring lines of one module."""
     src = path.read_text()
     doc_lines: set[int] = set()
     for node in ast.walk(ast.parse(src)):
@@ -407,18 +407,7 @@ def count_loc(path: Path) -> dict[str, int]:
     for tok in tokenize.generate_tokens(io.StringIO(src).readline):
         if tok.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
             code_lines.update(range(tok.start[0], tok.end[0] + 1))
-    code_lines -= doc_lines
-    sections: dict[str, int] = {}
-    current = "imports, types, helpers"
-    for no, line in enumerate(src.splitlines(), 1):
-        stripped = line.strip()
-        if stripped.startswith("# ----"):
-            current = stripped.strip("# -")
-        elif stripped.startswith("def ") and not line.startswith(" "):
-            current = "imports, types, helpers"
-        if no in code_lines:
-            sections[current] = sections.get(current, 0) + 1
-    return {"total": len(code_lines), **sections}
+    return len(code_lines - doc_lines)
 
 
 # ---- output -----------------------------------------------------------------------------------------------
@@ -448,8 +437,8 @@ def markdown(result: dict[str, Any]) -> str:
         rl = med[impl]["relay_p50_us"] - med["raw"]["relay_p50_us"]
         extra.append(f"- {impl}: request/reply {rr:+.0f} µs, relay hop {rl:+.0f} µs")
     loc = result["loc"]
-    extra += ["", f"bus.py code lines (no blanks, comments, docstrings): {loc['total']}"]
-    extra += [f"- {k}: {v}" for k, v in loc.items() if k != "total"]
+    extra += ["", f"adp_common.bus code lines (no blanks, comments, docstrings): {sum(loc.values())}"]
+    extra += [f"- {module}: {lines}" for module, lines in loc.items()]
     return "\n".join(out + extra)
 
 

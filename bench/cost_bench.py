@@ -132,7 +132,7 @@ async def bench_ingest(n: int, service_env: dict[str, str] | None = None) -> dic
         conn = await asyncpg.connect(db.with_database(PG_DSN, dbname))
 
         async def count() -> int:
-            return int(await conn.fetchval("SELECT count(*) FROM usage_ledger"))  # type: ignore[union-attr]
+            return int(await conn.fetchval("SELECT count(*) FROM usage_ledger"))
 
         async def reached(target: int) -> bool:
             return await count() >= target
@@ -237,7 +237,7 @@ async def bench_queries(rows: int, repeats: int) -> dict[str, float]:
         ev = Evaluation("global", today, 0, 10 * 10**9, 0.8)
         results: dict[str, float] = {}
 
-        async def timed(label: str, fn) -> None:  # type: ignore[no-untyped-def]
+        async def timed(label: str, fn) -> None:
             await fn()  # warm
             samples = []
             for _ in range(repeats):
@@ -250,7 +250,7 @@ async def bench_queries(rows: int, repeats: int) -> dict[str, float]:
 
         print(f"30-day range {start_d} .. {end_d} (median of {repeats}):")
         for kind in ("summary", "by_provider", "by_model", "by_user", "by_discussion", "daily"):
-            q = CostQuery(kind=kind, start_date=start_d, end_date=end_d)  # type: ignore[arg-type]
+            q = CostQuery(kind=kind, start_date=start_d, end_date=end_d)
 
             async def run(q: CostQuery = q) -> None:
                 await queries.answer(pool, q, today=today, global_budget=ev, row_limit=1000)

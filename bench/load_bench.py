@@ -290,8 +290,8 @@ def full_load(
     since: float | None,
     until: float | None,
     direct: dict[str, Any],
-    cpu: list[tuple[float, float, dict[str, float], float]] = (),  # type: ignore[assignment]
-    router: list[tuple[float, float, float]] = (),  # type: ignore[assignment]
+    cpu: list[tuple[float, float, dict[str, float], float]] = (),
+    router: list[tuple[float, float, float]] = (),
 ) -> dict[str, Any] | None:
     """The phase's figures while every discussion was live (created and not yet through its last round):
     turns whose `message-start` came, and REST calls that ended, in that window. The targets are read here —
@@ -337,8 +337,8 @@ def timeline(
     t_start: float,
     direct_p50: float | None,
     cpu: list[tuple[float, float, dict[str, float], float]],
-    split: list[tuple[float, float, float]] = (),  # type: ignore[assignment]
-    router: list[tuple[float, float, float]] = (),  # type: ignore[assignment]
+    split: list[tuple[float, float, float]] = (),
+    router: list[tuple[float, float, float]] = (),
     bin_s: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Per-second view of a phase: added TTFC (vs the direct p50; also split into its added request half and

@@ -89,7 +89,7 @@ async def router_one(client: LLMClient) -> tuple[float, float]:
     return (first[0] if first else total), total
 
 
-async def run_level(fn, concurrency: int, per_stream: int, ramp_s: float = 0.0) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+async def run_level(fn, concurrency: int, per_stream: int, ramp_s: float = 0.0) -> tuple[list[float], list[float]]:
     """`concurrency` streams, each running `per_stream` calls back to back. Stream i starts after
     i/concurrency of `ramp_s` (one call's duration spreads them evenly, as independent users would be);
     with no ramp they all start at once, and the first calls measure that burst."""

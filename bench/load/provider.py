@@ -195,7 +195,7 @@ class Connection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a TCP transport (uvloop's is not an asyncio.Transport)
+        self.transport = transport  # a TCP transport (uvloop's is not an asyncio.Transport)
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from load.stats import SSESplitter
+from adp_common.sse import SSEDecoder
 
 # (perf_counter, wall clock, event name, data) -> True to stop reading (the connection is then closed)
 OnEvent = Callable[[float, float, str, bytes], bool]
@@ -35,7 +35,7 @@ class SSEConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.done: asyncio.Future[None] | None = None
         self.on_event: OnEvent | None = None
-        self.sse = SSESplitter()
+        self.sse = SSEDecoder()
         self.status = 0
         self.body: list[bytes] = []
         self.stopped = False
@@ -62,7 +62,7 @@ class SSEConnection(asyncio.Protocol):
         if self.closed or self.transport is None:
             raise ConnectionError("connection closed")
         self.parser = httptools.HttpResponseParser(self)
-        self.sse, self.status, self.body, self.on_event = SSESplitter(), 0, [], on_event
+        self.sse, self.status, self.body, self.on_event = SSEDecoder(), 0, [], on_event
         self.done = asyncio.get_running_loop().create_future()
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", *(f"{k}: {v}" for k, v in headers.items())]
         if body is not None:
@@ -78,7 +78,7 @@ class SSEConnection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.now, self.wall = time.perf_counter(), time.time()
@@ -102,8 +102,8 @@ class SSEConnection(asyncio.Protocol):
             return
         if self.stopped or self.on_event is None:
             return
-        for event, data in self.sse.feed(body):
-            if self.on_event(self.now, self.wall, event, data):
+        for ev in self.sse.feed(body):
+            if self.on_event(self.now, self.wall, ev.event, ev.data.encode()):
                 self.stopped = True
                 self._finish()
                 self.close()

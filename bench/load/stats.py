@@ -34,31 +34,6 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-class SSESplitter:
-    """Feed raw bytes; get back complete SSE event blocks as (event name, data bytes)."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
-        self._buf += data.replace(b"\r\n", b"\n") if b"\r" in data else data
-        out: list[tuple[str, bytes]] = []
-        while True:
-            end = self._buf.find(b"\n\n")
-            if end < 0:
-                return out
-            block, self._buf = self._buf[:end], self._buf[end + 2 :]
-            event = "message"
-            data_lines: list[bytes] = []
-            for line in block.split(b"\n"):
-                if line.startswith(b"event:"):
-                    event = line[6:].strip().decode()
-                elif line.startswith(b"data:"):
-                    data_lines.append(line[5:].lstrip(b" "))
-            if data_lines:
-                out.append((event, b"\n".join(data_lines)))
-
-
 def fmt(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 

@@ -19,6 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
+from adp_common import sse
+from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES, TERMINAL_STATUSES
+
 STATIC = Path(__file__).resolve().parents[2] / "services" / "gateway" / "src" / "adp_gateway" / "static"
 PERSONAS = ("Analyzer", "Solver", "Moderator")
 COMPONENTS = ("nats", "gateway", "dialogue", "llm-router", "cost", "alerts")
@@ -190,7 +193,9 @@ class FakeGateway:
             d.status = "resolved"
             d.resolution = {"reason": "consensus", "finalAnswer": f"Final answer about «{d.topic}»"}
             final = d.resolution["finalAnswer"]
-            self.emit(d, "conversation-resolved", {"resolution": d.resolution, "finalAnswer": final})
+            self.emit(
+                d, "discussion-resolved", {"status": "resolved", "resolution": d.resolution, "finalAnswer": final}
+            )
             return
         d.status = "waiting"
         qs = {
@@ -251,7 +256,9 @@ class FakeGateway:
             d.summaries.append(s)
             self.emit(d, "summary-created", {"summary": s})
         elif action == "stop":
-            d.status = "stopped"
+            if d.status not in TERMINAL_STATUSES:
+                d.status = "stopped"
+                self.emit(d, "discussion-stopped", {"status": "stopped", "round": d.round})
         else:
             raise web.HTTPNotFound()
         return web.json_response(self.view(d))
@@ -272,12 +279,16 @@ class FakeGateway:
                 if item["seq"] > sent:
                     await resp.write(self.sse(item))
                     sent = item["seq"]
+                    if item["event"] in TERMINAL_EVENT_NAMES:
+                        return resp
             while True:
                 item = await q.get()
                 if item["seq"] and item["seq"] <= sent:
                     continue
                 sent = max(sent, item["seq"])
                 await resp.write(self.sse(item))
+                if item["event"] in TERMINAL_EVENT_NAMES:
+                    return resp
         except (ConnectionResetError, asyncio.CancelledError, RuntimeError):
             pass
         finally:
@@ -287,8 +298,7 @@ class FakeGateway:
 
     @staticmethod
     def sse(item: dict[str, Any]) -> bytes:
-        head = f"id: {item['seq']}\n" if item["seq"] else ""
-        return f"{head}event: {item['event']}\ndata: {json.dumps(item['data'])}\n\n".encode()
+        return sse.encode(json.dumps(item["data"]), event=item["event"], id=item["seq"] or None).encode()
 
     async def export(self, request: web.Request) -> web.Response:
         d = self.find(request)

@@ -146,6 +146,7 @@ async def test_console_live_discussion_drop_and_operator_view(browser: Any, plat
         await page.wait_for_selector("#cost-chart svg rect[data-provider=simulated]", timeout=10000)
         assert await page.locator("#health-list li").count() >= 5
         assert await page.locator("#providers-table tbody tr[data-provider=simulated]").count() == 1
+        assert await page.locator("#metrics-list dt", has_text="Latency P95 Ms").count() == 1  # p95 shown
         item = page.locator("#alerts-list li", has_text="budget_exceeded")
         await shot(page, "operator-view")
         await item.locator("button.ack").click()
@@ -159,6 +160,35 @@ async def test_console_live_discussion_drop_and_operator_view(browser: Any, plat
     finally:
         await context.close()
         await proxy.stop()
+
+
+@pytest.mark.browser
+async def test_console_shows_a_discussion_stopped_elsewhere_as_finished(browser: Any, platform: Platform) -> None:
+    """Stopped by another client: the console learns it from the stream's terminal event (no polling),
+    says so, and its stream is closed for good (no reconnect)."""
+    p = platform
+    context = await browser.new_context(viewport={"width": 1100, "height": 900})
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        await page.goto(f"{p.url}/")
+        await page.fill("#api-key", p.key)
+        await page.press("#api-key", "Enter")
+        await page.wait_for_selector("#view-new:not([hidden])")
+        await page.fill("#topic", "Should the team adopt trunk-based development?")
+        await page.click("#start-btn")
+        await page.wait_for_selector("#rounds .round.complete[data-round='1']", timeout=30000)
+        did = (await page.evaluate("location.hash")).split("/")[-1]
+        assert (await api(p, "POST", f"/api/discussions/{did}/stop"))["status"] == "stopped"
+        await page.wait_for_selector("#conn-status[data-state=ended]", timeout=10000)
+        assert await page.text_content("#disc-status") == "stopped"
+        assert await page.is_hidden("#actions")
+        await asyncio.sleep(2.5)  # a reconnect (after the 2 s retry) would flip the state back
+        assert await page.get_attribute("#conn-status", "data-state") == "ended"
+        assert errors == []
+    finally:
+        await context.close()
 
 
 async def run_cli(*args: str, stdin: str = "", timeout: float = 60) -> tuple[int, str, str]:

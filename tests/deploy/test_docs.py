@@ -15,6 +15,7 @@ import yaml
 
 from adp_cli.main import build_parser
 from adp_common.catalog import KV_BREAKERS, KV_BUDGET, KV_LEASES, STREAMS, Catalog
+from adp_testing.gateway import gateway_paths
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs/operations.md"
@@ -111,9 +112,6 @@ def test_scripts_named_are_executable_files() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- HTTP
-def gateway_paths() -> set[str]:
-    source = "\n".join(p.read_text() for p in (REPO / "services/gateway/src/adp_gateway").glob("*.py"))
-    return set(re.findall(r"@app\.(?:get|post|put|delete|patch|api_route)\(\s*\"([^\"]+)\"", source))
 
 
 def admin_paths() -> set[str]:
@@ -283,6 +281,9 @@ def test_the_runbook_covers_every_procedure() -> None:
         "scaling",
         "updates",
         "emergencies",
+        "fault rehearsal",
+        "maintenance",
+        "capacity planning",
     ):
         assert needed in sections, needed
     text = doc()

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from adp_cli.procs import SERVICES
+from adp_testing.gateway import gateway_paths
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy/k8s"
@@ -117,12 +118,6 @@ def admin_paths() -> set[str]:
 
     app = build_admin_app(HealthChecks("x", "x"), Metrics())
     return {r.path for r in app.routes}
-
-
-def gateway_paths() -> set[str]:
-    """Paths the gateway's FastAPI app declares (read from its source: building it needs a running context)."""
-    source = "\n".join(p.read_text() for p in (REPO / "services/gateway/src/adp_gateway").glob("*.py"))
-    return set(re.findall(r"@app\.(?:get|post|put|delete|patch|api_route)\(\s*\"([^\"]+)\"", source))
 
 
 def by_kind(docs: list[Doc], kind: str) -> dict[str, Doc]:

@@ -109,6 +109,11 @@ async def test_operator_commands_against_running_services(
         assert rc == 0 and Decimal(state["limit_usd"]) == Decimal("0.000001")
         rc, budget = await adp(capsys, "budget", *base)
         assert rc == 0 and budget["budget"]["exceeded"] is False
+        assert budget["budget"]["current"] == "0.000000000"  # fixed decimals, never 0E-9
+        capsys.readouterr()
+        await ops._budget(build_parser().parse_args(["budget", *base]))
+        text = capsys.readouterr().out
+        assert "global: $0.000000000 of $0.000001000 today" in text and "E-" not in text, text
         record = UsageRecord(
             request_id="ops-1", provider="openai", model="gpt-4o-mini", input_tokens=50_000, output_tokens=50_000
         )

@@ -72,7 +72,7 @@ async def test_full_discussion_through_the_gateway(platform: Platform) -> None:
             await log.wait_for("summary-created", 1)
 
             # Proceed until the personas resolve it (not before round 5).
-            while not log.named("conversation-resolved"):
+            while not log.named("discussion-resolved"):
                 done = len(log.named("round-complete"))
                 assert done < 12, "no resolution by max rounds"
                 await act(c, f"{base}/proceed")
@@ -80,8 +80,8 @@ async def test_full_discussion_through_the_gateway(platform: Platform) -> None:
                 if len(log.named("round-complete")) >= 5:
                     # resolution is judged right after the round
                     with contextlib.suppress(TimeoutError):
-                        await log.wait_until(lambda: bool(log.named("conversation-resolved")), timeout=3)
-            resolved = log.named("conversation-resolved")[0]["data"]
+                        await log.wait_until(lambda: bool(log.named("discussion-resolved")), timeout=3)
+            resolved = log.named("discussion-resolved")[0]["data"]
             assert 500 <= len(resolved["finalAnswer"]) <= 1000, len(resolved["finalAnswer"])
 
             view = (await c.get(base)).json()

@@ -85,6 +85,12 @@ async def test_adp_up_brings_every_service_to_healthy(nats_url: str, pg_dsn: str
                 break
         out = "".join(lines)
         assert f"http://127.0.0.1:{port}" in out and "adp_launcher_test_key_123456" in out
+        logs = tmp_path.resolve() / "logs"
+        assert f"Logs:     {logs / 'error.log'}" in out  # where the logs are, printed
+        combined = (logs / "combined.log").read_text()
+        for service in ("gateway", "dialogue", "llm-router", "cost", "alerts"):
+            assert f'"service": "{service}"' in combined, service
+        assert (logs / "error.log").exists()
         async with httpx.AsyncClient(timeout=5) as client:
             r = await client.get(f"http://127.0.0.1:{port}/health")
             assert r.status_code == 200
@@ -106,3 +112,64 @@ async def test_adp_up_brings_every_service_to_healthy(nats_url: str, pg_dsn: str
         from adp_testing.fixtures import cleanup_prefix
 
         await cleanup_prefix(nats_url, prefix)
+
+
+def test_nats_cluster_needs_three_servers() -> None:
+    assert build_parser().parse_args(["up", "--nats-cluster", "3"]).nats_cluster == 3
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["up", "--nats-cluster", "2"])
+
+
+@pytest.mark.slow
+async def test_adp_up_nats_cluster_replicates_every_stream_and_bucket(pg_dsn: str, prefix: str, tmp_path: Path) -> None:
+    """`adp up --nats-cluster 3` starts three NATS servers, points every service at all three, and every
+    stream and KV bucket the services create has three replicas; Ctrl-C stops the servers too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")}
+    env.update(
+        ADP_DATABASE_URL=pg_dsn,
+        ADP_SUBJECT_PREFIX=prefix,
+        ADP_DB_SUFFIX=prefix,
+        ADP_BOOTSTRAP_API_KEY="adp_launcher_test_key_123456",
+    )
+    port = servers.free_port()
+    argv = ["up", "--nats-cluster", "3", "--nats-port", "0", "--port", str(port), "--data-dir", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adp_cli.main", *argv, "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        while True:
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)  # type: ignore[union-attr]
+            assert line, "launcher exited early:\n" + "".join(lines)
+            lines.append(line)
+            if "Stop:" in line:
+                break
+        nats_line = next(line for line in lines if line.startswith("NATS"))
+        url = nats_line.split()[1]
+        assert len(url.split(",")) == 3 and "3-server cluster" in nats_line, nats_line
+        bus = await Bus.connect(url, prefix=prefix)
+        try:
+            for service in ("gateway", "dialogue", "llm-router", "cost", "alerts"):
+                reply = await bus.request(bus.catalog.health(service), None, timeout=5)
+                assert reply["status"] == "UP", (service, reply)
+            from adp_testing.fixtures import stream_names
+
+            names = [n for n in await stream_names(bus) if n.startswith((prefix.upper(), f"KV_{prefix}"))]
+            assert any(n.startswith("KV_") for n in names) and len(names) >= 5, names
+            for name in names:
+                assert (await bus.js.stream_info(name)).config.num_replicas == 3, name
+        finally:
+            await bus.close(grace=1)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+        assert not any(servers.port_open("127.0.0.1", int(u.rsplit(":", 1)[1])) for u in url.split(","))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for base in ("gateway", "dialogue", "cost", "alerts"):
+            await db.drop_database(pg_dsn, f"{base}_{prefix}")

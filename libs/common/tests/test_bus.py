@@ -268,6 +268,26 @@ async def test_endpoints_are_discoverable_with_the_nats_services_protocol(bus: B
         await server.close(grace=1)
 
 
+async def test_a_durable_consumer_takes_a_changed_ack_wait(bus: Bus) -> None:
+    """Copies started with a shorter ack wait apply it to the durable consumer an older copy created
+    (otherwise a dead copy's message would still wait out the old, longer one)."""
+    await bus.ensure_streams(["USAGE"])
+    stream = bus.catalog.stream_name("USAGE")
+
+    async def handler(d: Delivery) -> None:
+        return None
+
+    first = await bus.consume(stream, "shared-wait", handler, ack_wait=30)
+    await first.stop(grace=1)
+    second = await bus.consume(stream, "shared-wait", handler, ack_wait=4, progress_every=1)
+    try:
+        info = await bus.js.consumer_info(stream, "shared-wait")
+        assert info.config.ack_wait == 4
+        assert second.progress.every_s == 1
+    finally:
+        await second.stop(grace=1)
+
+
 async def test_consumer_at_full_concurrency_keeps_the_loop_responsive(bus: Bus) -> None:
     """With every handler slot busy, the consumer must wait, not spin: other work on the loop goes on."""
     await bus.ensure_streams(["USAGE"])

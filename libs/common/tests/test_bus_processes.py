@@ -24,7 +24,7 @@ class Who(BaseModel):
 
 async def start(*args: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE)
-    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)  # type: ignore[union-attr]
+    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)
     assert line.strip() == b"ready", line
     return proc
 

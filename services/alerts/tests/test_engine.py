@@ -19,7 +19,7 @@ class Sim:
 
     def __init__(self, rules: list[Rule] | None = None, **kw: object) -> None:
         self.now = T0
-        self.engine = Engine(rules or default_rules(), started_at=T0, **kw)  # type: ignore[arg-type]
+        self.engine = Engine(rules or default_rules(), started_at=T0, **kw)
         self.firing: dict[tuple[str, str], FiringAlert] = {}
         self.log: list[tuple[str, str, str]] = []
         self.n = 0
@@ -217,9 +217,7 @@ def test_budget_threshold_exceeded_cleared_and_new_day() -> None:
     day = T0.date().isoformat()
 
     def budget(kind: str, pct: float, d: str = day) -> None:
-        sim.engine.observe(
-            BudgetEvent(scope="global", day=d, kind=kind, spent_usd="8", limit_usd="10", percentage=pct)  # type: ignore[arg-type]
-        )
+        sim.engine.observe(BudgetEvent(scope="global", day=d, kind=kind, spent_usd="8", limit_usd="10", percentage=pct))
 
     budget("threshold", 80)
     assert [a.key[0] for a in sim.tick()] == ["budget_threshold"]

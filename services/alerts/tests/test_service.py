@@ -120,14 +120,14 @@ async def beat(bus: Bus, service: str, instance: str, mem: float = 0.2, disk: fl
 async def budget(bus: Bus, kind: str, pct: float) -> None:
     ev = BudgetEvent(
         scope="global", day=now().date().isoformat(), kind=kind, spent_usd="9", limit_usd="10", percentage=pct
-    )  # type: ignore[arg-type]
+    )
     await bus.publish_event(bus.catalog.ops("budget"), ev)
 
 
 async def breaker(bus: Bus, provider: str, state: str, previous: str) -> None:
     await bus.publish_event(
         bus.catalog.ops("breaker"), BreakerChange(provider=provider, state=state, previous=previous)
-    )  # type: ignore[arg-type]
+    )
 
 
 EXPECTED = {
@@ -279,7 +279,7 @@ async def test_failing_webhook_is_retried_recorded_then_delivered(
                 "WHERE n.channel = 'webhook' AND NOT d.ok"
             )
 
-        # several rounds of (tenacity) attempts, each recorded with its status
+        # several rounds of attempts, each recorded with its status
         await until(lambda: _ge(failed_attempts(), 5), what="recorded failed attempts")
         row = await pool.fetchrow("SELECT status, rounds, last_error FROM notifications WHERE channel = 'webhook'")
         assert row["status"] == "pending" and row["rounds"] >= 2 and "500" in row["last_error"]
@@ -319,8 +319,8 @@ async def test_two_copies_fire_each_alert_once_and_fail_over(
     s1 = make_settings(nats_url, pg_dsn, prefix, db_name, webhook.url, instance_id="alerts-a")
     s2 = make_settings(nats_url, pg_dsn, prefix, db_name, webhook.url, instance_id="alerts-b")
     async with alerts_copy(s1, rules) as (a, _), alerts_copy(s2, rules) as (b, _):
-        await until(lambda: _true(a.lease.is_leader or b.lease.is_leader), what="a leader")  # type: ignore[union-attr]
-        assert not (a.lease.is_leader and b.lease.is_leader)  # type: ignore[union-attr]
+        await until(lambda: _true(a.lease.is_leader or b.lease.is_leader), what="a leader")
+        assert not (a.lease.is_leader and b.lease.is_leader)
         providers = [f"p{i}" for i in range(6)]
         for p in providers:
             await breaker(bus, p, "open", "closed")
@@ -336,10 +336,10 @@ async def test_two_copies_fire_each_alert_once_and_fail_over(
         assert sorted(x.subject for x in history) == providers
 
         # the leader dies without releasing its lease (its loops stop): the other copy takes over
-        leader, follower = (a, b) if a.lease.is_leader else (b, a)  # type: ignore[union-attr]
+        leader, follower = (a, b) if a.lease.is_leader else (b, a)
         for t in leader._tasks:
             t.cancel()
-        await until(lambda: _true(follower.lease.is_leader), timeout=10, what="failover")  # type: ignore[union-attr]
+        await until(lambda: _true(follower.lease.is_leader), timeout=10, what="failover")
         for p in providers[:3]:
             await breaker(bus, p, "closed", "open")
         await until(lambda: _true(len(webhook.accepted("resolved")) >= 3), what="resolutions from the new leader")

@@ -118,7 +118,7 @@ def make_record(
         user_id=user_id,
         discussion_id=discussion_id,
         time=time,
-        status=status,  # type: ignore[arg-type]
+        status=status,
     )
 
 

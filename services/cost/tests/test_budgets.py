@@ -116,6 +116,19 @@ async def test_kv_matches_ledger_and_rolls_over_at_midnight(cost_env: CostEnv) -
             assert s.limit_usd == Decimal("0.010000000") and s.spent_usd > 0
         summary = await bus.request(bus.catalog.cost_query, CostQuery(kind="budget"), response_model=CostSummary)
         assert summary.budget is not None and summary.budget.current == g.spent_usd
+        # with a user id: that user's own budget and spend today, not the global budget
+        own = await bus.request(
+            bus.catalog.cost_query, CostQuery(kind="budget", user_id="u1"), response_model=CostSummary
+        )
+        assert own.budget is not None and own.budget.scope == "user:u1"
+        u1 = await kv_state(bus, "user.u1")
+        assert u1 is not None and own.budget.limit == Decimal("0.01")
+        assert own.budget.current == u1.spent_usd == own.userCost
+        idle = await bus.request(
+            bus.catalog.cost_query, CostQuery(kind="budget", user_id="idle"), response_model=CostSummary
+        )
+        assert idle.budget is not None and idle.budget.current == 0 and idle.userCost == 0
+        assert '"userCost":"0.000000000"' in idle.model_dump_json()
 
         cost_env.clock.advance(minutes=2)  # 00:01 UTC the next day
         await app.tracker.refresh_all()

@@ -27,12 +27,12 @@ async def test_killed_mid_batch_loses_nothing_and_double_counts_nothing(
 
     async def pub(rec: object) -> None:
         async with sem:
-            await bus.publish_event(bus.catalog.usage_record, rec, msg_id=rec.request_id, timeout=30)  # type: ignore[attr-defined]
+            await bus.publish_event(bus.catalog.usage_record, rec, msg_id=rec.request_id, timeout=30)
 
     await asyncio.gather(*(pub(r) for r in recs))  # a backlog the service starts on
 
     env = {"ADP_COST_ACK_WAIT_S": "2", "ADP_COST_INGEST_BATCH": "250"}
-    (first,) = await processes.start_healthy(["cost"], extra_env=env)  # type: ignore[attr-defined]
+    (first,) = await processes.start_healthy(["cost"], extra_env=env)
     conn = await asyncpg.connect(db.with_database(pg_dsn, f"cost_{prefix}"))
     try:
 
@@ -43,11 +43,11 @@ async def test_killed_mid_batch_loses_nothing_and_double_counts_nothing(
             return await count() >= 1000
 
         assert await wait_for(started, 30, interval=0.005)
-        processes.kill(first)  # type: ignore[attr-defined]
+        processes.kill(first)
         at_kill = await count()
         assert 0 < at_kill < n, at_kill
 
-        await processes.start_healthy(["cost"], extra_env=env)  # type: ignore[attr-defined]
+        await processes.start_healthy(["cost"], extra_env=env)
 
         async def complete() -> bool:
             return await count() >= n

@@ -111,7 +111,7 @@ async def test_breakdowns_match_hand_computed_sums(cost_env: CostEnv) -> None:
         async def q(**kw: object) -> CostSummary:
             return await cost_env.bus.request(
                 cost_env.bus.catalog.cost_query,
-                CostQuery(start_date=start, end_date=end, **kw),  # type: ignore[arg-type]
+                CostQuery(start_date=start, end_date=end, **kw),
                 response_model=CostSummary,
             )
 

@@ -40,6 +40,29 @@ def test_personas_default_and_custom() -> None:
         personas.normalise_personas([PersonaSpec(name="User")])
 
 
+def test_a_default_persona_named_alone_keeps_its_prompt_and_route() -> None:
+    """What the console sends when a default persona is unticked: names only."""
+    cast = personas.normalise_personas([PersonaSpec(name="Analyzer"), PersonaSpec(name="moderator")])
+    assert [p.route for p in cast] == ["analyzer", "moderator"]
+    assert cast[0].role_prompt == personas.ANALYZER_PROMPT
+    assert "Solution:" in cast[1].role_prompt
+    own = personas.normalise_personas([PersonaSpec(name="Solver", role_prompt="Be brief.", route="fast")])
+    assert (own[0].role_prompt, own[0].route) == ("Be brief.", "fast")
+    with pytest.raises(ValueError, match="at most 8"):
+        personas.normalise_personas([PersonaSpec(name=f"P{i}") for i in range(9)])
+
+
+def test_user_and_persona_turns_never_collide() -> None:
+    """Round 1 by three personas, the user before round 2 and before round 3: every turn number once."""
+    turns = [personas.turn_number(1, p, 3) for p in (1, 2, 3)]
+    user_rounds: list[int] = []
+    for rnd in (2, 3):
+        turns.append(personas.user_turn_number(rnd, 3, len(user_rounds)))
+        user_rounds.append(rnd)
+        turns += [personas.turn_number(rnd, p, 3, personas.user_turns_up_to(rnd, user_rounds)) for p in (1, 2, 3)]
+    assert turns == list(range(1, 12))
+
+
 # ---- prompt context ---------------------------------------------------------------------------------
 def _ctx(msgs: list[Msg], summary: prompts.SummaryRef | None = None, files=None) -> prompts.Context:
     return prompts.Context(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -50,17 +51,19 @@ async def test_full_discussion_with_answers_input_summary_and_resolution(
             await log.wait_event(did, "round-complete", rnd)
             if rnd == 4:
                 await _wait_status(bus, did, "waiting")
-        resolved = await log.wait_event(did, "conversation-resolved")
+        resolved = await log.wait_event(did, "discussion-resolved")
         final = resolved.data["finalAnswer"]
         assert 500 <= len(final) <= 1000
         view = await _wait_status(bus, did, "resolved")
 
-    # Every persona turn stored once, in order; User messages joined rounds 2 and 3.
+    # Every message has a turn of its own, in order; User messages joined rounds 2 and 3 and carry no tokens.
+    assert [m["turn"] for m in view.messages] == list(range(1, 18))
     ai = [m for m in view.messages if m["persona"] != "User"]
-    assert [m["turn"] for m in ai] == list(range(1, 16))
     assert [m["persona"] for m in ai[:3]] == ["Analyzer", "Solver", "Moderator"]
     users = [m for m in view.messages if m["persona"] == "User"]
     assert [u["round"] for u in users] == [2, 3]
+    assert all("outputTokens" not in u and "inputTokens" not in u for u in users)
+    assert all(m["outputTokens"] > 0 for m in ai)
     assert "My answers" in users[0]["content"] and users[1]["content"] == "Keep it cheap, please."
     assert [r["number"] for r in view.rounds] == [1, 2, 3, 4, 5]
     assert len(view.rounds[0]["messages"]) == 3
@@ -72,7 +75,8 @@ async def test_full_discussion_with_answers_input_summary_and_resolution(
     events = await stored_events(bus, did)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     names = [e.event for e in events]
-    assert names[0] == "discussion-started" and names[-1] == "conversation-resolved"
+    assert names[0] == "discussion-started" and names[-1] == "discussion-resolved"
+    assert sum(n.startswith("discussion-") and n != "discussion-started" for n in names) == 1
     assert names.count("message-start") == 15 and names.count("message-complete") == 17
     assert names.count("round-complete") == 5
     first_done = next(e for e in events if e.event == "message-complete")
@@ -158,10 +162,18 @@ async def test_commands_validation_ownership_and_limits(
             response_model=ExportReply,
         )
         assert f'"id": "{did}"' in js.content
+        assert (await get(bus, "u1", did)).hasActiveDiscussion is True
+        assert listed.discussions[0].hasActiveDiscussion is True
         stopped = await command(bus, action="stop", user_id="u1", discussion_id=did)
-        assert stopped.status == "stopped"
+        assert stopped.status == "stopped" and stopped.hasActiveDiscussion is False
+        assert (await get(bus, "u1", did)).hasActiveDiscussion is False
+        ended = await log.wait_event(did, "discussion-stopped")
+        assert ended.data == {"status": "stopped", "round": 1}
+        await command(bus, action="stop", user_id="u1", discussion_id=did)  # stopping again changes nothing
         again = await command(bus, action="create", user_id="u1", topic=TOPIC)  # the limit frees up
-        assert again.id != did
+        assert again.id != did and again.hasActiveDiscussion is True
+    names = [e.event for e in await stored_events(bus, did)]
+    assert names.count("discussion-stopped") == 1 and names[-1] == "discussion-stopped"
 
 
 async def test_router_errors_leave_the_discussion_resumable(
@@ -184,6 +196,26 @@ async def test_router_errors_leave_the_discussion_resumable(
             await log.wait_event(did, "round-complete")
             done = await _wait_status(bus, did, "waiting")
     assert [m["turn"] for m in done.messages] == [1, 2, 3] and done.error is None
+
+
+async def test_a_step_failing_past_its_attempts_fails_the_discussion(
+    bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases
+) -> None:
+    settings = dialogue_settings(nats_url, pg_dsn, prefix, databases.name("dialogue"), max_step_attempts=2)
+    async with dialogue(settings), event_log(bus) as log:
+        view = await command(bus, action="create", user_id="u1", topic=TOPIC)  # no router is running
+        did = view.id
+        await log.wait_event(did, "error")
+        await _wait_status(bus, did, "waiting")
+        await command(bus, action="proceed", user_id="u1", discussion_id=did)
+        ended = await log.wait_event(did, "discussion-failed")
+        failed = await _wait_status(bus, did, "failed")
+        with pytest.raises(PlatformError) as over:
+            await command(bus, action="proceed", user_id="u1", discussion_id=did)
+    assert ended.data["status"] == "failed" and ended.data["code"] == "NO_LLM_PROVIDER_AVAILABLE"
+    assert failed.hasActiveDiscussion is False and over.value.code == ErrorCode.CONFLICT
+    names = [e.event for e in await stored_events(bus, did) if e.event != "message-start"]
+    assert names == ["discussion-started", "error", "error", "discussion-failed"]
 
 
 async def test_crash_between_commit_and_publish_does_not_stall(
@@ -227,6 +259,8 @@ async def test_two_copies_share_the_work(bus: Bus, nats_url: str, pg_dsn: str, p
         assert a.consumer.processed > 0 and b.consumer.processed > 0
     for v in views:
         assert [m["turn"] for m in v.messages] == list(range(1, 10))
+        names = [e.event for e in await stored_events(bus, v.id)]
+        assert names[-1] == "discussion-completed" and names.count("discussion-completed") == 1
 
 
 @pytest.mark.slow
@@ -239,7 +273,8 @@ async def test_copy_killed_mid_turn_is_taken_over(bus: Bus, processes, prefix: s
             "ADP_SIMULATED_TOKENS_PER_S": "40",
         },
     )
-    copies = await processes.start_healthy(["dialogue"], replicas=2, extra_env={"ADP_STEP_ACK_WAIT_S": "2"})
+    # default step settings: how soon the survivor takes over is what a user would see
+    copies = await processes.start_healthy(["dialogue"], replicas=2)
     async with event_log(bus) as log:
         view = await command(bus, action="create", user_id="u1", topic=TOPIC, auto=True, max_rounds=2)
         did = view.id
@@ -248,11 +283,16 @@ async def test_copy_killed_mid_turn_is_taken_over(bus: Bus, processes, prefix: s
         runner = [p for p in copies if f"running step r1t2 of {did}" in p.log_path.read_text(errors="replace")]
         assert len(runner) == 1, [p.log_tail() for p in copies]
         processes.kill(runner[0])
+        killed_at = time.monotonic()
         survivor = next(p for p in copies if p is not runner[0])
         restarted = await log.wait(
             lambda evs: [e for e in evs if e.event == "message-start" and e.data.get("restart")], 30
         )
+        taken_over_s = time.monotonic() - killed_at
+        print(f"turn taken over {taken_over_s:.2f} s after the kill")
         assert restarted[0].data["turn"] == 2
+        # the step's ack wait (plus a fetch and a loaded machine's slack), not a 30 s timeout
+        assert taken_over_s < 6.5, taken_over_s
         await log.wait_event(did, "round-complete", 2, timeout=60)
         done = await _wait_status(bus, did, "completed")
     assert survivor.alive()

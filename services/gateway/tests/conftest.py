@@ -9,7 +9,7 @@ import httpx
 import pytest_asyncio
 
 from adp_gateway.server import GatewayServer, running_gateway
-from adp_gateway.testing import ADMIN_KEY, gateway_settings
+from adp_testing.gateway import ADMIN_KEY, gateway_settings
 
 
 @pytest_asyncio.fixture

@@ -14,7 +14,7 @@ from adp_common.envelope import decode
 from adp_common.schemas.dialogue import DialogueQuery, DiscussionList
 from adp_common.schemas.ops import RequestStats
 from adp_gateway.server import GatewayServer, running_gateway
-from adp_gateway.testing import ADMIN_KEY, assert_envelope, gateway_settings, new_user, platform_services, tiny_pdf
+from adp_testing.gateway import ADMIN_KEY, assert_envelope, gateway_settings, new_user, platform_services, tiny_pdf
 
 
 async def test_auth_errors_envelope_and_request_id(gateway: GatewayServer, admin: httpx.AsyncClient) -> None:
@@ -39,7 +39,13 @@ async def test_auth_errors_envelope_and_request_id(gateway: GatewayServer, admin
     r = await admin.post("/api/discussions", json={"topic": ""})
     assert_envelope(r, 400, "VALIDATION_ERROR")
     r = await admin.delete("/api/discussions")
-    assert_envelope(r, 405)
+    assert_envelope(r, 405, "METHOD_NOT_ALLOWED")
+    assert r.headers["allow"] == "GET, POST"
+    r = await admin.get("/v1/chat/completions")
+    assert_envelope(r, 405, "METHOD_NOT_ALLOWED")
+    assert r.headers["allow"] == "POST"
+    r = await admin.post("/v1/embeddings", json={"model": "default", "input": "x"})
+    assert_envelope(r, 404, "NOT_FOUND")
     r = await admin.post("/api/discussions", json={"topic": "x" * 100, "pad": "y" * (2 * 1024 * 1024)})
     assert_envelope(r, 413)
 
@@ -199,3 +205,14 @@ async def test_api_health_follows_a_required_service(
         assert r.status_code == 503 and r.json()["components"]["llm-router"]["status"] == "DOWN"
         async with platform_services(nats_url, pg_dsn, prefix, databases, services=("llm-router",)):
             assert (await c.get("/api/health")).status_code == 200
+
+
+async def test_probes_are_the_shared_ones_and_not_ready_while_draining(gateway: GatewayServer) -> None:
+    assert gateway.app.ctx is not None
+    async with httpx.AsyncClient(base_url=gateway.url) as anon:
+        r = await anon.get("/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        gateway.app.ctx.draining.set()
+        r = await anon.get("/ready")
+        assert r.status_code == 503 and r.json() == {"ready": False}
+        assert (await anon.get("/live")).json() == {"live": True}

@@ -8,6 +8,7 @@ import time
 import uuid
 
 from adp_common.bus import Bus
+from adp_common.envelope import wrap
 from adp_common.schemas.dialogue import DiscussionEvent
 from adp_gateway.events import EventStream, Heartbeat, Overflow
 from adp_testing.garbage import cyclic_garbage
@@ -121,3 +122,57 @@ async def test_a_finished_stream_leaves_no_reference_cycles(bus: Bus) -> None:
         for _ in range(3):
             await one_stream()
     assert dict(found) == {}
+
+
+async def test_heartbeat_follows_the_last_item_by_one_period(bus: Bus) -> None:
+    """A client hears something at least every heartbeat period: the heartbeat comes one period after the
+    last item sent, not at the end of the clock period that follows it."""
+    did = uuid.uuid4().hex
+    period = 0.6
+    async with EventStream(bus, did, history(), heartbeat_s=period) as stream:
+        await stream.prepare()
+        got: list[tuple[float, object]] = []
+
+        async def read() -> None:
+            async for item in stream.items():
+                got.append((time.perf_counter(), item))
+                if isinstance(item, Heartbeat):
+                    return
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(period * 0.3)
+        await publish_chunks(bus, did, ["x"])
+        await asyncio.wait_for(reader, 5)
+    (t_chunk, chunk), (t_beat, beat) = got
+    assert isinstance(chunk, DiscussionEvent) and isinstance(beat, Heartbeat)
+    assert t_beat - t_chunk < period * 1.4, t_beat - t_chunk
+
+
+async def test_a_terminal_event_ends_the_stream_live_and_in_replay(bus: Bus) -> None:
+    did = uuid.uuid4().hex
+    async with EventStream(bus, did, history(1), heartbeat_s=30) as stream:
+        await stream.prepare()
+        ended = DiscussionEvent(discussionId=did, seq=2, event="discussion-stopped", data={"status": "stopped"})
+
+        async def read() -> list[object]:
+            return [item async for item in stream.items()]
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0.1)
+        await bus.nc.publish(bus.catalog.discussion_events(did), wrap(ended).model_dump_json().encode())
+        items = await asyncio.wait_for(reader, 5)
+    assert [i.event for i in items] == ["message-complete", "discussion-stopped"]  # type: ignore[union-attr]
+
+    async def finished(after: int) -> list[DiscussionEvent]:
+        return [
+            DiscussionEvent(discussionId=did, seq=1, event="message-complete", data={}),
+            DiscussionEvent(discussionId=did, seq=2, event="discussion-completed", data={"status": "completed"}),
+        ]
+
+    async with EventStream(bus, did, finished, heartbeat_s=30) as late:
+        items = await asyncio.wait_for(collect_all(late), 5)
+    assert [i.event for i in items] == ["message-complete", "discussion-completed"]  # type: ignore[union-attr]
+
+
+async def collect_all(stream: EventStream) -> list[object]:
+    return [item async for item in stream.items()]

@@ -13,8 +13,8 @@ import pytest_asyncio
 
 from adp_common.envelope import decode
 from adp_gateway.server import GatewayServer, running_gateway
-from adp_gateway.testing import ADMIN_KEY, assert_envelope, gateway_settings, new_user, platform_services, read_sse
 from adp_testing.garbage import cyclic_garbage
+from adp_testing.gateway import ADMIN_KEY, assert_envelope, gateway_settings, new_user, platform_services, read_sse
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import httpx
 import pytest_asyncio
 
 from adp_gateway.server import GatewayServer, running_gateway
-from adp_gateway.testing import ADMIN_KEY, assert_envelope, gateway_settings, tiny_pdf
+from adp_testing.gateway import ADMIN_KEY, assert_envelope, gateway_settings, tiny_pdf
 from adp_testing.hostile import empty_text_operators_pdf
 
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from adp_gateway.testing import ADMIN_KEY, assert_envelope
+from adp_testing.gateway import ADMIN_KEY, assert_envelope
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from adp_gateway.server import GatewayServer, running_gateway
-from adp_gateway.testing import ADMIN_KEY, gateway_settings, platform_services
+from adp_testing.gateway import ADMIN_KEY, gateway_settings, platform_services
 
 pytestmark = pytest.mark.slow
 

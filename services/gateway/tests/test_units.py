@@ -15,7 +15,7 @@ from adp_gateway.events import format_sse, format_sse_error, parse_last_event_id
 from adp_gateway.observability import StatsWindow
 from adp_gateway.openai_compat import ChatCompletionRequest, StreamEncoder, to_completion_request
 from adp_gateway.ratelimit import LocalCounters, retry_after, window_index
-from adp_gateway.testing import tiny_pdf
+from adp_testing.gateway import tiny_pdf
 from adp_testing.hostile import empty_text_operators_pdf
 
 

@@ -27,11 +27,11 @@ from adp_common.schemas.llm import (
     ModelList,
     ProviderStatusList,
 )
+from adp_common.sse import SSEEvent
 from adp_router.app import RouterApp
 from adp_router.providers.base import Endpoint, new_http_session
 from adp_router.router import ChunkEmitter, FlushTicker
 from adp_router.settings import RouterSettings
-from adp_router.sse import SSEEvent
 from adp_testing.fake_provider import DEFAULT_TEXT, FakeProvider, Fault, Timing
 from adp_testing.garbage import cyclic_garbage
 from adp_testing.inproc import running_service
@@ -446,7 +446,7 @@ async def test_coalescing_ticker_sends_first_token_at_once_then_every_stream_per
     a = ChunkEmitter(bus.nc, subject, "a", ticker)
     b = ChunkEmitter(bus.nc, subject, "b", ticker)
     for e in (a, b):
-        e.set_provider("p")
+        e.set_provider("p", "m")
     t0 = time.perf_counter()
     await a.emit("A1 ")
     await b.emit("B1 ")
@@ -514,7 +514,7 @@ async def test_emitter_pace_sends_what_was_read_then_waits_for_the_tick(bus: Bus
     sub = await bus.nc.subscribe(subject, cb=on_msg)
     ticker = FlushTicker(lambda: 0.1, slots=1)
     e = ChunkEmitter(bus.nc, subject, "p", ticker)
-    e.set_provider("p")
+    e.set_provider("p", "m")
     t0 = time.perf_counter()
     await e.pace()  # nothing sent yet: the first read is not held
     assert time.perf_counter() - t0 < 0.05
@@ -540,7 +540,7 @@ async def test_emitter_pace_holds_the_socket_unread_until_the_tick(bus: Bus) -> 
     assert isinstance(transport, asyncio.Transport)
     ticker = FlushTicker(lambda: 0.1, slots=1)
     e = ChunkEmitter(bus.nc, bus.catalog.llm_stream("hold-test"), "h", ticker)
-    e.set_provider("p")
+    e.set_provider("p", "m")
     try:
         await e.pace(transport)  # before the first token: not held
         assert transport.is_reading()

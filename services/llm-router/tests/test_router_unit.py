@@ -8,6 +8,7 @@ import pytest
 
 from adp_common.schemas.cost import BudgetState
 from adp_common.schemas.llm import BreakerState, ChatMessage, CompletionRequest
+from adp_common.sse import SSEParser, split_events
 from adp_router.breaker import BreakerPolicy, admit, on_failure, on_success
 from adp_router.budget import is_exceeded
 from adp_router.config import RouteEntry, build_config
@@ -16,7 +17,6 @@ from adp_router.providers.anthropic import to_anthropic
 from adp_router.providers.base import parse_retry_after
 from adp_router.router import chunk_interval_s
 from adp_router.simulated_text import generate, tokens_of, word_count
-from adp_router.sse import SSEParser, split_events
 
 P = BreakerPolicy(failure_threshold=5, window_s=60, cooldown_s=30, success_threshold=2)
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from adp_cli import servers
+from adp_cli.nats_cluster import start_nats_cluster
 from adp_cli.procs import SERVICES, START_ORDER, ProcessManager
 
 
@@ -29,6 +30,12 @@ def _parse_scale(values: list[str]) -> dict[str, int]:
             raise argparse.ArgumentTypeError(f"--scale takes SERVICE=N with SERVICE in {', '.join(SERVICES)}")
         scale[name] = int(count)
     return scale
+
+
+def _cluster_size(value: str) -> int:
+    if not value.isdigit() or int(value) < 3:
+        raise argparse.ArgumentTypeError("a JetStream cluster needs at least 3 servers (a majority survives one lost)")
+    return int(value)
 
 
 def bootstrap_key(data_dir: Path) -> str:
@@ -51,7 +58,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     started: list[servers.Started] = []
     try:
-        nats = servers.resolve_nats("ADP_NATS_URL", use_docker=False, data_dir=data_dir / "nats")
+        nats = _resolve_nats(args, data_dir)
         started.append(nats)
         print(f"NATS       {nats.url} ({nats.kind})")
         pg = servers.resolve_postgres("ADP_DATABASE_URL", use_docker=False, data_dir=data_dir / "postgres")
@@ -66,15 +73,38 @@ def cmd_up(args: argparse.Namespace) -> int:
         key = bootstrap_key(data_dir)
         env = dict(os.environ)
         env.update({"ADP_NATS_URL": nats.url, "ADP_DATABASE_URL": pg.url, "ADP_BOOTSTRAP_API_KEY": key})
+        if args.nats_cluster:
+            env.setdefault("ADP_STREAM_REPLICAS", str(args.nats_cluster))
         if redis is not None:
             env["ADP_REDIS_URL"] = redis.url
-        if args.log_dir:
-            env["ADP_LOG_DIR"] = str(Path(args.log_dir).resolve())
+        # error.log and combined.log (rotated) go to --log-dir, else ADP_LOG_DIR, else DATA_DIR/logs
+        log_dir = Path(args.log_dir or env.get("ADP_LOG_DIR") or data_dir / "logs").resolve()
+        env["ADP_LOG_DIR"] = str(log_dir)
+        print(f"Logs       {log_dir / 'error.log'}, {log_dir / 'combined.log'}")
         manager = ProcessManager(env=env, relay=None if args.quiet else sys.stdout, log_dir=data_dir / "logs")
         return asyncio.run(_run(manager, args, key))
     finally:
         for s in reversed(started):
             s.stop()
+
+
+def _resolve_nats(args: argparse.Namespace, data_dir: Path) -> servers.Started:
+    """With --nats-cluster N an embedded N-server JetStream cluster (stores under DATA_DIR/nats-cluster);
+    otherwise ADP_NATS_URL, a local server or an embedded one."""
+    if not args.nats_cluster:
+        return servers.resolve_nats("ADP_NATS_URL", use_docker=False, data_dir=data_dir / "nats")
+    if os.environ.get("ADP_NATS_URL"):
+        raise SystemExit("--nats-cluster starts its own NATS servers: unset ADP_NATS_URL to use it")
+    try:
+        cluster = start_nats_cluster(
+            args.nats_cluster,
+            data_dir / "nats-cluster",
+            base_port=args.nats_port or None,
+            log_dir=data_dir / "logs" / "nats",
+        )
+    except RuntimeError as err:
+        raise SystemExit(f"start-up failed: {err}") from None
+    return cluster.as_started()
 
 
 async def _run(manager: ProcessManager, args: argparse.Namespace, key: str) -> int:
@@ -110,6 +140,8 @@ async def _run(manager: ProcessManager, args: argparse.Namespace, key: str) -> i
     for extra in gateways[1:]:
         print(f"            {extra.url}")
     print(f"  API key:  {key}")
+    log_dir = Path(manager.env["ADP_LOG_DIR"])
+    print(f"  Logs:     {log_dir / 'error.log'} (errors), {log_dir / 'combined.log'} (everything)")
     print(f'  Try:      curl -H "Authorization: Bearer {key}" {gateways[0].url}/api/health')
     print("  Stop:     Ctrl-C")
     sys.stdout.flush()
@@ -129,13 +161,23 @@ async def _run(manager: ProcessManager, args: argparse.Namespace, key: str) -> i
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run all services locally (embedded NATS/PostgreSQL when none are running)")
     p.add_argument("--replicas", type=int, default=1, help="copies of every service (default 1)")
     p.add_argument("--scale", action="append", metavar="SERVICE=N", help="copies of one service, e.g. llm-router=3")
+    p.add_argument(
+        "--nats-cluster", type=_cluster_size, default=0, metavar="N",
+        help="run an embedded N-server JetStream cluster (N >= 3); streams and buckets get N replicas",
+    )  # fmt: skip
+    p.add_argument(
+        "--nats-port", type=int, default=4222,
+        help="first client port of --nats-cluster (route ports +2000, monitoring +4000; 0: free ports)",
+    )  # fmt: skip
     p.add_argument("--port", type=int, default=int(os.environ.get("ADP_GATEWAY_PORT", "8080")), help="gateway port")
     p.add_argument("--data-dir", default=os.environ.get("ADP_DATA_DIR", ".adp"), help="embedded servers' data")
-    p.add_argument("--log-dir", default=None, help="also write error.log/combined.log here (ADP_LOG_DIR)")
+    p.add_argument(
+        "--log-dir", default=None, help="where error.log/combined.log go [ADP_LOG_DIR, default DATA_DIR/logs]"
+    )
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for every service to be healthy")
     p.add_argument("--quiet", action="store_true", help="don't stream service logs (they go to DATA_DIR/logs)")
     p.add_argument("--exit-when-healthy", action="store_true", help="start, check health, stop (smoke test)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adp_cli import launcher, ops, terminal
+from adp_cli import faults, launcher, ops, terminal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     launcher.register(sub)  # up
     ops.register(sub)  # status, breakers, budget, alerts, backup, restore (operators)
+    faults.register(sub)  # faults (fault rehearsal)
     terminal.register(sub)  # discuss, costs (users)
     return parser
 

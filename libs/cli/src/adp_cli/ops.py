@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -49,6 +49,7 @@ from adp_common.schemas.alerts import AckAlert, AlertEvent, AlertList, AlertQuer
 from adp_common.schemas.common import HealthReply
 from adp_common.schemas.cost import BudgetState, CostQuery, CostSummary, SetBudget
 from adp_common.schemas.llm import BreakerState, ProviderStatusList
+from adp_common.schemas.money import format_money
 
 SERVICE_DATABASES = ("gateway", "dialogue", "cost", "alerts")
 STREAM_BASES = ("DIALOGUE_WORK", "DISCUSSIONS", "USAGE", "OPS", "ALERTS")
@@ -79,9 +80,9 @@ async def _connect(args: argparse.Namespace) -> Bus:
     return await Bus.connect(args.nats_url, prefix=args.prefix, name="adp-ops", connect_timeout=args.timeout)
 
 
-def _run(coro: Awaitable[int]) -> int:
+def _run(coro: Coroutine[Any, Any, int]) -> int:
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
     except PlatformError as err:
         print(f"error: {err.code.value}: {err.message}", file=sys.stderr)
         return 1
@@ -163,7 +164,7 @@ async def _status(args: argparse.Namespace) -> int:
         statuses = await collect_status(bus, args.timeout)
     finally:
         await bus.close(grace=1)
-    http_state, http_body = ("skipped", {})
+    http_state, http_body = "skipped", dict[str, Any]()
     if args.gateway_url:
         http_state, http_body = await gateway_http_health(args.gateway_url, args.timeout)
     ok = all(s.status == "UP" for s in statuses) and http_state in ("UP", "skipped")
@@ -270,7 +271,10 @@ async def _budget(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(state.model_dump(mode="json"))
             else:
-                print(f"budget {state.scope}: limit ${state.limit_usd} (spent ${state.spent_usd} on {state.day})")
+                print(
+                    f"budget {state.scope}: limit ${format_money(state.limit_usd)}"
+                    f" (spent ${format_money(state.spent_usd)} on {state.day})"
+                )
             return 0
         try:
             summary = await bus.request(
@@ -294,7 +298,7 @@ async def _budget(args: argparse.Namespace) -> int:
         _print_json(
             {
                 "budget": budget.model_dump(mode="json") if budget else None,
-                "user_cost": str(summary.userCost) if summary and summary.userCost is not None else None,
+                "user_cost": format_money(summary.userCost) if summary and summary.userCost is not None else None,
                 "states": {k: v.model_dump(mode="json") for k, v in states.items()},
             }
         )
@@ -302,9 +306,17 @@ async def _budget(args: argparse.Namespace) -> int:
         if budget is not None:
             scope = f"user {args.user}" if args.user else "global"
             flag = "  EXCEEDED" if budget.exceeded else ""
-            print(f"{scope}: ${budget.current} of ${budget.limit} today ({budget.percentage:.1f}%){flag}")
+            amounts = f"${format_money(budget.current)} of ${format_money(budget.limit)}"
+            print(f"{scope}: {amounts} today ({budget.percentage:.1f}%){flag}")
         rows = [
-            [k, s.day, str(s.spent_usd), str(s.limit_usd), f"{s.percentage:.1f}%", "yes" if s.exceeded else ""]
+            [
+                k,
+                s.day,
+                format_money(s.spent_usd),
+                format_money(s.limit_usd),
+                f"{s.percentage:.1f}%",
+                "yes" if s.exceeded else "",
+            ]
             for k, s in sorted(states.items())
         ]
         if rows:
@@ -662,14 +674,14 @@ async def _restore(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- parser
-def _cmd(fn: Callable[[argparse.Namespace], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:
+def _cmd(fn: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         return _run(fn(args))
 
     return run
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the `adp` parser."""
     p = sub.add_parser("status", help="health of every service (over NATS) and of the gateway's HTTP API")
     _common(p)

@@ -113,7 +113,7 @@ def resolve_nats(
     if port_open("127.0.0.1", 4222):
         return Started("nats://127.0.0.1:4222", "local")
     if use_docker and docker_available():
-        from testcontainers.nats import NatsContainer  # type: ignore[import-not-found]
+        from testcontainers.nats import NatsContainer
 
         container = NatsContainer("nats:2.10-alpine").with_command("-js")
         container.start()
@@ -130,7 +130,7 @@ def resolve_postgres(
     if port_open("127.0.0.1", 5432):
         return Started("postgresql://postgres@127.0.0.1:5432/postgres", "local")
     if use_docker and docker_available():
-        from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
+        from testcontainers.postgres import PostgresContainer
 
         container = PostgresContainer("postgres:16-alpine", driver=None)
         container.start()
@@ -145,7 +145,7 @@ def resolve_redis(env_var: str = "ADP_TEST_REDIS_URL", *, use_docker: bool = Tru
     if port_open("127.0.0.1", 6379):
         return Started("redis://127.0.0.1:6379/0", "local")
     if use_docker and docker_available():
-        from testcontainers.redis import RedisContainer  # type: ignore[import-not-found]
+        from testcontainers.redis import RedisContainer
 
         container = RedisContainer("redis:7-alpine")
         container.start()

@@ -21,10 +21,12 @@ from typing import Any, TextIO
 
 import httpx
 
+from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES
+from adp_common.sse import SSEDecoder
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 PERSONA_COLORS = {"analyzer": "35", "solver": "34", "moderator": "33", "user": "90"}  # purple, blue, amber, grey
-ENDED_STATUSES = {"completed", "complete", "resolved", "stopped", "failed", "cancelled", "ended"}
 
 
 class ClientError(Exception):
@@ -90,32 +92,14 @@ class SseEvent:
     id: str | None = None
 
 
-def parse_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
-    """Parse text/event-stream lines (already split) into events; comments/keep-alives are skipped."""
-    data: list[str] = []
-    event = ""
-    ev_id: str | None = None
-    for line in lines:
-        if line == "":
-            if data or event:
-                raw = "\n".join(data)
-                try:
-                    payload: Any = json.loads(raw)
-                except ValueError:
-                    payload = raw
-                yield SseEvent(event or "message", payload, ev_id)
-            data, event, ev_id = [], "", None
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-        elif name == "id":
-            ev_id = value
+def parse_sse(decoder: SSEDecoder, chunk: bytes) -> Iterator[SseEvent]:
+    """The events completed by `chunk` (adp_common.sse), their data parsed as JSON where it is JSON."""
+    for ev in decoder.feed(chunk):
+        try:
+            payload: Any = json.loads(ev.data)
+        except ValueError:
+            payload = ev.data
+        yield SseEvent(ev.event, payload, ev.id)
 
 
 class EventReader(threading.Thread):
@@ -146,12 +130,16 @@ class EventReader(threading.Thread):
                         return
                     resp.raise_for_status()
                     attempt = 0
-                    for ev in parse_sse(resp.iter_lines()):
-                        if self.stopping.is_set():
-                            return
-                        if ev.id and ev.id.isdigit():
-                            self.last_id = max(self.last_id, int(ev.id))
-                        self.out.put(ev)
+                    decoder = SSEDecoder()
+                    for chunk in resp.iter_bytes():
+                        for ev in parse_sse(decoder, chunk):
+                            if self.stopping.is_set():
+                                return
+                            if ev.id and ev.id.isdigit():
+                                self.last_id = max(self.last_id, int(ev.id))
+                            self.out.put(ev)
+                            if ev.event in TERMINAL_EVENT_NAMES:
+                                return  # the discussion is over and the server closes the stream
             except httpx.HTTPError:
                 pass
             if self.stopping.is_set():
@@ -221,6 +209,7 @@ class DiscussionState:
     question_sets_seen: set[str] = field(default_factory=set)
     summaries_seen: set[str] = field(default_factory=set)
     resolved: bool = False
+    ended: str | None = None  # the terminal status (completed, stopped, resolved, failed) once announced
     final_answer: str | None = None
     round_done: bool = False
     thinking: str | None = None  # persona whose first token we are waiting for
@@ -270,11 +259,7 @@ def apply_event(st: DiscussionState, ev: SseEvent, term: Terminal) -> None:
     name = ev.event
     if name == "message-start":
         rnd, turn, persona = int(first(d.get("round"), st.round) or 0), d.get("turn"), str(d.get("persona") or "?")
-        if rnd > st.round:
-            st.round = rnd
-            st.round_done = False
-            end_line(st, term)
-            term.line(s.bold(f"── Round {rnd} ──"))
+        enter_round(st, rnd, term)
         key = f"{rnd}:{turn}"
         b = st.bubbles.get(key)
         if b is not None and b.complete and not d.get("restart"):
@@ -309,6 +294,7 @@ def apply_event(st: DiscussionState, ev: SseEvent, term: Terminal) -> None:
             st.message_ids.add(str(msg_id))
         persona = str(first(m.get("persona"), m.get("personaName"), m.get("role"), "?"))
         rnd = int(first(m.get("round"), m.get("roundNumber"), st.round) or 0)
+        enter_round(st, rnd, term)  # a User message opens its round: the header comes first
         key = f"{rnd}:{m.get('turn')}"
         b = st.bubbles.get(key)
         content = str(first(m.get("content"), m.get("text"), ""))
@@ -331,10 +317,10 @@ def apply_event(st: DiscussionState, ev: SseEvent, term: Terminal) -> None:
         end_line(st, term)
     elif name == "round-complete":
         end_line(st, term)
-        rnd = d.get("round")
-        if isinstance(rnd, dict):
-            rnd = first(rnd.get("number"), rnd.get("roundNumber"))
-        term.line(s.dim(f"── round {first(rnd, st.round)} complete ──"))
+        done = d.get("round")
+        if isinstance(done, dict):
+            done = first(done.get("number"), done.get("roundNumber"))
+        term.line(s.dim(f"── round {first(done, st.round)} complete ──"))
         st.round_done = True
         st.thinking = None
     elif name == "questions-generated":
@@ -361,19 +347,46 @@ def apply_event(st: DiscussionState, ev: SseEvent, term: Terminal) -> None:
             return
         st.summaries_seen.add(key)
         end_line(st, term)
-        term.line(s.bold("Summary: ") + text)
-    elif name == "conversation-resolved":
-        end_line(st, term)
-        res = d.get("resolution")
-        answer = first(d.get("finalAnswer"), res.get("finalAnswer") if isinstance(res, dict) else None)
-        st.resolved = True
-        st.final_answer = str(answer) if answer is not None else None
-        term.line(s.ok("✔ Resolved") + (f" — final answer:\n{answer}" if answer else ""))
+        body = text.strip()
+        if body[:8].lower() == "summary:":  # the Moderator often starts with the label already
+            body = body[8:].lstrip()
+        term.line(s.bold("Summary: ") + body)
+    elif name in TERMINAL_EVENT_NAMES:
+        show_end(st, name, d, term)
     elif name == "error":
         end_line(st, term)
         term.line(s.error(f"error {d.get('code', '')}: {d.get('message', '')}".strip()))
         st.round_done = True
         st.thinking = None
+
+
+def enter_round(st: DiscussionState, rnd: int, term: Terminal) -> None:
+    """Print the header of round `rnd` the first time anything of it is shown."""
+    if rnd > st.round:
+        st.round = rnd
+        st.round_done = False
+        end_line(st, term)
+        term.line(term.style.bold(f"── Round {rnd} ──"))
+
+
+def show_end(st: DiscussionState, name: str, d: dict[str, Any], term: Terminal) -> None:
+    """The discussion's terminal event: say how it ended; nothing more will come."""
+    s = term.style
+    end_line(st, term)
+    st.ended = name.removeprefix("discussion-")
+    st.thinking = None
+    if name == "discussion-resolved":
+        res = d.get("resolution")
+        answer = first(d.get("finalAnswer"), res.get("finalAnswer") if isinstance(res, dict) else None)
+        st.resolved = True
+        st.final_answer = str(answer) if answer is not None else None
+        term.line(s.ok("✔ Resolved") + (f" — final answer:\n{answer}" if answer else ""))
+    elif name == "discussion-completed":
+        term.line(s.bold(f"■ Completed: reached {first(d.get('round'), st.round)} round(s), the maximum"))
+    elif name == "discussion-stopped":
+        term.line(s.dim(f"■ Stopped after round {first(d.get('round'), st.round)}"))
+    else:
+        term.line(s.error(f"✖ Failed: {d.get('code', '')} {d.get('message', '')}".rstrip()))
 
 
 def end_line(st: DiscussionState, term: Terminal) -> None:
@@ -460,10 +473,10 @@ class Discuss:
         assert st is not None
         s = self.term.style
         while True:
-            self.wait_until(lambda: st.round_done or st.resolved, self.args.round_timeout)
+            self.wait_until(lambda: st.round_done or st.ended is not None, self.args.round_timeout)
             self.settle()
-            if st.resolved:
-                return 0
+            if st.ended is not None:
+                return 1 if st.ended == "failed" else 0
             if not st.round_done:
                 self.term.line(s.error(f"no round completed within {self.args.round_timeout:.0f}s; giving up"))
                 return 1
@@ -510,9 +523,14 @@ class Discuss:
                         self.term.line(s.error("no questions arrived"))
                         continue
                     self.settle()
+                if st.question_set is None:  # withdrawn while settling
+                    continue
                 answers = self.ask_answers(st.question_set)
                 if answers is None:
                     return False
+                if not answers:
+                    self.term.line(s.dim("every question skipped: nothing sent"))
+                    continue
                 body = {"roundNumber": int(st.question_set.get("roundNumber") or st.round), "answers": answers}
                 if self.command("answers", body):
                     st.question_set = None
@@ -526,7 +544,7 @@ class Discuss:
             elif choice == "s":
                 before = len(st.summaries_seen)
                 if self.command("summary", {}):
-                    self.wait_until(lambda n=before: len(st.summaries_seen) > n, self.args.round_timeout)
+                    self.wait_until(lambda: len(st.summaries_seen) > before, self.args.round_timeout)  # noqa: B023 (waited on here)
                     self.settle()
             elif choice == "x":
                 if self.command("stop", {}):
@@ -549,7 +567,8 @@ class Discuss:
                     return None
                 picks = [p for p in raw.replace(" ", ",").split(",") if p]
                 if all(p.isdigit() and 1 <= int(p) <= len(options) for p in picks):
-                    answers[str(q.get("id"))] = [str(options[int(p) - 1].get("id")) for p in picks]
+                    if picks:  # a skipped question is left out: the server takes answers to some questions
+                        answers[str(q.get("id"))] = [str(options[int(p) - 1].get("id")) for p in picks]
                     break
                 self.term.line(f"choose numbers between 1 and {len(options)}")
         return answers
@@ -684,7 +703,7 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the `adp` parser."""
     p = sub.add_parser("discuss", help="start a discussion and watch it live in the terminal")
     p.add_argument("topic", help="what the AIs should discuss")

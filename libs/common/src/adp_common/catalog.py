@@ -189,3 +189,4 @@ STREAMS: tuple[StreamSpec, ...] = (
 KV_BREAKERS = "breakers"  # llm-router: provider -> BreakerState
 KV_BUDGET = "budget"  # cost: "global" / "user.<id>" -> BudgetState
 KV_LEASES = "leases"  # alerts and others: leader leases
+KV_FAULTS = "faults"  # operators: simulated provider name -> ProviderFault (fault rehearsal)

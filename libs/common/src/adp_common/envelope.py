@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -40,14 +41,14 @@ class Envelope(BaseModel, Generic[P]):
 EVENT_TYPES: dict[str, type[BaseModel]] = {}
 
 
-def event_type(name: str):
+def event_type(name: str) -> Callable[[type[P]], type[P]]:
     """Class decorator: register a payload model under an event type name."""
 
-    def wrap(cls: type[BaseModel]) -> type[BaseModel]:
+    def wrap(cls: type[P]) -> type[P]:
         if name in EVENT_TYPES and EVENT_TYPES[name] is not cls:
             raise ValueError(f"event type {name!r} registered twice")
         EVENT_TYPES[name] = cls
-        cls.__event_type__ = name  # type: ignore[attr-defined]
+        cls.__event_type__ = name  # type: ignore[attr-defined]  # a class attribute, not a pydantic field
         return cls
 
     return wrap
@@ -57,7 +58,7 @@ def type_of(payload: BaseModel) -> str:
     name = getattr(type(payload), "__event_type__", None)
     if name is None:
         raise TypeError(f"{type(payload).__name__} is not a registered event payload")
-    return name
+    return str(name)
 
 
 # Parametrized envelope classes, held here: pydantic caches `Envelope[X]` only weakly, so without a strong
@@ -68,21 +69,24 @@ _ENVELOPES: dict[Any, type[Envelope[Any]]] = {}
 def envelope_of(payload_type: Any) -> type[Envelope[Any]]:
     cls = _ENVELOPES.get(payload_type)
     if cls is None:
-        cls = _ENVELOPES[payload_type] = Envelope[payload_type]  # type: ignore[valid-type]
+        cls = _ENVELOPES[payload_type] = Envelope[payload_type]
     return cls
 
 
-def wrap(payload: BaseModel, *, source: str = "", traceparent: str | None = None, id: str | None = None) -> Envelope:
+def wrap(
+    payload: BaseModel, *, source: str = "", traceparent: str | None = None, id: str | None = None
+) -> Envelope[Any]:
     env = envelope_of(type(payload))(type=type_of(payload), source=source, traceparent=traceparent, payload=payload)
     if id is not None:
         env.id = id
     return env
 
 
-def decode(data: bytes | str | dict[str, Any]) -> Envelope:
+def decode(data: bytes | str | dict[str, Any]) -> Envelope[Any]:
     """Parse an envelope and its payload by the registered type (unknown types keep a dict payload)."""
     raw = data if isinstance(data, dict) else json.loads(data)
     if not isinstance(raw, dict):
         raise ValueError("an envelope is a JSON object")
-    model = EVENT_TYPES.get(raw.get("type"))  # type: ignore[arg-type]
+    kind = raw.get("type")
+    model = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     return envelope_of(Any if model is None else model).model_validate(raw)

@@ -56,29 +56,41 @@ class HealthChecks:
         )
 
 
-def build_admin_app(checks: HealthChecks, metrics: Metrics) -> Starlette:
-    async def health(_: Request) -> Response:
-        reply = await checks.run()
+class Probes:
+    """The probe endpoints every HTTP server of the platform serves: /health (the checks), /ready, /live and
+    /metrics (Prometheus text). `ready` adds a condition of the server's own (e.g. not draining)."""
+
+    PATHS = ("/health", "/ready", "/live", "/metrics")
+
+    def __init__(self, checks: HealthChecks, metrics: Metrics, ready: Callable[[], bool] | None = None) -> None:
+        self.checks = checks
+        self.registry = metrics
+        self.extra_ready = ready
+
+    def is_ready(self) -> bool:
+        return self.checks.ready and (self.extra_ready is None or self.extra_ready())
+
+    async def health(self, request: Request) -> Response:
+        reply = await self.checks.run()
         return JSONResponse(reply.model_dump(mode="json"), status_code=200 if reply.status == "UP" else 503)
 
-    async def ready(_: Request) -> Response:
-        return JSONResponse({"ready": checks.ready}, status_code=200 if checks.ready else 503)
+    async def ready(self, request: Request) -> Response:
+        ok = self.is_ready()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    async def live(_: Request) -> Response:
+    async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
 
-    async def prom(_: Request) -> Response:
-        body, ctype = metrics.render()
+    async def metrics(self, request: Request) -> Response:
+        body, ctype = self.registry.render()
         return Response(body, media_type=ctype)
 
-    return Starlette(
-        routes=[
-            Route("/health", health),
-            Route("/ready", ready),
-            Route("/live", live),
-            Route("/metrics", prom),
-        ]
-    )
+    def endpoints(self) -> list[tuple[str, Callable[[Request], Awaitable[Response]]]]:
+        return list(zip(self.PATHS, (self.health, self.ready, self.live, self.metrics), strict=True))
+
+
+def build_admin_app(checks: HealthChecks, metrics: Metrics) -> Starlette:
+    return Starlette(routes=[Route(path, endpoint) for path, endpoint in Probes(checks, metrics).endpoints()])
 
 
 class AdminServer:

@@ -50,6 +50,32 @@ def redact(value: Any, key: str | None = None) -> Any:
     return value
 
 
+slow_log = logging.getLogger("adp.slow")
+_slow_threshold_s: float | None = 2.0
+
+
+def set_slow_threshold(ms: float) -> None:
+    """Operations taking `ms` or longer are logged by `log_slow` (0 turns the log off)."""
+    global _slow_threshold_s
+    _slow_threshold_s = ms / 1000 if ms > 0 else None
+
+
+def log_slow(kind: str, operation: str, elapsed_s: float, **fields: Any) -> bool:
+    """One WARNING line `slow <kind> <operation> took N ms` (with the correlation id of the context) when
+    `elapsed_s` reaches the threshold (ADP_SLOW_OPERATION_MS). `kind`: request, bus or llm."""
+    if _slow_threshold_s is None or elapsed_s < _slow_threshold_s:
+        return False
+    ms = round(elapsed_s * 1000, 1)
+    slow_log.warning(
+        "slow %s %s took %.0f ms",
+        kind,
+        operation,
+        ms,
+        extra={"event": "slow_operation", "kind": kind, "operation": operation, "duration_ms": ms, **fields},
+    )
+    return True
+
+
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -92,7 +118,9 @@ def setup_logging(
     log_dir: str | None = None,
     max_bytes: int = 10 * 1024 * 1024,
     backups: int = 5,
+    slow_operation_ms: float = 2000.0,
 ) -> None:
+    set_slow_threshold(slow_operation_ms)
     formatter = JsonFormatter(service, instance)
     root = logging.getLogger()
     for handler in list(root.handlers):

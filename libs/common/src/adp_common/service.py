@@ -90,6 +90,7 @@ class ServiceRuntime:
             name=self.service,
             instance=self.instance,
             handler_concurrency=s.handler_concurrency,
+            replicas=s.stream_replicas,
         )
         bus = self.bus
 
@@ -99,7 +100,7 @@ class ServiceRuntime:
             await bus.nc.flush(timeout=2)
 
         self.checks.add("nats", nats_ok)
-        await bus.ensure_streams(self.streams, replicas=s.stream_replicas)
+        await bus.ensure_streams(self.streams)
         if self.use_database:
             self.pool = await db.open_pool(
                 s.database_url.get_secret_value(),
@@ -292,9 +293,9 @@ def run_loop(main: Coroutine[Any, Any, T], event_loop: str = "uvloop") -> T:
     return asyncio.run(main)
 
 
-def main_for(service: str, settings: ServiceSettings, app: ServiceApp, **runtime_kwargs: object) -> None:
+def main_for(service: str, settings: ServiceSettings, app: ServiceApp, **runtime_kwargs: Any) -> None:
     """Entry point helper for `adp-<service>` console scripts."""
-    rt = ServiceRuntime(settings, service=service, **runtime_kwargs)  # type: ignore[arg-type]
+    rt = ServiceRuntime(settings, service=service, **runtime_kwargs)
     setup_logging(
         service,
         rt.instance,
@@ -302,6 +303,7 @@ def main_for(service: str, settings: ServiceSettings, app: ServiceApp, **runtime
         log_dir=settings.log_dir,
         max_bytes=settings.log_max_bytes,
         backups=settings.log_backups,
+        slow_operation_ms=settings.slow_operation_ms,
     )
     setup_tracing(service, rt.instance)
     try:

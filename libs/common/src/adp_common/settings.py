@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +31,9 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_dir: str | None = None
     log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    slow_operation_ms: float = Field(
+        default=2000.0, ge=0, description="log a slow-operation line for requests, bus calls and LLM calls this slow"
+    )
     log_backups: int = Field(default=5, ge=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
     handler_concurrency: int = Field(default=64, ge=1)
@@ -62,7 +65,7 @@ def format_validation_error(cls: type[BaseSettings], err: ValidationError) -> st
     return "\n".join(lines)
 
 
-def load_settings(cls: type[S], **overrides: object) -> S:
+def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build settings from the environment; on error stop with a message naming each bad variable."""
     try:
         return cls(**overrides)

@@ -69,6 +69,11 @@ def setup_tracing(service_name: str, instance_id: str = "", *, extra: SpanProces
     return _provider
 
 
+def recording() -> bool:
+    """Whether spans are recorded in this process (an exporter or a test's processor receives them)."""
+    return _sampler.recording
+
+
 def shutdown_tracing() -> None:
     if _provider is not None:
         _provider.force_flush(timeout_millis=2000)

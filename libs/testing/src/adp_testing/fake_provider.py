@@ -10,7 +10,9 @@ In tests:
         assert fake.stats.calls == 2
 
 From outside (CLI `adp-fake-provider --port N`): POST /_faults with a Fault JSON (or a list), DELETE
-/_faults, POST /_config with Timing JSON, GET /_stats, POST /_reset.
+/_faults, POST /_config with Timing JSON, GET /_stats, POST /_reset. Rate-based faults, the same
+`ProviderFault` the simulated provider takes (`adp faults NAME --fake-provider URL ...`): GET, PUT and DELETE
+/_provider_fault.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,6 +36,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from adp_common.net import listening_socket
+from adp_common.schemas.faults import ProviderFault, decide
 from adp_common.service import run_loop
 
 Protocol = Literal["openai", "anthropic"]
@@ -110,6 +114,7 @@ class FakeProvider:
         self.port = port
         self.timing = timing or Timing()
         self.faults: list[Fault] = []
+        self.provider_fault = ProviderFault()
         self.stats = Stats()
         self.max_bodies = 100
         self._server: uvicorn.Server | None = None
@@ -120,6 +125,7 @@ class FakeProvider:
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/v1/messages", self._anthropic, methods=["POST"]),
                 Route("/_faults", self._faults_api, methods=["POST", "DELETE", "GET"]),
+                Route("/_provider_fault", self._provider_fault_api, methods=["PUT", "DELETE", "GET"]),
                 Route("/_config", self._config_api, methods=["POST"]),
                 Route("/_stats", self._stats_api, methods=["GET"]),
                 Route("/_reset", self._reset_api, methods=["POST"]),
@@ -147,6 +153,7 @@ class FakeProvider:
 
     def reset(self) -> None:
         self.faults.clear()
+        self.provider_fault = ProviderFault()
         self.stats = Stats()
 
     async def start(self) -> None:
@@ -178,6 +185,21 @@ class FakeProvider:
         await self.stop()
 
     # ---- fault selection ----------------------------------------------------------------------------
+    async def _rated_fault(self) -> Response | None:
+        """The answer the rate-based `provider_fault` gives this call, or None to answer normally."""
+        fault = self.provider_fault
+        decision = decide(fault if fault.active else None, random.random())
+        if decision.delay_s:
+            await asyncio.sleep(decision.delay_s)
+        if decision.outcome == "stall":
+            await asyncio.sleep(fault.stall_s)
+        status = {"outage": 503, "error": 500, "rate_limited": 429, "stall": 504}.get(decision.outcome)
+        if status is None:
+            return None
+        headers = {"retry-after": f"{fault.retry_after_s:g}"} if status == 429 else {}
+        body = json.dumps({"error": {"message": f"injected {decision.outcome}"}})
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
+
     def _take_fault(self, protocol: Protocol, model: str) -> Fault | None:
         for f in self.faults:
             if f.protocol is not None and f.protocol != protocol:
@@ -214,6 +236,9 @@ class FakeProvider:
         self._count(protocol, body)
         if request.client is not None:
             self.stats.client_ports.add(request.client.port)
+        rated = await self._rated_fault()
+        if rated is not None:
+            return body, None, rated
         fault = self._take_fault(protocol, str(body.get("model", "")))
         if fault is not None and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
@@ -404,6 +429,13 @@ class FakeProvider:
             for item in data if isinstance(data, list) else [data]:
                 self.add_fault(Fault.model_validate(item))
         return JSONResponse({"faults": [f.model_dump() for f in self.faults]})
+
+    async def _provider_fault_api(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.provider_fault = ProviderFault()
+        elif request.method == "PUT":
+            self.provider_fault = ProviderFault.model_validate(await request.json())
+        return JSONResponse(self.provider_fault.model_dump())
 
     async def _config_api(self, request: Request) -> Response:
         self.timing = Timing.model_validate(await request.json())

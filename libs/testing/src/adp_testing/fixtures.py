@@ -1,7 +1,9 @@
 """pytest fixtures shared by every test in the repo (loaded from the root conftest.py).
 
 Each test gets its own subject prefix, hence its own streams and KV buckets, and its own databases;
-all are removed at teardown. Real servers only: see adp_testing.servers for where they come from.
+all are removed at teardown. Real servers only: see adp_cli.servers for where they come from.
+ADP_TEST_NATS_CLUSTER=3 runs every test on an embedded three-server JetStream cluster instead, with every
+stream and bucket replicated three times (ADP_STREAM_REPLICAS).
 """
 
 from __future__ import annotations
@@ -18,13 +20,25 @@ import pytest
 import pytest_asyncio
 
 from adp_cli import servers
+from adp_cli.nats_cluster import NatsCluster, start_nats_cluster
 from adp_common import db
 from adp_common.bus import Bus
-from adp_testing.procs import ServiceProcesses
+from adp_testing.procs import ServiceProcesses, cluster_size, stream_replicas
 
 
 @pytest.fixture(scope="session")
-def nats_url() -> Iterator[str]:
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """A three-server JetStream cluster (or ADP_TEST_NATS_CLUSTER servers) on free ports."""
+    cluster = start_nats_cluster(cluster_size() or 3, tmp_path_factory.mktemp("nats-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if cluster_size():
+        yield request.getfixturevalue("nats_cluster").url
+        return
     started = servers.resolve_nats()
     yield started.url
     started.stop()
@@ -100,7 +114,7 @@ async def cleanup_prefix(nats_url: str, prefix: str) -> None:
 
 @pytest_asyncio.fixture
 async def bus(nats_url: str, prefix: str) -> AsyncIterator[Bus]:
-    b = await Bus.connect(nats_url, prefix=prefix, name="test", instance="test")
+    b = await Bus.connect(nats_url, prefix=prefix, name="test", instance="test", replicas=stream_replicas())
     try:
         yield b
     finally:
@@ -156,6 +170,7 @@ def service_env(nats_url: str, pg_dsn: str, prefix: str) -> dict[str, str]:
             "ADP_DB_SUFFIX": prefix,
             "ADP_LOG_LEVEL": "INFO",
             "ADP_HEARTBEAT_INTERVAL_S": "2",
+            "ADP_STREAM_REPLICAS": str(stream_replicas()),
         }
     )
     return env

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +18,8 @@ from typing import Any
 import httpx
 
 from adp_cli.procs import START_ORDER, Proc
+from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES
+from adp_testing.gateway import read_sse
 from adp_testing.procs import ServiceProcesses
 
 ADMIN_KEY = "adp_e2e_bootstrap_admin_key_0123456789"
@@ -111,29 +112,6 @@ async def running_platform(
         await cleanup_prefix(nats_url, prefix)
 
 
-async def read_sse(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """Parse an SSE response into {'id'?, 'event', 'data'} dicts; comments (heartbeats) are skipped."""
-    event: dict[str, Any] = {}
-    data: list[str] = []
-    async for line in resp.aiter_lines():
-        if line == "":
-            if data:
-                event["data"] = json.loads("\n".join(data))
-                yield event
-            event, data = {}, []
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                data.append(value)
-            elif name == "id":
-                event["id"] = int(value)
-            elif name == "event":
-                event["event"] = value
-
-
 class EventLog:
     """Follows a discussion's SSE stream in the background, resuming with Last-Event-ID (optionally on
     another gateway) whenever the connection drops, and records what a client would see."""
@@ -143,6 +121,7 @@ class EventLog:
         self.key = key
         self.did = discussion_id
         self.events: list[dict[str, Any]] = []
+        self.times: list[float] = []  # time.monotonic() at which each of `events` arrived
         self.last_id: int | None = None
         self.reconnects = 0
         self.gateway = 0
@@ -176,11 +155,14 @@ class EventLog:
                 ):
                     if resp.status_code != 200:
                         raise httpx.HTTPStatusError("bad status", request=resp.request, response=resp)
-                    async for ev in read_sse(resp):
+                    async for ev in read_sse(resp, comments=False):
                         if "id" in ev:
                             self.last_id = ev["id"]
                         self.events.append(ev)
+                        self.times.append(time.monotonic())
                         self._changed.set()
+                        if ev["event"] in TERMINAL_EVENT_NAMES:
+                            return  # the discussion is over: the server has closed the stream for good
             except (httpx.HTTPError, OSError):
                 pass
             # Dropped (gateway killed, network): resume on the next gateway.

@@ -10,6 +10,18 @@ from pathlib import Path
 from adp_cli.procs import START_ORDER, Proc, ProcessManager
 from adp_common import db
 
+CLUSTER_ENV = "ADP_TEST_NATS_CLUSTER"
+
+
+def cluster_size() -> int:
+    """Servers of the NATS cluster the tests run on (ADP_TEST_NATS_CLUSTER), 0 for one server."""
+    return int(os.environ.get(CLUSTER_ENV) or 0)
+
+
+def stream_replicas() -> int:
+    """Replicas of the streams and buckets the tests create: one per server of the cluster."""
+    return max(1, cluster_size())
+
 
 class ServiceProcesses:
     def __init__(self, *, nats_url: str, pg_dsn: str, prefix: str) -> None:
@@ -24,6 +36,7 @@ class ServiceProcesses:
                 "ADP_DB_SUFFIX": prefix,
                 "ADP_HEARTBEAT_INTERVAL_S": "2",
                 "ADP_SHUTDOWN_GRACE_S": "5",
+                "ADP_STREAM_REPLICAS": str(stream_replicas()),
             }
         )
         self.env = env

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
 
@@ -68,7 +68,7 @@ class AlertsApp:
         self.dispatcher: Dispatcher | None = None
         self.channels: list[Channel] = []
         self.caught_up = asyncio.Event()
-        self._subs: list[Subscription] = []
+        self._subs: list[JetStreamContext.PushSubscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._http: httpx.AsyncClient | None = None

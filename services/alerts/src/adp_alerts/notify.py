@@ -3,7 +3,7 @@
 A notification is a row of the outbox holding the exact body to send. The dispatcher of every copy claims
 due rows, hands each to its channel, records every attempt, and either marks the row delivered or
 schedules the next round with exponential backoff (so a receiver that is down for a while gets its
-notifications when it comes back). Inside one round a webhook is tried a few times with tenacity.
+notifications when it comes back). Inside one round a webhook is tried a few times (adp_common.retry).
 
 Add a channel by implementing `Channel` (name, the events it wants, `send`) and listing it in the app.
 """
@@ -17,18 +17,18 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 import httpx
-from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from adp_alerts import store
 from adp_alerts.store import AlertRow, NewNotification, NotificationRow
 from adp_common.bus import Bus
+from adp_common.retry import Backoff, retry
 from adp_common.schemas.alerts import AlertEvent
 
 log = logging.getLogger("adp.alerts.notify")
@@ -180,8 +180,8 @@ def notifications_for(channels: list[Channel], event: str, *, suffix: str = "") 
 
 @dataclass
 class DispatchPolicy:
-    attempts_per_round: int = 3  # tenacity: tries within one round
-    attempt_wait_s: float = 0.5  # tenacity: exponential wait base between those tries
+    attempts_per_round: int = 3  # tries within one round
+    attempt_wait_s: float = 0.5  # pause after a round's first failed try, doubled after each next one
     attempt_wait_max_s: float = 5.0
     round_backoff_s: float = 5.0  # outbox: delay before the next round, doubled each round
     round_backoff_max_s: float = 300.0
@@ -189,6 +189,14 @@ class DispatchPolicy:
     claim_s: float = 60.0  # how long a claimed row is reserved for this dispatcher
     batch: int = 32
     concurrency: int = 8
+
+    @property
+    def within_round(self) -> Backoff:
+        return Backoff(self.attempt_wait_s, self.attempt_wait_max_s, attempts=self.attempts_per_round)
+
+    @property
+    def between_rounds(self) -> Backoff:
+        return Backoff(self.round_backoff_s, self.round_backoff_max_s)
 
 
 class Dispatcher:
@@ -203,7 +211,6 @@ class Dispatcher:
         instance: str,
         poll_s: float = 1.0,
         on_result: Callable[[NotificationRow, bool], None] | None = None,
-        on_attempt: Callable[[NotificationRow, SendResult], Awaitable[None] | None] | None = None,
     ) -> None:
         self.pool = pool
         self.channels = {(c.name, c.target): c for c in channels}
@@ -290,17 +297,9 @@ class Dispatcher:
 
         error = ""
         try:
-            async for tri in AsyncRetrying(
-                stop=stop_after_attempt(p.attempts_per_round),
-                wait=wait_exponential(multiplier=p.attempt_wait_s, max=p.attempt_wait_max_s),
-                retry=retry_if_exception_type(DeliveryFailed),
-                reraise=False,
-            ):
-                with tri:
-                    await attempt()
-        except RetryError as err:
-            last = err.last_attempt.exception()
-            error = str(last) if last else "failed"
+            await retry(p.within_round, attempt, retry_on=(DeliveryFailed,))
+        except DeliveryFailed as err:
+            error = str(err) or "failed"
         if not error:
             await store.mark_delivered(self.pool, n.id)
             if self.on_result:
@@ -313,7 +312,7 @@ class Dispatcher:
             await store.mark_failed(self.pool, n.id, error=error)
             log.error("giving up on notification %s after %d rounds: %s", n.dedup_key, n.rounds, error)
         else:
-            delay = min(p.round_backoff_s * (2 ** max(n.rounds - 1, 0)), p.round_backoff_max_s)
+            delay = p.between_rounds.pause(n.rounds)
             await store.mark_retry(self.pool, n.id, delay_s=delay, error=error)
             log.warning(
                 "notification %s to %s %s failed (round %d): %s; next round in %.1fs",
@@ -325,7 +324,3 @@ class Dispatcher:
                 delay,
             )
         return False
-
-
-def channel_summary(channels: list[Channel]) -> list[dict[str, Any]]:
-    return [{"channel": c.name, "target": c.target, "events": sorted(c.events)} for c in channels]

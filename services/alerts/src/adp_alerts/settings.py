@@ -45,7 +45,7 @@ class AlertsSettings(ServiceSettings):
         default_factory=lambda: ["firing", "resolved", "reminder", "acknowledged"],
         description="which alert events go to webhooks",
     )
-    alerts_notify_attempts: int = Field(default=3, ge=1, description="tries per delivery round (tenacity)")
+    alerts_notify_attempts: int = Field(default=3, ge=1, description="tries per delivery round")
     alerts_notify_attempt_wait_s: float = Field(default=0.5, ge=0)
     alerts_notify_retry_s: float = Field(default=5.0, gt=0, description="outbox: first delay between rounds")
     alerts_notify_retry_max_s: float = Field(default=300.0, gt=0)

@@ -66,8 +66,8 @@ class AlertRow:
             id=self.id,
             rule=self.rule,
             subject=self.subject,
-            severity=self.severity,  # type: ignore[arg-type]
-            state=self.state,  # type: ignore[arg-type]
+            severity=self.severity,
+            state=self.state,
             acknowledged=self.acknowledged_at is not None,
             message=self.message,
             value=self.value,
@@ -328,13 +328,4 @@ async def mark_retry(pool: asyncpg.Pool, notification_id: int, *, delay_s: float
 async def mark_failed(pool: asyncpg.Pool, notification_id: int, *, error: str) -> None:
     await pool.execute(
         "UPDATE notifications SET status = 'failed', last_error = $2 WHERE id = $1", notification_id, error[:500]
-    )
-
-
-async def attempt_count(pool: asyncpg.Pool, alert_id: str, channel: str) -> int:
-    return await pool.fetchval(
-        """SELECT count(*) FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-           WHERE n.alert_id = $1 AND n.channel = $2""",
-        alert_id,
-        channel,
     )

@@ -14,7 +14,7 @@ from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.cost import BudgetState, CostQuery, CostSummary, SetBudget
 from adp_common.service import ServiceRuntime
 from adp_cost import queries
-from adp_cost.budget import GLOBAL, Clock, Evaluation, system_clock
+from adp_cost.budget import GLOBAL, Clock, Evaluation, system_clock, user_scope
 from adp_cost.ingest import BatchResult, LedgerIngestor
 from adp_cost.pricing import NANOS_PER_USD, PriceConfigError, PriceTable, load_price_table
 from adp_cost.settings import CostSettings
@@ -123,10 +123,16 @@ class CostApp:
     async def _query(self, q: CostQuery, _: RequestContext) -> CostSummary:
         assert self.rt is not None and self.rt.pool is not None and self.tracker is not None
         today = self.tracker.today()
-        (global_ev,) = await self.tracker.compute([GLOBAL], today)
+        own = user_scope(q.user_id) if q.kind == "budget" and q.user_id else None
+        evaluations = {ev.scope: ev for ev in await self.tracker.compute([GLOBAL] + ([own] if own else []), today)}
         try:
             return await queries.answer(
-                self.rt.pool, q, today=today, global_budget=global_ev, row_limit=self.settings.cost_query_row_limit
+                self.rt.pool,
+                q,
+                today=today,
+                global_budget=evaluations[GLOBAL],
+                user_budget=evaluations.get(own) if own else None,
+                row_limit=self.settings.cost_query_row_limit,
             )
         except PlatformError:
             raise

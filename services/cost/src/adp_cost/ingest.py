@@ -18,22 +18,27 @@ from dataclasses import dataclass
 import asyncpg
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
+from adp_common import telemetry
 from adp_common.bus import Bus
 from adp_common.envelope import envelope_of
+from adp_common.retry import Backoff, retry
 from adp_common.schemas.llm import UsageRecord
 from adp_cost import store
 from adp_cost.budget import utc_day
-from adp_cost.pricing import PriceTable
+from adp_cost.pricing import PriceTable, nusd_to_usd
 from adp_cost.store import Inserted, LedgerRow
 
 log = logging.getLogger("adp.cost.ingest")
 
 DURABLE = "cost-ledger"
 _RETRYABLE_DB = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+DB_CONFLICT_RETRY = Backoff(initial_s=0.05, max_s=0.2, attempts=5)  # a batch that lost a lock race: again soon
 
 UsageEnvelope = envelope_of(UsageRecord)
 
@@ -75,6 +80,29 @@ def to_row(rec: UsageRecord, prices: PriceTable, stream_seq: int | None) -> Ledg
         cost_nusd=priced.cost_nusd,
         stream_seq=stream_seq,
     )
+
+
+def charge_span(msg: Msg, row: LedgerRow, started_ns: int) -> None:
+    """A `cost.charge` span in the trace of the LLM call that produced the record (its publisher's context
+    travels in the message headers), covering the batch that priced and stored it."""
+    span = telemetry.tracer("adp.cost").start_span(
+        "cost.charge",
+        context=telemetry.extract_context(dict(msg.headers or {})),
+        kind=SpanKind.CONSUMER,
+        start_time=started_ns,
+    )
+    span.set_attributes(
+        {
+            "adp.llm.request_id": row.request_id,
+            "gen_ai.provider.name": row.provider,
+            "gen_ai.response.model": row.model,
+            "gen_ai.usage.input_tokens": row.input_tokens,
+            "gen_ai.usage.output_tokens": row.output_tokens,
+            "adp.cost.usd": str(nusd_to_usd(row.cost_nusd)),
+            "adp.cost.price_source": row.price_source,
+        }
+    )
+    span.end()
 
 
 class LedgerIngestor:
@@ -137,10 +165,10 @@ class LedgerIngestor:
             return 0
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
-    async def _run(self, psub: object) -> None:
+    async def _run(self, psub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
             try:
-                msgs: list[Msg] = await psub.fetch(batch=self.batch, timeout=1.0)  # type: ignore[attr-defined]
+                msgs: list[Msg] = await psub.fetch(batch=self.batch, timeout=1.0)
             except (NatsTimeoutError, TimeoutError):
                 continue
             except Exception as err:  # connection trouble: the client reconnects; back off a little
@@ -157,13 +185,16 @@ class LedgerIngestor:
                     with contextlib.suppress(Exception):
                         await m.nak(delay=1.0)
         with contextlib.suppress(Exception):
-            await psub.unsubscribe()  # type: ignore[attr-defined]
+            await psub.unsubscribe()
 
     async def process(self, msgs: list[Msg]) -> BatchResult:
         """Price, store once, then ack. Raises (without acking) when the database write fails."""
         t0 = time.perf_counter()
+        started_ns = time.time_ns()
         rows: dict[str, LedgerRow] = {}
         good: list[Msg] = []
+        traced: list[tuple[Msg, str]] = []  # (message, request id) of records whose charge gets a span
+        tracing = telemetry.recording()
         rejected = 0
         for m in msgs:
             try:
@@ -175,6 +206,8 @@ class LedgerIngestor:
                     await m.term()
                 continue
             good.append(m)
+            if tracing and m.headers:
+                traced.append((m, rec.request_id))
             if rec.request_id not in rows:
                 seq = m.metadata.sequence.stream if m.reply else None
                 rows[rec.request_id] = to_row(rec, self.prices, seq)
@@ -183,6 +216,8 @@ class LedgerIngestor:
         for m in good:  # ack only after the commit
             with contextlib.suppress(Exception):
                 await m.ack()
+        for m, request_id in traced:
+            charge_span(m, rows[request_id], started_ns)
         result = BatchResult(
             received=len(msgs),
             inserted=inserted,
@@ -200,12 +235,8 @@ class LedgerIngestor:
         return result
 
     async def _write(self, rows: list[LedgerRow]) -> list[Inserted]:
-        for attempt in range(5):
-            try:
-                async with self.pool.acquire(timeout=10) as conn:
-                    return await store.insert_batch(conn, rows)
-            except _RETRYABLE_DB:
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
-        return []  # unreachable
+        async def insert() -> list[Inserted]:
+            async with self.pool.acquire(timeout=10) as conn:
+                return await store.insert_batch(conn, rows)
+
+        return await retry(DB_CONFLICT_RETRY, insert, retry_on=_RETRYABLE_DB)

@@ -156,8 +156,9 @@ def _price(obj: Any, where: str, base: Price | None = None) -> Price:
         raise PriceConfigError(f"{where}: expected a table with 'input' and 'output'")
     if base is None and ("input" not in obj or "output" not in obj):
         raise PriceConfigError(f"{where}: needs both 'input' and 'output'")
-    inp = _dec(obj["input"], f"{where}.input") if "input" in obj else base.input  # type: ignore[union-attr]
-    out = _dec(obj["output"], f"{where}.output") if "output" in obj else base.output  # type: ignore[union-attr]
+    # without a base both are present (checked above)
+    inp = _dec(obj["input"], f"{where}.input") if "input" in obj or base is None else base.input
+    out = _dec(obj["output"], f"{where}.output") if "output" in obj or base is None else base.output
     return Price(inp, out)
 
 

@@ -42,7 +42,9 @@ def _row(a: store.Agg) -> CostRow:
 
 def budget_view(ev: Evaluation) -> BudgetView:
     s = ev.state()
-    return BudgetView(current=s.spent_usd, limit=s.limit_usd, percentage=s.percentage, exceeded=s.exceeded)
+    return BudgetView(
+        scope=s.scope, current=s.spent_usd, limit=s.limit_usd, percentage=s.percentage, exceeded=s.exceeded
+    )
 
 
 async def answer(
@@ -51,8 +53,10 @@ async def answer(
     *,
     today: date,
     global_budget: Evaluation,
+    user_budget: Evaluation | None = None,
     row_limit: int,
 ) -> CostSummary:
+    """`budget` with a user id: that user's own budget today (null when none applies) and their spend today."""
     start, end = date_range(q, today)
     limit = q.limit or row_limit
     out = CostSummary()
@@ -73,6 +77,10 @@ async def answer(
         out.budget = budget_view(global_budget)
         if q.user_id is not None:
             out.userCost = nusd_to_usd(await store.user_total(pool, q.user_id, start, end))
+    elif q.kind == "budget" and q.user_id is not None:
+        out.budget = budget_view(user_budget) if user_budget is not None else None
+        out.userCost = nusd_to_usd(await store.user_total(pool, q.user_id, today, today))
+        out.totalCost = out.userCost
     elif q.kind == "budget":
         out.budget = budget_view(global_budget)
         out.totalCost = out.budget.current

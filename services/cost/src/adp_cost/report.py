@@ -59,7 +59,7 @@ async def gather(args: argparse.Namespace) -> dict[str, CostSummary]:
         subject = bus.catalog.cost_query
 
         async def ask(**kw: object) -> CostSummary:
-            q = CostQuery(start_date=args.start, end_date=args.end, user_id=args.user, **kw)  # type: ignore[arg-type]
+            q = CostQuery(start_date=args.start, end_date=args.end, user_id=args.user, **kw)
             return await bus.request(subject, q, timeout=args.timeout, response_model=CostSummary)
 
         summary, by_user, today = await asyncio.gather(

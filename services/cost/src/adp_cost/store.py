@@ -223,10 +223,6 @@ async def unpublished_events(conn: asyncpg.Connection | asyncpg.Pool, older_than
     )
 
 
-async def events_for(conn: asyncpg.Connection | asyncpg.Pool, day: date) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM budget_events WHERE day = $1 ORDER BY scope, kind", day)
-
-
 # ---- breakdowns (from the rollups) ---------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from adp_common.bus import Bus
 from adp_common.catalog import KV_BUDGET
 from adp_common.schemas.cost import BudgetState, SetBudget
+from adp_common.schemas.money import format_money
 from adp_common.schemas.ops import BudgetEvent
 from adp_cost import store
 from adp_cost.budget import GLOBAL, Budget, Clock, Evaluation, kv_key, scope_of_key, should_replace, user_scope, utc_day
@@ -191,9 +192,9 @@ class BudgetTracker:
         event = BudgetEvent(
             scope=ev.scope,
             day=ev.day.isoformat(),
-            kind=kind,  # type: ignore[arg-type]
-            spent_usd=str(state.spent_usd),
-            limit_usd=str(state.limit_usd),
+            kind=kind,
+            spent_usd=format_money(state.spent_usd),
+            limit_usd=format_money(state.limit_usd),
             percentage=ev.percentage,
         )
         await self._publish(event, ev.day)
@@ -219,8 +220,8 @@ class BudgetTracker:
                 scope=r["scope"],
                 day=r["day"].isoformat(),
                 kind=r["kind"],
-                spent_usd=str(state.spent_usd),
-                limit_usd=str(state.limit_usd),
+                spent_usd=format_money(state.spent_usd),
+                limit_usd=format_money(state.limit_usd),
                 percentage=pct,
             )
             await self._publish(event, r["day"])

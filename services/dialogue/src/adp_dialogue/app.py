@@ -43,6 +43,7 @@ class DialogueApp:
             concurrency=self.settings.worker_concurrency,
             batch=self.settings.worker_concurrency,
             ack_wait=self.settings.step_ack_wait_s,
+            progress_every=self.settings.step_progress_s,
             max_deliver=self.settings.step_max_deliver,
         )
         self._sweeper = asyncio.create_task(self.engine.sweeper())

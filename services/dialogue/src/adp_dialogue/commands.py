@@ -13,6 +13,8 @@ import asyncpg
 from adp_common.bus import RequestContext
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
+    TERMINAL_EVENTS,
+    TERMINAL_STATUSES,
     CountReply,
     DialogueCommand,
     DialogueJob,
@@ -34,7 +36,7 @@ from adp_dialogue.settings import DialogueSettings
 log = logging.getLogger("adp.dialogue.commands")
 
 TOPIC_MIN, TOPIC_MAX = 10, 1000
-TERMINAL = ("resolved", "completed", "stopped")
+TERMINAL = TERMINAL_STATUSES
 
 
 def parse_id(raw: str | None) -> str:
@@ -76,10 +78,12 @@ class Commands:
                 raise PlatformError(ErrorCode.VALIDATION_ERROR, "user_id is required")
             if q.kind == "list":
                 rows = await store.list_discussions(conn, q.user_id)
-                return DiscussionList(discussions=[views.base_view(r) for r in rows])
+                active = any(r["status"] in store.ACTIVE_STATUSES for r in rows)
+                return DiscussionList(discussions=[views.base_view(r, has_active=active) for r in rows])
             did = parse_id(q.discussion_id)
             if q.kind == "head":
-                return views.base_view(await self._owned(conn, did, q.user_id))
+                d = await self._owned(conn, did, q.user_id)
+                return views.base_view(d, has_active=await store.count_active(conn, q.user_id) > 0)
             if q.kind == "events":
                 events = await store.owned_events_after(conn, did, q.user_id, q.after_seq)
                 if events is None:  # never reveal another user's discussion
@@ -88,7 +92,7 @@ class Commands:
             d = await store.discussion_with_children(conn, did)
             if d is None or d["user_id"] != q.user_id:  # never reveal another user's discussion
                 raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "discussion not found")
-            view = views.full_view(d)
+            view = views.full_view(d, has_active=await store.count_active(conn, q.user_id) > 0)
         if q.kind == "get":
             return view
         if q.format == "markdown":
@@ -130,8 +134,8 @@ class Commands:
     async def _view(self, did: str) -> DiscussionView:
         async with self.pool.acquire() as conn:
             d = await store.discussion_with_children(conn, did)
-        assert d is not None
-        return views.full_view(d)
+            assert d is not None
+            return views.full_view(d, has_active=await store.count_active(conn, d["user_id"]) > 0)
 
     async def _start_round(
         self, conn: store.Conn, d: asyncpg.Record, events: list[tuple[str, dict[str, Any]]], extra_tokens: int = 0
@@ -155,6 +159,7 @@ class Commands:
     async def _user_message(self, conn: store.Conn, d: asyncpg.Record, content: str) -> asyncpg.Record:
         personas = store.loads(d["personas"])
         rnd = d["current_round"] + 1
+        earlier = await store.count_messages_of(conn, d["id"], USER_PERSONA)
         row = await store.insert_message(
             conn,
             id=uuid.uuid4().hex,
@@ -162,12 +167,12 @@ class Commands:
             persona=USER_PERSONA,
             content=content,
             round=rnd,
-            turn=user_turn_number(rnd, len(personas)),
+            turn=user_turn_number(rnd, len(personas), earlier),
             position=0,
             provider=None,
             model=None,
             input_tokens=0,
-            output_tokens=estimate_tokens(content),
+            output_tokens=0,  # the user wrote it: no model produced (or was paid for) these tokens
         )
         if row is None:
             raise PlatformError(ErrorCode.CONFLICT, "the user already spoke before this round")
@@ -272,7 +277,10 @@ class Commands:
                 await store.answer_question_set(conn, qs["id"], cmd.answers)
                 row = await self._user_message(conn, d, questions.answers_text(items, cmd.answers))
                 events, job = await self._start_round(
-                    conn, d, [("message-complete", {"message": views.message_dict(row)})], row["output_tokens"]
+                    conn,
+                    d,
+                    [("message-complete", {"message": views.message_dict(row)})],
+                    estimate_tokens(row["content"]),
                 )
         return await self._publish_and_view(did, events, job)
 
@@ -286,7 +294,10 @@ class Commands:
                 self._require_waiting(d)
                 row = await self._user_message(conn, d, text)
                 events, job = await self._start_round(
-                    conn, d, [("message-complete", {"message": views.message_dict(row)})], row["output_tokens"]
+                    conn,
+                    d,
+                    [("message-complete", {"message": views.message_dict(row)})],
+                    estimate_tokens(row["content"]),
                 )
         return await self._publish_and_view(did, events, job)
 
@@ -314,11 +325,17 @@ class Commands:
         return await self._side_step(cmd, did, "summary")
 
     async def stop(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+        events: list[DiscussionEvent] = []
         async with self.pool.acquire() as conn:
-            stopped = await store.stop_discussion(conn, did, cmd.user_id, TERMINAL)
-            if not stopped:
-                await self._owned(conn, did, cmd.user_id)  # 404 unless it exists and was already over
-        if stopped:
+            async with conn.transaction():
+                stopped = await store.stop_discussion(conn, did, cmd.user_id, TERMINAL)
+                if stopped is None:
+                    await self._owned(conn, did, cmd.user_id)  # 404 unless it exists and was already over
+                else:
+                    data = {"status": "stopped", "round": stopped}
+                    events = await store.add_events(conn, did, None, [(TERMINAL_EVENTS["stopped"], data)])
+        if stopped is not None:
+            await self._after_commit(events, None)
             # The answer being generated is no longer wanted: the router copy running it cuts the provider
             # call (tokens streamed so far are still charged). Best effort: if this is lost, the call runs to
             # its end and its step is dropped, as before.

@@ -24,11 +24,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from adp_common.bus import Bus, Delivery, Reject
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.llm_client import LLMClient
-from adp_common.schemas.dialogue import DialogueJob, DiscussionEvent, PersonaSpec
+from adp_common.schemas.dialogue import TERMINAL_EVENTS, DialogueJob, DiscussionEvent, PersonaSpec
 from adp_common.schemas.llm import CancelCalls, ChatMessage, CompletionRequest
 from adp_dialogue import store, views
 from adp_dialogue.domain import flow, policy, prompts, questions, resolution
-from adp_dialogue.domain.personas import USER_PERSONA, turn_number, turn_step_key
+from adp_dialogue.domain.personas import USER_PERSONA, turn_number, turn_step_key, user_turns_up_to
 from adp_dialogue.domain.text import estimate_tokens
 from adp_dialogue.settings import DialogueSettings
 
@@ -310,13 +310,13 @@ class Engine:
                 if d is None or not self._is_current(d, job):
                     return
                 error = {"code": err.code.value, "message": err.message, "step": job.step_key, "retry": retry}
-                await store.update_discussion(conn, did, status="waiting", error=error)
-                events = await store.add_events(
-                    conn,
-                    did,
-                    f"{job.step_key}:error:{retry}",
-                    [("error", {"message": err.message, "code": err.code.value})],
-                )
+                failed: EventList = [("error", {"message": err.message, "code": err.code.value})]
+                if retry + 1 >= self.s.max_step_attempts:  # retried enough: the discussion ends here
+                    await store.update_discussion(conn, did, status="failed", error=error, current_job=None)
+                    failed.append((TERMINAL_EVENTS["failed"], {"status": "failed", **error}))
+                else:
+                    await store.update_discussion(conn, did, status="waiting", error=error)
+                events = await store.add_events(conn, did, f"{job.step_key}:error:{retry}", failed)
         log.warning("step %s of %s failed: %s %s", job.step_key, did, err.code.value, err.message)
         await self.publish_events(events)
 
@@ -402,7 +402,8 @@ class Engine:
         d = lo.d
         did = d["id"]
         persona = lo.personas[job.position - 1]
-        turn = turn_number(job.round, job.position, len(lo.personas))
+        user_rounds = [m.round for m in lo.messages if m.persona == USER_PERSONA]
+        turn = turn_number(job.round, job.position, len(lo.personas), user_turns_up_to(job.round, user_rounds))
         async with self.pool.acquire() as conn:
             data: dict[str, Any] = {"persona": persona.name, "turn": turn, "round": job.round}
             ev = await store.add_start_event(conn, did, f"{job.step_key}:start", "message-start", data)
@@ -529,6 +530,9 @@ class Engine:
             return Commit(events, final_job(did, round_number, dec.assessment), updates)
         if dec.action == "completed":
             updates["status"] = "completed"
+            events.append(
+                (TERMINAL_EVENTS["completed"], {"status": "completed", "round": round_number, "reason": dec.reason})
+            )
             return Commit(events, None, updates)
         if dec.action == "questions":
             return Commit(events, questions_job(did, round_number, dec.reason), updates)
@@ -614,7 +618,9 @@ class Engine:
                 "score": job.data.get("score"),
                 "reasons": job.data.get("reasons", []),
             }
-            events: EventList = [("conversation-resolved", {"resolution": res, "finalAnswer": final})]
+            events: EventList = [
+                (TERMINAL_EVENTS["resolved"], {"status": "resolved", "resolution": res, "finalAnswer": final})
+            ]
             return Commit(events, None, {"status": "resolved", "resolution": res})
 
         return build

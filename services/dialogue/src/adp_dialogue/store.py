@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
@@ -12,7 +12,7 @@ import orjson
 from adp_common.schemas.dialogue import DiscussionEvent
 
 ACTIVE_STATUSES = ("running", "waiting")
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Conn: TypeAlias = "asyncpg.Connection | asyncpg.pool.PoolConnectionProxy"
 
 _UPDATABLE = {
     "status",
@@ -106,16 +106,16 @@ async def discussion_with_children(conn: Conn, discussion_id: str) -> asyncpg.Re
     )
 
 
-async def stop_discussion(conn: Conn, discussion_id: str, user_id: str, terminal: Iterable[str]) -> bool:
-    """Stop the user's discussion unless it is in a terminal status already; whether it was stopped now."""
-    done = await conn.fetchval(
+async def stop_discussion(conn: Conn, discussion_id: str, user_id: str, terminal: Iterable[str]) -> int | None:
+    """Stop the user's discussion unless it is in a terminal status already: its current round if it was
+    stopped now, else None."""
+    return await conn.fetchval(
         """UPDATE discussions SET status = 'stopped', current_job = NULL, updated_at = now()
-           WHERE id = $1 AND user_id = $2 AND status <> ALL($3::text[]) RETURNING true""",
+           WHERE id = $1 AND user_id = $2 AND status <> ALL($3::text[]) RETURNING current_round""",
         discussion_id,
         user_id,
         list(terminal),
     )
-    return bool(done)
 
 
 async def lock_user(conn: Conn, user_id: str) -> None:
@@ -158,6 +158,12 @@ async def count_active(conn: Conn, user_id: str | None = None) -> int:
         return await conn.fetchval("SELECT count(*) FROM discussions WHERE status = ANY($1::text[])", ACTIVE_STATUSES)
     return await conn.fetchval(
         "SELECT count(*) FROM discussions WHERE user_id = $1 AND status = ANY($2::text[])", user_id, ACTIVE_STATUSES
+    )
+
+
+async def count_messages_of(conn: Conn, discussion_id: str, persona: str) -> int:
+    return await conn.fetchval(
+        "SELECT count(*) FROM messages WHERE discussion_id = $1 AND persona = $2", discussion_id, persona
     )
 
 

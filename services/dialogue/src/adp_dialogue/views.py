@@ -9,9 +9,22 @@ import asyncpg
 
 from adp_common.schemas.dialogue import DiscussionView, PersonaSpec
 from adp_dialogue import store
+from adp_dialogue.domain.personas import USER_PERSONA
 
 
 def message_dict(r: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:
+    """A message as clients see it; the User's own messages carry no token counts (no model wrote them)."""
+    if r["persona"] == USER_PERSONA:
+        return {
+            "id": r["id"],
+            "persona": r["persona"],
+            "content": r["content"],
+            "turn": r["turn"],
+            "round": r["round"],
+            "provider": None,
+            "model": None,
+            "createdAt": r["created_at"].isoformat(),
+        }
     return {
         "id": r["id"],
         "persona": r["persona"],
@@ -59,7 +72,8 @@ def round_dict(number: int, msgs: list[dict[str, Any]], completed_at: Any = None
     }
 
 
-def base_view(d: asyncpg.Record, *, has_active: bool | None = None) -> DiscussionView:
+def base_view(d: asyncpg.Record, *, has_active: bool) -> DiscussionView:
+    """`has_active`: whether the discussion's user has any unfinished (running or waiting) discussion."""
     return DiscussionView(
         id=d["id"],
         userId=d["user_id"],
@@ -78,7 +92,7 @@ def base_view(d: asyncpg.Record, *, has_active: bool | None = None) -> Discussio
     )
 
 
-def full_view(d: asyncpg.Record, *, has_active: bool | None = None) -> DiscussionView:
+def full_view(d: asyncpg.Record, *, has_active: bool) -> DiscussionView:
     """The whole discussion from `store.discussion_with_children`'s row."""
     view = base_view(d, has_active=has_active)
     msgs = [message_dict(r) for r in d["v_messages"] or ()]

@@ -20,10 +20,14 @@ class Principal:
     role: Role
     key_id: str | None = None
     name: str = ""
+    expires_at: float | None = None  # the key's expiry (epoch seconds), checked on every use
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now if now is not None else time.time()) >= self.expires_at
 
 
 def new_api_key() -> str:
@@ -90,4 +94,11 @@ class TTLCache:
     def drop_key_id(self, key_id: str) -> None:
         for h, (_, p) in list(self._data.items()):
             if p is not None and p.key_id == key_id:
+                self._data.pop(h, None)
+
+    def drop_user_id(self, user_id: str) -> None:
+        """Forget the user's keys, and every key remembered as unknown (an enabled user's keys may be
+        among them: a disabled user's keys look unknown to the database)."""
+        for h, (_, p) in list(self._data.items()):
+            if p is None or p.user_id == user_id:
                 self._data.pop(h, None)

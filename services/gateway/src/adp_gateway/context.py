@@ -78,7 +78,7 @@ class GatewayContext:
         digest = hash_key(token)
         hit, principal = self.cache.get(digest)
         if hit:
-            return principal
+            return None if principal is not None and principal.expired() else principal
         try:
             principal = await asyncio.wait_for(self.store.principal_for_hash(digest), self.timeout)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
@@ -102,8 +102,15 @@ class GatewayContext:
         lost message)."""
         await self.bus.notify(self.bus.catalog.key_revoked, KeyRevoked(key_id=key_id))
 
+    async def broadcast_user_changed(self, user_id: str) -> None:
+        """Tell every gateway copy to drop every key of a disabled (or enabled) user from its cache."""
+        await self.bus.notify(self.bus.catalog.key_revoked, KeyRevoked(user_id=user_id))
+
     def on_key_revoked(self, notice: KeyRevoked) -> None:
-        self.cache.drop_key_id(notice.key_id)
+        if notice.key_id:
+            self.cache.drop_key_id(notice.key_id)
+        if notice.user_id:
+            self.cache.drop_user_id(notice.user_id)
 
     # ---- rate limits ------------------------------------------------------------------------------------
     async def rate_limit(self, principal: Principal | None, ip: str, action: str | None) -> None:
@@ -144,7 +151,7 @@ class GatewayContext:
     async def query(self, q: DialogueQuery, model: type[M]) -> M:
         return await self.bus.request(self.bus.catalog.dialogue_query, q, timeout=self.timeout, response_model=model)
 
-    async def request(self, subject: str, payload: BaseModel, model: type[M], timeout: float | None = None) -> M:
+    async def request(self, subject: str, payload: BaseModel | None, model: type[M], timeout: float | None = None) -> M:
         return await self.bus.request(subject, payload, timeout=timeout or self.timeout, response_model=model)
 
     async def file_refs(self, user_id: str, ids: list[str]) -> list[FileRef]:
@@ -180,7 +187,7 @@ class GatewayContext:
         async def nats() -> None:
             if not self.bus.connected:
                 raise ConnectionError("not connected to NATS")
-            await self.bus.nc.flush(timeout=t)
+            await self.bus.nc.flush(timeout=t)  # type: ignore[arg-type]  # seconds; nats-py annotates int, takes float
 
         async def database() -> None:
             async with self.store.pool.acquire(timeout=t) as conn:

@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adp_common.errors import HTTP_STATUS, ErrorCode, PlatformError
 
 log = logging.getLogger("adp.gateway")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": desc,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+    for code, desc in [
+        (400, "Invalid request (VALIDATION_ERROR, INVALID_DISCUSSION_ID)"),
+        (401, "Missing or invalid API key (UNAUTHORIZED)"),
+        (429, "Rate limit exceeded (RATE_LIMIT_EXCEEDED), see Retry-After"),
+        (503, "A service the request needs is unavailable, or the gateway sheds load"),
+    ]
+}
 
 
 def error_body(code: ErrorCode | str, message: str) -> dict[str, dict[str, str]]:
@@ -31,6 +55,7 @@ def code_for_status(status: int) -> ErrorCode:
         401: ErrorCode.UNAUTHORIZED,
         403: ErrorCode.FORBIDDEN,
         404: ErrorCode.NOT_FOUND,
+        405: ErrorCode.METHOD_NOT_ALLOWED,
         409: ErrorCode.CONFLICT,
         413: ErrorCode.VALIDATION_ERROR,
         429: ErrorCode.RATE_LIMIT_EXCEEDED,
@@ -58,7 +83,9 @@ def install_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return error_response(code_for_status(exc.status_code), detail, exc.status_code, headers=exc.headers)
+        return error_response(
+            code_for_status(exc.status_code), detail, exc.status_code, headers=dict(exc.headers or {})
+        )
 
     async def request_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError | ValidationError)

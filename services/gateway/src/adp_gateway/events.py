@@ -27,9 +27,10 @@ from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from adp_common import sse
 from adp_common.bus import Bus
 from adp_common.envelope import decode
-from adp_common.schemas.dialogue import DiscussionEvent
+from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES, DiscussionEvent
 
 log = logging.getLogger("adp.gateway.events")
 
@@ -73,18 +74,13 @@ def event_payload(ev: DiscussionEvent) -> dict[str, Any]:
 
 
 def format_sse(ev: DiscussionEvent) -> str:
-    lines = []
-    if ev.seq > 0:
-        lines.append(f"id: {ev.seq}")
-    lines.append(f"event: {ev.event}")
     data = orjson.dumps(event_payload(ev), default=str).decode()
-    lines.extend(f"data: {line}" for line in data.splitlines() or [""])
-    return "\n".join(lines) + "\n\n"
+    return sse.encode(data, event=ev.event, id=ev.seq if ev.seq > 0 else None)
 
 
 def format_sse_error(discussion_id: str, code: str, message: str, last_seq: int) -> str:
     data = {"discussionId": discussion_id, "code": code, "message": message, "lastEventId": last_seq}
-    return f"event: error\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return sse.encode(json.dumps(data, separators=(",", ":")), event="error")
 
 
 def parse_last_event_id(value: str | None) -> int:
@@ -127,7 +123,7 @@ class EventStream:
         self.overflowed = False
         self._waiter: asyncio.Future[None] | None = None
         self._heartbeat_due = False
-        self._sent_since_tick = False
+        self._last_sent = 0.0  # loop time of the last item handed to the client
         self._sub: Subscription | None = None
         self._history: list[DiscussionEvent] | None = None
         self._timer: asyncio.TimerHandle | None = None  # the heartbeat clock while items() runs
@@ -135,12 +131,15 @@ class EventStream:
 
     def _tick(self) -> None:
         # A method, not a closure over its own timer: that closure referenced itself, a cycle that left
-        # every finished stream to the cyclic GC.
-        if not self._sent_since_tick:
+        # every finished stream to the cyclic GC. The clock is re-armed for one period after the last item
+        # sent, so the client never waits longer than a period (a fixed clock let up to two pass).
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._last_sent
+        if quiet >= self.heartbeat_s * 0.99:
             self._heartbeat_due = True
             self._wake()
-        self._sent_since_tick = False
-        self._timer = asyncio.get_running_loop().call_later(self.heartbeat_s, self._tick)
+            quiet = 0.0
+        self._timer = loop.call_later(self.heartbeat_s - quiet, self._tick)
 
     def end(self) -> None:
         """The client went away: items() returns at its next step instead of waiting for more."""
@@ -194,8 +193,11 @@ class EventStream:
         pending, self._history = self._history, []
         for ev in pending:
             yield ev
+            if ev.event in TERMINAL_EVENT_NAMES:
+                return  # the discussion is over: nothing more will come
         # 2. live; a Heartbeat when a whole heartbeat period passed with nothing sent
         loop = asyncio.get_running_loop()
+        self._last_sent = loop.time()
         self._timer = loop.call_later(self.heartbeat_s, self._tick)
         stop_wait = asyncio.ensure_future(self.stop.wait())
         stop_wait.add_done_callback(lambda _: self._wake())
@@ -207,6 +209,7 @@ class EventStream:
                 if not self.buffer:
                     if self._heartbeat_due:
                         self._heartbeat_due = False
+                        self._last_sent = loop.time()
                         yield Heartbeat()
                         continue
                     self._waiter = loop.create_future()
@@ -216,15 +219,18 @@ class EventStream:
                         self._waiter = None
                     continue
                 msg = self.buffer.popleft()
-                ev = parse_message(msg.subject, msg.data)
-                if ev is None:
+                parsed = parse_message(msg.subject, msg.data)
+                if parsed is None:
                     continue
+                ev = parsed
                 if msg.subject.endswith(".events"):
                     if ev.seq <= self.last_seq:
                         continue  # already delivered (history overlap or a re-publish)
                     self.last_seq = ev.seq
-                self._sent_since_tick = True
+                self._last_sent = loop.time()
                 yield ev
+                if ev.event in TERMINAL_EVENT_NAMES:
+                    return
         finally:
             if self._timer is not None:
                 self._timer.cancel()  # which drops its callback, and with it the reference back to this stream
@@ -244,7 +250,7 @@ class EventStreamResponse(StreamingResponse):
     def __init__(
         self,
         body: AsyncIterator[str] | AsyncIterator[bytes],
-        on_disconnect: Callable[[], None],
+        on_disconnect: Callable[[], object],
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(body, headers=headers, media_type="text/event-stream")

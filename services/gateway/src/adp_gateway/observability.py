@@ -16,9 +16,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adp_common.errors import ErrorCode
-from adp_common.logging import correlation_id
+from adp_common.logging import correlation_id, log_slow
 from adp_common.schemas.ops import RequestStats
-from adp_gateway.errors import error_body
+from adp_gateway.errors import code_for_status, error_body
+from adp_gateway.metrics_report import RecentRequests
 
 access_log = logging.getLogger("adp.gateway.access")
 log = logging.getLogger("adp.gateway")
@@ -50,6 +51,8 @@ class GatewayMetrics:
         )
         self.total = 0
         self.total_errors = 0
+        self.inflight_now = 0  # what the gauge shows, readable without the registry
+        self.recent = RecentRequests()  # the last minute's outcomes: GET /api/metrics and the dashboard
 
 
 @dataclass
@@ -64,6 +67,10 @@ class StatsWindow:
     latencies: list[float] = field(default_factory=list)
     timed: int = 0  # requests whose latency was offered to the sample
     sample_size: int = 500
+    error_codes: dict[str, int] = field(default_factory=dict)
+
+    def add_code(self, code: str) -> None:
+        self.error_codes[code] = self.error_codes.get(code, 0) + 1
 
     def add(self, status: int, latency_ms: float | None) -> None:
         """One finished request; `latency_ms` None for an event stream, whose duration is how long the
@@ -96,7 +103,18 @@ class StatsWindow:
             client_errors=self.client_errors,
             latencies_ms=[round(x, 2) for x in lat],
             latency_p95_ms=round(p95, 2) if p95 is not None else None,
+            error_codes=dict(self.error_codes),
         )
+
+
+def error_code_of(status: int, body: bytes) -> str:
+    """The error envelope's code of an error response (first body chunk), else the code its status means:
+    the error metric is labelled by platform error codes, never by bare HTTP statuses."""
+    try:
+        code = json.loads(body[:4096])["error"]["code"]
+        return ErrorCode(code).value
+    except (ValueError, KeyError, TypeError):
+        return code_for_status(status).value
 
 
 class BodyTooLarge(Exception):
@@ -163,6 +181,9 @@ class GatewayMiddleware:
                 message = {**message, "headers": hdrs}
                 ctype = next((v for k, v in hdrs if k.lower() == b"content-type"), b"")
                 status_holder["streaming"] = ctype.startswith(b"text/event-stream")
+            elif message["type"] == "http.response.body" and int(status_holder["status"]) >= 400:
+                if "error_code" not in state:
+                    state["error_code"] = error_code_of(int(status_holder["status"]), message.get("body", b""))
             await send(message)
 
         async def respond(status: int, code: ErrorCode, message: str, extra: dict[str, str] | None = None) -> None:
@@ -201,6 +222,7 @@ class GatewayMiddleware:
 
             if counted:
                 self.inflight += 1
+                self.metrics.inflight_now = self.inflight
                 self.metrics.inflight.inc()
             try:
                 await self.app(scope, receive_limited, send_wrapper)
@@ -214,12 +236,13 @@ class GatewayMiddleware:
             finally:
                 if counted:
                     self.inflight -= 1
+                    self.metrics.inflight_now = self.inflight
                     self.metrics.inflight.dec()
         finally:
             self._record(scope, path, status_holder, start, ip, rid)
             correlation_id.reset(token)
 
-    def _record(self, scope: Scope, path: str, holder: dict[str, object], start: float, ip: str, rid: str) -> None:
+    def _record(self, scope: Scope, path: str, holder: dict[str, int], start: float, ip: str, rid: str) -> None:
         status = int(holder["status"] or 0) or 500
         elapsed = time.perf_counter() - start
         route = scope.get("route")
@@ -229,15 +252,20 @@ class GatewayMiddleware:
         self.metrics.total += 1
         if not holder["streaming"]:
             self.metrics.latency.labels(method, route_path).observe(elapsed)
+        code = None
         if status >= 400:
-            code = scope.get("state", {}).get("error_code") or str(status)
+            code = scope.get("state", {}).get("error_code") or code_for_status(status).value
             self.metrics.errors.labels(route_path, code).inc()
+            self.window[0].add_code(code)
         if status >= 500:
             self.metrics.total_errors += 1
         if path not in EXEMPT_PATHS:
             # streams (SSE, Socket.IO long-polls) last as long as the client stays: not a latency
             timed = not holder["streaming"] and not path.startswith("/socket.io")
             self.window[0].add(status, elapsed * 1000 if timed else None)
+            self.metrics.recent.add(status, elapsed * 1000 if timed else None, code)
+            if timed:
+                log_slow("request", f"{method} {route_path}", elapsed, status=status, request_id=rid)
         principal = scope.get("state", {}).get("principal")
         access_log.info(
             "%s %s %s",

@@ -43,6 +43,48 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = Field(default=None, ge=1, le=1)
 
 
+class OpenAIError(Exception):
+    """An error the OpenAI-compatible API answers in OpenAI's own shape
+    (`{"error": {"message", "type", "param", "code"}}`), so OpenAI clients raise their usual exception."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {"message": self.message, "type": "invalid_request_error", "param": self.param, "code": self.code}
+        }
+
+
+# Request fields this server does not implement, with the values that ask for nothing (accepted as no-ops).
+UNSUPPORTED_FIELDS: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "functions": (None, []),
+    "function_call": (None, "none", "auto"),
+    "response_format": (None, {"type": "text"}),
+    "parallel_tool_calls": (None, False, True),
+}
+
+
+def check_supported(body: ChatCompletionRequest) -> None:
+    """400 naming the first field that asks for something this server does not do (never silently drop it)."""
+    extra = body.model_extra or {}
+    for name, no_ops in UNSUPPORTED_FIELDS.items():
+        if name in extra and extra[name] not in no_ops:
+            raise OpenAIError(400, "unsupported_parameter", f"'{name}' is not supported by this server", param=name)
+
+
+def model_not_found(model: str) -> OpenAIError:
+    return OpenAIError(
+        404,
+        "model_not_found",
+        f"The model '{model}' does not exist: use a model or route listed by GET /v1/models, or 'provider/model'",
+        param="model",
+    )
+
+
 def _text(content: str | list[ContentPart] | None) -> str:
     if content is None:
         return ""
@@ -69,6 +111,7 @@ def to_completion_request(body: ChatCompletionRequest, *, user_id: str, timeout_
         user_id=user_id,
         timeout_s=timeout_s,
         task="chat",
+        strict_route=True,
     )
 
 
@@ -86,7 +129,7 @@ def completion_response(result: CompletionResult, *, model: str, created: int | 
         "id": completion_id(result.request_id),
         "object": "chat.completion",
         "created": created or int(time.time()),
-        "model": result.model or model,
+        "model": result.model or model,  # the model that answered, as OpenAI reports it
         "choices": [
             {
                 "index": 0,
@@ -138,6 +181,8 @@ class StreamEncoder:
     """Turns router chunks and the final result into OpenAI `chat.completion.chunk` SSE frames."""
 
     def __init__(self, request_id: str, *, model: str, include_usage: bool) -> None:
+        """`model`: the model that answers (the router names it on every chunk; the same as a non-streamed
+        reply's), else the requested one."""
         self.request_id = request_id
         self.model = model
         self.include_usage = include_usage
@@ -179,6 +224,7 @@ def models_response(models: ModelList) -> dict[str, Any]:
                 "owned_by": m.owned_by or m.provider,
                 "provider": m.provider,
                 "simulated": m.simulated,
+                "kind": m.kind,
             }
             for m in models.models
         ],

@@ -16,11 +16,17 @@ import socketio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adp_common.errors import ErrorCode, PlatformError
-from adp_common.schemas.dialogue import DialogueCommand, DialogueQuery, DiscussionView
+from adp_common.schemas.dialogue import (
+    DialogueCommand,
+    DialogueQuery,
+    DiscussionView,
+    UserText,
+)
 from adp_gateway.auth import Principal, bearer_token
 from adp_gateway.context import GatewayContext
 from adp_gateway.errors import validation_message
 from adp_gateway.events import EventStream, Heartbeat, Overflow, event_payload
+from adp_gateway.routes.discussions import CreateDiscussion
 
 log = logging.getLogger("adp.gateway.sio")
 
@@ -29,10 +35,10 @@ class _In(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
 
-class StartDialogue(_In):
-    topic: str = Field(min_length=1, max_length=5000)
-    files: list[str] = Field(default_factory=list, max_length=5)
-    max_rounds: int | None = Field(default=None, ge=1, le=100, alias="maxRounds")
+class StartDialogue(CreateDiscussion):
+    """The options of POST /api/discussions (topic, personas, maxRounds, files, auto); unknown keys ignored."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
 
 class OnDiscussion(_In):
@@ -45,11 +51,19 @@ class SubmitAnswers(OnDiscussion):
 
 
 class UserInput(OnDiscussion):
-    input: str = Field(min_length=1, max_length=5000)
+    input: UserText
 
 
 class JoinDiscussion(OnDiscussion):
     lastEventId: int = Field(default=0, ge=0)
+
+
+def refused(code: ErrorCode, message: str) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused connection whose connect_error packet is the `{code, message}` error object; `data` repeats
+    it because the JavaScript client exposes only `err.message` and `err.data`."""
+    err = socketio.exceptions.ConnectionRefusedError(message)
+    err.error_args = {"code": code.value, "message": message, "data": {"code": code.value, "message": message}}
+    return err
 
 
 class SocketGateway:
@@ -146,13 +160,9 @@ class SocketGateway:
             try:
                 principal = await ctx.authenticate(token)
             except PlatformError as err:
-                raise socketio.exceptions.ConnectionRefusedError(
-                    {"code": err.code.value, "message": err.message}
-                ) from None
+                raise refused(err.code, err.message) from None
             if principal is None:
-                raise socketio.exceptions.ConnectionRefusedError(
-                    {"code": ErrorCode.UNAUTHORIZED.value, "message": "invalid or missing API key"}
-                )
+                raise refused(ErrorCode.UNAUTHORIZED, "invalid or missing API key")
             self.principals[sid] = principal
             self.ips[sid] = str(environ.get("REMOTE_ADDR") or "unknown")
             ctx.socket_connections += 1
@@ -207,17 +217,14 @@ class SocketGateway:
         sio.on("user-input", handler("user-input", UserInput, "answers"))
         sio.on("generate-summary", handler("generate-summary", OnDiscussion, "summary"))
         sio.on("generate-questions", handler("generate-questions", OnDiscussion, "questions"))
+        sio.on("stop-dialogue", handler("stop-dialogue", OnDiscussion, None))
         sio.on("join-discussion", handler("join-discussion", JoinDiscussion, None))
 
     async def dispatch(self, sid: str, event: str, p: Principal, body: BaseModel) -> DiscussionView:
         ctx = self.ctx
         if isinstance(body, StartDialogue):
             refs = await ctx.file_refs(p.user_id, body.files)
-            view = await ctx.command(
-                DialogueCommand(
-                    action="create", user_id=p.user_id, topic=body.topic, max_rounds=body.max_rounds, files=refs
-                )
-            )
+            view = await ctx.command(body.command(p.user_id, refs))
             await self.follow(sid, p.user_id, view.id, replay=True)
             return view
         assert isinstance(body, OnDiscussion)
@@ -238,8 +245,11 @@ class SocketGateway:
         elif isinstance(body, UserInput):
             cmd = DialogueCommand(action="input", user_id=p.user_id, discussion_id=did, input=body.input)
         else:
-            action = {"proceed-dialogue": "proceed", "generate-summary": "summary", "generate-questions": "questions"}[
-                event
-            ]
-            cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)  # type: ignore[arg-type]
+            action = {
+                "proceed-dialogue": "proceed",
+                "generate-summary": "summary",
+                "generate-questions": "questions",
+                "stop-dialogue": "stop",
+            }[event]
+            cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
         return await ctx.command(cmd)

@@ -75,12 +75,16 @@ class Store:
             """UPDATE api_keys k SET last_used_at = now()
                FROM users u
                WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.id = k.user_id
-               RETURNING k.id AS key_id, u.id AS user_id, u.role, u.name""",
+                 AND u.disabled_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
+               RETURNING k.id AS key_id, u.id AS user_id, u.role, u.name, k.expires_at""",
             key_hash,
         )
         if row is None:
             return None
-        return Principal(user_id=row["user_id"], role=row["role"], key_id=row["key_id"], name=row["name"])
+        expires = row["expires_at"].timestamp() if row["expires_at"] is not None else None
+        return Principal(
+            user_id=row["user_id"], role=row["role"], key_id=row["key_id"], name=row["name"], expires_at=expires
+        )
 
     async def revoke_key(self, key_id: str) -> bool:
         result = await self.pool.execute(

@@ -13,7 +13,7 @@ import time
 import aiohttp
 
 from adp_common.bus import RequestContext
-from adp_common.catalog import KV_BREAKERS, KV_BUDGET
+from adp_common.catalog import KV_BREAKERS, KV_BUDGET, KV_FAULTS
 from adp_common.clock import RepeatClock
 from adp_common.schemas.llm import (
     BreakerStateName,
@@ -30,6 +30,7 @@ from adp_common.service import ServiceRuntime
 from adp_router.breaker import BreakerBoard, BreakerPolicy
 from adp_router.budget import BudgetGate
 from adp_router.config import RouterConfig, load_config
+from adp_router.faults import FaultBook
 from adp_router.health import HealthBoard
 from adp_router.metrics import BREAKER_VALUE, RouterMetrics
 from adp_router.providers import Provider, build_provider
@@ -51,6 +52,7 @@ class RouterApp:
         self.client: aiohttp.ClientSession | None = None
         self.breakers: BreakerBoard | None = None
         self.budget: BudgetGate | None = None
+        self.faults: FaultBook | None = None
         self.health = HealthBoard(settings.router_health_window_s)
         self.metrics: RouterMetrics | None = None
         self._inflight = 0
@@ -69,6 +71,8 @@ class RouterApp:
         self.config = config
         self.metrics = RouterMetrics(rt.metrics.registry)
         self.client = new_http_session(s.router_max_connections)
+        self.faults = FaultBook(await bus.kv(KV_FAULTS))
+        await self.faults.start()
         providers: dict[str, Provider] = {
             name: build_provider(
                 rp,
@@ -77,6 +81,7 @@ class RouterApp:
                 default_max_tokens=s.router_default_max_tokens,
                 simulated_ttft_s=s.simulated_ttft_ms / 1000,
                 simulated_tokens_per_s=s.simulated_tokens_per_s,
+                faults=self.faults.get,
             )
             for name, rp in config.providers.items()
         }
@@ -107,7 +112,10 @@ class RouterApp:
         )
         # every copy hears every cancel (no queue group): only the copy running the call has it
         await bus.on_notice(bus.catalog.llm_cancel, CancelCalls, self._on_cancel)
-        await bus.serve(bus.catalog.llm_complete, self._complete, CompletionRequest, name="complete")
+        # an LLM call logs its own slow line (time to first token when streamed), not the bus call's length
+        await bus.serve(
+            bus.catalog.llm_complete, self._complete, CompletionRequest, name="complete", slow_log_kind=None
+        )
         await bus.serve(bus.catalog.llm_models, self._models, None, name="models")
         await bus.serve(bus.catalog.llm_providers, self._providers, None, name="providers")
         rt.checks.info["providers"] = sorted(config.providers)
@@ -131,6 +139,8 @@ class RouterApp:
             await self.breakers.stop()
         if self.budget is not None:
             await self.budget.stop()
+        if self.faults is not None:
+            await self.faults.stop()
         if self.client is not None:
             await self.client.close()
 
@@ -171,6 +181,11 @@ class RouterApp:
                 out.append(
                     ModelInfo(id=model if sim else f"{name}/{model}", provider=name, simulated=sim, owned_by=name)
                 )
+        for route, chain in sorted(self.config.routes.items()):
+            first = chain[0].provider if chain and not self.config.simulated_only else "simulated"
+            out.append(
+                ModelInfo(id=route, provider=first, simulated=first == "simulated", owned_by="adp", kind="route")
+            )
         return ModelList(models=out)
 
     def provider_statuses(self) -> list[ProviderStatus]:

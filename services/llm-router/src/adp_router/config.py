@@ -136,6 +136,16 @@ class RouterConfig:
             return list(self.routes[pers])
         return list(self.routes.get("default", []))
 
+    def accepts(self, route: str) -> bool:
+        """Whether `route` names something: a route, `provider/model` of an enabled provider, or a model an
+        enabled provider lists (`resolve` serves anything else by the default route)."""
+        key = route.strip()
+        if key.lower() in self.routes:
+            return True
+        if "/" in key and key.split("/", 1)[0] in self.providers:
+            return True
+        return any(key in p.config.models for p in self.providers.values())
+
 
 def simulated_model(route: str, persona: str = "") -> str:
     route = route.lower()
@@ -195,11 +205,8 @@ def build_config(
     enabled: dict[str, ResolvedProvider] = {}
     for name, cfg in all_cfgs.items():
         key = _key_for(cfg, env)
-        on = (
-            cfg.enabled
-            if cfg.enabled is not None
-            else (key is not None or (not cfg.requires_key and name in user_defined))
-        )
+        keyless = not cfg.requires_key or cfg.kind == SIMULATED  # further simulated providers need no key
+        on = cfg.enabled if cfg.enabled is not None else (key is not None or (keyless and name in user_defined))
         if on and simulated != "always":
             enabled[name] = ResolvedProvider(cfg, key)
     sim_cfg = ProviderConfig(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
@@ -11,7 +13,7 @@ BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
-        kw = {"registry": registry}
+        kw: dict[str, Any] = {"registry": registry}
         self.requests = Counter(
             "adp_router_requests_total", "Completion requests by outcome", ["provider", "model", "status"], **kw
         )

@@ -20,7 +20,9 @@ from nats.aio.client import Client as NATS
 
 from adp_common.bus import Bus, send_now
 from adp_common.errors import ErrorCode, PlatformError
+from adp_common.logging import log_slow
 from adp_common.schemas.llm import CompletionRequest, CompletionResult, Usage, UsageRecord
+from adp_router import spans
 from adp_router.breaker import BreakerBoard
 from adp_router.budget import BudgetGate
 from adp_router.config import RouteEntry, RouterConfig
@@ -149,8 +151,11 @@ class ChunkEmitter:
         self._head = ""
         self._buf: list[str] = []
 
-    def set_provider(self, provider: str) -> None:
-        self._head = f'{{"request_id":{json.dumps(self.request_id)},"provider":{json.dumps(provider)},"seq":'
+    def set_provider(self, provider: str, model: str) -> None:
+        self._head = (
+            f'{{"request_id":{json.dumps(self.request_id)},"provider":{json.dumps(provider)},'
+            f'"model":{json.dumps(model)},"seq":'
+        )
 
     async def emit(self, delta: str) -> None:
         self.seq += 1
@@ -301,32 +306,53 @@ class Router:
 
     # ---- entry point --------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest) -> CompletionResult:
+        if req.strict_route and not self.config.accepts(req.route):
+            raise PlatformError(
+                ErrorCode.MODEL_NOT_FOUND, f"no route or model named {req.route!r} (see the models list)"
+            )
         t0 = time.perf_counter()
         deadline = t0 + req.timeout_s
         track = Track()
+        chain: list[RouteEntry] = []
+        span = spans.start_call_span(req)
         self.metrics.inflight.inc()
         try:
-            chain = self._gate(req, self.config.resolve(req.route, req.persona))
-            if req.stream:
-                self.streams += 1
-            try:
-                result = await self._cancellable(req, self._run_chain(req, chain, t0, deadline, track))
-            finally:
+            with spans.use_span(span):
+                chain = self._gate(req, self.config.resolve(req.route, req.persona))
                 if req.stream:
-                    self.streams -= 1
+                    self.streams += 1
+                try:
+                    result = await self._cancellable(req, self._run_chain(req, chain, t0, deadline, track))
+                finally:
+                    if req.stream:
+                        self.streams -= 1
         except PlatformError as err:
             latency = (time.perf_counter() - t0) * 1000
             self.metrics.requests.labels(track.provider, track.model, "error").inc()
             self.metrics.errors.labels(track.provider, track.model, err.code.value).inc()
-            await self._record(req, track, latency, err.code.value)
+            outcome = spans.outcome_attributes(
+                track.provider, track.model, track.input_tokens, track.output_tokens, track.attempts, chain
+            )
+            spans.finish_error(span, req, chain, err.code.value, err.message, outcome if track.attempts else None)
+            log_slow("llm", f"{track.provider}/{track.model}", latency / 1000, request_id=req.request_id)
+            with spans.use_span(span):
+                await self._record(req, track, latency, err.code.value)
+            raise
+        except BaseException as err:  # cancelled: the span still ends
+            spans.finish_error(span, req, chain, type(err).__name__, "call cancelled", None)
             raise
         finally:
             self.metrics.inflight.dec()
+        spans.finish_ok(span, req, chain, result)
         self.metrics.requests.labels(result.provider, result.model, "ok").inc()
         self.metrics.latency.labels(result.provider, result.model).observe(result.latency_ms / 1000)
         if result.ttft_ms is not None:
             self.metrics.ttft.labels(result.provider, result.model).observe(result.ttft_ms / 1000)
-        await self._record(req, track, result.latency_ms, None)
+        # a streamed answer's length is the model's, not a delay: its first token is what a caller waits for
+        waited_ms = result.ttft_ms if req.stream and result.ttft_ms is not None else result.latency_ms
+        log_slow("llm", f"{result.provider}/{result.model}", waited_ms / 1000, request_id=req.request_id)
+        with spans.use_span(span):
+            await self._record(req, track, result.latency_ms, None)
         return result
 
     async def _cancellable(
@@ -533,7 +559,7 @@ class Router:
             try:
                 async with asyncio.timeout(timeout):
                     if emitter is not None:
-                        emitter.set_provider(name)
+                        emitter.set_provider(name, entry.model)
                         gen = provider.stream(req, entry.model, st, timeout)
                         try:
                             async for delta in gen:
@@ -544,7 +570,7 @@ class Router:
                                 parts.append(delta)
                                 await emitter.emit(delta)
                         finally:
-                            await gen.aclose()  # type: ignore[attr-defined]
+                            await gen.aclose()  # type: ignore[attr-defined]  # an async generator, typed as AsyncIterator
                     else:
                         parts.append(await provider.complete(req, entry.model, st, timeout))
             except TimeoutError:

@@ -31,9 +31,11 @@ class HealthReply(BaseModel):
 
 
 class KeyRevoked(BaseModel):
-    """An API key was revoked (gateway copies drop it from their key cache at once)."""
+    """An API key was revoked, or every key of a user stopped working (the user was disabled): gateway
+    copies drop them from their key cache at once."""
 
-    key_id: str
+    key_id: str = ""
+    user_id: str | None = None
 
 
 class Empty(BaseModel):

@@ -8,25 +8,30 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from adp_common.schemas.money import Money
+
 
 class BudgetState(BaseModel):
     """Value in the budget KV bucket: key 'global' or 'user.<id>'. Money as decimal strings in USD."""
 
     scope: str
     day: str
-    spent_usd: Decimal
-    limit_usd: Decimal
+    spent_usd: Money
+    limit_usd: Money
     percentage: float
     exceeded: bool
     threshold: float = 0.8
 
 
+CostKind = Literal["summary", "by_provider", "by_model", "by_user", "by_discussion", "daily", "budget", "user"]
+"""What a cost query asks for: `summary` (by provider, per day, global budget), a breakdown (`by_*`: rows),
+`daily`, `budget` (with a user id: that user's own budget and spend today; else the global one), `user`."""
+
+
 class CostQuery(BaseModel):
     """Request on `<prefix>.cost.query`."""
 
-    kind: Literal["summary", "by_provider", "by_model", "by_user", "by_discussion", "daily", "budget", "user"] = (
-        "summary"
-    )
+    kind: CostKind = "summary"
     user_id: str | None = None
     start_date: date | None = None
     end_date: date | None = None
@@ -37,7 +42,7 @@ class CostQuery(BaseModel):
 
 class CostRow(BaseModel):
     key: str
-    cost_usd: Decimal
+    cost_usd: Money
     input_tokens: int = 0
     output_tokens: int = 0
     requests: int = 0
@@ -46,13 +51,14 @@ class CostRow(BaseModel):
 class DailyCost(BaseModel):
     date: date
     provider: str
-    cost_usd: Decimal
+    cost_usd: Money
     requests: int = 0
 
 
 class BudgetView(BaseModel):
-    current: Decimal
-    limit: Decimal
+    scope: str = Field(default="global", description="'global' or 'user:<id>'")
+    current: Money
+    limit: Money
     percentage: float
     exceeded: bool
 
@@ -63,9 +69,9 @@ class CostSummary(BaseModel):
     costByProvider: list[CostRow] = Field(default_factory=list)
     dailyCosts: list[DailyCost] = Field(default_factory=list)
     budget: BudgetView | None = None
-    userCost: Decimal | None = None
+    userCost: Money | None = None
     rows: list[CostRow] = Field(default_factory=list)
-    totalCost: Decimal = Decimal(0)
+    totalCost: Money = Decimal(0)
 
 
 class SetBudget(BaseModel):

@@ -3,11 +3,44 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from adp_common.envelope import event_type, utcnow
+
+# Limits of what a user may ask for: the gateway (REST, Socket.IO, OpenAPI) and the dialogue service both
+# check these, so a request is accepted or refused the same way wherever it enters.
+TOPIC_MIN_CHARS = 10
+TOPIC_MAX_CHARS = 1000
+MAX_PERSONAS = 8
+PERSONA_NAME_MAX_CHARS = 40
+ROLE_PROMPT_MAX_CHARS = 4000
+MAX_ROUNDS_LIMIT = 100
+INPUT_MAX_CHARS = 5000
+MAX_FILES = 5
+
+Topic = Annotated[
+    str,
+    Field(
+        min_length=TOPIC_MIN_CHARS,
+        max_length=TOPIC_MAX_CHARS,
+        description=f"{TOPIC_MIN_CHARS} to {TOPIC_MAX_CHARS} characters (after trimming spaces)",
+    ),
+]
+PersonaName = Annotated[str, Field(min_length=1, max_length=PERSONA_NAME_MAX_CHARS)]
+MaxRounds = Annotated[int, Field(ge=1, le=MAX_ROUNDS_LIMIT)]
+UserText = Annotated[str, Field(min_length=1, max_length=INPUT_MAX_CHARS)]
+
+# Each way a discussion ends has one terminal event, sent exactly once; after it a client's stream closes.
+TERMINAL_EVENTS = {
+    "completed": "discussion-completed",  # maxRounds reached without a resolution
+    "stopped": "discussion-stopped",  # the user stopped it
+    "resolved": "discussion-resolved",  # the Moderator resolved it (carries the resolution)
+    "failed": "discussion-failed",  # a step failed past its retries
+}
+TERMINAL_EVENT_NAMES = frozenset(TERMINAL_EVENTS.values())
+TERMINAL_STATUSES = tuple(TERMINAL_EVENTS)
 
 # Contract event names (SSE `event:` field and Socket.IO event names).
 DISCUSSION_EVENT_NAMES = (
@@ -18,14 +51,18 @@ DISCUSSION_EVENT_NAMES = (
     "round-complete",
     "questions-generated",
     "summary-created",
-    "conversation-resolved",
+    *TERMINAL_EVENTS.values(),
     "error",
 )
 
 
 class PersonaSpec(BaseModel):
-    name: str = Field(min_length=1, max_length=40)
-    role_prompt: str = Field(default="", max_length=4000)
+    name: PersonaName
+    role_prompt: str = Field(
+        default="",
+        max_length=ROLE_PROMPT_MAX_CHARS,
+        description="empty: a default persona's own prompt (Analyzer, Solver, Moderator), else none",
+    )
     route: str = Field(default="default", max_length=100, description="llm-router route for this persona")
 
 
@@ -48,14 +85,14 @@ class DialogueCommand(BaseModel):
     # create
     topic: str | None = None
     personas: list[PersonaSpec] | None = None
-    max_rounds: int | None = Field(default=None, ge=1, le=100)
+    max_rounds: MaxRounds | None = None
     auto: bool = False
-    files: list[FileRef] = Field(default_factory=list, max_length=5)
+    files: list[FileRef] = Field(default_factory=list, max_length=MAX_FILES)
     # answers
     round_number: int | None = None
     answers: dict[str, list[str]] | None = None
     # input
-    input: str | None = Field(default=None, max_length=5000)
+    input: str | None = Field(default=None, max_length=INPUT_MAX_CHARS)
 
     @model_validator(mode="after")
     def _no_nul_characters(self) -> DialogueCommand:
@@ -104,7 +141,9 @@ class DiscussionView(BaseModel):
     createdAt: datetime | None = None
     updatedAt: datetime | None = None
     error: dict[str, Any] | None = None
-    hasActiveDiscussion: bool | None = None
+    hasActiveDiscussion: bool = Field(
+        default=False, description="whether the discussion's user has any unfinished (running or waiting) discussion"
+    )
 
 
 class DiscussionList(BaseModel):

@@ -27,6 +27,11 @@ class CompletionRequest(BaseModel):
     request_id: str = Field(default_factory=new_id, description="Idempotency key; also the usage record id")
     messages: list[ChatMessage] = Field(min_length=1)
     route: str = Field(default="default", description="Persona route ('analyzer'), model name, or 'provider/model'")
+    strict_route: bool = Field(
+        default=False,
+        description="Answer MODEL_NOT_FOUND when `route` names no route, model or 'provider/model', instead of "
+        "serving it by the default route",
+    )
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     temperature: float | None = Field(default=None, ge=0, le=2)
     stream: bool = False
@@ -67,6 +72,7 @@ class CompletionChunk(BaseModel):
     # one was lost): the receiver discards the partial text it has.
     restart: bool = False
     provider: str | None = None
+    model: str | None = Field(default=None, description="The model answering (as in CompletionResult.model)")
     # Liveness signal the router sends every few seconds while a call runs (no text; seq -1).
     keepalive: bool = False
 
@@ -125,6 +131,9 @@ class ModelInfo(BaseModel):
     provider: str
     simulated: bool = False
     owned_by: str = ""
+    kind: Literal["model", "route"] = Field(
+        default="model", description="a provider's model ('provider/model'), or a route name served by a chain"
+    )
 
 
 class ModelList(BaseModel):

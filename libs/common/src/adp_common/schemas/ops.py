@@ -26,6 +26,9 @@ class RequestStats(BaseModel):
         default_factory=list, description="sample of request latencies (bounded; event streams and long-polls excluded)"
     )
     latency_p95_ms: float | None = None
+    error_codes: dict[str, int] = Field(
+        default_factory=dict, description="error responses (status >= 400) by platform error code"
+    )
 
 
 @event_type("ops.provider-health")

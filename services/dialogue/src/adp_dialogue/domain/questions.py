@@ -78,8 +78,9 @@ def _clean(s: Any) -> str:
 def _items(value: Any) -> list[Any] | None:
     if isinstance(value, dict):
         for key in ("questions", "items", "data"):
-            if isinstance(value.get(key), list):
-                return value[key]
+            found = value.get(key)
+            if isinstance(found, list):
+                return found
         if "text" in value or "question" in value:
             return [value]
         return None

@@ -188,13 +188,18 @@ export class DiscussionView {
       case "summary-created":
         this.showSummary(d.summary || d);
         break;
-      case "conversation-resolved":
+      case "discussion-resolved":
         this.showResolution(d);
         this.setEnded("resolved");
         break;
       case "discussion-stopped":
       case "discussion-completed":
         this.setEnded(event.replace("discussion-", ""));
+        break;
+      case "discussion-failed":
+        this.showBanner("error", `failed:${id || ""}`, "The discussion failed", d.message || "A step failed too often");
+        this.interruptOpenBubbles();
+        this.setEnded("failed");
         break;
       case "error":
         this.showBanner("error", `error:${id || d.code || ""}:${d.message || ""}`, `Error${d.code ? ` (${d.code})` : ""}`, d.message || "Something went wrong");
@@ -421,7 +426,7 @@ export class DiscussionView {
   setConn(status, detail) {
     const el = $("#conn-status");
     if (!el) return;
-    const label = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", closed: "Disconnected" }[status] || status;
+    const label = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", closed: "Disconnected", ended: "Finished" }[status] || status;
     el.textContent = label;
     el.className = `conn ${status}`;
     el.title = detail || "";

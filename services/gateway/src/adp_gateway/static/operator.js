@@ -34,7 +34,7 @@ function ms(v) {
 }
 
 function humanize(key) {
-  return key.replace(/([a-z])([A-Z])/g, "$1 $2").replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
+  return key.replace(/([a-z0-9])([A-Z])/g, "$1 $2").replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
 }
 
 export class OperatorView {
@@ -93,7 +93,9 @@ export class OperatorView {
     for (const [k, v] of Object.entries(metrics || {})) {
       if (v !== null && typeof v === "object") continue;
       let shown = v;
-      if (/rate/i.test(k) && typeof v === "number") shown = pct(v);
+      if (/Ms$/.test(k)) shown = ms(v);
+      else if (/ratePerS$/i.test(k) && typeof v === "number") shown = `${v.toFixed(2)}/s`;
+      else if (/rate/i.test(k) && typeof v === "number") shown = pct(v);
       else if (typeof v === "number" && !Number.isInteger(v)) shown = v.toFixed(2);
       dl.appendChild(h("dt", { text: humanize(k) }));
       dl.appendChild(h("dd", { text: String(shown) }));

@@ -3,6 +3,10 @@
 
 import { authHeaders } from "./api.js";
 
+/** The events that end a discussion (adp_common.schemas.dialogue.TERMINAL_EVENTS): after one, the server
+ * closes the stream and nothing more will come, so the client does not reconnect. */
+export const TERMINAL_EVENTS = new Set(["discussion-completed", "discussion-stopped", "discussion-resolved", "discussion-failed"]);
+
 /** Incremental parser for the text/event-stream format (WHATWG HTML "server-sent events"). */
 export class SseParser {
   constructor(onEvent) {
@@ -53,7 +57,8 @@ export class SseParser {
 /**
  * A self-reconnecting event stream.
  *   onEvent({event, data (parsed JSON or string), id}) for every event,
- *   onStatus("connecting" | "live" | "reconnecting" | "closed", detail).
+ *   onStatus("connecting" | "live" | "reconnecting" | "closed" | "ended", detail) — "ended" after a
+ *   terminal event: the discussion is over and the stream is closed for good.
  * `lastEventId` is advanced by numeric ids only and sent as the Last-Event-ID header on every reconnect.
  */
 export class EventStream {
@@ -77,12 +82,13 @@ export class EventStream {
     if (this.wakeup) this.wakeup();
   }
 
-  close() {
+  close(status = "closed") {
+    if (this.closed) return;
     this.closed = true;
     window.removeEventListener("online", this.onOnline);
     if (this.ctrl) this.ctrl.abort();
     this.kick();
-    this.onStatus("closed");
+    this.onStatus(status);
   }
 
   async loop() {
@@ -166,5 +172,6 @@ export class EventStream {
       /* keep the string */
     }
     this.onEvent({ event: ev.event, data, id: ev.id });
+    if (TERMINAL_EVENTS.has(ev.event)) this.close("ended");
   }
 }

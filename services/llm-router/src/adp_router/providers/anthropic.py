@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from adp_common.schemas.llm import CompletionRequest
+from adp_common.sse import SSEEvent
 from adp_router.config import ResolvedProvider
 from adp_router.providers.base import (
     CallState,
@@ -18,7 +19,6 @@ from adp_router.providers.base import (
     json_object,
     malformed,
 )
-from adp_router.sse import SSEEvent
 
 API_VERSION = "2023-06-01"
 RETRYABLE_ERROR_TYPES = {"overloaded_error", "api_error", "rate_limit_error"}

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -14,8 +14,8 @@ import orjson
 
 from adp_common.errors import ErrorCode
 from adp_common.schemas.llm import CompletionRequest
+from adp_common.sse import SSEEvent, split_events
 from adp_router.config import ResolvedProvider
-from adp_router.sse import SSEEvent, split_events
 
 BODY_END_WAIT_S = 1.0  # how long to wait for the end of a body after its last SSE event
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -176,7 +176,7 @@ class Endpoint:
         *,
         is_last: Callable[[SSEEvent], bool],
         pace: Pace | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """A streaming call's text, one delta per read of the body: the texts `text_of` finds in every SSE
         event that read took, joined. Under load a (paced) read takes several tokens; the work per token
         after parsing — generator hops, the router's bookkeeping per delta — then happens once per read.

@@ -1,22 +1,57 @@
-"""The built-in offline provider: deterministic persona-aware text with realistic token timing."""
+"""The built-in offline provider: deterministic persona-aware text with realistic token timing, and the
+operator's injected faults (outage, errors, 429 with Retry-After, added latency, stalls) for rehearsals."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+from adp_common.schemas.faults import ProviderFault, decide
 from adp_common.schemas.llm import CompletionRequest
 from adp_router.config import ResolvedProvider
-from adp_router.providers.base import CallState
+from adp_router.providers.base import CallState, ProviderError
 from adp_router.simulated_text import estimate_tokens, generate, tokens_of
+
+FaultLookup = Callable[[str], ProviderFault | None]
 
 
 class SimulatedProvider:
-    def __init__(self, resolved: ResolvedProvider, *, ttft_s: float = 0.15, tokens_per_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        resolved: ResolvedProvider,
+        *,
+        ttft_s: float = 0.15,
+        tokens_per_s: float = 60.0,
+        faults: FaultLookup | None = None,
+    ) -> None:
         self.resolved = resolved
         self.ttft_s = ttft_s
         self.tokens_per_s = tokens_per_s
+        self.faults = faults
+
+    async def _apply_fault(self) -> None:
+        """Act out the injected fault for this call, if any: wait, then fail the way a real provider would."""
+        fault = self.faults(self.name) if self.faults is not None else None
+        decision = decide(fault, random.random())
+        if decision.delay_s > 0:
+            await asyncio.sleep(decision.delay_s)
+        if decision.outcome == "ok" or fault is None:
+            return
+        if decision.outcome == "outage":
+            raise ProviderError(f"{self.name}: HTTP 503 (simulated outage)", retryable=True, status=503)
+        if decision.outcome == "error":
+            raise ProviderError(f"{self.name}: HTTP 500 (simulated error)", retryable=True, status=500)
+        if decision.outcome == "rate_limited":
+            raise ProviderError(
+                f"{self.name}: HTTP 429 (simulated rate limit)",
+                retryable=True,
+                status=429,
+                retry_after=fault.retry_after_s,
+            )
+        await asyncio.sleep(fault.stall_s)  # stall: the router's timeout usually ends the call first
+        raise ProviderError(f"{self.name} stalled for {fault.stall_s:g}s (simulated)", timeout=True)
 
     @property
     def name(self) -> str:
@@ -39,6 +74,7 @@ class SimulatedProvider:
         return pieces
 
     async def stream(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> AsyncIterator[str]:
+        await self._apply_fault()
         pieces = self._pieces(req, st)
         start = time.monotonic()
         if self.ttft_s > 0:
@@ -52,6 +88,7 @@ class SimulatedProvider:
             yield piece
 
     async def complete(self, req: CompletionRequest, model: str, st: CallState, timeout: float) -> str:
+        await self._apply_fault()
         pieces = self._pieces(req, st)
         total = self.ttft_s + len(pieces) / self.tokens_per_s
         if total > 0.001:

@@ -1,7 +1,8 @@
-"""Helpers for tests that drive a running gateway over HTTP (used by the gateway's tests and e2e tests)."""
+"""Helpers for tests that drive a running gateway over HTTP (the gateway's own tests and end-to-end tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from adp_common.sse import SSEDecoder
 from adp_gateway.settings import GatewaySettings
 
 ADMIN_KEY = "adp_test_bootstrap_admin_key_0123456789"
@@ -73,28 +75,19 @@ def assert_envelope(r: httpx.Response, status: int, code: str | None = None) -> 
     return body
 
 
-async def read_sse(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """Parse an SSE response into {'id', 'event', 'data'} dicts (comments are yielded as {'comment'})."""
-    event: dict[str, Any] = {}
-    data: list[str] = []
-    async for line in resp.aiter_lines():
-        if line == "":
-            if data or event:
-                if data:
-                    event["data"] = json.loads("\n".join(data))
-                yield event
-            event, data = {}, []
-        elif line.startswith(":"):
-            yield {"comment": line[1:].strip()}
-        else:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                data.append(value)
-            elif name == "id":
-                event["id"] = int(value)
-            elif name in ("event", "retry"):
-                event[name] = value
+async def read_sse(resp: httpx.Response, *, comments: bool = True) -> AsyncIterator[dict[str, Any]]:
+    """Parse an SSE response (adp_common.sse) into {'id'?, 'event', 'data'} dicts, the data parsed as JSON;
+    comments (keep-alives) are yielded as {'comment'} unless `comments` is false."""
+    decoder = SSEDecoder(comments=comments)
+    async for chunk in resp.aiter_bytes():
+        for ev in decoder.feed(chunk):
+            if ev.comment is not None:
+                yield {"comment": ev.comment}
+                continue
+            item: dict[str, Any] = {"event": ev.event, "data": json.loads(ev.data)}
+            if ev.id is not None:
+                item["id"] = int(ev.id)
+            yield item
 
 
 @contextlib.asynccontextmanager
@@ -106,7 +99,9 @@ async def platform_services(
     from adp_testing.inproc import running_service
 
     async with contextlib.AsyncExitStack() as stack:
-        common = dict(nats_url=nats_url, database_url=pg_dsn, subject_prefix=prefix, heartbeat_interval_s=30)
+        common: dict[str, Any] = dict(
+            nats_url=nats_url, database_url=pg_dsn, subject_prefix=prefix, heartbeat_interval_s=30
+        )
         if "llm-router" in services:
             from adp_router.app import RouterApp
             from adp_router.settings import RouterSettings
@@ -154,3 +149,21 @@ def tiny_pdf(text: str) -> bytes:
     buf = io.BytesIO()
     w.write(buf)
     return buf.getvalue()
+
+
+def gateway_paths() -> set[str]:
+    """Every path in the gateway's OpenAPI document (building the app needs no running service)."""
+    from adp_gateway.api import build_api
+
+    return set(build_api(offline_context()).openapi()["paths"])
+
+
+def offline_context() -> Any:
+    """Just enough of a gateway context to build the app and read its routes (settings, checks, metrics)."""
+    from types import SimpleNamespace
+
+    from adp_common.health import HealthChecks
+    from adp_common.telemetry import Metrics
+
+    rt = SimpleNamespace(checks=HealthChecks("gateway", "offline"), metrics=Metrics())
+    return SimpleNamespace(settings=GatewaySettings(), rt=rt, draining=asyncio.Event())

@@ -1,0 +1,63 @@
+"""The request dependencies every router shares: the gateway context, the caller's principal (API key),
+per-action rate limits and the admin role."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from adp_common.errors import ErrorCode, PlatformError
+from adp_gateway.auth import Principal
+from adp_gateway.context import GatewayContext
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+
+bearer = HTTPBearer(auto_error=False, description="API key")
+
+
+def gateway_context(request: Request) -> GatewayContext:
+    ctx: GatewayContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[GatewayContext, Depends(gateway_context)]
+
+
+async def principal(
+    request: Request,
+    ctx: Ctx,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    auth = f"Bearer {creds.credentials}" if creds is not None else request.headers.get("authorization")
+    p = await ctx.authenticate_header(auth, x_api_key)
+    request.state.principal = p
+    return p
+
+
+@functools.cache
+def limited(action: str | None) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the principal, after the rate limit of `action` (None: the general request limit).
+    Cached so each action is one dependency (FastAPI resolves it once per request)."""
+
+    async def dep(request: Request, ctx: Ctx, p: Annotated[Principal, Depends(principal)]) -> Principal:
+        await ctx.rate_limit(p, request.state.client_ip, action)
+        return p
+
+    return dep
+
+
+async def admin(p: Annotated[Principal, Depends(limited(None))]) -> Principal:
+    if not p.is_admin:
+        raise PlatformError(ErrorCode.FORBIDDEN, "admin role required")
+    return p
+
+
+User = Annotated[Principal, Depends(principal)]
+Limited = Annotated[Principal, Depends(limited(None))]
+Admin = Annotated[Principal, Depends(admin)]

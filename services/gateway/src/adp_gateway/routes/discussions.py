@@ -1,0 +1,274 @@
+"""Discussions: create, list, read, act on, export, and follow (Server-Sent Events)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from adp_common import sse
+from adp_common.errors import ErrorCode, PlatformError
+from adp_common.schemas.dialogue import (
+    MAX_FILES,
+    MAX_PERSONAS,
+    DialogueCommand,
+    DialogueQuery,
+    DiscussionList,
+    DiscussionView,
+    ExportReply,
+    FileRef,
+    MaxRounds,
+    PersonaName,
+    PersonaSpec,
+    Topic,
+    UserText,
+)
+from adp_gateway.auth import Principal
+from adp_gateway.context import GatewayContext
+from adp_gateway.deps import Ctx, User, limited
+from adp_gateway.events import (
+    EventStream,
+    EventStreamResponse,
+    Heartbeat,
+    Overflow,
+    format_sse,
+    format_sse_error,
+    parse_last_event_id,
+)
+
+_DISCUSSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+router = APIRouter(tags=["discussions"])
+
+
+class CreateDiscussion(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    topic: Topic
+    personas: list[PersonaSpec | PersonaName] | None = Field(
+        default=None,
+        max_length=MAX_PERSONAS,
+        description="a name alone keeps a default persona's (Analyzer, Solver, Moderator) prompt and route",
+    )
+    max_rounds: MaxRounds | None = Field(default=None, validation_alias=AliasChoices("max_rounds", "maxRounds"))
+    files: list[Annotated[str, Field(min_length=1, max_length=80)]] = Field(
+        default_factory=list, max_length=MAX_FILES, description="ids from POST /api/files"
+    )
+    auto: bool = False
+
+    def command(self, user_id: str, files: list[FileRef]) -> DialogueCommand:
+        """The create command (REST and Socket.IO alike); a persona given by name alone keeps its defaults."""
+        personas = None
+        if self.personas is not None:
+            personas = [PersonaSpec(name=x) if isinstance(x, str) else x for x in self.personas]
+        return DialogueCommand(
+            action="create",
+            user_id=user_id,
+            topic=self.topic,
+            personas=personas,
+            max_rounds=self.max_rounds,
+            auto=self.auto,
+            files=files,
+        )
+
+
+class RoundBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    round_number: int | None = Field(
+        default=None, ge=0, le=1000, validation_alias=AliasChoices("roundNumber", "round_number")
+    )
+
+
+class AnswersBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    round_number: int | None = Field(
+        default=None, ge=0, le=1000, validation_alias=AliasChoices("roundNumber", "round_number")
+    )
+    answers: dict[Annotated[str, Field(max_length=100)], list[Annotated[str, Field(max_length=100)]]] = Field(
+        max_length=50
+    )
+
+
+class InputBody(BaseModel):
+    input: UserText
+
+
+def did(discussion_id: str) -> str:
+    if not _DISCUSSION_ID.match(discussion_id):
+        raise PlatformError(ErrorCode.INVALID_DISCUSSION_ID, "invalid discussion id")
+    return discussion_id
+
+
+def view(v: DiscussionView, status: int = 200) -> Response:
+    # pydantic's own JSON encoder: one pass, not a dict tree and then json.dumps (a view holds every message)
+    return Response(v.model_dump_json(), status_code=status, media_type="application/json")
+
+
+async def act(ctx: GatewayContext, p: Principal, discussion_id: str, action: str, **kw: Any) -> Response:
+    cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did(discussion_id), **kw)
+    return view(await ctx.command(cmd))
+
+
+@router.post("/api/discussions", status_code=201, response_model=DiscussionView)
+async def create_discussion(
+    body: CreateDiscussion, ctx: Ctx, p: Annotated[Principal, Depends(limited("start"))]
+) -> Response:
+    refs = await ctx.file_refs(p.user_id, body.files)
+    return view(await ctx.command(body.command(p.user_id, refs)), 201)
+
+
+@router.get("/api/discussions", response_model=DiscussionList)
+async def list_discussions(ctx: Ctx, p: User) -> JSONResponse:
+    result = await ctx.query(DialogueQuery(kind="list", user_id=p.user_id), DiscussionList)
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+@router.get("/api/discussions/{discussion_id}", response_model=DiscussionView)
+async def get_discussion(discussion_id: str, ctx: Ctx, p: User) -> Response:
+    q = DialogueQuery(kind="get", user_id=p.user_id, discussion_id=did(discussion_id))
+    return view(await ctx.query(q, DiscussionView))
+
+
+@router.post("/api/discussions/{discussion_id}/proceed", response_model=DiscussionView)
+async def proceed(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(limited("proceed"))]) -> Response:
+    return await act(ctx, p, discussion_id, "proceed")
+
+
+@router.post("/api/discussions/{discussion_id}/answers", response_model=DiscussionView)
+async def answers(
+    discussion_id: str, body: AnswersBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
+) -> Response:
+    return await act(ctx, p, discussion_id, "answers", round_number=body.round_number, answers=body.answers)
+
+
+@router.post("/api/discussions/{discussion_id}/input", response_model=DiscussionView)
+async def user_input(
+    discussion_id: str, body: InputBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
+) -> Response:
+    return await act(ctx, p, discussion_id, "input", input=body.input)
+
+
+@router.post("/api/discussions/{discussion_id}/questions", response_model=DiscussionView)
+async def questions(
+    discussion_id: str,
+    ctx: Ctx,
+    p: Annotated[Principal, Depends(limited("questions"))],
+    body: RoundBody | None = None,
+) -> Response:
+    return await act(ctx, p, discussion_id, "questions", round_number=body.round_number if body else None)
+
+
+@router.post("/api/discussions/{discussion_id}/summary", response_model=DiscussionView)
+async def summary(
+    discussion_id: str,
+    ctx: Ctx,
+    p: Annotated[Principal, Depends(limited("summary"))],
+    body: RoundBody | None = None,
+) -> Response:
+    return await act(ctx, p, discussion_id, "summary", round_number=body.round_number if body else None)
+
+
+@router.post("/api/discussions/{discussion_id}/stop", response_model=DiscussionView)
+async def stop(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(limited(None))]) -> Response:
+    return await act(ctx, p, discussion_id, "stop")
+
+
+@router.get(
+    "/api/discussions/{discussion_id}/export",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}, "text/markdown": {}}}},
+)
+async def export(
+    discussion_id: str, ctx: Ctx, p: User, format: Literal["json", "markdown"] = Query("json")
+) -> Response:
+    q = DialogueQuery(kind="export", user_id=p.user_id, discussion_id=did(discussion_id), format=format)
+    reply = await ctx.query(q, ExportReply)
+    ext, ctype = ("md", "text/markdown; charset=utf-8") if format == "markdown" else ("json", "application/json")
+    return Response(
+        reply.content,
+        media_type=ctype,
+        headers={"Content-Disposition": f'attachment; filename="discussion-{discussion_id}.{ext}"'},
+    )
+
+
+@router.get(
+    "/api/discussions/{discussion_id}/events",
+    response_class=StreamingResponse,  # for the OpenAPI document; the response is an EventStreamResponse
+    responses={200: {"content": {"text/event-stream": {}}}},
+    summary="Server-Sent Events; resume with Last-Event-ID (header) or ?lastEventId=",
+)
+async def events(
+    discussion_id: str,
+    request: Request,
+    ctx: Ctx,
+    p: User,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    lastEventId: Annotated[str | None, Query(max_length=20)] = None,
+) -> EventStreamResponse:
+    s = ctx.settings
+    try:
+        last_seq = parse_last_event_id(last_event_id if last_event_id is not None else lastEventId)
+    except ValueError:
+        raise PlatformError(ErrorCode.VALIDATION_ERROR, "Last-Event-ID must be a non-negative integer") from None
+    did(discussion_id)
+    if ctx.active_streams >= s.max_streams:
+        raise PlatformError(ErrorCode.SERVICE_UNAVAILABLE, "too many open streams on this gateway copy")
+    stream = EventStream(
+        ctx.bus,
+        discussion_id,
+        ctx.history_reader(p.user_id, discussion_id),
+        last_seq=last_seq,
+        queue_size=s.sse_queue_size,
+        heartbeat_s=s.sse_heartbeat_s,
+        stop=ctx.draining,
+    )
+    await stream.__aenter__()
+    try:
+        # The history (read after subscribing) is also the ownership check: a 404 before the stream starts.
+        await stream.prepare()
+    except BaseException:
+        await stream.__aexit__()
+        raise
+    return EventStreamResponse(
+        _sse_frames(ctx, stream, discussion_id),
+        stream.end,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: str) -> AsyncIterator[str]:
+    ctx.active_streams += 1
+    ctx.metrics.streams.labels("sse").inc()
+    try:
+        yield sse.retry(2000)
+        # Events already waiting go out in one write: under load that is far fewer sends through
+        # the ASGI stack and the socket, and the client gets them at the same moment anyway.
+        batch: list[str] = []
+        async for item in stream.items():
+            if isinstance(item, Heartbeat):
+                batch.append(sse.comment("ping"))
+            elif isinstance(item, Overflow):
+                batch.append(
+                    format_sse_error(
+                        discussion_id,
+                        "SLOW_CONSUMER",
+                        "client too far behind; reconnect with Last-Event-ID",
+                        item.last_seq,
+                    )
+                )
+                yield "".join(batch)
+                return
+            else:
+                batch.append(format_sse(item))
+            if not stream.has_more():
+                yield "".join(batch)
+                batch.clear()
+        if batch:
+            yield "".join(batch)
+    finally:
+        ctx.active_streams -= 1
+        ctx.metrics.streams.labels("sse").dec()
+        await stream.__aexit__()

@@ -1,0 +1,112 @@
+"""The OpenAI-compatible API (/v1): models and chat completions, streamed or not."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from adp_common.errors import ErrorCode, PlatformError
+from adp_common.schemas.llm import CancelCalls, CompletionChunk, CompletionRequest, CompletionResult, ModelList
+from adp_gateway import openai_compat as oai
+from adp_gateway.context import GatewayContext
+from adp_gateway.deps import Ctx, Limited, User
+from adp_gateway.events import EventStreamResponse
+
+router = APIRouter(tags=["openai"])
+
+
+@router.get("/v1/models")
+async def models(ctx: Ctx, p: User) -> JSONResponse:
+    result = await ctx.request(ctx.bus.catalog.llm_models, None, ModelList)
+    return JSONResponse(oai.models_response(result))
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: oai.ChatCompletionRequest, ctx: Ctx, p: Limited) -> Response:
+    oai.check_supported(body)
+    req = oai.to_completion_request(body, user_id=p.user_id, timeout_s=ctx.settings.completion_timeout_s)
+    try:
+        if not body.stream:
+            result = await ctx.llm.complete(req)
+            return JSONResponse(oai.completion_response(result, model=body.model))
+        return await _stream_completion(ctx, req, body)
+    except PlatformError as err:
+        if err.code == ErrorCode.MODEL_NOT_FOUND:
+            raise oai.model_not_found(body.model) from None
+        raise
+
+
+async def _stream_completion(ctx: GatewayContext, req: CompletionRequest, body: oai.ChatCompletionRequest) -> Response:
+    """Start the call; answer with a plain error if it fails before the first token, else stream chunks."""
+    queue: asyncio.Queue[CompletionChunk] = asyncio.Queue()
+
+    async def on_chunk(c: CompletionChunk) -> None:
+        queue.put_nowait(c)
+
+    task = asyncio.create_task(ctx.llm.complete(req, on_chunk=on_chunk))
+    first = asyncio.ensure_future(queue.get())
+    await asyncio.wait({first, task}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done() and not first.done() and task.exception() is not None:
+        first.cancel()
+        exc = task.exception()
+        if isinstance(exc, PlatformError):
+            raise exc
+        raise PlatformError(ErrorCode.LLM_PROVIDER_ERROR, "completion failed")
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    model = (first.result().model if first.done() else None) or body.model
+    enc = oai.StreamEncoder(req.request_id, model=model, include_usage=include_usage)
+    # a client that goes away cancels the call, here and (CancelCalls by request id) at the router
+    return EventStreamResponse(
+        _completion_frames(ctx, req, enc, task, queue, first), task.cancel, headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def _completion_frames(
+    ctx: GatewayContext,
+    req: CompletionRequest,
+    enc: oai.StreamEncoder,
+    task: asyncio.Task[CompletionResult],
+    queue: asyncio.Queue[CompletionChunk],
+    first: asyncio.Future[CompletionChunk],
+) -> AsyncIterator[bytes]:
+    ctx.metrics.streams.labels("openai").inc()
+    pending: asyncio.Future[CompletionChunk] | None = first
+    try:
+        yield enc.start()
+        while True:
+            get = pending if pending is not None else asyncio.ensure_future(queue.get())
+            pending = None
+            watched: list[asyncio.Future[Any]] = [get, task]
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if get.done():
+                yield enc.chunk(get.result())
+                continue
+            get.cancel()
+            if task.cancelled():  # the client went away (EventStreamResponse cancelled the call here)
+                # and the router stops it too: the provider stops generating, and only what streamed is charged
+                cancel = CancelCalls(request_id=req.request_id, reason="client disconnected")
+                await ctx.bus.notify(ctx.bus.catalog.llm_cancel, cancel)
+                return
+            while not queue.empty():
+                yield enc.chunk(queue.get_nowait())
+            try:
+                result = task.result()
+            except PlatformError as err:
+                yield enc.error(err.code.value, err.message)
+                return
+            except Exception:
+                yield enc.error(ErrorCode.INTERNAL_ERROR.value, "completion failed")
+                return
+            yield enc.finish(result)
+            return
+    finally:
+        ctx.metrics.streams.labels("openai").dec()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
