@@ -61,7 +61,7 @@ class GatewayContext:
         self.cache = TTLCache(self.settings.key_cache_ttl_s)
         self.llm = LLMClient(self.bus)
         s = self.settings
-        limits = Limits(cpu_s=s.pdf_cpu_s, memory_mb=s.pdf_memory_mb, page_cpu_s=s.pdf_page_cpu_s)
+        limits = Limits(cpu_s=s.pdf_cpu_s, memory_mb=s.pdf_memory_mb, page_cpu_s=s.pdf_page_cpu_s, nice=s.pdf_nice)
         self.pdf = PdfSandbox(limits, wall_s=s.pdf_wall_s, concurrency=s.pdf_concurrency)
 
     @property

@@ -3,7 +3,7 @@
 A crafted PDF can make a text extractor work for hours or allocate gigabytes, so this never runs in
 the gateway: the gateway starts this module with limits on its command line, writes the file to its
 stdin and reads one JSON line from its stdout. The process first caps itself (CPU seconds and address
-space through setrlimit, lowest scheduling priority), then gives every page a CPU budget of its own
+space through setrlimit, a lower scheduling priority), then gives every page a CPU budget of its own
 (a page over it makes the file unreadable) and stops at a page and character cap. The kernel kills it
 when the total CPU budget runs out; the gateway kills it when the wall-clock budget runs out. Only the
 standard library and pypdf are imported here.
@@ -31,18 +31,21 @@ class Limits:
     page_cpu_s: float = 0.5
     max_pages: int = MAX_PDF_PAGES
     max_chars: int = MAX_TEXT_CHARS
+    nice: int = 10
 
     def argv(self) -> list[str]:
-        return [str(self.cpu_s), str(self.memory_mb), str(self.page_cpu_s), str(self.max_pages), str(self.max_chars)]
+        fields = (self.cpu_s, self.memory_mb, self.page_cpu_s, self.max_pages, self.max_chars, self.nice)
+        return [str(f) for f in fields]
 
     @classmethod
     def from_argv(cls, args: list[str]) -> Limits:
-        cpu, mem, page, pages, chars = args
-        return cls(int(cpu), int(mem), float(page), int(pages), int(chars))
+        cpu, mem, page, pages, chars, nice = args
+        return cls(int(cpu), int(mem), float(page), int(pages), int(chars), int(nice))
 
 
-class PageOverBudget(Exception):
-    """A page used up its CPU budget (raised from the profiling timer's signal handler)."""
+class PageOverBudget(BaseException):
+    """A page used up its CPU budget (raised from the profiling timer's signal handler; a BaseException so
+    that no `except Exception` inside the PDF library swallows it)."""
 
 
 class Unreadable(Exception):
@@ -54,7 +57,7 @@ def confine(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
     mem = limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    os.nice(19)  # the gateway's own work always goes first on a busy machine
+    os.nice(limits.nice)  # the gateway's own work goes first on a busy machine
 
 
 def _over_budget(signum: int, frame: object) -> None:

@@ -33,7 +33,10 @@ class GatewaySettings(ServiceSettings):
     pdf_cpu_s: int = Field(default=5, ge=1, description="CPU seconds one PDF's text extraction may use in total")
     pdf_page_cpu_s: float = Field(default=1.0, gt=0, description="CPU seconds one PDF page may use")
     pdf_memory_mb: int = Field(default=512, ge=64, description="Address space of a PDF text extraction process")
-    pdf_wall_s: float = Field(default=15.0, gt=0, description="Wall-clock budget of a PDF extraction (and its wait)")
+    pdf_wall_s: float = Field(
+        default=15.0, gt=0, description="Wall-clock budget of a PDF extraction (and of its wait for a slot)"
+    )
+    pdf_nice: int = Field(default=10, ge=0, le=19, description="Scheduling niceness of PDF extraction processes")
     pdf_concurrency: int = Field(default=2, ge=1, description="PDF extraction processes at once per copy")
     completion_timeout_s: float = Field(default=120.0, gt=0, le=600)
 
