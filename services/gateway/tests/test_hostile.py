@@ -13,7 +13,15 @@ import httpx
 import pytest_asyncio
 
 from adp_gateway.server import GatewayServer, running_gateway
-from adp_testing.gateway import ADMIN_KEY, assert_envelope, gateway_settings, tiny_pdf
+from adp_testing.gateway import (
+    ADMIN_KEY,
+    assert_envelope,
+    gateway_settings,
+    new_user,
+    platform_services,
+    read_sse,
+    tiny_pdf,
+)
 from adp_testing.hostile import empty_text_operators_pdf
 
 
@@ -69,3 +77,66 @@ async def test_pdf_over_its_total_cpu_budget_is_killed(
         files = {"file": ("x.pdf", empty_text_operators_pdf(pages=6), "application/pdf")}
         assert_envelope(await c.post("/api/files", files=files), 422, "FILE_UNREADABLE")
         assert time.monotonic() - start < 10
+
+
+@pytest_asyncio.fixture
+async def two_copies(
+    nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
+) -> AsyncIterator[tuple[GatewayServer, GatewayServer]]:
+    """dialogue + llm-router, and two gateway copies sharing them (a revocation on one reaches the other)."""
+    services = ("llm-router", "dialogue", "cost")
+    async with platform_services(nats_url, pg_dsn, prefix, databases, services=services, tokens_per_s=20):
+        s = settings(nats_url, pg_dsn, prefix, databases, redis_url, sse_heartbeat_s=1)
+        async with running_gateway(s) as first, running_gateway(s) as second:
+            yield first, second
+
+
+async def open_socket(url: str, key: str) -> tuple[Any, asyncio.Event]:
+    import socketio
+
+    client = socketio.AsyncClient(reconnection=False)
+    gone = asyncio.Event()
+    client.on("disconnect", lambda *_: gone.set())
+    await client.connect(url, auth={"token": key}, socketio_path="socket.io", wait_timeout=5)
+    return client, gone
+
+
+async def test_revoked_key_and_disabled_user_lose_live_sessions_on_every_copy(
+    two_copies: tuple[GatewayServer, GatewayServer],
+) -> None:
+    first, second = two_copies
+    async with admin_client(first) as admin:
+        uid, key, key_id = await new_user(admin, "mallory")
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=second.url, headers=headers, timeout=30) as mallory:
+            r = await mallory.post("/api/discussions", json={"topic": "A long talk", "maxRounds": 5})
+            assert r.status_code == 201, r.text
+            did = r.json()["id"]
+            sock, sock_gone = await open_socket(second.url, key)
+            ack = await sock.call("join-discussion", {"discussionId": did}, timeout=10)
+            assert ack.get("ok"), ack
+            async with mallory.stream("GET", f"/api/discussions/{did}/events") as stream:
+                assert stream.status_code == 200
+                events = read_sse(stream)
+                await anext(events)
+                revoked_at = time.monotonic()
+                assert (await admin.delete(f"/api/admin/keys/{key_id}")).status_code == 200  # on the first copy
+
+                async def until_closed() -> list[dict[str, Any]]:
+                    return [ev async for ev in events]
+
+                rest = await asyncio.wait_for(until_closed(), 3)
+                assert time.monotonic() - revoked_at < 1.5
+                assert rest[-1]["event"] == "error" and rest[-1]["data"]["code"] == "UNAUTHORIZED", rest[-3:]
+            await asyncio.wait_for(sock_gone.wait(), 2)
+            assert time.monotonic() - revoked_at < 1.5
+            assert_envelope(await mallory.post(f"/api/discussions/{did}/proceed"), 401, "UNAUTHORIZED")
+
+            # disabling the user ends the sessions of its other keys the same way
+            r = await admin.post(f"/api/admin/users/{uid}/keys")
+            second_key = r.json()["key"]
+            sock, sock_gone = await open_socket(second.url, second_key)
+            disabled_at = time.monotonic()
+            assert (await admin.patch(f"/api/admin/users/{uid}", json={"disabled": True})).status_code == 200
+            await asyncio.wait_for(sock_gone.wait(), 2)
+            assert time.monotonic() - disabled_at < 1.5

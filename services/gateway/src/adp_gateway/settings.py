@@ -27,6 +27,10 @@ class GatewaySettings(ServiceSettings):
     cors_origins: str = Field(default="", description="Comma-separated allowed origins; '*' for any; empty = none")
     max_inflight: int = Field(default=256, ge=1, description="In-flight requests above this are shed with 503")
     max_streams: int = Field(default=2000, ge=1, description="Concurrent SSE streams per copy")
+    max_socket_connections: int = Field(default=2000, ge=1, description="Socket.IO connections per copy")
+    max_socket_connections_per_user: int = Field(
+        default=20, ge=1, description="Socket.IO connections of one user per copy"
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest non-upload request body")
     max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest uploaded file")
     max_files_per_discussion: int = Field(default=5, ge=0, le=5)
