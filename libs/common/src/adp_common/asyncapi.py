@@ -75,6 +75,13 @@ def channels(cat: Catalog) -> list[Channel]:
             (common.KeyRevoked,),
             "core",
         ),
+        Channel(
+            cat.sessions_ended,
+            "A key was revoked or a user disabled: every gateway copy closes its SSE streams and Socket.IO "
+            "connections (core NATS, no queue group)",
+            (common.SessionsEnded,),
+            "core",
+        ),
         Channel(cat.llm_models, "Models the router serves", (common.Empty,), "request", (llm.ModelList,)),
         Channel(
             cat.llm_providers,

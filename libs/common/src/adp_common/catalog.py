@@ -113,6 +113,11 @@ class Catalog:
         """Core NATS, every gateway copy (no queue group): drop a revoked API key from its lookup cache."""
         return self.subject("gateway", "key-revoked")
 
+    @property
+    def sessions_ended(self) -> str:
+        """Core NATS, every gateway copy (no queue group): close a key's or a user's live sessions."""
+        return self.subject("gateway", "sessions-ended")
+
     # cost
     @property
     def usage_record(self) -> str:
