@@ -20,7 +20,8 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 bearer = HTTPBearer(auto_error=False, description="API key")
 
 
-def gateway_context(request: Request) -> GatewayContext:
+async def gateway_context(request: Request) -> GatewayContext:
+    """Async: FastAPI runs a plain function dependency in its thread pool, a thread hand-off per request."""
     ctx: GatewayContext = request.app.state.ctx
     return ctx
 
