@@ -41,6 +41,7 @@ from adp_cli.procs import free_port
 from adp_common.service import run_loop
 
 LITELLM_VENV = Path("bench-results/litellm-venv")
+LITELLM_KEY = "sk-peer-bench-0123456789abcdef"
 MODEL = "fake-model"
 PROMPT = "Say something short."
 
@@ -171,7 +172,10 @@ class LiteLLMProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         cfg = log_dir / "litellm.json"  # YAML is a superset of JSON
         model = {"model": f"openai/{MODEL}", "api_base": provider_url + "/v1", "api_key": "bench-dummy"}
-        cfg.write_text(json.dumps({"model_list": [{"model_name": MODEL, "litellm_params": model}]}))
+        settings = {"master_key": LITELLM_KEY}  # it refuses to start without one
+        cfg.write_text(
+            json.dumps({"model_list": [{"model_name": MODEL, "litellm_params": model}], "general_settings": settings})
+        )
         args = [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(self.port)]
         args += ["--num_workers", str(workers)]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ADP_", "DATABASE_URL"))}
@@ -184,7 +188,13 @@ class LiteLLMProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def wait(self) -> None:
-        await wait_http(self.url + "/health/liveliness", timeout=180)
+        task = asyncio.create_task(wait_http(self.url + "/health/liveliness", timeout=300))
+        while not task.done():
+            if self.popen.poll() is not None:
+                task.cancel()
+                raise RuntimeError(f"LiteLLM exited with {self.popen.returncode} (see litellm.log)")
+            await asyncio.sleep(0.2)
+        task.result()
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -372,7 +382,8 @@ async def main() -> None:
         if args.litellm:
             litellm = LiteLLMProcess(provider.url, args.litellm_workers, log_dir)
             await litellm.wait()
-            targets.append(Target("litellm", [litellm.url], {}, {"litellm": [litellm.popen.pid]}))
+            auth = {"Authorization": f"Bearer {LITELLM_KEY}"}
+            targets.append(Target("litellm", [litellm.url], auth, {"litellm": [litellm.popen.pid]}))
         rows: list[dict[str, Any]] = []
         for level in levels:
             rounds = await measure_level(targets, level, args, call_s)
