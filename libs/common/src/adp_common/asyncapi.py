@@ -56,6 +56,14 @@ def channels(cat: Catalog) -> list[Channel]:
             params=("requestId",),
         ),
         Channel(
+            cat.llm_call_owner("{instance}"),
+            "Ask the router copy that claimed a logical call (call_key) whether it still runs it",
+            (llm.CallOwnerQuery,),
+            "request",
+            (llm.CallOwnerReply,),
+            params=("instance",),
+        ),
+        Channel(
             cat.llm_cancel,
             "Cancel the in-flight calls of a discussion on every router copy (core NATS, no queue group)",
             (llm.CancelCalls,),

@@ -75,6 +75,10 @@ class Catalog:
         """Core-NATS subject every router copy listens on (no queue group): cancel a discussion's calls."""
         return self.subject("llm", "cancel")
 
+    def llm_call_owner(self, instance: str) -> str:
+        """Request/reply to one router copy: is it still running a logical call it claimed?"""
+        return self.subject("llm", "owner", "".join("_" if c in ".*> \t" else c for c in instance))
+
     def llm_stream(self, request_id: str) -> str:
         """Core-NATS subject where the router streams a request's chunks."""
         return self.subject("llm", "stream", request_id)
@@ -188,5 +192,6 @@ STREAMS: tuple[StreamSpec, ...] = (
 # KV buckets (relative names; Catalog.bucket() prefixes them).
 KV_BREAKERS = "breakers"  # llm-router: provider -> BreakerState
 KV_BUDGET = "budget"  # cost: "global" / "user.<id>" -> BudgetState
+KV_LLM_RESULTS = "llm_results"  # llm-router: logical call key (hashed) -> StoredCall, with a TTL
 KV_LEASES = "leases"  # alerts and others: leader leases
 KV_FAULTS = "faults"  # operators: simulated provider name -> ProviderFault (fault rehearsal)

@@ -3,7 +3,8 @@
 Protocol: the caller subscribes to `Catalog.llm_stream(request_id)` (core NATS), then sends the
 CompletionRequest to `Catalog.llm_complete`. The router publishes CompletionChunk messages there as
 tokens arrive (streaming calls), plus a keepalive every couple of seconds while the call runs (every
-call), and replies with the CompletionResult (or an error reply carrying LLM_PROVIDER_ERROR,
+call; to a streaming caller it is a question the client answers, and a caller that is gone has its call
+cancelled), and replies with the CompletionResult (or an error reply carrying LLM_PROVIDER_ERROR,
 LLM_TIMEOUT, NO_LLM_PROVIDER_AVAILABLE or BUDGET_EXCEEDED) when the call ends.
 
 A router copy that dies mid-call stops sending keepalives: after `idle_timeout_s` of silence the
@@ -24,9 +25,12 @@ from nats.aio.msg import Msg
 
 from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
+from adp_common.retry import Backoff
 from adp_common.schemas.llm import CompletionChunk, CompletionRequest, CompletionResult
 
 log = logging.getLogger("adp.llm_client")
+# Pauses while no router copy is subscribed (one restarting): 0.5 s, then 1 s.
+ROUTER_UNAVAILABLE_RETRY = Backoff(initial_s=0.5, max_s=1.0)
 
 ChunkCallback = Callable[[CompletionChunk], Awaitable[None]]
 
@@ -56,13 +60,14 @@ def _cancel_requested() -> bool:
 
 class LLMClient:
     def __init__(
-        self, bus: Bus, *, chunk_buffer: int = 4096, idle_timeout_s: float = 10.0, router_attempts: int = 3
+        self, bus: Bus, *, chunk_buffer: int = 4096, idle_timeout_s: float = 6.0, router_attempts: int = 3
     ) -> None:
         self.bus = bus
         self.chunk_buffer = chunk_buffer
         self.idle_timeout_s = idle_timeout_s
         self.router_attempts = router_attempts
         self._attempts: set[_Attempt] = set()
+        self._answers: set[asyncio.Future[None]] = set()  # answers to the router's keepalive questions
         self._watchdog: asyncio.Task[None] | None = None
 
     async def complete(self, req: CompletionRequest, on_chunk: ChunkCallback | None = None) -> CompletionResult:
@@ -93,7 +98,7 @@ class LLMClient:
                     raise PlatformError(
                         ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"llm-router unavailable: {err.message}"
                     ) from None
-                await asyncio.sleep(0.5 * attempt)
+                await asyncio.sleep(ROUTER_UNAVAILABLE_RETRY.pause(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(
@@ -104,6 +109,10 @@ class LLMClient:
 
         def on_msg(msg: Msg) -> None:
             watched.last_seen = time.monotonic()
+            if msg.reply:  # the router asks whether this caller is still there (see adp_router.callers)
+                answer = asyncio.ensure_future(self.bus.nc.publish(msg.reply, b""))
+                self._answers.add(answer)
+                answer.add_done_callback(self._answers.discard)
             if on_chunk is None:
                 return
             chunk = CompletionChunk.model_validate_json(msg.data)

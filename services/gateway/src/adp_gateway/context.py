@@ -28,6 +28,7 @@ from adp_common.schemas.dialogue import (
 from adp_common.service import ServiceRuntime
 from adp_gateway.auth import ANONYMOUS_USER_ID, Principal, TTLCache, bearer_token, hash_key
 from adp_gateway.events import HistoryReader
+from adp_gateway.metrics_report import PlatformRequests
 from adp_gateway.observability import GatewayMetrics, StatsWindow
 from adp_gateway.ratelimit import Counter, Decision, RateLimiter
 from adp_gateway.settings import GatewaySettings
@@ -48,6 +49,7 @@ class GatewayContext:
     limiter: RateLimiter
     metrics: GatewayMetrics
     window: list[StatsWindow] = field(default_factory=lambda: [StatsWindow()])
+    platform_requests: PlatformRequests = field(default_factory=PlatformRequests)  # every copy's, for /api/metrics
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     cache: TTLCache = field(init=False)
     llm: LLMClient = field(init=False)

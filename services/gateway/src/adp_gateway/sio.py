@@ -230,7 +230,7 @@ class SocketGateway:
         ctx = self.ctx
         if isinstance(body, StartDialogue):
             refs = await ctx.file_refs(p.user_id, body.files)
-            view = await ctx.command(body.command(p.user_id, refs))
+            view = await ctx.command(body.command(p.user_id, refs, key_id=p.key_id))
             await self.follow(sid, p.user_id, view.id, replay=True)
             return view
         assert isinstance(body, OnDiscussion)

@@ -60,13 +60,13 @@ class BudgetGate:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    def exceeded_scope(self, user_id: str | None) -> str | None:
-        """'global' or 'user.<id>' when that budget is exceeded today, else None."""
+    def exceeded_scope(self, user_id: str | None, key_id: str | None = None) -> str | None:
+        """'global', 'user.<id>' or 'key.<id>' (an API key's own budget) when that budget is exceeded today,
+        else None."""
         today = datetime.now(UTC).date().isoformat()
         if is_exceeded(self.states.get("global"), today):
             return "global"
-        if user_id:
-            key = f"user.{user_id}"
-            if is_exceeded(self.states.get(key), today):
-                return key
+        for kind, ident in (("user", user_id), ("key", key_id)):
+            if ident and is_exceeded(self.states.get(f"{kind}.{ident}"), today):
+                return f"{kind}.{ident}"
         return None

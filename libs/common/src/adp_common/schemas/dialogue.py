@@ -90,6 +90,7 @@ class CreateCommand(_Command):
     """Start a discussion (topic limits are checked after trimming spaces)."""
 
     action: Literal["create"] = "create"
+    key_id: str | None = Field(default=None, description="the API key that creates it: its LLM calls are charged to it")
     topic: str
     personas: list[PersonaSpec] | None = None
     max_rounds: MaxRounds | None = None

@@ -100,9 +100,14 @@ async def create_key(user_id: str, ctx: Ctx, p: Admin, body: CreateKey | None = 
         expires = datetime.now(UTC) + timedelta(days=body.expiresInDays)
     if expires is not None and expires.tzinfo is None:
         raise PlatformError(ErrorCode.VALIDATION_ERROR, "expiresAt needs a time zone (e.g. 2027-01-01T00:00:00Z)")
-    key = new_api_key()
+    key, key_id = new_api_key(), new_key_id()
+    if body.dailyBudgetUsd is not None:
+        # the cost service enforces it like a user's budget; set before the key exists, so no key goes unlimited
+        await ctx.request(
+            ctx.bus.catalog.cost_budget_set, SetBudget(daily_limit_usd=body.dailyBudgetUsd, key_id=key_id), BudgetState
+        )
     info = await accounts.create_key(
-        ctx.store.pool, new_key_id(), user_id, hash_key(key), key[:8],
+        ctx.store.pool, key_id, user_id, hash_key(key), key[:8],
         name=body.name, expires_at=expires, daily_budget_usd=body.dailyBudgetUsd,
     )  # fmt: skip
     out = KeyOut(

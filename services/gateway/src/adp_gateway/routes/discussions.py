@@ -66,13 +66,15 @@ class CreateDiscussion(BaseModel):
     )
     auto: bool = False
 
-    def command(self, user_id: str, files: list[FileRef]) -> CreateCommand:
-        """The create command (REST and Socket.IO alike); a persona given by name alone keeps its defaults."""
+    def command(self, user_id: str, files: list[FileRef], key_id: str | None = None) -> CreateCommand:
+        """The create command (REST and Socket.IO alike); a persona given by name alone keeps its defaults.
+        `key_id`: the caller's API key, which the discussion's LLM calls are charged to."""
         personas = None
         if self.personas is not None:
             personas = [PersonaSpec(name=x) if isinstance(x, str) else x for x in self.personas]
         return CreateCommand(
             user_id=user_id,
+            key_id=key_id,
             topic=self.topic,
             personas=personas,
             max_rounds=self.max_rounds,
@@ -122,7 +124,7 @@ async def create_discussion(
     body: CreateDiscussion, ctx: Ctx, p: Annotated[Principal, Depends(limited("start"))]
 ) -> Response:
     refs = await ctx.file_refs(p.user_id, body.files)
-    return view(await ctx.command(body.command(p.user_id, refs)), 201)
+    return view(await ctx.command(body.command(p.user_id, refs, key_id=p.key_id)), 201)
 
 
 @router.get("/api/discussions", response_model=DiscussionList)
