@@ -11,7 +11,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from adp_common.envelope import envelope_of
-from adp_common.schemas.common import KeyRevoked
+from adp_common.schemas.common import KeyRevoked, SessionsEnded
 from adp_common.schemas.ops import RequestStats
 from adp_common.service import ServiceRuntime
 from adp_gateway.api import build_api
@@ -53,6 +53,7 @@ class GatewayApp:
         ctx = GatewayContext(settings=s, rt=rt, bus=rt.bus, store=store, limiter=limiter, metrics=metrics)
         self.ctx = ctx
         await rt.bus.on_notice(rt.bus.catalog.key_revoked, KeyRevoked, ctx.on_key_revoked)
+        await rt.bus.on_notice(rt.bus.catalog.sessions_ended, SessionsEnded, ctx.on_sessions_ended)
         if s.bootstrap_api_key is not None and s.bootstrap_api_key.get_secret_value():
             key = s.bootstrap_api_key.get_secret_value()
             user_id, key_id = bootstrap_ids(key)

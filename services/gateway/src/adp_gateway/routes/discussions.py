@@ -46,6 +46,7 @@ from adp_gateway.events import (
     format_sse_error,
     parse_last_event_id,
 )
+from adp_gateway.sessions import Session
 
 _DISCUSSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -245,15 +246,22 @@ async def events(
         await stream.__aexit__()
         raise
     return EventStreamResponse(
-        _sse_frames(ctx, stream, discussion_id),
+        _sse_frames(ctx, stream, discussion_id, p),
         stream.end,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: str) -> AsyncIterator[str]:
+async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: str, p: Principal) -> AsyncIterator[str]:
     ctx.active_streams += 1
     ctx.metrics.streams.labels("sse").inc()
+    revoked: list[bool] = []
+
+    def end_revoked() -> None:
+        revoked.append(True)
+        stream.end()
+
+    session = ctx.sessions.add(Session("sse", p.user_id, p.key_id, end_revoked))
     try:
         yield sse.retry(2000)
         # Events already waiting go out in one write: under load that is far fewer sends through
@@ -280,7 +288,10 @@ async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: s
                 batch.clear()
         if batch:
             yield "".join(batch)
+        if revoked:
+            yield format_sse_error(discussion_id, "UNAUTHORIZED", "API key revoked or user disabled", stream.last_seq)
     finally:
+        ctx.sessions.remove(session)
         ctx.active_streams -= 1
         ctx.metrics.streams.labels("sse").dec()
         await stream.__aexit__()
