@@ -42,6 +42,7 @@ TERMINAL_EVENTS = {
 TERMINAL_EVENT_NAMES = frozenset(TERMINAL_EVENTS.values())
 TERMINAL_STATUSES = tuple(TERMINAL_EVENTS)
 
+
 class PersonaSpec(BaseModel):
     name: PersonaName
     role_prompt: str = Field(
