@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -15,6 +14,7 @@ from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
     MAX_FILES,
     MAX_PERSONAS,
+    NO_NUL,
     DialogueCommand,
     DialogueQuery,
     DiscussionList,
@@ -29,7 +29,8 @@ from adp_common.schemas.dialogue import (
 )
 from adp_gateway.auth import Principal
 from adp_gateway.context import GatewayContext
-from adp_gateway.deps import Ctx, User, limited
+from adp_gateway.deps import DISCUSSION_ID_PATTERN, ID_PATTERN, Ctx, DiscussionId, User, limited
+from adp_gateway.errors import error_responses
 from adp_gateway.events import (
     EventStream,
     EventStreamResponse,
@@ -40,9 +41,7 @@ from adp_gateway.events import (
     parse_last_event_id,
 )
 
-_DISCUSSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-router = APIRouter(tags=["discussions"])
+router = APIRouter(tags=["discussions"], responses=error_responses(404, 409))
 
 
 class CreateDiscussion(BaseModel):
@@ -54,7 +53,7 @@ class CreateDiscussion(BaseModel):
         description="a name alone keeps a default persona's (Analyzer, Solver, Moderator) prompt and route",
     )
     max_rounds: MaxRounds | None = Field(default=None, validation_alias=AliasChoices("max_rounds", "maxRounds"))
-    files: list[Annotated[str, Field(min_length=1, max_length=80)]] = Field(
+    files: list[Annotated[str, Field(pattern=ID_PATTERN.pattern)]] = Field(
         default_factory=list, max_length=MAX_FILES, description="ids from POST /api/files"
     )
     auto: bool = False
@@ -75,6 +74,9 @@ class CreateDiscussion(BaseModel):
         )
 
 
+AnswerText = Annotated[str, Field(max_length=100, json_schema_extra={"pattern": NO_NUL})]
+
+
 class RoundBody(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     round_number: int | None = Field(
@@ -87,9 +89,7 @@ class AnswersBody(BaseModel):
     round_number: int | None = Field(
         default=None, ge=0, le=1000, validation_alias=AliasChoices("roundNumber", "round_number")
     )
-    answers: dict[Annotated[str, Field(max_length=100)], list[Annotated[str, Field(max_length=100)]]] = Field(
-        max_length=50
-    )
+    answers: dict[AnswerText, list[AnswerText]] = Field(min_length=1, max_length=50)
 
 
 class InputBody(BaseModel):
@@ -97,7 +97,7 @@ class InputBody(BaseModel):
 
 
 def did(discussion_id: str) -> str:
-    if not _DISCUSSION_ID.match(discussion_id):
+    if not DISCUSSION_ID_PATTERN.match(discussion_id):
         raise PlatformError(ErrorCode.INVALID_DISCUSSION_ID, "invalid discussion id")
     return discussion_id
 
@@ -127,33 +127,35 @@ async def list_discussions(ctx: Ctx, p: User) -> JSONResponse:
 
 
 @router.get("/api/discussions/{discussion_id}", response_model=DiscussionView)
-async def get_discussion(discussion_id: str, ctx: Ctx, p: User) -> Response:
+async def get_discussion(discussion_id: DiscussionId, ctx: Ctx, p: User) -> Response:
     q = DialogueQuery(kind="get", user_id=p.user_id, discussion_id=did(discussion_id))
     return view(await ctx.query(q, DiscussionView))
 
 
 @router.post("/api/discussions/{discussion_id}/proceed", response_model=DiscussionView)
-async def proceed(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(limited("proceed"))]) -> Response:
+async def proceed(
+    discussion_id: DiscussionId, ctx: Ctx, p: Annotated[Principal, Depends(limited("proceed"))]
+) -> Response:
     return await act(ctx, p, discussion_id, "proceed")
 
 
 @router.post("/api/discussions/{discussion_id}/answers", response_model=DiscussionView)
 async def answers(
-    discussion_id: str, body: AnswersBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
+    discussion_id: DiscussionId, body: AnswersBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
 ) -> Response:
     return await act(ctx, p, discussion_id, "answers", round_number=body.round_number, answers=body.answers)
 
 
 @router.post("/api/discussions/{discussion_id}/input", response_model=DiscussionView)
 async def user_input(
-    discussion_id: str, body: InputBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
+    discussion_id: DiscussionId, body: InputBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
 ) -> Response:
     return await act(ctx, p, discussion_id, "input", input=body.input)
 
 
 @router.post("/api/discussions/{discussion_id}/questions", response_model=DiscussionView)
 async def questions(
-    discussion_id: str,
+    discussion_id: DiscussionId,
     ctx: Ctx,
     p: Annotated[Principal, Depends(limited("questions"))],
     body: RoundBody | None = None,
@@ -163,7 +165,7 @@ async def questions(
 
 @router.post("/api/discussions/{discussion_id}/summary", response_model=DiscussionView)
 async def summary(
-    discussion_id: str,
+    discussion_id: DiscussionId,
     ctx: Ctx,
     p: Annotated[Principal, Depends(limited("summary"))],
     body: RoundBody | None = None,
@@ -172,7 +174,7 @@ async def summary(
 
 
 @router.post("/api/discussions/{discussion_id}/stop", response_model=DiscussionView)
-async def stop(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(limited(None))]) -> Response:
+async def stop(discussion_id: DiscussionId, ctx: Ctx, p: Annotated[Principal, Depends(limited(None))]) -> Response:
     return await act(ctx, p, discussion_id, "stop")
 
 
@@ -182,7 +184,7 @@ async def stop(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(lim
     responses={200: {"content": {"application/json": {}, "text/markdown": {}}}},
 )
 async def export(
-    discussion_id: str, ctx: Ctx, p: User, format: Literal["json", "markdown"] = Query("json")
+    discussion_id: DiscussionId, ctx: Ctx, p: User, format: Literal["json", "markdown"] = Query("json")
 ) -> Response:
     q = DialogueQuery(kind="export", user_id=p.user_id, discussion_id=did(discussion_id), format=format)
     reply = await ctx.query(q, ExportReply)
@@ -201,7 +203,7 @@ async def export(
     summary="Server-Sent Events; resume with Last-Event-ID (header) or ?lastEventId=",
 )
 async def events(
-    discussion_id: str,
+    discussion_id: DiscussionId,
     request: Request,
     ctx: Ctx,
     p: User,
