@@ -1,4 +1,4 @@
-"""Per-message overhead of raw nats-py vs our thin `Bus` vs FastStream's `NatsBroker` (issue 2).
+"""Per-message overhead of raw nats-py vs our thin `Bus` vs FastStream's `NatsBroker`.
 
 Two paths, same pydantic models for every implementation:
 

@@ -18,7 +18,9 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ from load.stats import (
     summary,
 )
 
+from adp_cli.nats_cluster import NatsCluster, start_nats_cluster
 from adp_common.service import run_loop
 
 TURNS_PER_ROUND = 3
@@ -103,11 +106,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile-s", type=int, default=20, help="py-spy sampling time per phase A")
     ap.add_argument("--out", default="bench-results", help="output directory")
     ap.add_argument("--nats", default=os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222"))
+    ap.add_argument(
+        "--nats-cluster", type=int, default=0, metavar="N",
+        help="run on an embedded N-server JetStream cluster (N >= 3) instead of --nats, every stream and bucket "
+        "with N replicas (ADP_STREAM_REPLICAS); its servers' CPU is summed as nats-server",
+    )  # fmt: skip
     ap.add_argument("--pg", default=os.environ.get("ADP_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     ap.add_argument("--redis", default=os.environ.get("ADP_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    if args.nats_cluster and args.nats_cluster < 3:
+        ap.error("--nats-cluster needs at least 3 servers")
+    args.nats_pids = []  # the cluster's servers, once started
     turn_s = args.ttft_ms / 1000 + args.tokens / args.tokens_per_s
     default_ramp = turn_s * (TURNS_PER_ROUND if args.rounds > 1 else 1)
     args.ramp_a = round(default_ramp, 2) if args.ramp_s is None else args.ramp_s
@@ -154,11 +165,12 @@ async def watch_router(
         await asyncio.sleep(1.0)
 
 
-def named_pids(platform: Platform, provider: FakeProviderProcess) -> dict[str, int]:
+def named_pids(platform: Platform, provider: FakeProviderProcess, cluster: bool = False) -> dict[str, int]:
     pids = {p.name: p.popen.pid for p in platform.procs}
     pids["fake-provider"] = provider.popen.pid
     pids["client"] = os.getpid()
-    pids.update(external_pids())
+    if not cluster:  # a cluster's servers are a CPU group (see phase_a)
+        pids.update(external_pids())
     return pids
 
 
@@ -189,7 +201,8 @@ async def phase_a(
             rounds=args.rounds,
             end_proceed=args.end_proceed,
         )
-        sampler = ResourceSampler(named_pids(platform, provider), groups={"postgres": postgres_pids()})
+        groups = {"postgres": postgres_pids(), **({"nats-server": args.nats_pids} if args.nats_pids else {})}
+        sampler = ResourceSampler(named_pids(platform, provider, bool(args.nats_pids)), groups=groups)
         spy = None
         if args.py_spy:
             hot = ("gateway", "dialogue", "llm-router")
@@ -463,6 +476,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ramp_b_s": args.ramp_b,
             "log_level": args.log_level,
             "replicas": base_replicas,
+            "nats_cluster": args.nats_cluster,
             "loadavg_start": os.getloadavg(),
             "host": host,
         },
@@ -471,7 +485,14 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     platform: Platform | None = None
     directs: dict[int, Tally] = {}
+    cluster: NatsCluster | None = None
     try:
+        if args.nats_cluster:
+            store = Path(tempfile.mkdtemp(prefix="adp-bench-nats-"))
+            cluster = await asyncio.to_thread(start_nats_cluster, args.nats_cluster, store, log_dir=out / "logs")
+            args.nats, args.nats_pids = cluster.url, [n.proc.pid for n in cluster.nodes if n.proc]
+            args.env.append(f"ADP_STREAM_REPLICAS={args.nats_cluster}")
+            print(f"NATS cluster of {args.nats_cluster}: {cluster.url}", flush=True)
         await provider.wait()
         platform, keys = await launch(args, provider, base_replicas, out)
         for n in sizes:
@@ -501,6 +522,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         if platform is not None:
             await platform.stop()
         provider.stop()
+        if cluster is not None:
+            await asyncio.to_thread(cluster.stop)
+            shutil.rmtree(cluster.nodes[0].store.parent, ignore_errors=True)
     result["config"]["loadavg_end"] = os.getloadavg()
     # again at the end: the host's speed can change within a run (it did by up to 1.9x within an hour)
     result["config"]["host_end"] = await calibrate()

@@ -31,7 +31,7 @@ SETTINGS_MODULES = {
 
 # Set by docker-compose.yml for the containers (overrides .env); documented for runs outside compose.
 COMPOSE_SET = {
-    "nats_url": "nats://nats:4222",
+    "nats_url": "nats://nats:4222, or NATS_CLIENT_URLS",
     "database_url": "postgresql://${POSTGRES_USER}:${POSTGRES_PASSWORD}@postgres:5432/postgres",
     "database_name": "the service name",
     "http_host": "0.0.0.0",
@@ -70,6 +70,12 @@ JAEGER_UI_PORT=16686
 PROMETHEUS_RETENTION=15d
 # deployment.environment resource attribute of the traces
 ADP_ENVIRONMENT=compose
+# NATS: one server (the default), or a three-server JetStream cluster with every stream and KV bucket
+# replicated three times; for the cluster uncomment all four (ADP_STREAM_REPLICAS is read by the services):
+# COMPOSE_PROFILES=nats-cluster
+# NATS_CONFIG=cluster
+# NATS_CLIENT_URLS=nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222
+# ADP_STREAM_REPLICAS=3
 
 # ==== tracing, operator tools ===================================================================
 # OTLP/HTTP endpoint; traces are exported only when set (compose: http://otel-collector:4318).

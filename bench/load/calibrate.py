@@ -1,7 +1,7 @@
 """How fast this machine runs the platform's kind of work, measured before a benchmark starts: the yardstick
 that lets runs on different hosts (or different interpreters) be compared.
 
-The same code under the same load has used ~1.8x the CPU per process from one session's machine to the next
+The same code under the same load has used ~1.8x the CPU per process from one benchmark host to another
 (the fake provider, unchanged, included), which moves added latency across the targets more than most code
 changes do. Three figures, each the best of a few repeats, taken in a child process on the otherwise idle
 machine with the interpreter the services run on:

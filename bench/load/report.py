@@ -323,7 +323,13 @@ def markdown(result: dict[str, Any]) -> str:
         + (", proceed and stop at once after the last" if cfg.get("end_proceed") else ", then stop")
         + f". Starts spread over {cfg.get('ramp_s', 0):g} s "
         f"(phase B: {cfg.get('ramp_b_s', cfg.get('ramp_s', 0)):g} s). "
-        f"Log level {cfg['log_level']}. Load average (1 min) at start / end: "
+        + (
+            f"NATS: an embedded {cfg['nats_cluster']}-server JetStream cluster, every stream and bucket with "
+            f"{cfg['nats_cluster']} replicas (nats-server CPU is the servers' sum). "
+            if cfg.get("nats_cluster")
+            else "NATS: one server. "
+        )
+        + f"Log level {cfg['log_level']}. Load average (1 min) at start / end: "
         f"{cfg['loadavg_start'][0]:.1f} / {cfg.get('loadavg_end', [0])[0]:.1f} (the machine is shared). "
         f"Command: `{cfg['command']}`\n",
         host_line(cfg.get("host"), cfg.get("host_end")),

@@ -78,3 +78,22 @@ def test_the_first_token_carries_when_the_provider_had_the_request() -> None:
     assert arrival(later) is None and len(stamps(later)) == 1  # only a stream's first token says it
     event = b'{"chunk":"' + first + b'the "}'
     assert token_count(event) == 2 and len(stamps(event)) == 1
+
+
+def test_load_bench_runs_on_a_nats_cluster(tmp_path: Path, pg_dsn: str, redis_url: str) -> None:
+    res = run(
+        [str(ROOT / "bench/load_bench.py"), "--nats-cluster", "3", "--discussions", "2", "--tokens", "6",
+         "--tokens-per-s", "60", "--ttft-ms", "20", "--ramp-s", "0.2", "--no-scaling", "--openai-levels", "",
+         "--rest-rps", "2", "--out", str(tmp_path / "out"), "--pg", pg_dsn, "--redis", redis_url],
+        tmp_path,
+        240,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    (js,) = (tmp_path / "out").glob("load-*.json")
+    result = json.loads(js.read_text())
+    assert result["config"]["nats_cluster"] == 3
+    (row,) = result["phase_a"]
+    assert row["completed"] == 2 and not row["errors"]
+    assert row["resources"]["nats-server"]["cpu_pct"] > 0  # the three servers' CPU, summed
+    (md,) = (tmp_path / "out").glob("load-*.md")
+    assert "3-server JetStream cluster" in md.read_text()

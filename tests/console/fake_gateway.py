@@ -1,4 +1,4 @@
-"""A small stand-in for the gateway's client contract (DESIGN.md section 5), for console tests.
+"""A small stand-in for the gateway's client contract (docs/gateway.md), for console tests.
 
 It serves the real console files and scripts discussions deterministically, so the browser tests can check
 client behaviour the real platform cannot be made to show on demand: model output carrying markup, a stream
@@ -92,7 +92,7 @@ class FakeGateway:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = site._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         return self.url
 
@@ -111,8 +111,8 @@ class FakeGateway:
         for resp in list(self.sse_responses):
             with contextlib.suppress(Exception):
                 resp.force_close()
-                if resp._payload_writer and resp._payload_writer.transport:  # type: ignore[attr-defined]
-                    resp._payload_writer.transport.abort()  # type: ignore[attr-defined]
+                if resp._payload_writer and resp._payload_writer.transport:
+                    resp._payload_writer.transport.abort()
         self.sse_responses.clear()
 
     # ---- helpers ---------------------------------------------------------------------------------------
@@ -311,8 +311,8 @@ class FakeGateway:
         self.auth(request)
         reader = await request.multipart()
         part = await reader.next()
-        data = await part.read() if part is not None else b""  # type: ignore[union-attr]
-        name = part.filename if part is not None else "file"  # type: ignore[union-attr]
+        data = await part.read() if part is not None else b""
+        name = part.filename if part is not None else "file"
         return web.json_response({"id": uuid.uuid4().hex, "name": name, "size": len(data)}, status=201)
 
     async def costs(self, request: web.Request) -> web.Response:

@@ -285,8 +285,64 @@ def test_mounted_files_exist_and_volumes_are_declared(compose: dict[str, Any]) -
             else:
                 assert source in declared, f"{name} uses undeclared volume {source}"
     nats = compose["services"]["nats"]
-    assert "--jetstream" in nats["command"] and any(v.endswith(":/data") for v in nats["volumes"])
+    assert nats["command"] == ["--config", "/etc/nats/single.conf"]
+    assert "jetstream" in (REPO / "deploy/nats/single.conf").read_text()
+    assert any(v.endswith(":/data") for v in nats["volumes"]) and "./deploy/nats:/etc/nats:ro" in nats["volumes"]
     assert "8222" in [str(p) for p in nats["expose"]]
+
+
+# ---------------------------------------------------------------------------------------------- NATS cluster
+CLUSTER_ENV = {
+    "COMPOSE_PROFILES": "nats-cluster",
+    "NATS_CONFIG": "cluster",
+    "NATS_CLIENT_URLS": "nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222",
+    "ADP_STREAM_REPLICAS": "3",
+}
+
+
+def test_env_example_shows_the_three_server_settings() -> None:
+    text = (REPO / ".env.example").read_text()
+    for key, value in CLUSTER_ENV.items():
+        assert f"# {key}={value}" in text, key
+
+
+@pytest.mark.parametrize("config", ["single", "cluster"])
+def test_nats_config_files_are_valid_for_nats_server(config: str) -> None:
+    from adp_cli.servers import nats_server_binary
+
+    binary = nats_server_binary()
+    if binary is None:
+        pytest.skip("nats-server binary not found")
+    path = REPO / "deploy/nats" / f"{config}.conf"
+    env = {"NATS_SERVER_NAME": "nats-1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([binary, "-t", "-c", str(path)], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def test_three_server_nats_profile(raw: dict[str, Any]) -> None:
+    """With the four .env lines the compose file still matches the specification, and the three servers route to
+    each other, keep separate stores, and every service is given all three."""
+    from adp_common.bus import server_urls
+
+    compose = interpolate(raw, {**env_example(), **CLUSTER_ENV})
+    schema = json.loads((HERE / "compose-spec.schema.json").read_text())
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(compose))
+    assert not errors, errors[:5]
+    servers = {name: compose["services"][name] for name in ("nats", "nats-2", "nats-3")}
+    assert {tuple(s["command"]) for s in servers.values()} == {("--config", "/etc/nats/cluster.conf")}
+    assert "profiles" not in servers["nats"]
+    assert servers["nats-2"]["profiles"] == servers["nats-3"]["profiles"] == ["nats-cluster"]
+    names = {s["environment"]["NATS_SERVER_NAME"] for s in servers.values()}
+    stores = {v for s in servers.values() for v in s["volumes"] if v.endswith(":/data")}
+    assert len(names) == len(stores) == 3
+    assert all(v.split(":")[0] in compose["volumes"] for v in stores)
+    conf = (REPO / "deploy/nats/cluster.conf").read_text()
+    assert set(re.findall(r"nats://([\w-]+):6222", conf)) == set(servers)
+    assert "include ./single.conf" in conf
+    for name in APP_SERVICES:
+        urls = server_urls(_environment(compose["services"][name])["ADP_NATS_URL"])
+        assert {u.split("//")[1].split(":")[0] for u in urls} == set(servers), name
+    assert CLUSTER_ENV["NATS_CLIENT_URLS"] == compose["services"]["nats-box"]["environment"]["NATS_URL"]
 
 
 def test_postgres_init_creates_one_database_per_service() -> None:

@@ -318,3 +318,13 @@ def test_helm_values_cluster_jetstream_and_create_the_databases() -> None:
     readme = (K8S / "README.md").read_text()
     assert "helm upgrade --install nats nats/nats" in readme and "helm upgrade --install postgresql" in readme
     assert "kubectl kustomize deploy/k8s/overlays/production" in readme
+
+
+def test_production_replicates_every_stream_and_bucket_across_the_nats_cluster() -> None:
+    """The overlay's ADP_STREAM_REPLICAS is the NATS cluster's size, so no manual nats-box step is needed."""
+    nats = yaml.safe_load((K8S / "helm/nats-values.yaml").read_text())
+    config = by_kind(render(TARGETS["production"]), "ConfigMap")["adp-config"]["data"]
+    assert int(config["ADP_STREAM_REPLICAS"]) == nats["config"]["cluster"]["replicas"] == 3
+    assert nats["config"]["merge"]["ping_interval"] and nats["config"]["merge"]["ping_max"]
+    readme = (K8S / "README.md").read_text()
+    assert "nats stream edit" not in readme and "ADP_STREAM_REPLICAS" in readme

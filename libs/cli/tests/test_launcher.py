@@ -78,7 +78,7 @@ async def test_adp_up_brings_every_service_to_healthy(nats_url: str, pg_dsn: str
     lines: list[str] = []
     try:
         while True:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)  # type: ignore[union-attr]
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
             assert line, "launcher exited early:\n" + "".join(lines)
             lines.append(line)
             if "Stop:" in line:
@@ -143,7 +143,7 @@ async def test_adp_up_nats_cluster_replicates_every_stream_and_bucket(pg_dsn: st
     lines: list[str] = []
     try:
         while True:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)  # type: ignore[union-attr]
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
             assert line, "launcher exited early:\n" + "".join(lines)
             lines.append(line)
             if "Stop:" in line:

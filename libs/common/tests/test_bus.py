@@ -115,32 +115,6 @@ async def test_send_now_writes_without_waiting_for_the_flusher(bus: Bus, nats_ur
         raw.close()
 
 
-async def test_inline_subscription_hands_over_every_message_in_order(bus: Bus, prefix: str) -> None:
-    subject = bus.catalog.subject("svc", "inline")
-    seen: list[bytes] = []
-
-    def handler(msg: Msg) -> None:
-        if msg.data == b"boom":
-            raise ValueError("a failing handler must not break the connection")
-        seen.append(msg.data)
-
-    sub = await bus.subscribe_inline(subject, handler)
-    for i in range(200):
-        await bus.nc.publish(subject, b"boom" if i == 100 else str(i).encode())
-    await bus.nc.flush()
-    for _ in range(100):
-        if len(seen) == 199:
-            break
-        await asyncio.sleep(0.01)
-    assert seen == [str(i).encode() for i in range(200) if i != 100]
-    assert sub.pending_bytes == 0 and bus.nc.is_connected
-    await sub.unsubscribe()
-    await bus.nc.publish(subject, b"after")
-    await bus.nc.flush()
-    await asyncio.sleep(0.05)
-    assert seen[-1] == b"199"
-
-
 async def test_handlers_are_bounded_and_the_rest_wait_their_turn(bus: Bus, nats_url: str, prefix: str) -> None:
     name = f"bounded-{uuid.uuid4().hex[:8]}"  # its own service name: $SRV.STATS.<name> answers only here
     server = await Bus.connect(nats_url, prefix=prefix, name=name, instance="a", handler_concurrency=2)

@@ -28,7 +28,7 @@ def test_every_amount_in_cost_replies_serializes_fixed_point() -> None:
     zero = Decimal("0E-9")
     summary = CostSummary(
         costByProvider=[CostRow(key="p", cost_usd=zero)],
-        dailyCosts=[DailyCost(date="2025-01-01", provider="p", cost_usd=zero)],  # type: ignore[arg-type]
+        dailyCosts=[DailyCost(date="2025-01-01", provider="p", cost_usd=zero)],
         budget=BudgetView(current=zero, limit=Decimal("1E+1"), percentage=0, exceeded=False),
         userCost=zero,
         totalCost=zero,

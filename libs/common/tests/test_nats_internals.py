@@ -53,8 +53,13 @@ async def test_inline_subscription_delivers_in_order_on_both_paths(bus: Bus, pri
             break
         await asyncio.sleep(0.01)
     assert seen == [str(i).encode() for i in range(50) if i != 25]
+    assert sub.pending_bytes == 0 and bus.nc.is_connected
     assert (sub._pending_queue.__class__.__name__ == "_Inline") is private_api
     await sub.unsubscribe()
+    await bus.nc.publish(subject, b"after")
+    await bus.nc.flush()
+    await asyncio.sleep(0.05)
+    assert seen[-1] == b"49"  # nothing after unsubscribing
 
 
 async def test_endpoints_answer_and_count_requests_on_both_paths(

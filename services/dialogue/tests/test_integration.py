@@ -10,6 +10,7 @@ import pytest
 from dialogue_helpers import command, dialogue, dialogue_settings, event_log, get, router, stored_events
 
 from adp_common.bus import Bus
+from adp_common.envelope import decode
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import CountReply, DialogueQuery, DiscussionList, EventsReply, ExportReply
 from adp_dialogue import store
@@ -242,6 +243,36 @@ async def test_crash_between_commit_and_publish_does_not_stall(
     assert [e.event for e in events].count("message-complete") == 3
 
 
+async def test_a_step_rerun_after_its_answer_came_replays_it(
+    bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases
+) -> None:
+    """A step that dies between its LLM answer and its commit is run again, and the router replays the
+    answer it already has: one provider call and one `ok` charge per stored message."""
+    settings = dialogue_settings(nats_url, pg_dsn, prefix, databases.name("dialogue"))
+    crashed: list[str] = []
+    async with router(nats_url, prefix) as rapp, dialogue(settings) as app, event_log(bus) as log:
+        engine = app.engine
+        assert engine is not None and rapp.rt is not None
+        real_commit = engine._commit
+
+        async def crash_once(job, *args, **kw) -> None:
+            if job.step_key == "r1t2" and not crashed:
+                crashed.append(job.step_key)
+                raise RuntimeError("simulated crash before the commit")
+            await real_commit(job, *args, **kw)
+
+        engine._commit = crash_once
+        view = await command(bus, action="create", user_id="u1", topic=TOPIC)
+        await log.wait_event(view.id, "round-complete", timeout=30)
+        done = await _wait_status(bus, view.id, "waiting")
+        replayed = rapp.rt.metrics.registry.get_sample_value("adp_router_replays_total", {"how": "replayed"})
+        msgs = await bus.stream_messages(bus.catalog.stream_name("USAGE"), bus.catalog.usage_record)
+    assert crashed == ["r1t2"] and replayed == 1
+    assert [m["turn"] for m in done.messages] == [1, 2, 3]
+    charges = [r for r in (decode(m.data).payload for m in msgs) if r.discussion_id == view.id and r.status == "ok"]
+    assert len(charges) == 3, [r.request_id for r in charges]
+
+
 async def test_two_copies_share_the_work(bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases) -> None:
     db = databases.name("dialogue")
     s1 = dialogue_settings(nats_url, pg_dsn, prefix, db, instance_id="d1", max_active_discussions=5)
@@ -323,7 +354,7 @@ async def test_sweeper_republishes_a_job_lost_after_a_command_commit(
                 raise ConnectionError("publish lost")
             await real_publish(job)
 
-        engine.publish_job = lose_first  # type: ignore[method-assign]
+        engine.publish_job = lose_first
         view = await command(bus, action="create", user_id="u1", topic=TOPIC)
         assert lost == ["r1t1"] and view.status == "running"
         stuck = await get(bus, "u1", view.id)
@@ -394,7 +425,7 @@ async def test_a_turn_commits_in_one_statement_only_while_it_is_due(
     quick_commits: list[str] = []
     commit_turn = store.commit_turn
 
-    async def counted(conn, did, step_key, *args):  # type: ignore[no-untyped-def]
+    async def counted(conn, did, step_key, *args):
         ev = await commit_turn(conn, did, step_key, *args)
         if ev is not None:
             quick_commits.append(step_key)

@@ -173,14 +173,14 @@ async def test_request_stats_published_and_access_log(
     mine = [r for r in lines if getattr(r, "request_id", None) == "trace-me"]
     assert len(mine) == 1
     rec = mine[0]
-    assert (rec.method, rec.path, rec.status, rec.user_id, rec.key_id) == (  # type: ignore[attr-defined]
+    assert (rec.method, rec.path, rec.status, rec.user_id, rec.key_id) == (
         "GET",
         "/api/discussions",
         503,
         uid,
         key_id,
     )
-    assert rec.client_ip == "127.0.0.1" and rec.latency_ms >= 0  # type: ignore[attr-defined]
+    assert rec.client_ip == "127.0.0.1" and rec.latency_ms >= 0
     assert all(key not in r.getMessage() and key not in str(r.__dict__) for r in lines)
     assert all(ADMIN_KEY not in str(r.__dict__) for r in lines)
 

@@ -50,7 +50,7 @@ async def test_history_then_live_chunks_in_order(bus: Bus) -> None:
         await publish_chunks(bus, did, ["a", "b", "c"])
         items = await collect(stream, 4)
     assert isinstance(items[0], DiscussionEvent) and items[0].seq == 2  # seq 1 was already seen
-    assert [i.data["text"] for i in items[1:]] == ["a", "b", "c"]  # type: ignore[union-attr]
+    assert [i.data["text"] for i in items[1:]] == ["a", "b", "c"]
     assert stream.last_seq == 2
 
 
@@ -161,7 +161,7 @@ async def test_a_terminal_event_ends_the_stream_live_and_in_replay(bus: Bus) -> 
         await asyncio.sleep(0.1)
         await bus.nc.publish(bus.catalog.discussion_events(did), wrap(ended).model_dump_json().encode())
         items = await asyncio.wait_for(reader, 5)
-    assert [i.event for i in items] == ["message-complete", "discussion-stopped"]  # type: ignore[union-attr]
+    assert [i.event for i in items] == ["message-complete", "discussion-stopped"]
 
     async def finished(after: int) -> list[DiscussionEvent]:
         return [
@@ -171,7 +171,7 @@ async def test_a_terminal_event_ends_the_stream_live_and_in_replay(bus: Bus) -> 
 
     async with EventStream(bus, did, finished, heartbeat_s=30) as late:
         items = await asyncio.wait_for(collect_all(late), 5)
-    assert [i.event for i in items] == ["message-complete", "discussion-completed"]  # type: ignore[union-attr]
+    assert [i.event for i in items] == ["message-complete", "discussion-completed"]
 
 
 async def collect_all(stream: EventStream) -> list[object]:

@@ -30,7 +30,7 @@ async def within_one_window(window_s: int, needed_s: float) -> None:
         await asyncio.sleep(left + 0.1)
 
 
-async def test_limits_shared_across_copies_and_enforced_without_redis(processes, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+async def test_limits_shared_across_copies_and_enforced_without_redis(processes, redis_url: str) -> None:
     # a generous Redis timeout: on a busy machine a slow first round trip would fall back to local counters
     # (by design), and the copies would then no longer share the window this test is about
     shared_env = {**LOW, "ADP_REDIS_URL": redis_url, "ADP_REDIS_TIMEOUT_S": "3"}

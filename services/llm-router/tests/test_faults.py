@@ -105,12 +105,12 @@ async def test_the_fake_provider_takes_the_same_faults() -> None:
 
 
 async def _has_fault(app: object, provider: str) -> bool:
-    return app.faults is not None and app.faults.get(provider) is not None  # type: ignore[attr-defined]
+    return app.faults is not None and app.faults.get(provider) is not None
 
 
 async def _fault_is(app: object, provider: str, fault: ProviderFault) -> bool:
-    return app.faults is not None and app.faults.get(provider) == fault  # type: ignore[attr-defined]
+    return app.faults is not None and app.faults.get(provider) == fault
 
 
 async def _breaker(app: object, provider: str, state: str) -> bool:
-    return app.breakers.state(provider).state == state  # type: ignore[attr-defined]
+    return app.breakers.state(provider).state == state

@@ -69,8 +69,8 @@ class NatsNode:
         try:
             self.proc = subprocess.Popen(self.command(binary), stdout=out, stderr=subprocess.STDOUT)
         finally:
-            if log_dir:
-                out.close()  # type: ignore[union-attr]
+            if not isinstance(out, int):  # a log file (DEVNULL is an int)
+                out.close()
         deadline = time.monotonic() + 15
         while not port_open("127.0.0.1", self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:

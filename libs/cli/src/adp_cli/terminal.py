@@ -1,6 +1,6 @@
 """adp CLI commands for users (terminal client): `adp discuss`, `adp costs`, `adp alerts-list`.
 
-Built only on the gateway's client contract (DESIGN.md section 5): Bearer API key, JSON endpoints and the
+Built only on the gateway's client contract (docs/gateway.md): Bearer API key, JSON endpoints and the
 discussion event stream (Server-Sent Events, resumed with Last-Event-ID after a drop).
 """
 

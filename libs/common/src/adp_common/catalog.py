@@ -75,6 +75,10 @@ class Catalog:
         """Core-NATS subject every router copy listens on (no queue group): cancel a discussion's calls."""
         return self.subject("llm", "cancel")
 
+    def llm_call_owner(self, instance: str) -> str:
+        """Request/reply to one router copy: is it still running a logical call it claimed?"""
+        return self.subject("llm", "owner", "".join("_" if c in ".*> \t" else c for c in instance))
+
     def llm_stream(self, request_id: str) -> str:
         """Core-NATS subject where the router streams a request's chunks."""
         return self.subject("llm", "stream", request_id)
@@ -108,6 +112,11 @@ class Catalog:
     def key_revoked(self) -> str:
         """Core NATS, every gateway copy (no queue group): drop a revoked API key from its lookup cache."""
         return self.subject("gateway", "key-revoked")
+
+    @property
+    def sessions_ended(self) -> str:
+        """Core NATS, every gateway copy (no queue group): close a key's or a user's live sessions."""
+        return self.subject("gateway", "sessions-ended")
 
     # cost
     @property
@@ -188,5 +197,7 @@ STREAMS: tuple[StreamSpec, ...] = (
 # KV buckets (relative names; Catalog.bucket() prefixes them).
 KV_BREAKERS = "breakers"  # llm-router: provider -> BreakerState
 KV_BUDGET = "budget"  # cost: "global" / "user.<id>" -> BudgetState
+KV_LLM_RESULTS = "llm_results"  # llm-router: logical call key (hashed) -> StoredCall, with a TTL
 KV_LEASES = "leases"  # alerts and others: leader leases
 KV_FAULTS = "faults"  # operators: simulated provider name -> ProviderFault (fault rehearsal)
+KV_BUCKETS = (KV_BREAKERS, KV_BUDGET, KV_LLM_RESULTS, KV_LEASES, KV_FAULTS)

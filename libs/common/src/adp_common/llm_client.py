@@ -3,7 +3,8 @@
 Protocol: the caller subscribes to `Catalog.llm_stream(request_id)` (core NATS), then sends the
 CompletionRequest to `Catalog.llm_complete`. The router publishes CompletionChunk messages there as
 tokens arrive (streaming calls), plus a keepalive every couple of seconds while the call runs (every
-call), and replies with the CompletionResult (or an error reply carrying LLM_PROVIDER_ERROR,
+call; to a streaming caller it is a question the client answers, and a caller that is gone has its call
+cancelled), and replies with the CompletionResult (or an error reply carrying LLM_PROVIDER_ERROR,
 LLM_TIMEOUT, NO_LLM_PROVIDER_AVAILABLE or BUDGET_EXCEEDED) when the call ends.
 
 A router copy that dies mid-call stops sending keepalives: after `idle_timeout_s` of silence the
@@ -21,12 +22,16 @@ import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
+from adp_common.retry import Backoff
 from adp_common.schemas.llm import CompletionChunk, CompletionRequest, CompletionResult
 
 log = logging.getLogger("adp.llm_client")
+# Pauses while no router copy is subscribed (one restarting): 0.5 s, then 1 s.
+ROUTER_UNAVAILABLE_RETRY = Backoff(initial_s=0.5, max_s=1.0)
 
 ChunkCallback = Callable[[CompletionChunk], Awaitable[None]]
 
@@ -56,13 +61,14 @@ def _cancel_requested() -> bool:
 
 class LLMClient:
     def __init__(
-        self, bus: Bus, *, chunk_buffer: int = 4096, idle_timeout_s: float = 10.0, router_attempts: int = 3
+        self, bus: Bus, *, chunk_buffer: int = 4096, idle_timeout_s: float = 6.0, router_attempts: int = 3
     ) -> None:
         self.bus = bus
         self.chunk_buffer = chunk_buffer
         self.idle_timeout_s = idle_timeout_s
         self.router_attempts = router_attempts
         self._attempts: set[_Attempt] = set()
+        self._answers: set[asyncio.Future[None]] = set()  # answers to the router's keepalive questions
         self._watchdog: asyncio.Task[None] | None = None
 
     async def complete(self, req: CompletionRequest, on_chunk: ChunkCallback | None = None) -> CompletionResult:
@@ -93,7 +99,7 @@ class LLMClient:
                     raise PlatformError(
                         ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"llm-router unavailable: {err.message}"
                     ) from None
-                await asyncio.sleep(0.5 * attempt)
+                await asyncio.sleep(ROUTER_UNAVAILABLE_RETRY.pause(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(
@@ -104,6 +110,10 @@ class LLMClient:
 
         def on_msg(msg: Msg) -> None:
             watched.last_seen = time.monotonic()
+            if msg.reply:  # the router asks whether this caller is still there (see adp_router.callers)
+                answer = asyncio.ensure_future(self.bus.nc.publish(msg.reply, b""))
+                self._answers.add(answer)
+                answer.add_done_callback(self._answers.discard)
             if on_chunk is None:
                 return
             chunk = CompletionChunk.model_validate_json(msg.data)
@@ -118,25 +128,7 @@ class LLMClient:
         # keepalive costs no task wake-up, and a call no subscription task.
         sub = await self.bus.subscribe_inline(self.bus.catalog.llm_stream(req.request_id), on_msg, flush=False)
         delivered = [False]
-
-        async def pump() -> None:
-            next_seq = 0
-            first = True
-            while True:
-                chunk = await queue.get()
-                if chunk is None:
-                    return
-                if chunk.seq < next_seq and not chunk.restart:
-                    continue  # duplicate
-                next_seq = chunk.seq + 1
-                if first and restart:
-                    chunk = chunk.model_copy(update={"restart": True})
-                first = False
-                assert on_chunk is not None
-                await on_chunk(chunk)
-                delivered[0] = True
-
-        pumper = asyncio.create_task(pump()) if on_chunk is not None else None
+        pumper = asyncio.create_task(_pump(queue, on_chunk, restart, delivered)) if on_chunk is not None else None
         # The shared watchdog gives up on a silent router copy; the call itself is awaited directly.
         request: asyncio.Task[CompletionResult] | None = None
         try:
@@ -157,16 +149,7 @@ class LLMClient:
                     raise _RouterLost(delivered[0]) from None
                 raise
             if pumper is not None:
-                # Chunks published before the reply were sent before it; a flush round trip guarantees they
-                # reached this client, then wait until the subscription has handed them all to on_msg.
-                await self.bus.nc.flush(timeout=2)
-                for _ in range(2000):  # at most ~2 s
-                    if sub.pending_msgs == 0:
-                        break
-                    await asyncio.sleep(0.001)
-                await asyncio.sleep(0)
-                await queue.put(None)
-                await asyncio.wait_for(pumper, timeout=10)
+                await self._drain(sub, queue, pumper)
             return result
         finally:
             self._attempts.discard(watched)
@@ -178,6 +161,21 @@ class LLMClient:
                     await pumper
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _drain(
+        self, sub: Subscription, queue: asyncio.Queue[CompletionChunk | None], pumper: asyncio.Task[None]
+    ) -> None:
+        """Deliver every chunk of an answered call. Chunks published before the reply were sent before it;
+        a flush round trip guarantees they reached this client, then wait until the subscription has handed
+        them all over, and the pump has passed them on."""
+        await self.bus.nc.flush(timeout=2)
+        for _ in range(2000):  # at most ~2 s
+            if sub.pending_msgs == 0:
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0)
+        await queue.put(None)
+        await asyncio.wait_for(pumper, timeout=10)
 
     def _watch(self, attempt: _Attempt) -> None:
         self._attempts.add(attempt)
@@ -197,3 +195,24 @@ class LLMClient:
                         a.request.cancel()
         finally:
             self._watchdog = None
+
+
+async def _pump(
+    queue: asyncio.Queue[CompletionChunk | None], on_chunk: ChunkCallback, restart: bool, delivered: list[bool]
+) -> None:
+    """Hand queued chunks to `on_chunk` in order until None: duplicates skipped, the first marked `restart`
+    when this attempt re-sends an answer; `delivered[0]` set once one went out."""
+    next_seq = 0
+    first = True
+    while True:
+        chunk = await queue.get()
+        if chunk is None:
+            return
+        if chunk.seq < next_seq and not chunk.restart:
+            continue  # duplicate
+        next_seq = chunk.seq + 1
+        if first and restart:
+            chunk = chunk.model_copy(update={"restart": True})
+        first = False
+        await on_chunk(chunk)
+        delivered[0] = True

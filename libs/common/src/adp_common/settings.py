@@ -18,7 +18,9 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = "adp"
     instance_id: str = Field(default="", description="Unique per process; generated when empty")
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", description="One NATS server, or a cluster's servers separated by commas"
+    )
     subject_prefix: str = Field(default="adp", pattern=r"^[A-Za-z0-9_-]+$")
     # Server DSN without the database; each service connects to its own database on it.
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
@@ -38,7 +40,13 @@ class ServiceSettings(BaseSettings):
     request_timeout_s: float = Field(default=10.0, gt=0)
     handler_concurrency: int = Field(default=64, ge=1)
     shutdown_grace_s: float = Field(default=20.0, gt=0)
-    stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams created")
+    stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="JetStream replicas of every stream and KV bucket (at most the NATS cluster's servers); "
+        "an existing one with fewer is raised to it at start",
+    )
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     loop_stall_warn_ms: float = Field(default=250.0, gt=0, description="Log event-loop stalls at least this long")
     gc_full_collection_every: int = Field(

@@ -187,8 +187,10 @@ class AlertsApp:
 
         for base, subject in sources:
             if s.alerts_replay_s > 0:
-                config: ConsumerConfig | None = ConsumerConfig(opt_start_time=start)
-                policy = DeliverPolicy.BY_START_TIME
+                # from a sequence, not a time: a time stops the consumer at its first recreation (Bus.first_seq_since)
+                seq = await bus.first_seq_since(bus.catalog.stream_name(base), start)
+                config: ConsumerConfig | None = ConsumerConfig(opt_start_seq=seq)
+                policy = DeliverPolicy.BY_START_SEQUENCE
             else:
                 config, policy = None, DeliverPolicy.NEW
             sub = await bus.js.subscribe(

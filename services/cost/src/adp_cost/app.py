@@ -104,7 +104,11 @@ class CostApp:
             if nusd:
                 self.m_spend.labels(provider, model).inc(nusd / NANOS_PER_USD)
         assert self.tracker is not None
-        self.tracker.mark({r.day for r in result.inserted}, {r.user_key for r in result.inserted if r.user_key})
+        self.tracker.mark(
+            {r.day for r in result.inserted},
+            {r.user_key for r in result.inserted if r.user_key},
+            {r.key_key for r in result.inserted if r.key_key},
+        )
 
     def _on_evaluation(self, ev: Evaluation) -> None:
         self.m_budget.labels(ev.scope).set(ev.percentage)

@@ -33,13 +33,24 @@ def user_scope(user_id: str) -> str:
     return f"user:{user_id}"
 
 
+def key_scope(key_id: str) -> str:
+    """Scope of an API key's own daily budget."""
+    return f"key:{key_id}"
+
+
 def kv_key(scope: str) -> str:
-    """Key in the budget KV bucket: 'global' or 'user.<id>'."""
-    return GLOBAL if scope == GLOBAL else "user." + scope.removeprefix("user:")
+    """Key in the budget KV bucket: 'global', 'user.<id>' or 'key.<id>'."""
+    if scope == GLOBAL:
+        return GLOBAL
+    kind, _, ident = scope.partition(":")
+    return f"{kind}.{ident}"
 
 
 def scope_of_key(key: str) -> str:
-    return GLOBAL if key == GLOBAL else user_scope(key.removeprefix("user."))
+    if key == GLOBAL:
+        return GLOBAL
+    kind, _, ident = key.partition(".")
+    return f"{kind}:{ident}"
 
 
 @dataclass(frozen=True)

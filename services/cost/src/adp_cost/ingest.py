@@ -79,6 +79,7 @@ def to_row(rec: UsageRecord, prices: PriceTable, stream_seq: int | None) -> Ledg
         price_source=priced.source,
         cost_nusd=priced.cost_nusd,
         stream_seq=stream_seq,
+        key_id=rec.key_id or None,
     )
 
 

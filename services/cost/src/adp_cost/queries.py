@@ -16,7 +16,13 @@ DEFAULT_RANGE_DAYS = 30
 MAX_RANGE_DAYS = 3660
 NONE_KEY = "(none)"
 
-_ROW_KINDS = {"by_provider": "provider", "by_model": "model", "by_user": "user", "by_discussion": "discussion"}
+_ROW_KINDS = {
+    "by_provider": "provider",
+    "by_model": "model",
+    "by_user": "user",
+    "by_key": "key",
+    "by_discussion": "discussion",
+}
 
 
 def date_range(q: CostQuery, today: date) -> tuple[date, date]:

@@ -17,18 +17,18 @@ WITH input AS (
     SELECT * FROM unnest(
         $1::text[], $2::timestamptz[], $3::date[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
         $9::text[], $10::int[], $11::int[], $12::bool[], $13::text[], $14::text[], $15::float8[],
-        $16::numeric[], $17::numeric[], $18::text[], $19::bigint[], $20::bigint[]
+        $16::numeric[], $17::numeric[], $18::text[], $19::bigint[], $20::bigint[], $21::text[]
     ) AS t(request_id, occurred_at, day, provider, model, user_id, discussion_id, persona, route, input_tokens,
            output_tokens, estimated, status, error_code, latency_ms, input_price, output_price, price_source,
-           cost_nusd, stream_seq)
+           cost_nusd, stream_seq, key_id)
 ), ins AS (
     INSERT INTO usage_ledger (request_id, occurred_at, day, provider, model, user_id, discussion_id, persona, route,
                               input_tokens, output_tokens, estimated, status, error_code, latency_ms, input_price,
-                              output_price, price_source, cost_nusd, stream_seq)
+                              output_price, price_source, cost_nusd, stream_seq, key_id)
     SELECT * FROM input
     ON CONFLICT (request_id) DO NOTHING
     RETURNING day, provider, model, coalesce(user_id, '') AS user_key, coalesce(discussion_id, '') AS discussion_key,
-              cost_nusd, input_tokens, output_tokens, (status = 'error')::int AS err
+              coalesce(key_id, '') AS key_key, cost_nusd, input_tokens, output_tokens, (status = 'error')::int AS err
 ), daily AS (
     INSERT INTO cost_daily AS c (day, provider, model, user_key, cost_nusd, input_tokens, output_tokens, requests,
                                  errors)
@@ -73,8 +73,18 @@ WITH input AS (
         output_tokens = u.output_tokens + EXCLUDED.output_tokens,
         requests = u.requests + EXCLUDED.requests
     RETURNING 1
+), bykey AS (
+    INSERT INTO cost_daily_by_key AS k (day, key_key, cost_nusd, input_tokens, output_tokens, requests)
+    SELECT day, key_key, sum(cost_nusd), sum(input_tokens), sum(output_tokens), count(*)
+    FROM ins WHERE key_key <> '' GROUP BY day, key_key ORDER BY day, key_key
+    ON CONFLICT (day, key_key) DO UPDATE SET
+        cost_nusd = k.cost_nusd + EXCLUDED.cost_nusd,
+        input_tokens = k.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = k.output_tokens + EXCLUDED.output_tokens,
+        requests = k.requests + EXCLUDED.requests
+    RETURNING 1
 )
-SELECT day, provider, model, user_key, cost_nusd FROM ins
+SELECT day, provider, model, user_key, key_key, cost_nusd FROM ins
 """
 
 
@@ -100,6 +110,7 @@ class LedgerRow:
     price_source: str
     cost_nusd: int
     stream_seq: int | None
+    key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,7 @@ class Inserted:
     model: str
     user_key: str
     cost_nusd: int
+    key_key: str = ""
 
 
 async def insert_batch(conn: asyncpg.Connection, rows: Sequence[LedgerRow]) -> list[Inserted]:
@@ -117,7 +129,7 @@ async def insert_batch(conn: asyncpg.Connection, rows: Sequence[LedgerRow]) -> l
         return []
     cols = list(zip(*(_as_tuple(r) for r in rows), strict=True))
     records = await conn.fetch(_INSERT_BATCH, *cols)
-    return [Inserted(r["day"], r["provider"], r["model"], r["user_key"], r["cost_nusd"]) for r in records]
+    return [Inserted(r["day"], r["provider"], r["model"], r["user_key"], r["cost_nusd"], r["key_key"]) for r in records]
 
 
 def _as_tuple(r: LedgerRow) -> tuple[object, ...]:
@@ -142,6 +154,7 @@ def _as_tuple(r: LedgerRow) -> tuple[object, ...]:
         r.price_source,
         r.cost_nusd,
         r.stream_seq,
+        r.key_id,
     )
 
 
@@ -170,8 +183,19 @@ async def get_budgets(conn: asyncpg.Connection | asyncpg.Pool, scopes: Sequence[
 
 
 async def user_budget_scopes(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
-    rows = await conn.fetch("SELECT scope FROM budgets WHERE scope LIKE 'user:%'")
+    """Every stored budget of a user or of an API key."""
+    rows = await conn.fetch("SELECT scope FROM budgets WHERE scope LIKE 'user:%' OR scope LIKE 'key:%'")
     return [r["scope"] for r in rows]
+
+
+async def key_spend(conn: asyncpg.Connection | asyncpg.Pool, day: date, key_ids: Sequence[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT key_key, sum(cost_nusd) AS s FROM cost_daily_by_key WHERE key_key = ANY($2::text[]) AND day = $1"
+        " GROUP BY key_key",
+        day,
+        list(key_ids),
+    )
+    return {r["key_key"]: int(r["s"]) for r in rows}
 
 
 async def set_budget(conn: asyncpg.Connection | asyncpg.Pool, scope: str, limit_nusd: int, threshold: float) -> None:
@@ -256,10 +280,23 @@ async def breakdown(
         "provider": "provider",
         "model": "provider || '/' || model",
         "user": "user_key",
+        "key": "key_key",
         "discussion": "discussion_key",
     }[by]
+    if by == "key" and user_id is not None:
+        # one user's keys: the ledger knows which user each key belongs to
+        sql = (
+            "SELECT key_id AS k, sum(cost_nusd) AS cost, sum(input_tokens) AS tin, sum(output_tokens) AS tout,"
+            " count(*) AS n FROM usage_ledger"
+            " WHERE day BETWEEN $1 AND $2 AND user_id = $3 AND key_id IS NOT NULL GROUP BY 1 ORDER BY cost DESC, k"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return _aggs(await conn.fetch(sql, start, end, user_id))
     if by == "discussion":
         table = "cost_daily_discussion"
+    elif by == "key":
+        table = "cost_daily_by_key"
     elif by == "user":
         table = "cost_daily_by_user"
     else:  # provider / model: the small table unless one user's breakdown is asked for

@@ -20,7 +20,18 @@ from adp_common.schemas.cost import BudgetState, SetBudget
 from adp_common.schemas.money import format_money
 from adp_common.schemas.ops import BudgetEvent
 from adp_cost import store
-from adp_cost.budget import GLOBAL, Budget, Clock, Evaluation, kv_key, scope_of_key, should_replace, user_scope, utc_day
+from adp_cost.budget import (
+    GLOBAL,
+    Budget,
+    Clock,
+    Evaluation,
+    key_scope,
+    kv_key,
+    scope_of_key,
+    should_replace,
+    user_scope,
+    utc_day,
+)
 from adp_cost.pricing import usd_to_nusd
 from adp_cost.settings import CostSettings
 
@@ -73,12 +84,13 @@ class BudgetTracker:
     def today(self) -> date:
         return utc_day(self.clock())
 
-    def mark(self, days: Iterable[date], user_ids: Iterable[str]) -> None:
-        """Usage for these days and users was committed; recompute today's affected budgets soon."""
+    def mark(self, days: Iterable[date], user_ids: Iterable[str], key_ids: Iterable[str] = ()) -> None:
+        """Usage for these days, users and keys was committed; recompute today's affected budgets soon."""
         if self.today() not in set(days):
             return
         self._dirty.add(GLOBAL)
         self._dirty.update(user_scope(u) for u in user_ids if u)
+        self._dirty.update(key_scope(k) for k in key_ids if k)
         self._wake.set()
 
     async def _dirty_loop(self) -> None:
@@ -112,7 +124,7 @@ class BudgetTracker:
                 out[scope] = Budget(
                     scope, usd_to_nusd(self.settings.cost_daily_budget_usd), self.settings.cost_budget_threshold
                 )
-            elif default_user is not None:
+            elif default_user is not None and scope.startswith("user:"):  # keys have only stored budgets
                 out[scope] = Budget(scope, usd_to_nusd(default_user), self.settings.cost_budget_threshold)
         return out
 
@@ -120,13 +132,17 @@ class BudgetTracker:
         """Current evaluations (no side effects) for the scopes that have a budget."""
         day = day or self.today()
         budgets = await self.budgets(scopes)
-        users = [s.removeprefix("user:") for s in budgets if s != GLOBAL]
+        users = [s.removeprefix("user:") for s in budgets if s.startswith("user:")]
+        keys = [s.removeprefix("key:") for s in budgets if s.startswith("key:")]
         spent: dict[str, int] = {}
         if GLOBAL in budgets:
             spent[GLOBAL] = await store.global_spend(self.pool, day)
         if users:
             for u, v in (await store.user_spend(self.pool, day, users)).items():
                 spent[user_scope(u)] = v
+        if keys:
+            for k, v in (await store.key_spend(self.pool, day, keys)).items():
+                spent[key_scope(k)] = v
         return [Evaluation(s, day, spent.get(s, 0), b.limit_nusd, b.threshold) for s, b in budgets.items()]
 
     async def evaluate(self, scopes: Iterable[str]) -> list[Evaluation]:
@@ -154,7 +170,7 @@ class BudgetTracker:
             scopes.update(user_scope(r["user_key"]) for r in rows)
         if day != self._last_day and self.kv is not None:
             with contextlib.suppress(NoKeysError):
-                scopes.update(scope_of_key(k) for k in await self.kv.keys() if k.startswith("user."))
+                scopes.update(scope_of_key(k) for k in await self.kv.keys() if k.startswith(("user.", "key.")))
         await self.evaluate(scopes)
         self._last_day = day
         await self.publish_outbox()
@@ -228,7 +244,7 @@ class BudgetTracker:
 
     # ---- operator action ---------------------------------------------------------------------------------------
     async def set_budget(self, req: SetBudget) -> BudgetState:
-        scope = GLOBAL if not req.user_id else user_scope(req.user_id)
+        scope = key_scope(req.key_id) if req.key_id else user_scope(req.user_id) if req.user_id else GLOBAL
         threshold = req.threshold
         if threshold is None:
             current = await store.get_budgets(self.pool, [scope])

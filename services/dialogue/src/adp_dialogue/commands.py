@@ -204,6 +204,7 @@ class Commands:
                     conn,
                     id=did,
                     user_id=cmd.user_id,
+                    key_id=cmd.key_id,
                     topic=topic,
                     personas=[p.model_dump() for p in personas],
                     max_rounds=max_rounds,

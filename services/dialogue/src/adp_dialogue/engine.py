@@ -338,10 +338,13 @@ class Engine:
         suffix = f":c{n}" if n else ""
         return CompletionRequest(
             request_id=f"{d['id']}:{job.step_key}:{retry}.{num_delivered}{suffix}",
+            # the same for every delivery of the step: a redelivered step gets the first one's answer
+            call_key=f"{d['id']}:{job.step_key}:{retry}:{task}{suffix}",
             messages=messages,
             route=route,
             persona=persona,
             user_id=d["user_id"],
+            key_id=d.get("key_id"),
             discussion_id=d["id"],
             task=task,
             round=job.round,

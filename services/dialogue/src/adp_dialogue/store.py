@@ -48,6 +48,7 @@ async def create_discussion(
     user_id: str,
     topic: str,
     personas: list[dict[str, Any]],
+    key_id: str | None = None,
     max_rounds: int,
     auto_mode: bool,
     token_limit: int,
@@ -57,8 +58,8 @@ async def create_discussion(
 ) -> asyncpg.Record:
     return await conn.fetchrow(
         """INSERT INTO discussions (id, user_id, topic, status, personas, current_round, max_rounds, auto_mode,
-                                    token_limit, current_job)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb)
+                                    token_limit, current_job, key_id)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11)
            RETURNING *""",
         id,
         user_id,
@@ -70,6 +71,7 @@ async def create_discussion(
         auto_mode,
         token_limit,
         _j(current_job),
+        key_id,
     )
 
 

@@ -1,4 +1,4 @@
-"""The client contract (DESIGN.md section 5) on FastAPI: the app, its error handlers and one router per
+"""The client contract (docs/gateway.md) on FastAPI: the app, its error handlers and one router per
 resource (adp_gateway.routes); the logic lives in the other modules."""
 
 from __future__ import annotations

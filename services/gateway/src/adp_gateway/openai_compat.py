@@ -92,7 +92,9 @@ def _text(content: str | list[ContentPart] | None) -> str:
     return "".join(part.text or "" for part in content)  # text parts only (ContentPart.type)
 
 
-def to_completion_request(body: ChatCompletionRequest, *, user_id: str, timeout_s: float) -> CompletionRequest:
+def to_completion_request(
+    body: ChatCompletionRequest, *, user_id: str, timeout_s: float, key_id: str | None = None
+) -> CompletionRequest:
     messages = [
         ChatMessage(role="system" if m.role == "developer" else m.role, content=_text(m.content)) for m in body.messages
     ]
@@ -103,6 +105,7 @@ def to_completion_request(body: ChatCompletionRequest, *, user_id: str, timeout_
         temperature=body.temperature,
         stream=body.stream,
         user_id=user_id,
+        key_id=key_id,
         timeout_s=timeout_s,
         task="chat",
         strict_route=True,

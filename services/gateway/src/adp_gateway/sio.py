@@ -28,6 +28,7 @@ from adp_gateway.deps import DISCUSSION_ID_PATTERN
 from adp_gateway.errors import validation_message
 from adp_gateway.events import EventStream, Heartbeat, Overflow, event_payload
 from adp_gateway.routes.discussions import CreateDiscussion
+from adp_gateway.sessions import Session
 
 log = logging.getLogger("adp.gateway.sio")
 
@@ -80,6 +81,8 @@ class SocketGateway:
         )
         self.principals: dict[str, Principal] = {}
         self.ips: dict[str, str] = {}
+        self.tokens: dict[str, str | None] = {}
+        self.handles: dict[str, int] = {}
         self.forwarders: dict[str, dict[str, asyncio.Task[None]]] = {}
         self._register()
 
@@ -96,6 +99,22 @@ class SocketGateway:
                 t.cancel()
         with contextlib.suppress(Exception):
             await self.sio.shutdown()
+
+    async def end_revoked(self, sid: str) -> None:
+        """The connection's key was revoked or its user disabled: tell the client, then close it."""
+        with contextlib.suppress(Exception):
+            await self.error(sid, ErrorCode.UNAUTHORIZED, "API key revoked or user disabled")
+        await self.sio.disconnect(sid)
+
+    async def current_principal(self, sid: str) -> Principal | None:
+        """The connection's principal, authenticated again for every action (a key revoked since the
+        connection opened is refused even if the notice to close the connection was lost)."""
+        if sid not in self.principals:
+            return None
+        try:
+            return await self.ctx.authenticate(self.tokens.get(sid))
+        except PlatformError:
+            return self.principals.get(sid)  # the key store is unreachable: the connection's own check stands
 
     async def error(self, sid: str, code: ErrorCode | str, message: str, discussion_id: str | None = None) -> None:
         payload: dict[str, Any] = {"code": str(code), "message": message}
@@ -164,12 +183,23 @@ class SocketGateway:
                 raise refused(err.code, err.message) from None
             if principal is None:
                 raise refused(ErrorCode.UNAUTHORIZED, "invalid or missing API key")
+            limits = ctx.settings
+            if ctx.socket_connections >= limits.max_socket_connections:
+                raise refused(ErrorCode.SERVICE_UNAVAILABLE, "too many Socket.IO connections on this gateway copy")
+            if ctx.sessions.count("socketio", principal.user_id) >= limits.max_socket_connections_per_user:
+                raise refused(ErrorCode.RATE_LIMIT_EXCEEDED, "too many Socket.IO connections for this user")
             self.principals[sid] = principal
+            self.tokens[sid] = token
+            self.handles[sid] = ctx.sessions.add(
+                Session("socketio", principal.user_id, principal.key_id, lambda: self.end_revoked(sid))
+            )
             self.ips[sid] = str(environ.get("REMOTE_ADDR") or "unknown")
             ctx.socket_connections += 1
             ctx.metrics.connections.inc()
 
         async def disconnect(sid: str, *_: Any) -> None:
+            self.tokens.pop(sid, None)
+            ctx.sessions.remove(self.handles.pop(sid, 0))
             if self.principals.pop(sid, None) is not None:
                 ctx.socket_connections -= 1
                 ctx.metrics.connections.dec()
@@ -184,10 +214,11 @@ class SocketGateway:
             event: str, model: type[BaseModel], action: str | None
         ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
             async def run(sid: str, data: Any = None) -> dict[str, Any]:
-                principal = self.principals.get(sid)
                 discussion_id = data.get("discussionId") if isinstance(data, dict) else None
+                principal = await self.current_principal(sid)
                 if principal is None:
-                    await self.error(sid, ErrorCode.UNAUTHORIZED, "not authenticated")
+                    await self.error(sid, ErrorCode.UNAUTHORIZED, "not authenticated (API key revoked?)")
+                    await self.sio.disconnect(sid)
                     return {"error": {"code": "UNAUTHORIZED", "message": "not authenticated"}}
                 try:
                     if not isinstance(data, dict):
@@ -225,7 +256,7 @@ class SocketGateway:
         ctx = self.ctx
         if isinstance(body, StartDialogue):
             refs = await ctx.file_refs(p.user_id, body.files)
-            view = await ctx.command(body.command(p.user_id, refs))
+            view = await ctx.command(body.command(p.user_id, refs, key_id=p.key_id))
             await self.follow(sid, p.user_id, view.id, replay=True)
             return view
         assert isinstance(body, OnDiscussion)

@@ -13,10 +13,12 @@ import time
 import aiohttp
 
 from adp_common.bus import RequestContext
-from adp_common.catalog import KV_BREAKERS, KV_BUDGET, KV_FAULTS
+from adp_common.catalog import KV_BREAKERS, KV_BUDGET, KV_FAULTS, KV_LLM_RESULTS
 from adp_common.clock import RepeatClock
 from adp_common.schemas.llm import (
     BreakerStateName,
+    CallOwnerQuery,
+    CallOwnerReply,
     CancelCalls,
     CompletionRequest,
     CompletionResult,
@@ -29,6 +31,8 @@ from adp_common.schemas.ops import BreakerChange, ProviderHealthEvent
 from adp_common.service import ServiceRuntime
 from adp_router.breaker import BreakerBoard, BreakerPolicy
 from adp_router.budget import BudgetGate
+from adp_router.callers import CallerWatch
+from adp_router.calls import OnceCalls
 from adp_router.config import RouterConfig, load_config
 from adp_router.faults import FaultBook
 from adp_router.health import HealthBoard
@@ -60,6 +64,7 @@ class RouterApp:
         self._idle.set()
         self._health_task: asyncio.Task[None] | None = None
         self.keepalives: RepeatClock | None = None  # every call's keepalive, on one clock
+        self.callers: CallerWatch | None = None  # whether each streaming caller is still there
 
     async def start(self, rt: ServiceRuntime) -> None:
         self.rt = rt
@@ -110,6 +115,12 @@ class RouterApp:
             metrics=self.metrics,
             loop_lag_s=lambda: rt.loop_lag_recent_s,
         )
+        # one provider call per logical call: finished results kept (with a TTL) and replayed
+        results = await bus.kv(KV_LLM_RESULTS, ttl=s.router_result_ttl_s)
+        self.router.once = OnceCalls(bus, results, rt.instance)
+        await bus.serve(bus.catalog.llm_call_owner(rt.instance), self._owner_query, CallOwnerQuery, name="call-owner")
+        self.callers = CallerWatch(bus, s.router_caller_deadline_s, self._orphaned)
+        await self.callers.start()
         # every copy hears every cancel (no queue group): only the copy running the call has it
         await bus.on_notice(bus.catalog.llm_cancel, CancelCalls, self._on_cancel)
         # an LLM call logs its own slow line (time to first token when streamed), not the bus call's length
@@ -153,14 +164,32 @@ class RouterApp:
         # so the caller can tell a slow provider from a dead router copy (and retry on another copy)
         subject = self.rt.bus.catalog.llm_stream(req.request_id)
         data = json.dumps({"request_id": req.request_id, "seq": -1, "keepalive": True}).encode()
-        self.keepalives.add(req.request_id, functools.partial(self.rt.bus.nc.publish, subject, data))
+        nc = self.rt.bus.nc
+        token = None
+        if req.stream and self.callers is not None:  # a streaming caller answers: its call stops when it is gone
+            token = self.callers.watch(req.request_id)
+            self.keepalives.add(req.request_id, functools.partial(self.callers.probe, token, nc, subject, data))
+        else:
+            self.keepalives.add(req.request_id, functools.partial(nc.publish, subject, data))
         try:
             return await self.router.complete(req)
         finally:
             self.keepalives.remove(req.request_id)
+            if token is not None and self.callers is not None:
+                self.callers.forget(token)
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+
+    async def _owner_query(self, q: CallOwnerQuery, _: RequestContext) -> CallOwnerReply:
+        assert self.router is not None and self.router.once is not None
+        return await self.router.once.owner_query(q)
+
+    def _orphaned(self, request_id: str, why: str) -> None:
+        if self.router is not None and self.router.cancel_orphan(request_id, why):
+            assert self.metrics is not None
+            self.metrics.orphaned.inc()
+            log.warning("call %s stopped: %s", request_id, why)
 
     def _on_cancel(self, cancel: CancelCalls) -> None:
         if self.router is None:

@@ -50,3 +50,12 @@ class RouterMetrics:
         self.cancelled = Counter(
             "adp_router_cancelled_total", "In-flight calls cancelled by their discussion (e.g. stopped)", **kw
         )
+        self.replays = Counter(
+            "adp_router_replays_total",
+            "Logical calls answered without calling a provider: a stored result replayed, or a running call joined",
+            ["how"],
+            **kw,
+        )
+        self.orphaned = Counter(
+            "adp_router_orphaned_total", "Streamed calls cancelled because their caller was gone", **kw
+        )

@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -21,10 +20,12 @@ from nats.aio.client import Client as NATS
 from adp_common.bus import Bus, send_now
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.logging import log_slow
+from adp_common.retry import Backoff
 from adp_common.schemas.llm import CompletionRequest, CompletionResult, Usage, UsageRecord
 from adp_router import spans
 from adp_router.breaker import BreakerBoard
 from adp_router.budget import BudgetGate
+from adp_router.calls import OnceCalls
 from adp_router.config import RouteEntry, RouterConfig
 from adp_router.health import HealthBoard
 from adp_router.metrics import RouterMetrics
@@ -258,7 +259,7 @@ def chunk_interval_s(
 
 def backoff(attempt: int, initial: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [0.5, 1] x min(cap, initial * 2^(attempt-1))."""
-    return min(cap, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    return Backoff(initial_s=initial, max_s=cap, jitter=True).pause(attempt)
 
 
 class Router:
@@ -288,6 +289,8 @@ class Router:
         self.calls: dict[str, set[asyncio.Task[Any]]] = {}
         self.calls_by_request: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: dict[asyncio.Task[Any], str] = {}
+        self.once: OnceCalls | None = None  # logical calls' results, when the router runs with its bucket
+        self.orphaned: set[str] = set()  # request ids cancelled because their caller was gone
         s = settings
 
         def interval() -> float:
@@ -306,10 +309,48 @@ class Router:
 
     # ---- entry point --------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest) -> CompletionResult:
+        """Serve one request: a logical call (`call_key`) already finished or running is replayed or joined
+        (see adp_router.calls), anything else goes to the providers."""
         if req.strict_route and not self.config.accepts(req.route):
             raise PlatformError(
                 ErrorCode.MODEL_NOT_FOUND, f"no route or model named {req.route!r} (see the models list)"
             )
+        if req.call_key is None or self.once is None:
+            try:
+                return await self._complete_call(req)
+            finally:
+                self.orphaned.discard(req.request_id)
+
+        def passes_on(err: PlatformError) -> bool:  # a stopped discussion, not a caller that vanished
+            return err.code == ErrorCode.CONFLICT and req.request_id not in self.orphaned
+
+        try:
+            result, how = await self.once.run(
+                req.call_key, lambda: self._complete_call(req), time.monotonic() + req.timeout_s, passes_on
+            )
+        finally:
+            self.orphaned.discard(req.request_id)
+        if how == "called":
+            return result
+        self.metrics.replays.labels(how).inc()
+        log.info("request %s %s the result of call %s: no provider call", req.request_id, how, req.call_key)
+        if req.stream:
+            await self._replay_chunks(req, result)
+        return result.model_copy(update={"request_id": req.request_id})
+
+    async def _replay_chunks(self, req: CompletionRequest, result: CompletionResult) -> None:
+        """A replayed answer reaches a streaming caller's listeners as one chunk that restarts the text."""
+        emitter = ChunkEmitter(
+            self.bus.nc,
+            req.relay_subject or self.bus.catalog.llm_stream(req.request_id),
+            req.request_id,
+            relay_template=(req.relay_template or {}) if req.relay_subject else None,
+        )
+        emitter.restart = True
+        emitter.set_provider(result.provider, result.model)
+        await emitter.emit(result.text)
+
+    async def _complete_call(self, req: CompletionRequest) -> CompletionResult:
         t0 = time.perf_counter()
         deadline = t0 + req.timeout_s
         track = Track()
@@ -397,6 +438,13 @@ class Router:
         task = self.calls_by_request.get(request_id)
         return self._cancel([task] if task is not None else [], f"with request id {request_id}", reason)
 
+    def cancel_orphan(self, request_id: str, reason: str) -> int:
+        """Cancel a call whose caller is gone: what streamed is charged, and the caller's next attempt at
+        the same logical call runs it afresh rather than failing with this call's error."""
+        if request_id in self.calls_by_request:
+            self.orphaned.add(request_id)
+        return self.cancel_request(request_id, reason)
+
     def _cancel(self, tasks: list[asyncio.Task[Any]], what: str, reason: str) -> int:
         tasks = [t for t in tasks if not t.done()]
         for task in tasks:
@@ -413,7 +461,7 @@ class Router:
         mode = self.settings.router_budget_mode
         if mode == "off":
             return chain
-        scope = self.budget.exceeded_scope(req.user_id)
+        scope = self.budget.exceeded_scope(req.user_id, req.key_id)
         if scope is None:
             return chain
         if mode == "free_only":
@@ -630,6 +678,7 @@ class Router:
         rec = UsageRecord(
             request_id=req.request_id,
             user_id=req.user_id,
+            key_id=req.key_id,
             discussion_id=req.discussion_id,
             persona=req.persona,
             route=req.route,

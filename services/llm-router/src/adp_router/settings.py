@@ -79,6 +79,18 @@ class RouterSettings(ServiceSettings):
     router_keepalive_s: float = Field(
         default=2.0, gt=0, description="while a call runs, a keepalive goes to the caller this often"
     )
+    router_caller_deadline_s: float = Field(
+        default=6.0,
+        gt=0,
+        description="a streaming caller that has not answered a keepalive for this long is gone: its call is "
+        "cancelled (one that is gone for certain, e.g. its process died, is cancelled at the next keepalive)",
+    )
+    router_result_ttl_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="how long a finished call's result is kept to be replayed to the same logical call "
+        "(CompletionRequest.call_key) instead of calling the provider again",
+    )
     router_max_connections: int = Field(default=512, ge=1)
     router_connect_timeout_s: float = Field(default=10.0, gt=0)
     router_default_max_tokens: int = Field(default=1024, ge=1, description="Anthropic needs max_tokens")

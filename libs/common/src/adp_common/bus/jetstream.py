@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import logging
 import time
+from datetime import datetime
 
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
@@ -164,6 +165,26 @@ class JetStream(BusConnection):
         consumer = Consumer(name=durable, task=asyncio.create_task(loop()), progress=RepeatClock(every))
         self._consumers.append(consumer)
         return consumer
+
+    async def first_seq_since(self, stream: str, since: datetime) -> int:
+        """The sequence of the first message `stream` stored at or after `since` (the next one to come when
+        there is none yet). A consumer that replays from a time should start from this sequence instead:
+        nats-py recreates an ordered consumer after a server or leader change from the next sequence but keeps
+        the start time, a pair the server refuses — the consumer would never deliver again."""
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=since,
+            inactive_threshold=10.0,
+            mem_storage=True,
+        )
+        info = await self.js.add_consumer(stream, config)
+        try:
+            # a new consumer reports the sequence before its first as delivered
+            return (info.delivered.stream_seq if info.delivered else 0) + 1
+        finally:
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(stream, info.name)
 
     async def stream_messages(
         self, stream: str, subject: str, *, start_seq: int | None = None, limit: int = 10_000

@@ -23,7 +23,9 @@ class BudgetState(BaseModel):
     threshold: float = 0.8
 
 
-CostKind = Literal["summary", "by_provider", "by_model", "by_user", "by_discussion", "daily", "budget", "user"]
+CostKind = Literal[
+    "summary", "by_provider", "by_model", "by_user", "by_key", "by_discussion", "daily", "budget", "user"
+]
 """What a cost query asks for: `summary` (by provider, per day, global budget), a breakdown (`by_*`: rows),
 `daily`, `budget` (with a user id: that user's own budget and spend today; else the global one), `user`."""
 
@@ -82,4 +84,5 @@ class SetBudget(BaseModel):
 
     daily_limit_usd: Annotated[Decimal, money_input(MAX_DAILY_LIMIT_USD)] = Field(ge=0, le=MAX_DAILY_LIMIT_USD)
     user_id: str | None = None
+    key_id: str | None = Field(default=None, description="an API key's own daily budget (instead of a user's)")
     threshold: float | None = Field(default=None, gt=0, le=1)

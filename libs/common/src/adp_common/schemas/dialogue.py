@@ -95,6 +95,7 @@ class DialogueCommand(BaseModel):
     user_id: str
     discussion_id: str | None = None
     # create
+    key_id: str | None = Field(default=None, description="the API key that creates it: its LLM calls are charged to it")
     topic: str | None = None
     personas: list[PersonaSpec] | None = None
     max_rounds: MaxRounds | None = None

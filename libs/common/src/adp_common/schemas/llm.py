@@ -36,6 +36,7 @@ class CompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     stream: bool = False
     user_id: str | None = None
+    key_id: str | None = Field(default=None, description="the API key the call is charged to (per-key spend, budget)")
     discussion_id: str | None = None
     persona: str | None = None
     timeout_s: float = Field(default=120.0, gt=0, le=600, description="Deadline for the whole call")
@@ -62,6 +63,13 @@ class CompletionRequest(BaseModel):
     relay_restart: bool = Field(
         default=False, description="Set by the client when re-sending a call whose relayed text may be partial"
     )
+    call_key: str | None = Field(
+        default=None,
+        max_length=300,
+        description="Logical id of the call, the same every time its caller makes it again (a dialogue step "
+        "redelivered after a crash): the router replays a finished call's stored result for it, or joins the "
+        "call still running for it, instead of calling the provider again. The request_id stays per attempt.",
+    )
 
 
 class CompletionChunk(BaseModel):
@@ -84,6 +92,16 @@ class CancelCalls(BaseModel):
     discussion_id: str | None = None
     request_id: str | None = None
     reason: str = "discussion stopped"
+
+
+class CallOwnerQuery(BaseModel):
+    """Asked of the router copy that claimed a logical call (`Catalog.llm_call_owner`): is it still running?"""
+
+    call_key: str
+
+
+class CallOwnerReply(BaseModel):
+    running: bool
 
 
 class Usage(BaseModel):
@@ -111,6 +129,7 @@ class UsageRecord(BaseModel):
 
     request_id: str
     user_id: str | None = None
+    key_id: str | None = None
     discussion_id: str | None = None
     persona: str | None = None
     route: str | None = None
@@ -168,3 +187,13 @@ class ProviderStatus(BaseModel):
 
 class ProviderStatusList(BaseModel):
     providers: list[ProviderStatus]
+
+
+class StoredCall(BaseModel):
+    """Value per logical call (`CompletionRequest.call_key`) in the llm-results KV bucket: claimed by the router
+    copy running it, then its result, replayed to the same logical call until the bucket's TTL drops it."""
+
+    call_key: str
+    state: Literal["running", "done"]
+    owner: str = Field(description="instance id of the router copy that runs or ran the call")
+    result: CompletionResult | None = None

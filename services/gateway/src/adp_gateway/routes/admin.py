@@ -81,9 +81,7 @@ async def set_user_disabled(user_id: ResourceId, body: SetDisabled, ctx: Ctx, p:
     ctx.cache.drop_user_id(user_id)
     await ctx.broadcast_user_changed(user_id)
     if body.disabled:
-        end_sessions = getattr(ctx, "end_sessions", None)
-        if end_sessions is not None:
-            await end_sessions(user_id=user_id)
+        await ctx.end_sessions(user_id=user_id)
     return JSONResponse(user.model_dump(mode="json"))
 
 
@@ -103,9 +101,14 @@ async def create_key(user_id: ResourceId, ctx: Ctx, p: Admin, body: CreateKey | 
         expires = datetime.now(UTC) + timedelta(days=body.expiresInDays)
     if expires is not None and expires.tzinfo is None:
         raise PlatformError(ErrorCode.VALIDATION_ERROR, "expiresAt needs a time zone (e.g. 2027-01-01T00:00:00Z)")
-    key = new_api_key()
+    key, key_id = new_api_key(), new_key_id()
+    if body.dailyBudgetUsd is not None:
+        # the cost service enforces it like a user's budget; set before the key exists, so no key goes unlimited
+        await ctx.request(
+            ctx.bus.catalog.cost_budget_set, SetBudget(daily_limit_usd=body.dailyBudgetUsd, key_id=key_id), BudgetState
+        )
     info = await accounts.create_key(
-        ctx.store.pool, new_key_id(), user_id, hash_key(key), key[:8],
+        ctx.store.pool, key_id, user_id, hash_key(key), key[:8],
         name=body.name, expires_at=expires, daily_budget_usd=body.dailyBudgetUsd,
     )  # fmt: skip
     out = KeyOut(
@@ -126,6 +129,7 @@ async def revoke_key(key_id: ResourceId, ctx: Ctx, p: Admin) -> JSONResponse:
         raise PlatformError(ErrorCode.NOT_FOUND, "no such key")
     ctx.cache.drop_key_id(key_id)
     await ctx.broadcast_revocation(key_id)
+    await ctx.end_sessions(key_id=key_id)
     return JSONResponse(RevokedOut(id=key_id, revoked=True).model_dump())
 
 

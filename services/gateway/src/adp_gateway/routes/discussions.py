@@ -40,6 +40,7 @@ from adp_gateway.events import (
     format_sse_error,
     parse_last_event_id,
 )
+from adp_gateway.sessions import Session
 
 router = APIRouter(tags=["discussions"], responses=error_responses(404, 409))
 
@@ -58,14 +59,16 @@ class CreateDiscussion(BaseModel):
     )
     auto: bool = False
 
-    def command(self, user_id: str, files: list[FileRef]) -> DialogueCommand:
-        """The create command (REST and Socket.IO alike); a persona given by name alone keeps its defaults."""
+    def command(self, user_id: str, files: list[FileRef], key_id: str | None = None) -> DialogueCommand:
+        """The create command (REST and Socket.IO alike); a persona given by name alone keeps its defaults.
+        `key_id`: the caller's API key, which the discussion's LLM calls are charged to."""
         personas = None
         if self.personas is not None:
             personas = [PersonaSpec(name=x) if isinstance(x, str) else x for x in self.personas]
         return DialogueCommand(
             action="create",
             user_id=user_id,
+            key_id=key_id,
             topic=self.topic,
             personas=personas,
             max_rounds=self.max_rounds,
@@ -117,7 +120,7 @@ async def create_discussion(
     body: CreateDiscussion, ctx: Ctx, p: Annotated[Principal, Depends(limited("start"))]
 ) -> Response:
     refs = await ctx.file_refs(p.user_id, body.files)
-    return view(await ctx.command(body.command(p.user_id, refs)), 201)
+    return view(await ctx.command(body.command(p.user_id, refs, key_id=p.key_id)), 201)
 
 
 @router.get("/api/discussions", response_model=DiscussionList)
@@ -235,15 +238,22 @@ async def events(
         await stream.__aexit__()
         raise
     return EventStreamResponse(
-        _sse_frames(ctx, stream, discussion_id),
+        _sse_frames(ctx, stream, discussion_id, p),
         stream.end,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: str) -> AsyncIterator[str]:
+async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: str, p: Principal) -> AsyncIterator[str]:
     ctx.active_streams += 1
     ctx.metrics.streams.labels("sse").inc()
+    revoked: list[bool] = []
+
+    def end_revoked() -> None:
+        revoked.append(True)
+        stream.end()
+
+    session = ctx.sessions.add(Session("sse", p.user_id, p.key_id, end_revoked))
     try:
         yield sse.retry(2000)
         # Events already waiting go out in one write: under load that is far fewer sends through
@@ -270,7 +280,10 @@ async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: s
                 batch.clear()
         if batch:
             yield "".join(batch)
+        if revoked:
+            yield format_sse_error(discussion_id, "UNAUTHORIZED", "API key revoked or user disabled", stream.last_seq)
     finally:
+        ctx.sessions.remove(session)
         ctx.active_streams -= 1
         ctx.metrics.streams.labels("sse").dec()
         await stream.__aexit__()

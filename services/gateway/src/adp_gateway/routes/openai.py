@@ -30,7 +30,9 @@ async def models(ctx: Ctx, p: User) -> JSONResponse:
 @router.post("/v1/chat/completions", response_model=None, responses=error_responses(402, 404, 502, 504))
 async def chat_completions(body: oai.ChatCompletionRequest, ctx: Ctx, p: Limited) -> Response:
     oai.check_supported(body)
-    req = oai.to_completion_request(body, user_id=p.user_id, timeout_s=ctx.settings.completion_timeout_s)
+    req = oai.to_completion_request(
+        body, user_id=p.user_id, key_id=p.key_id, timeout_s=ctx.settings.completion_timeout_s
+    )
     try:
         if not body.stream:
             result = await ctx.llm.complete(req)

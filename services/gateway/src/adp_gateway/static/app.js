@@ -4,10 +4,12 @@ import { api, ApiError, getKey, setKey } from "./api.js";
 import { DiscussionView } from "./discussion.js";
 import { $, $$, clear, fmtTime, h, toast } from "./dom.js";
 import { OperatorView } from "./operator.js";
+import { UsersView } from "./users.js";
 
-const VIEWS = ["signin", "new", "discussion", "history", "operator"];
+const VIEWS = ["signin", "new", "discussion", "history", "operator", "users"];
 let current = null; // DiscussionView
 const operator = new OperatorView();
+const users = new UsersView();
 
 function show(view) {
   for (const v of VIEWS) $(`#view-${v}`).hidden = v !== view;
@@ -45,6 +47,10 @@ function route() {
     closeDiscussion();
     show("operator");
     operator.refresh();
+  } else if (hash === "users") {
+    closeDiscussion();
+    show("users");
+    users.refresh();
   } else {
     closeDiscussion();
     show("new");

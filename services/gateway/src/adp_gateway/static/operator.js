@@ -91,6 +91,12 @@ export class OperatorView {
   renderMetrics(metrics) {
     const dl = clear($("#metrics-list"));
     for (const [k, v] of Object.entries(metrics || {})) {
+      if (k === "errorCodes" && v && typeof v === "object") {
+        const codes = Object.entries(v).map(([code, n]) => `${code} ${n}`).join(", ");
+        dl.appendChild(h("dt", { text: "Error codes" }));
+        dl.appendChild(h("dd", { text: codes || "none" }));
+        continue;
+      }
       if (v !== null && typeof v === "object") continue;
       let shown = v;
       if (/Ms$/.test(k)) shown = ms(v);

@@ -423,3 +423,46 @@ async def test_leader_process_killed_follower_takes_over(bus: Bus, processes: An
     assert sorted(r.json["alert"]["subject"] for r in webhook.accepted("firing")) == ["after", "before"]
     assert [r.json["alert"]["subject"] for r in webhook.accepted("resolved")] == ["before"]
     assert all(r.signature_ok for r in webhook.requests)
+
+
+async def test_facts_keep_arriving_after_the_nats_server_restarts(
+    pg_dsn: str, prefix: str, databases: Any, tmp_path: Path
+) -> None:
+    """Alerts replays facts from a start time; after a NATS restart its consumers are recreated and must go on
+    delivering (before, the recreated consumer carried both a start sequence and the start time, which the
+    server refuses, and no fact ever arrived again)."""
+    from adp_cli.servers import free_port, start_embedded_nats
+
+    port = free_port()
+    server = await asyncio.to_thread(start_embedded_nats, tmp_path / "nats", port)
+    settings = make_settings(server.url, pg_dsn, prefix, databases.name("alerts"), None)
+    try:
+        async with alerts_copy(settings, fast_rules()) as (app, _):
+            bus = await Bus.connect(server.url, prefix=prefix, name="test")
+
+            def seen() -> float:
+                return app.m_facts.labels("RequestStats")._value.get()
+
+            async def arrived(n: float) -> bool:
+                return seen() >= n
+
+            try:
+                await stats(bus, 10, 0, 5.0)
+                await until(lambda: arrived(1), what="the first fact")
+                await asyncio.to_thread(server.stop)
+                server = await asyncio.to_thread(start_embedded_nats, tmp_path / "nats", port)
+                await until(lambda: wait_for_connection(bus), timeout=20, what="reconnected")
+                for _ in range(40):  # the consumers notice the restart from missed heartbeats (seconds)
+                    await stats(bus, 10, 0, 5.0)
+                    if seen() >= 2:
+                        break
+                    await asyncio.sleep(1)
+                assert seen() >= 2, "no fact arrived after the restart"
+            finally:
+                await bus.close(grace=1)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def wait_for_connection(bus: Bus) -> bool:
+    return bus.connected

@@ -1,0 +1,221 @@
+"""One provider call per logical call, whatever crashes.
+
+A caller that makes the same call again after a crash (a dialogue step redelivered to another copy) sends
+the same `CompletionRequest.call_key`. The router copy that first runs a logical call claims it in the
+llm-results KV bucket ("running", with its instance id); when the call succeeds, its result replaces the
+claim ("done") until the bucket's TTL drops it. The same logical call then:
+- finds a result: it is replayed, the provider is not called;
+- finds a claim of a live copy still running it: it waits for that call's result (joins it);
+- finds a claim of a copy that is gone, or that no longer runs it: it takes the claim over and calls.
+A failed or cancelled call releases its claim, so the caller's next attempt calls the provider afresh.
+
+The bucket is an optimisation of cost, never a dependency: if it cannot be read or written the call simply
+goes to the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from adp_common.bus import Bus
+from adp_common.errors import ErrorCode, PlatformError
+from adp_common.schemas.llm import CallOwnerQuery, CallOwnerReply, CompletionResult, StoredCall
+
+log = logging.getLogger("adp.router.calls")
+
+How = Literal["called", "replayed", "joined"]
+Move = Literal["claim", "replay", "join", "take_over"]
+WAIT_POLL_S = 0.2  # how often a joiner looks for the result of a call another copy runs
+OWNER_RECHECK_S = 2.0  # how often a joiner asks that copy whether it still runs the call
+OWNER_TIMEOUT_S = 2.0
+
+
+def kv_key(call_key: str) -> str:
+    """A valid KV key for any logical call id (ids hold characters keys may not)."""
+    return hashlib.sha256(call_key.encode()).hexdigest()[:40]
+
+
+def next_move(stored: StoredCall | None, *, mine: bool, owner_running: bool) -> Move:
+    """What to do about a logical call given its entry: `mine` when this copy runs it now, `owner_running`
+    when the claiming copy says it still runs it (asked only for another copy's claim)."""
+    if stored is None:
+        return "claim"
+    if stored.state == "done" and stored.result is not None:
+        return "replay"
+    if mine or owner_running:
+        return "join"
+    return "take_over"
+
+
+@dataclass
+class Outcome:
+    """What a joiner gets from the call it joined: its result, else the error to pass on (None: the call
+    failed in a way the joiner's own attempt may not, e.g. its first caller vanished)."""
+
+    result: CompletionResult | None = None
+    error: PlatformError | None = None
+
+
+class OnceCalls:
+    def __init__(self, bus: Bus, kv: KeyValue, instance: str) -> None:
+        self.bus = bus
+        self.kv = kv
+        self.instance = instance
+        self.running: dict[str, asyncio.Future[Outcome]] = {}  # kv key -> outcome, calls this copy runs
+
+    async def owner_query(self, q: CallOwnerQuery) -> CallOwnerReply:
+        """The answer to another copy asking about a call this copy claimed."""
+        return CallOwnerReply(running=kv_key(q.call_key) in self.running)
+
+    async def run(
+        self,
+        call_key: str,
+        call: Callable[[], Awaitable[CompletionResult]],
+        deadline: float,
+        passes_on: Callable[[PlatformError], bool],
+    ) -> tuple[CompletionResult, How]:
+        """The call's result and how it was obtained. `passes_on(err)`: whether a failure of the call is
+        also the answer to a joiner (a stopped discussion) rather than something its own attempt may fix."""
+        key = kv_key(call_key)
+        while time.monotonic() < deadline:
+            local = self.running.get(key)
+            if local is not None:
+                outcome = await asyncio.shield(local)
+                if outcome.result is not None:
+                    return outcome.result, "joined"
+                if outcome.error is not None:
+                    raise outcome.error
+                continue
+            try:
+                got = await self._decide(call_key, key, deadline)
+            except Exception as err:  # the bucket is unreachable: call the provider
+                log.warning("llm-results bucket unavailable for %s: %s", call_key, err)
+                break
+            if got is None:
+                continue  # lost a race for the claim, or the call we waited for ended without a result
+            if isinstance(got, tuple):
+                return got
+            return await self._call(call_key, key, got, call, passes_on)
+        return await self._call(call_key, key, None, call, passes_on)
+
+    async def _decide(self, call_key: str, key: str, deadline: float) -> tuple[CompletionResult, How] | int | None:
+        """One look at the call's entry: a result to return, the revision of this copy's claim (the call is
+        ours to make), or None to look again."""
+        stored, revision = await self._get(key)
+        owner_running = False
+        if stored is not None and stored.state == "running" and stored.owner != self.instance:
+            owner_running = await self._owner_running(stored.owner, call_key)
+        move = next_move(stored, mine=key in self.running, owner_running=owner_running)
+        if move == "replay":
+            assert stored is not None and stored.result is not None
+            return stored.result, "replayed"
+        if move == "join":
+            assert stored is not None
+            result = await self._wait_remote(call_key, key, stored.owner, deadline)
+            return (result, "joined") if result is not None else None
+        claim = StoredCall(call_key=call_key, state="running", owner=self.instance).model_dump_json().encode()
+        try:
+            if move == "claim":
+                return await self.kv.create(key, claim)
+            return await self.kv.update(key, claim, last=revision)
+        except KeyWrongLastSequenceError:
+            return None  # another copy claimed it first: look again
+        except Exception as err:
+            if "wrong last sequence" in str(err).lower():
+                return None
+            raise
+
+    async def _get(self, key: str) -> tuple[StoredCall | None, int]:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:  # also a deleted or purged entry
+            return None, 0
+        if not entry.value:
+            return None, entry.revision or 0
+        try:
+            return StoredCall.model_validate_json(entry.value), entry.revision or 0
+        except ValueError:
+            return None, entry.revision or 0
+
+    async def _owner_running(self, owner: str, call_key: str) -> bool:
+        """Whether the copy that claimed the call still runs it; a copy that is gone has no responder."""
+        try:
+            reply = await self.bus.request(
+                self.bus.catalog.llm_call_owner(owner),
+                CallOwnerQuery(call_key=call_key),
+                timeout=OWNER_TIMEOUT_S,
+                response_model=CallOwnerReply,
+            )
+        except PlatformError:
+            return False
+        return bool(reply.running)
+
+    async def _wait_remote(self, call_key: str, key: str, owner: str, deadline: float) -> CompletionResult | None:
+        """Wait for the result of the call another copy runs; None when it ended without one or the copy
+        stopped running it."""
+        checked = time.monotonic()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(WAIT_POLL_S)
+            stored, _ = await self._get(key)
+            if stored is None or stored.owner != owner:
+                return None
+            if stored.state == "done":
+                return stored.result
+            if time.monotonic() - checked >= OWNER_RECHECK_S:
+                checked = time.monotonic()
+                if not await self._owner_running(owner, call_key):
+                    return None
+        raise PlatformError(ErrorCode.LLM_TIMEOUT, "the call this request joined did not finish in time")
+
+    async def _call(
+        self,
+        call_key: str,
+        key: str,
+        revision: int | None,
+        call: Callable[[], Awaitable[CompletionResult]],
+        passes_on: Callable[[PlatformError], bool],
+    ) -> tuple[CompletionResult, How]:
+        """Make the call (this copy holds the claim at `revision`, or none when the bucket is unusable); its
+        result is stored before the claim is let go, so no other copy ever sees neither."""
+        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.running[key] = outcome
+        try:
+            result = await call()
+        except PlatformError as err:
+            await self._release(key, revision)
+            self._finish(key, outcome, Outcome(error=err if passes_on(err) else None))
+            raise
+        except BaseException:
+            await self._release(key, revision)
+            self._finish(key, outcome, Outcome())
+            raise
+        if revision is not None:
+            done = StoredCall(call_key=call_key, state="done", owner=self.instance, result=result)
+            try:
+                await self.kv.put(key, done.model_dump_json().encode())
+            except Exception as err:
+                log.warning("result of %s not stored: %s", call_key, err)
+        self._finish(key, outcome, Outcome(result=result))
+        return result, "called"
+
+    def _finish(self, key: str, future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+        if self.running.get(key) is future:
+            del self.running[key]
+        if not future.done():
+            future.set_result(outcome)
+
+    async def _release(self, key: str, revision: int | None) -> None:
+        if revision is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.kv.delete(key))
