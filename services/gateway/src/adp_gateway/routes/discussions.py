@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from adp_common import sse
 from adp_common.errors import ErrorCode, PlatformError
@@ -78,6 +78,16 @@ class CreateDiscussion(BaseModel):
 
 
 AnswerText = Annotated[str, Field(max_length=100, json_schema_extra={"pattern": NO_NUL})]
+_ANSWER_TEXT = {"type": "string", "maxLength": 100, "pattern": NO_NUL}
+# Written out: a pattern on the keys would come out as patternProperties, leaving other keys unconstrained.
+ANSWERS_SCHEMA = {
+    "type": "object",
+    "description": "question id -> the chosen option ids",
+    "minProperties": 1,
+    "maxProperties": 50,
+    "propertyNames": _ANSWER_TEXT,
+    "additionalProperties": {"type": "array", "items": _ANSWER_TEXT},
+}
 
 
 class RoundBody(BaseModel):
@@ -92,7 +102,9 @@ class AnswersBody(BaseModel):
     round_number: int | None = Field(
         default=None, ge=0, le=1000, validation_alias=AliasChoices("roundNumber", "round_number")
     )
-    answers: dict[AnswerText, list[AnswerText]] = Field(min_length=1, max_length=50)
+    answers: Annotated[
+        dict[Annotated[str, Field(max_length=100)], list[AnswerText]], WithJsonSchema(ANSWERS_SCHEMA)
+    ] = Field(min_length=1, max_length=50)
 
 
 class InputBody(BaseModel):
