@@ -48,19 +48,6 @@ TERMINAL_EVENTS = {
 TERMINAL_EVENT_NAMES = frozenset(TERMINAL_EVENTS.values())
 TERMINAL_STATUSES = tuple(TERMINAL_EVENTS)
 
-# Contract event names (SSE `event:` field and Socket.IO event names).
-DISCUSSION_EVENT_NAMES = (
-    "discussion-started",
-    "message-start",
-    "message-chunk",
-    "message-complete",
-    "round-complete",
-    "questions-generated",
-    "summary-created",
-    *TERMINAL_EVENTS.values(),
-    "error",
-)
-
 
 class PersonaSpec(BaseModel):
     name: PersonaName
