@@ -179,7 +179,9 @@ class LiteLLMProcess:
         args = [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(self.port)]
         args += ["--num_workers", str(workers)]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ADP_", "DATABASE_URL"))}
+        # the bundled model price map: fetching it (no internet here) blocks a starting worker past uvicorn's check
         env.update({"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True"})
+        env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
         with open(log_dir / "litellm.log", "ab") as out:
             self.popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
