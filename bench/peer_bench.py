@@ -148,6 +148,18 @@ async def run_path(
     return run
 
 
+async def settle(target: Target, idle_pct: float = 20.0, max_s: float = 60.0) -> None:
+    """Wait until the path's processes are nearly idle (a proxy may work on calls its clients gave up on long
+    after they ended): the next path's run must not pay for this one."""
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        before = group_cpu(target.pids)
+        await asyncio.sleep(0.5)
+        after = group_cpu(target.pids)
+        if all((after[k] - before[k]) * 200 < idle_pct for k in before):
+            return
+
+
 def open_slots(target: Target, n: int) -> list[ConnectionSlot]:
     return [ConnectionSlot(target.urls[i % len(target.urls)] + "/v1/chat/completions") for i in range(n)]
 
@@ -292,10 +304,14 @@ async def measure_level(
     try:
         for t in targets:  # warm-up: every connection opened, every process past its first calls
             await run_path(t, slots[t.name], 1, 0.0)
+            await settle(t)
         rounds: list[dict[str, Run]] = []
         for k in range(args.repeat):
             order = targets[k % len(targets) :] + targets[: k % len(targets)]
-            runs = {t.name: await run_path(t, slots[t.name], calls_each, call_s) for t in order}
+            runs: dict[str, Run] = {}
+            for t in order:
+                runs[t.name] = await run_path(t, slots[t.name], calls_each, call_s)
+                await settle(t)
             rounds.append(runs)
             summary = "  ".join(
                 f"{n} {f(r.figures()['rps'], '{:.0f}')}/s ttft50 {f(r.figures()['ttft_p50'])}" for n, r in runs.items()
