@@ -3,15 +3,17 @@ metric, latency percentiles, and a slow-operation line carrying the request's co
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+from typing import Any
 
 import httpx
 
 from adp_common.logging import JsonFormatter, set_slow_threshold, slow_log
-from adp_gateway.server import GatewayServer
-from adp_testing.gateway import new_user
+from adp_gateway.server import GatewayServer, running_gateway
+from adp_testing.gateway import ADMIN_KEY, gateway_settings, new_user
 
 
 async def test_key_metrics_are_admin_only_and_carry_error_codes(
@@ -66,3 +68,30 @@ async def test_slow_requests_are_logged_with_their_correlation_id(
     assert line["event"] == "slow_operation" and line["kind"] == "request"
     assert line["operation"] == "GET /api/health" and line["duration_ms"] > 0
     assert line["message"].startswith("slow request GET /api/health took")
+
+
+async def test_platform_request_figures_cover_every_gateway_copy(
+    nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
+) -> None:
+    settings = gateway_settings(
+        nats_url, pg_dsn, prefix, databases.name("gateway"), redis_url, request_stats_interval_s=0.2
+    )
+    async with running_gateway(settings) as first, running_gateway(settings) as second:
+        async with httpx.AsyncClient(base_url=second.url) as anon:
+            for _ in range(4):
+                assert (await anon.get("/api/discussions")).status_code == 401  # only on the second copy
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        async with httpx.AsyncClient(base_url=first.url, headers=headers) as admin:
+            for _ in range(50):
+                report = (await admin.get("/api/metrics")).json()
+                platform = report["platform"]["requests"]
+                if platform["gateway_copies"] == 2 and platform["error_codes"].get("UNAUTHORIZED", 0) >= 4:
+                    break
+                await asyncio.sleep(0.1)
+            assert platform["gateway_copies"] == 2, platform
+            assert platform["error_codes"]["UNAUTHORIZED"] >= 4 and platform["requests"] >= 4
+            assert platform["latency"]["p95_ms"] is not None
+            # this copy's own figures never saw the second copy's 401s
+            assert "UNAUTHORIZED" not in report["gateway"]["error_codes"]
+            dash = (await admin.get("/api/monitoring/dashboard")).json()
+            assert dash["metrics"]["gatewayCopies"] == 2

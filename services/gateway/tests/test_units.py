@@ -9,13 +9,14 @@ import pytest
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import DiscussionEvent
 from adp_common.schemas.llm import CompletionChunk, CompletionResult, Usage
-from adp_gateway import files
+from adp_gateway import files, pdf_text
 from adp_gateway.auth import Principal, TTLCache, bearer_token, bootstrap_ids, hash_key, new_api_key
 from adp_gateway.events import format_sse, format_sse_error, parse_last_event_id, parse_message
 from adp_gateway.observability import StatsWindow
 from adp_gateway.openai_compat import ChatCompletionRequest, StreamEncoder, to_completion_request
 from adp_gateway.ratelimit import LocalCounters, retry_after, window_index
 from adp_testing.gateway import tiny_pdf
+from adp_testing.hostile import empty_text_operators_pdf
 
 
 @pytest.mark.parametrize(
@@ -42,7 +43,7 @@ def test_check_upload_size_and_type() -> None:
     assert e.value.code == ErrorCode.INVALID_FILE_SIZE
     with pytest.raises(PlatformError) as e:
         files.check_upload(b"", 10)
-    assert e.value.code == ErrorCode.INVALID_FILE_SIZE
+    assert e.value.code == ErrorCode.VALIDATION_ERROR  # nothing was sent: a bad request, not a size problem
     with pytest.raises(PlatformError) as e:
         files.check_upload(b"MZ\x90\x00", 10)
     assert e.value.code == ErrorCode.INVALID_FILE_TYPE
@@ -50,10 +51,22 @@ def test_check_upload_size_and_type() -> None:
 
 
 def test_pdf_text_extracted_and_broken_pdf_refused() -> None:
-    assert "Quarterly numbers" in files.extract_text(tiny_pdf("Quarterly numbers"), "application/pdf")
-    with pytest.raises(PlatformError) as e:
-        files.extract_pdf_text(b"%PDF-1.4\ngarbage that is no pdf")
-    assert e.value.code == ErrorCode.INVALID_FILE_TYPE
+    assert "Quarterly numbers" in pdf_text.extract(tiny_pdf("Quarterly numbers"), pdf_text.Limits())
+    with pytest.raises(pdf_text.Unreadable):
+        pdf_text.extract(b"%PDF-1.4\ngarbage that is no pdf", pdf_text.Limits())
+
+
+def test_pdf_page_over_its_cpu_budget_is_unreadable() -> None:
+    with pytest.raises(pdf_text.Unreadable, match="page 1 needs more work"):
+        pdf_text.extract(empty_text_operators_pdf(pages=2), pdf_text.Limits(page_cpu_s=0.2))
+
+
+def test_pdf_extraction_reply_parsed() -> None:
+    assert files.parse_extraction(0, b'{"text": "abc"}') == "abc"
+    for code, out in ((0, b'{"error": "encrypted PDFs are not supported"}'), (-24, b""), (0, b"{garbage")):
+        with pytest.raises(PlatformError) as e:
+            files.parse_extraction(code, out)
+        assert e.value.code == ErrorCode.FILE_UNREADABLE
 
 
 def test_safe_filename() -> None:

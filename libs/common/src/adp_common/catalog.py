@@ -113,6 +113,11 @@ class Catalog:
         """Core NATS, every gateway copy (no queue group): drop a revoked API key from its lookup cache."""
         return self.subject("gateway", "key-revoked")
 
+    @property
+    def sessions_ended(self) -> str:
+        """Core NATS, every gateway copy (no queue group): close a key's or a user's live sessions."""
+        return self.subject("gateway", "sessions-ended")
+
     # cost
     @property
     def usage_record(self) -> str:
@@ -195,3 +200,4 @@ KV_BUDGET = "budget"  # cost: "global" / "user.<id>" -> BudgetState
 KV_LLM_RESULTS = "llm_results"  # llm-router: logical call key (hashed) -> StoredCall, with a TTL
 KV_LEASES = "leases"  # alerts and others: leader leases
 KV_FAULTS = "faults"  # operators: simulated provider name -> ProviderFault (fault rehearsal)
+KV_BUCKETS = (KV_BREAKERS, KV_BUDGET, KV_LLM_RESULTS, KV_LEASES, KV_FAULTS)

@@ -25,11 +25,9 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import uvicorn
-from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -38,74 +36,18 @@ from starlette.routing import Route
 from adp_common.net import listening_socket
 from adp_common.schemas.faults import ProviderFault, decide
 from adp_common.service import run_loop
-
-Protocol = Literal["openai", "anthropic"]
-
-DEFAULT_TEXT = (
-    "The fake provider answers every request with this same short paragraph, split into word tokens, "
-    "so tests and benchmarks can check exactly what arrived."
+from adp_testing.fake_provider_setup import (
+    DEFAULT_TEXT,
+    Drop,
+    Fault,
+    Protocol,
+    Stats,
+    Timing,
+    prompt_tokens,
+    split_tokens,
 )
 
-
-class Fault(BaseModel):
-    """One fault; the first matching fault in the list applies to a call. `times`: how many calls it
-    applies to (None = until cleared)."""
-
-    status: int | None = Field(default=None, description="answer this HTTP status instead")
-    body: str | None = Field(default=None, description="body sent with `status`")
-    retry_after: float | None = Field(default=None, description="Retry-After header (seconds)")
-    delay_s: float = Field(default=0.0, ge=0, description="wait before the first byte (headers)")
-    stall_after: int | None = Field(default=None, ge=0, description="stream this many tokens, then stall")
-    stall_s: float = Field(default=30.0, ge=0)
-    drop_after: int | None = Field(default=None, ge=0, description="stream this many tokens, then drop the connection")
-    malformed_sse: bool = Field(default=False, description="send a data line that is not JSON")
-    wrong_json: bool = Field(default=False, description="valid JSON of the wrong shape")
-    no_usage: bool = Field(default=False, description="report no usage figures")
-    protocol: Protocol | None = Field(default=None, description="only calls of this protocol")
-    model: str | None = Field(default=None, description="only calls for this model")
-    times: int | None = Field(default=None, ge=1)
-
-
-class Timing(BaseModel):
-    ttft_s: float = Field(default=0.0, ge=0, description="delay before the first token")
-    token_interval_s: float = Field(default=0.0, ge=0, description="delay between tokens")
-    text: str = DEFAULT_TEXT
-
-
-@dataclass
-class Stats:
-    calls: int = 0
-    calls_by_protocol: dict[str, int] = field(default_factory=dict)
-    completed: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    client_ports: set[int] = field(default_factory=set)  # one per TCP connection a client opened
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            "calls_by_protocol": dict(self.calls_by_protocol),
-            "completed": self.completed,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "connections": len(self.client_ports),
-        }
-
-
-class _Drop(Exception):
-    """Raised inside a streaming body to break the connection without ending the response."""
-
-
-def _tokens(text: str) -> list[str]:
-    words = text.split(" ")
-    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
-
-
-def _prompt_tokens(body: dict[str, Any]) -> int:
-    msgs = body.get("messages") or []
-    chars = sum(len(str(m.get("content", ""))) for m in msgs if isinstance(m, dict)) + len(str(body.get("system", "")))
-    return max(1, chars // 4)
+__all__ = ["DEFAULT_TEXT", "FakeProvider", "Fault", "Stats", "Timing"]
 
 
 class FakeProvider:
@@ -261,7 +203,7 @@ class FakeProvider:
             yield partial
             if fault.stall_after is not None:
                 await asyncio.sleep(fault.stall_s)
-            raise _Drop()
+            raise Drop()
 
         return StreamingResponse(gen(), media_type="application/json")
 
@@ -269,11 +211,11 @@ class FakeProvider:
         t = self.timing
         if t.ttft_s:
             await asyncio.sleep(t.ttft_s)
-        for i, tok in enumerate(_tokens(t.text)):
+        for i, tok in enumerate(split_tokens(t.text)):
             if fault is not None and fault.stall_after is not None and i == fault.stall_after:
                 await asyncio.sleep(fault.stall_s)
             if fault is not None and fault.drop_after is not None and i == fault.drop_after:
-                raise _Drop()
+                raise Drop()
             if i and t.token_interval_s:
                 await asyncio.sleep(t.token_interval_s)
             yield i, tok
@@ -286,7 +228,7 @@ class FakeProvider:
         model = str(body.get("model", "fake-model"))
         cid = "chatcmpl-" + uuid.uuid4().hex[:12]
         created = int(time.time())
-        inp = _prompt_tokens(body)
+        inp = prompt_tokens(body)
         if not body.get("stream"):
             if fault is not None and fault.wrong_json:
                 return JSONResponse({"id": cid, "object": "chat.completion", "result": "no choices here"})
@@ -298,7 +240,7 @@ class FakeProvider:
             text = self.timing.text
             if self.timing.ttft_s:
                 await asyncio.sleep(self.timing.ttft_s)
-            out = len(_tokens(text))
+            out = len(split_tokens(text))
             self._usage_counted(0 if fault and fault.no_usage else inp, 0 if fault and fault.no_usage else out)
             resp: dict[str, Any] = {
                 "id": cid,
@@ -352,7 +294,7 @@ class FakeProvider:
             return early
         model = str(body.get("model", "fake-claude"))
         mid = "msg_" + uuid.uuid4().hex[:12]
-        inp = _prompt_tokens(body)
+        inp = prompt_tokens(body)
         no_usage = bool(fault and fault.no_usage)
         if not body.get("stream"):
             if fault is not None and fault.wrong_json:
@@ -365,7 +307,7 @@ class FakeProvider:
             if self.timing.ttft_s:
                 await asyncio.sleep(self.timing.ttft_s)
             text = self.timing.text
-            out = len(_tokens(text))
+            out = len(split_tokens(text))
             self._usage_counted(0 if no_usage else inp, 0 if no_usage else out)
             resp: dict[str, Any] = {
                 "id": mid,

@@ -8,7 +8,11 @@ import contextlib
 import logging
 from typing import Any
 
-from adp_common.schemas.common import KeyRevoked
+from nats.aio.msg import Msg
+
+from adp_common.envelope import envelope_of
+from adp_common.schemas.common import KeyRevoked, SessionsEnded
+from adp_common.schemas.ops import RequestStats
 from adp_common.service import ServiceRuntime
 from adp_gateway.api import build_api
 from adp_gateway.auth import bootstrap_ids, hash_key
@@ -19,6 +23,7 @@ from adp_gateway.settings import GatewaySettings
 from adp_gateway.sio import SocketGateway
 from adp_gateway.store import Store
 
+StatsEnvelope = envelope_of(RequestStats)
 log = logging.getLogger("adp.gateway")
 
 MULTIPART_OVERHEAD = 256 * 1024
@@ -48,6 +53,7 @@ class GatewayApp:
         ctx = GatewayContext(settings=s, rt=rt, bus=rt.bus, store=store, limiter=limiter, metrics=metrics)
         self.ctx = ctx
         await rt.bus.on_notice(rt.bus.catalog.key_revoked, KeyRevoked, ctx.on_key_revoked)
+        await rt.bus.on_notice(rt.bus.catalog.sessions_ended, SessionsEnded, ctx.on_sessions_ended)
         if s.bootstrap_api_key is not None and s.bootstrap_api_key.get_secret_value():
             key = s.bootstrap_api_key.get_secret_value()
             user_id, key_id = bootstrap_ids(key)
@@ -71,7 +77,16 @@ class GatewayApp:
             max_upload_bytes=s.max_file_bytes + MULTIPART_OVERHEAD,
             trust_forwarded_for=s.trust_forwarded_for,
         )
+        await rt.bus.subscribe(rt.bus.catalog.ops("request-stats"), self._on_request_stats)
         self._stats_task = asyncio.create_task(self._publish_stats())
+
+    async def _on_request_stats(self, msg: Msg) -> None:
+        """Every gateway copy's request-stats window (this one's too): the platform-wide request figures."""
+        assert self.ctx is not None
+        try:
+            self.ctx.platform_requests.add(StatsEnvelope.model_validate_json(msg.data).payload)
+        except ValueError as err:
+            log.warning("unreadable request stats: %s", err)
 
     async def _publish_stats(self) -> None:
         assert self.ctx is not None and self.rt is not None

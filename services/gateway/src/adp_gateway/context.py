@@ -16,9 +16,9 @@ from pydantic import BaseModel
 from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.llm_client import LLMClient
-from adp_common.schemas.common import HealthReply, KeyRevoked
+from adp_common.schemas.common import HealthReply, KeyRevoked, SessionsEnded
 from adp_common.schemas.dialogue import (
-    DialogueCommand,
+    Command,
     DialogueQuery,
     DiscussionEvent,
     DiscussionView,
@@ -28,8 +28,12 @@ from adp_common.schemas.dialogue import (
 from adp_common.service import ServiceRuntime
 from adp_gateway.auth import ANONYMOUS_USER_ID, Principal, TTLCache, bearer_token, hash_key
 from adp_gateway.events import HistoryReader
+from adp_gateway.files import PdfSandbox
+from adp_gateway.metrics_report import PlatformRequests
 from adp_gateway.observability import GatewayMetrics, StatsWindow
+from adp_gateway.pdf_text import Limits
 from adp_gateway.ratelimit import Counter, Decision, RateLimiter
+from adp_gateway.sessions import LiveSessions
 from adp_gateway.settings import GatewaySettings
 from adp_gateway.store import Store
 
@@ -48,15 +52,21 @@ class GatewayContext:
     limiter: RateLimiter
     metrics: GatewayMetrics
     window: list[StatsWindow] = field(default_factory=lambda: [StatsWindow()])
+    platform_requests: PlatformRequests = field(default_factory=PlatformRequests)  # every copy's, for /api/metrics
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     cache: TTLCache = field(init=False)
     llm: LLMClient = field(init=False)
+    pdf: PdfSandbox = field(init=False)
+    sessions: LiveSessions = field(default_factory=LiveSessions)
     active_streams: int = 0
     socket_connections: int = 0
 
     def __post_init__(self) -> None:
         self.cache = TTLCache(self.settings.key_cache_ttl_s)
         self.llm = LLMClient(self.bus)
+        s = self.settings
+        limits = Limits(cpu_s=s.pdf_cpu_s, memory_mb=s.pdf_memory_mb, page_cpu_s=s.pdf_page_cpu_s, nice=s.pdf_nice)
+        self.pdf = PdfSandbox(limits, wall_s=s.pdf_wall_s, concurrency=s.pdf_concurrency)
 
     @property
     def timeout(self) -> float:
@@ -106,6 +116,17 @@ class GatewayContext:
         if notice.user_id:
             self.cache.drop_user_id(notice.user_id)
 
+    async def end_sessions(self, user_id: str | None = None, key_id: str | None = None) -> None:
+        """Close the live sessions of a key (or of every key of a user) on this copy now and on every other
+        copy over the bus. Their next action is refused anyway: every action authenticates again."""
+        if user_id is None and key_id is None:
+            return
+        await self.sessions.end(user_id=user_id, key_id=key_id)
+        await self.bus.notify(self.bus.catalog.sessions_ended, SessionsEnded(user_id=user_id, key_id=key_id))
+
+    async def on_sessions_ended(self, notice: SessionsEnded) -> None:
+        await self.sessions.end(user_id=notice.user_id, key_id=notice.key_id)
+
     # ---- rate limits ------------------------------------------------------------------------------------
     async def rate_limit(self, principal: Principal | None, ip: str, action: str | None) -> None:
         """Count this request in the overall bucket and the action's bucket, per key and per client IP;
@@ -127,7 +148,7 @@ class GatewayContext:
             raise RateLimited(decision.retry_after_s, decision.bucket or "all")
 
     # ---- dialogue -----------------------------------------------------------------------------------
-    async def command(self, cmd: DialogueCommand) -> DiscussionView:
+    async def command(self, cmd: Command) -> DiscussionView:
         return await self.bus.request(
             self.bus.catalog.dialogue_command, cmd, timeout=self.timeout, response_model=DiscussionView
         )

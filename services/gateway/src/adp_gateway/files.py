@@ -1,14 +1,17 @@
-"""Upload checks: type by content (magic bytes, not by name), size, and PDF text extraction."""
+"""Upload checks: type by content (magic bytes, not by name), size, and text extraction (PDFs in a
+confined child process, see pdf_text)."""
 
 from __future__ import annotations
 
-import io
+import asyncio
+import contextlib
+import json
 import re
+import sys
 
 from adp_common.errors import ErrorCode, PlatformError
+from adp_gateway.pdf_text import MAX_TEXT_CHARS, Limits
 
-MAX_TEXT_CHARS = 200_000
-MAX_PDF_PAGES = 200
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _SAFE_NAME = re.compile(r"[^\w.\- ()]+")
 
@@ -51,7 +54,7 @@ def check_upload(data: bytes, max_bytes: int) -> str:
     if len(data) > max_bytes:
         raise PlatformError(ErrorCode.INVALID_FILE_SIZE, f"file is larger than {max_bytes} bytes")
     if not data:
-        raise PlatformError(ErrorCode.INVALID_FILE_SIZE, "file is empty")
+        raise PlatformError(ErrorCode.VALIDATION_ERROR, "file is empty")
     ctype = sniff_type(data)
     if ctype is None:
         raise PlatformError(
@@ -60,33 +63,66 @@ def check_upload(data: bytes, max_bytes: int) -> str:
     return ctype
 
 
-def extract_pdf_text(data: bytes) -> str:
-    """Text of a PDF (CPU-bound: call it in a thread). Raises INVALID_FILE_TYPE for unreadable files."""
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
+class PdfSandbox:
+    """Runs `adp_gateway.pdf_text` in a child process per file, a few at a time, and kills it when it
+    overruns: the gateway's event loop and thread pool never do PDF work."""
 
+    def __init__(self, limits: Limits, *, wall_s: float, concurrency: int) -> None:
+        self.limits = limits
+        self.wall_s = wall_s
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def extract(self, data: bytes) -> str:
+        """The PDF's text; FILE_UNREADABLE when it is unreadable or over a limit, SERVICE_UNAVAILABLE when
+        every slot stayed busy for the whole wall-clock budget."""
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.wall_s)
+        except TimeoutError:
+            raise PlatformError(ErrorCode.SERVICE_UNAVAILABLE, "too many files being read; retry shortly") from None
+        try:
+            return await self._run(data)
+        finally:
+            self._slots.release()
+
+    async def _run(self, data: bytes) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "adp_gateway.pdf_text",
+            *self.limits.argv(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(data), self.wall_s)
+        except TimeoutError:
+            raise PlatformError(ErrorCode.FILE_UNREADABLE, "the PDF took too long to read") from None
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        return parse_extraction(proc.returncode or 0, out)
+
+
+def parse_extraction(returncode: int, out: bytes) -> str:
+    """The text from the extractor's output; FILE_UNREADABLE when it failed or was killed by a limit."""
+    if returncode != 0:
+        raise PlatformError(ErrorCode.FILE_UNREADABLE, "the PDF needs more work or memory than allowed")
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            raise PlatformError(ErrorCode.INVALID_FILE_TYPE, "encrypted PDFs are not supported")
-        parts: list[str] = []
-        size = 0
-        for i, page in enumerate(reader.pages):
-            if i >= MAX_PDF_PAGES or size >= MAX_TEXT_CHARS:
-                break
-            text = page.extract_text() or ""
-            parts.append(text)
-            size += len(text)
-    except PlatformError:
-        raise
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as err:
-        raise PlatformError(ErrorCode.INVALID_FILE_TYPE, f"not a readable PDF: {type(err).__name__}") from None
-    return "\n".join(parts)[:MAX_TEXT_CHARS]
+        reply = json.loads(out)
+    except ValueError:
+        raise PlatformError(ErrorCode.FILE_UNREADABLE, "the PDF could not be read") from None
+    if isinstance(reply, dict) and isinstance(reply.get("text"), str):
+        return str(reply["text"])
+    message = reply.get("error") if isinstance(reply, dict) else None
+    raise PlatformError(ErrorCode.FILE_UNREADABLE, str(message or "the PDF could not be read")[:200])
 
 
-def extract_text(data: bytes, content_type: str) -> str:
+async def extract_text(data: bytes, content_type: str, pdf: PdfSandbox) -> str:
     if content_type == "application/pdf":
-        return extract_pdf_text(data)
+        return await pdf.extract(data)
     if content_type == "text/plain":
         return data.decode("utf-8")[:MAX_TEXT_CHARS]
     return ""

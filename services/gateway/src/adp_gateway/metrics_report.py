@@ -1,7 +1,8 @@
 """The key figures an operator watches, in one typed document: `GET /api/metrics` returns it and the
 dashboard (`GET /api/monitoring/dashboard`, the console's operator view) shows the same object, so both read
-one source. Request figures are this gateway copy's over the last `RECENT_WINDOW_S`; provider figures come
-from the llm-router, active discussions from the dialogue service, today's spend from the cost service."""
+one source. Request figures: platform-wide from the request-stats windows every gateway copy publishes, and
+this copy's own over the last `RECENT_WINDOW_S`; provider figures come from the llm-router, active discussions
+from the dialogue service, today's spend from the cost service."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from adp_common.schemas.cost import CostSummary
 from adp_common.schemas.llm import ProviderStatusList
+from adp_common.schemas.ops import RequestStats
 
 RECENT_WINDOW_S = 60.0
 RECENT_MAX = 50_000  # requests remembered (bounds memory under any load; the rate is then a lower bound)
@@ -57,7 +59,21 @@ class RouterFigures(BaseModel):
     total: int
 
 
+class RequestFigures(BaseModel):
+    """Every gateway copy's requests over the last RECENT_WINDOW_S (from the request-stats windows each copy
+    publishes every ADP_REQUEST_STATS_INTERVAL_S; latency percentiles from their bounded samples)."""
+
+    gateway_copies: int
+    requests: int
+    request_rate_per_s: float
+    errors: int
+    error_rate: float
+    error_codes: dict[str, int]
+    latency: LatencyFigures
+
+
 class PlatformFigures(BaseModel):
+    requests: RequestFigures
     active_discussions: int | None
     open_streams: int = Field(description="SSE streams and Socket.IO connections on this copy")
     cost_today_usd: Decimal | None
@@ -128,7 +144,46 @@ class RecentRequests:
         )
 
 
+class PlatformRequests:
+    """The request-stats windows every gateway copy published in the last RECENT_WINDOW_S."""
+
+    def __init__(self, window_s: float = RECENT_WINDOW_S) -> None:
+        self.window_s = window_s
+        self.windows: deque[tuple[float, RequestStats]] = deque(maxlen=10_000)
+
+    def add(self, stats: RequestStats) -> None:
+        self.windows.append((time.monotonic(), stats))
+
+    def figures(self) -> RequestFigures:
+        now = time.monotonic()
+        while self.windows and self.windows[0][0] < now - self.window_s:
+            self.windows.popleft()
+        windows = [w for _, w in self.windows]
+        requests = sum(w.requests for w in windows)
+        errors = sum(w.errors for w in windows)
+        codes: dict[str, int] = {}
+        for w in windows:
+            for code, n in w.error_codes.items():
+                codes[code] = codes.get(code, 0) + n
+        latencies = sorted(x for w in windows for x in w.latencies_ms)
+        span = min(self.window_s, sum(w.window_s for w in windows) / max(1, len({w.instance for w in windows})))
+        return RequestFigures(
+            gateway_copies=len({w.instance for w in windows}),
+            requests=requests,
+            request_rate_per_s=round(requests / span, 3) if span > 0 else 0.0,
+            errors=errors,
+            error_rate=round(errors / requests, 4) if requests else 0.0,
+            error_codes=dict(sorted(codes.items())),
+            latency=LatencyFigures(
+                p50_ms=percentile(latencies, 0.50),
+                p95_ms=percentile(latencies, 0.95),
+                p99_ms=percentile(latencies, 0.99),
+            ),
+        )
+
+
 def build_report(
+    requests: RequestFigures,
     gateway: GatewayFigures,
     active_discussions: int | None,
     providers: ProviderStatusList | None,
@@ -155,6 +210,7 @@ def build_report(
     return MetricsReport(
         timestamp=datetime.now(UTC),
         platform=PlatformFigures(
+            requests=requests,
             active_discussions=active_discussions,
             open_streams=gateway.sse_streams + gateway.socketio_connections,
             cost_today_usd=budget.current if budget else None,

@@ -11,6 +11,11 @@ class GatewaySettings(ServiceSettings):
     service_name: str = "gateway"
     # The gateway serves the client API, /health, /ready and /metrics on this one port.
     http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port of the client API (0 = free port)")
+    http_reuse_port: bool = Field(
+        default=False,
+        description="share the port with other gateway copies on this host (SO_REUSEPORT): the kernel spreads "
+        "connections over them and a dead copy's share moves to the others (`adp up --replicas N` sets it)",
+    )
 
     # ---- auth ------------------------------------------------------------------------------------------
     bootstrap_api_key: SecretStr | None = Field(default=None, description="Ensures an admin user + this key at start")
@@ -27,9 +32,21 @@ class GatewaySettings(ServiceSettings):
     cors_origins: str = Field(default="", description="Comma-separated allowed origins; '*' for any; empty = none")
     max_inflight: int = Field(default=256, ge=1, description="In-flight requests above this are shed with 503")
     max_streams: int = Field(default=2000, ge=1, description="Concurrent SSE streams per copy")
+    max_socket_connections: int = Field(default=2000, ge=1, description="Socket.IO connections per copy")
+    max_socket_connections_per_user: int = Field(
+        default=20, ge=1, description="Socket.IO connections of one user per copy"
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest non-upload request body")
     max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest uploaded file")
     max_files_per_discussion: int = Field(default=5, ge=0, le=5)
+    pdf_cpu_s: int = Field(default=5, ge=1, description="CPU seconds one PDF's text extraction may use in total")
+    pdf_page_cpu_s: float = Field(default=1.0, gt=0, description="CPU seconds one PDF page may use")
+    pdf_memory_mb: int = Field(default=512, ge=64, description="Address space of a PDF text extraction process")
+    pdf_wall_s: float = Field(
+        default=15.0, gt=0, description="Wall-clock budget of a PDF extraction (and of its wait for a slot)"
+    )
+    pdf_nice: int = Field(default=10, ge=0, le=19, description="Scheduling niceness of PDF extraction processes")
+    pdf_concurrency: int = Field(default=2, ge=1, description="PDF extraction processes at once per copy")
     completion_timeout_s: float = Field(default=120.0, gt=0, le=600)
 
     # ---- rate limits (fixed window per key and per client IP; see docs/gateway.md) ---------------------

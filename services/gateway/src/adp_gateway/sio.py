@@ -17,9 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
-    DialogueCommand,
+    AnswersCommand,
+    Command,
     DialogueQuery,
     DiscussionView,
+    InputCommand,
+    ProceedCommand,
+    QuestionsCommand,
+    StopCommand,
+    SummaryCommand,
     UserText,
 )
 from adp_gateway.auth import Principal, bearer_token
@@ -27,6 +33,7 @@ from adp_gateway.context import GatewayContext
 from adp_gateway.errors import validation_message
 from adp_gateway.events import EventStream, Heartbeat, Overflow, event_payload
 from adp_gateway.routes.discussions import CreateDiscussion
+from adp_gateway.sessions import Session
 
 log = logging.getLogger("adp.gateway.sio")
 
@@ -79,6 +86,8 @@ class SocketGateway:
         )
         self.principals: dict[str, Principal] = {}
         self.ips: dict[str, str] = {}
+        self.tokens: dict[str, str | None] = {}
+        self.handles: dict[str, int] = {}
         self.forwarders: dict[str, dict[str, asyncio.Task[None]]] = {}
         self._register()
 
@@ -95,6 +104,22 @@ class SocketGateway:
                 t.cancel()
         with contextlib.suppress(Exception):
             await self.sio.shutdown()
+
+    async def end_revoked(self, sid: str) -> None:
+        """The connection's key was revoked or its user disabled: tell the client, then close it."""
+        with contextlib.suppress(Exception):
+            await self.error(sid, ErrorCode.UNAUTHORIZED, "API key revoked or user disabled")
+        await self.sio.disconnect(sid)
+
+    async def current_principal(self, sid: str) -> Principal | None:
+        """The connection's principal, authenticated again for every action (a key revoked since the
+        connection opened is refused even if the notice to close the connection was lost)."""
+        if sid not in self.principals:
+            return None
+        try:
+            return await self.ctx.authenticate(self.tokens.get(sid))
+        except PlatformError:
+            return self.principals.get(sid)  # the key store is unreachable: the connection's own check stands
 
     async def error(self, sid: str, code: ErrorCode | str, message: str, discussion_id: str | None = None) -> None:
         payload: dict[str, Any] = {"code": str(code), "message": message}
@@ -163,12 +188,23 @@ class SocketGateway:
                 raise refused(err.code, err.message) from None
             if principal is None:
                 raise refused(ErrorCode.UNAUTHORIZED, "invalid or missing API key")
+            limits = ctx.settings
+            if ctx.socket_connections >= limits.max_socket_connections:
+                raise refused(ErrorCode.SERVICE_UNAVAILABLE, "too many Socket.IO connections on this gateway copy")
+            if ctx.sessions.count("socketio", principal.user_id) >= limits.max_socket_connections_per_user:
+                raise refused(ErrorCode.RATE_LIMIT_EXCEEDED, "too many Socket.IO connections for this user")
             self.principals[sid] = principal
+            self.tokens[sid] = token
+            self.handles[sid] = ctx.sessions.add(
+                Session("socketio", principal.user_id, principal.key_id, lambda: self.end_revoked(sid))
+            )
             self.ips[sid] = str(environ.get("REMOTE_ADDR") or "unknown")
             ctx.socket_connections += 1
             ctx.metrics.connections.inc()
 
         async def disconnect(sid: str, *_: Any) -> None:
+            self.tokens.pop(sid, None)
+            ctx.sessions.remove(self.handles.pop(sid, 0))
             if self.principals.pop(sid, None) is not None:
                 ctx.socket_connections -= 1
                 ctx.metrics.connections.dec()
@@ -183,10 +219,11 @@ class SocketGateway:
             event: str, model: type[BaseModel], action: str | None
         ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
             async def run(sid: str, data: Any = None) -> dict[str, Any]:
-                principal = self.principals.get(sid)
                 discussion_id = data.get("discussionId") if isinstance(data, dict) else None
+                principal = await self.current_principal(sid)
                 if principal is None:
-                    await self.error(sid, ErrorCode.UNAUTHORIZED, "not authenticated")
+                    await self.error(sid, ErrorCode.UNAUTHORIZED, "not authenticated (API key revoked?)")
+                    await self.sio.disconnect(sid)
                     return {"error": {"code": "UNAUTHORIZED", "message": "not authenticated"}}
                 try:
                     if not isinstance(data, dict):
@@ -234,22 +271,19 @@ class SocketGateway:
             await self.follow(sid, p.user_id, did, replay=True, last_seq=body.lastEventId)
             return current
         await self.follow(sid, p.user_id, did, replay=False)
+        cmd: Command
         if isinstance(body, SubmitAnswers):
-            cmd = DialogueCommand(
-                action="answers",
-                user_id=p.user_id,
-                discussion_id=did,
-                round_number=body.roundNumber,
-                answers=body.answers,
+            cmd = AnswersCommand(
+                user_id=p.user_id, discussion_id=did, round_number=body.roundNumber, answers=body.answers
             )
         elif isinstance(body, UserInput):
-            cmd = DialogueCommand(action="input", user_id=p.user_id, discussion_id=did, input=body.input)
+            cmd = InputCommand(user_id=p.user_id, discussion_id=did, input=body.input)
+        elif event == "generate-summary":
+            cmd = SummaryCommand(user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
+        elif event == "generate-questions":
+            cmd = QuestionsCommand(user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
+        elif event == "stop-dialogue":
+            cmd = StopCommand(user_id=p.user_id, discussion_id=did)
         else:
-            action = {
-                "proceed-dialogue": "proceed",
-                "generate-summary": "summary",
-                "generate-questions": "questions",
-                "stop-dialogue": "stop",
-            }[event]
-            cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
+            cmd = ProceedCommand(user_id=p.user_id, discussion_id=did)
         return await ctx.command(cmd)

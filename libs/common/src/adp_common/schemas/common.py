@@ -38,5 +38,13 @@ class KeyRevoked(BaseModel):
     user_id: str | None = None
 
 
+class SessionsEnded(BaseModel):
+    """End the live sessions (SSE streams, Socket.IO connections) of a key, or of every key of a user, on
+    every gateway copy (a key was revoked, a user disabled)."""
+
+    user_id: str | None = None
+    key_id: str | None = None
+
+
 class Empty(BaseModel):
     pass

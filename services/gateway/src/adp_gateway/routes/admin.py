@@ -78,9 +78,7 @@ async def set_user_disabled(user_id: str, body: SetDisabled, ctx: Ctx, p: Admin)
     ctx.cache.drop_user_id(user_id)
     await ctx.broadcast_user_changed(user_id)
     if body.disabled:
-        end_sessions = getattr(ctx, "end_sessions", None)
-        if end_sessions is not None:
-            await end_sessions(user_id=user_id)
+        await ctx.end_sessions(user_id=user_id)
     return JSONResponse(user.model_dump(mode="json"))
 
 
@@ -128,6 +126,7 @@ async def revoke_key(key_id: str, ctx: Ctx, p: Admin) -> JSONResponse:
         raise PlatformError(ErrorCode.NOT_FOUND, "no such key")
     ctx.cache.drop_key_id(key_id)
     await ctx.broadcast_revocation(key_id)
+    await ctx.end_sessions(key_id=key_id)
     return JSONResponse(RevokedOut(id=key_id, revoked=True).model_dump())
 
 

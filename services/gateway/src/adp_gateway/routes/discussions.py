@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -15,15 +15,22 @@ from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
     MAX_FILES,
     MAX_PERSONAS,
-    DialogueCommand,
+    AnswersCommand,
+    Command,
+    CreateCommand,
     DialogueQuery,
     DiscussionList,
     DiscussionView,
     ExportReply,
     FileRef,
+    InputCommand,
     MaxRounds,
     PersonaName,
     PersonaSpec,
+    ProceedCommand,
+    QuestionsCommand,
+    StopCommand,
+    SummaryCommand,
     Topic,
     UserText,
 )
@@ -39,6 +46,7 @@ from adp_gateway.events import (
     format_sse_error,
     parse_last_event_id,
 )
+from adp_gateway.sessions import Session
 
 _DISCUSSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -59,14 +67,13 @@ class CreateDiscussion(BaseModel):
     )
     auto: bool = False
 
-    def command(self, user_id: str, files: list[FileRef], key_id: str | None = None) -> DialogueCommand:
+    def command(self, user_id: str, files: list[FileRef], key_id: str | None = None) -> CreateCommand:
         """The create command (REST and Socket.IO alike); a persona given by name alone keeps its defaults.
         `key_id`: the caller's API key, which the discussion's LLM calls are charged to."""
         personas = None
         if self.personas is not None:
             personas = [PersonaSpec(name=x) if isinstance(x, str) else x for x in self.personas]
-        return DialogueCommand(
-            action="create",
+        return CreateCommand(
             user_id=user_id,
             key_id=key_id,
             topic=self.topic,
@@ -109,8 +116,7 @@ def view(v: DiscussionView, status: int = 200) -> Response:
     return Response(v.model_dump_json(), status_code=status, media_type="application/json")
 
 
-async def act(ctx: GatewayContext, p: Principal, discussion_id: str, action: str, **kw: Any) -> Response:
-    cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did(discussion_id), **kw)
+async def act(ctx: GatewayContext, cmd: Command) -> Response:
     return view(await ctx.command(cmd))
 
 
@@ -136,21 +142,24 @@ async def get_discussion(discussion_id: str, ctx: Ctx, p: User) -> Response:
 
 @router.post("/api/discussions/{discussion_id}/proceed", response_model=DiscussionView)
 async def proceed(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(limited("proceed"))]) -> Response:
-    return await act(ctx, p, discussion_id, "proceed")
+    return await act(ctx, ProceedCommand(user_id=p.user_id, discussion_id=did(discussion_id)))
 
 
 @router.post("/api/discussions/{discussion_id}/answers", response_model=DiscussionView)
 async def answers(
     discussion_id: str, body: AnswersBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
 ) -> Response:
-    return await act(ctx, p, discussion_id, "answers", round_number=body.round_number, answers=body.answers)
+    cmd = AnswersCommand(
+        user_id=p.user_id, discussion_id=did(discussion_id), round_number=body.round_number, answers=body.answers
+    )
+    return await act(ctx, cmd)
 
 
 @router.post("/api/discussions/{discussion_id}/input", response_model=DiscussionView)
 async def user_input(
     discussion_id: str, body: InputBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
 ) -> Response:
-    return await act(ctx, p, discussion_id, "input", input=body.input)
+    return await act(ctx, InputCommand(user_id=p.user_id, discussion_id=did(discussion_id), input=body.input))
 
 
 @router.post("/api/discussions/{discussion_id}/questions", response_model=DiscussionView)
@@ -160,7 +169,8 @@ async def questions(
     p: Annotated[Principal, Depends(limited("questions"))],
     body: RoundBody | None = None,
 ) -> Response:
-    return await act(ctx, p, discussion_id, "questions", round_number=body.round_number if body else None)
+    rnd = body.round_number if body else None
+    return await act(ctx, QuestionsCommand(user_id=p.user_id, discussion_id=did(discussion_id), round_number=rnd))
 
 
 @router.post("/api/discussions/{discussion_id}/summary", response_model=DiscussionView)
@@ -170,12 +180,13 @@ async def summary(
     p: Annotated[Principal, Depends(limited("summary"))],
     body: RoundBody | None = None,
 ) -> Response:
-    return await act(ctx, p, discussion_id, "summary", round_number=body.round_number if body else None)
+    rnd = body.round_number if body else None
+    return await act(ctx, SummaryCommand(user_id=p.user_id, discussion_id=did(discussion_id), round_number=rnd))
 
 
 @router.post("/api/discussions/{discussion_id}/stop", response_model=DiscussionView)
 async def stop(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(limited(None))]) -> Response:
-    return await act(ctx, p, discussion_id, "stop")
+    return await act(ctx, StopCommand(user_id=p.user_id, discussion_id=did(discussion_id)))
 
 
 @router.get(
@@ -235,15 +246,22 @@ async def events(
         await stream.__aexit__()
         raise
     return EventStreamResponse(
-        _sse_frames(ctx, stream, discussion_id),
+        _sse_frames(ctx, stream, discussion_id, p),
         stream.end,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: str) -> AsyncIterator[str]:
+async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: str, p: Principal) -> AsyncIterator[str]:
     ctx.active_streams += 1
     ctx.metrics.streams.labels("sse").inc()
+    revoked: list[bool] = []
+
+    def end_revoked() -> None:
+        revoked.append(True)
+        stream.end()
+
+    session = ctx.sessions.add(Session("sse", p.user_id, p.key_id, end_revoked))
     try:
         yield sse.retry(2000)
         # Events already waiting go out in one write: under load that is far fewer sends through
@@ -270,7 +288,10 @@ async def _sse_frames(ctx: GatewayContext, stream: EventStream, discussion_id: s
                 batch.clear()
         if batch:
             yield "".join(batch)
+        if revoked:
+            yield format_sse_error(discussion_id, "UNAUTHORIZED", "API key revoked or user disabled", stream.last_seq)
     finally:
+        ctx.sessions.remove(session)
         ctx.active_streams -= 1
         ctx.metrics.streams.labels("sse").dec()
         await stream.__aexit__()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from datetime import UTC, datetime
@@ -12,7 +11,6 @@ from fastapi import APIRouter, File, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from adp_common.errors import ErrorCode, PlatformError
 from adp_gateway import files as filecheck
 from adp_gateway.deps import Ctx, Limited
 from adp_gateway.store import StoredFile
@@ -35,10 +33,7 @@ async def upload(ctx: Ctx, p: Limited, file: Annotated[UploadFile, File()]) -> J
     s = ctx.settings
     data = await file.read(s.max_file_bytes + 1)
     ctype = filecheck.check_upload(data, s.max_file_bytes)
-    try:
-        text = await asyncio.wait_for(asyncio.to_thread(filecheck.extract_text, data, ctype), 30)
-    except TimeoutError:
-        raise PlatformError(ErrorCode.INVALID_FILE_TYPE, "file could not be read in time") from None
+    text = await filecheck.extract_text(data, ctype, ctx.pdf)
     stored = StoredFile(
         id="file_" + uuid.uuid4().hex[:20],
         user_id=p.user_id,

@@ -129,7 +129,9 @@ async def _gather(ctx: GatewayContext, *, alerts: bool) -> tuple[MetricsReport, 
     )
     m = ctx.metrics
     gateway = m.recent.figures(inflight=m.inflight_now, sse=ctx.active_streams, socketio=ctx.socket_connections)
-    report = build_report(gateway, active.count if active else None, providers, costs, errors)
+    report = build_report(
+        ctx.platform_requests.figures(), gateway, active.count if active else None, providers, costs, errors
+    )
     return report, {"health": health, "providers": providers, "alerts": alert_list, "costs": costs}
 
 
@@ -166,6 +168,10 @@ async def _dashboard(ctx: GatewayContext) -> dict[str, Any]:
             "activeDiscussions": pf.active_discussions,
             "connections": {"sse": g.sse_streams, "socketio": g.socketio_connections},
             "costTodayUsd": str(pf.cost_today_usd) if pf.cost_today_usd is not None else None,
+            "platformRequestRatePerS": pf.requests.request_rate_per_s,
+            "platformErrorRate": pf.requests.error_rate,
+            "platformLatencyP95Ms": pf.requests.latency.p95_ms,
+            "gatewayCopies": pf.requests.gateway_copies,
         },
         "keyMetrics": report.model_dump(mode="json"),
         "providers": provider_rows if providers else None,

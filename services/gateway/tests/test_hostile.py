@@ -1,0 +1,142 @@
+"""Hostile clients against a real gateway: files that cost much to read, slow and trickled requests,
+sessions that outlive their key, ids that overflow. Every case must end in a bounded time with the error
+envelope, and leave the gateway answering everyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest_asyncio
+
+from adp_gateway.server import GatewayServer, running_gateway
+from adp_testing.gateway import (
+    ADMIN_KEY,
+    assert_envelope,
+    gateway_settings,
+    new_user,
+    platform_services,
+    read_sse,
+    tiny_pdf,
+)
+from adp_testing.hostile import empty_text_operators_pdf
+
+
+def settings(nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str, **kw: Any) -> Any:
+    return gateway_settings(nats_url, pg_dsn, prefix, databases.name("gateway"), redis_url, **kw)
+
+
+@pytest_asyncio.fixture
+async def tight(
+    nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
+) -> AsyncIterator[GatewayServer]:
+    """A gateway with small limits, so each hostile case trips them quickly."""
+    # niceness 0: on a machine busy with other work a low-priority extraction would only measure the machine
+    s = settings(
+        nats_url, pg_dsn, prefix, databases, redis_url, pdf_cpu_s=1, pdf_page_cpu_s=0.3, pdf_wall_s=10, pdf_nice=0
+    )
+    async with running_gateway(s) as gw:
+        yield gw
+
+
+def admin_client(gw: GatewayServer) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=gw.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+
+
+async def test_hostile_pdfs_are_refused_quickly_and_others_stay_served(tight: GatewayServer) -> None:
+    hostile = empty_text_operators_pdf(pages=6)
+    async with admin_client(tight) as c:
+
+        async def upload(data: bytes) -> httpx.Response:
+            return await c.post("/api/files", files={"file": ("x.pdf", data, "application/pdf")})
+
+        start = time.monotonic()
+        uploads = asyncio.gather(*(upload(hostile) for _ in range(2)))
+        await asyncio.sleep(0.3)
+        probe_start = time.monotonic()
+        r = await c.get("/health")
+        probe_s = time.monotonic() - probe_start
+        for r_up in await uploads:
+            assert_envelope(r_up, 422, "FILE_UNREADABLE")
+        assert time.monotonic() - start < 10
+        assert r.status_code == 200 and probe_s < 1, probe_s
+        ok = await upload(tiny_pdf("Quarterly numbers"))
+        assert ok.status_code == 201 and ok.json()["textLength"] > 0, ok.text
+
+
+async def test_pdf_over_its_total_cpu_budget_is_killed(
+    nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
+) -> None:
+    # no page budget to speak of: only the process-wide CPU limit stops it
+    s = settings(nats_url, pg_dsn, prefix, databases, redis_url, pdf_cpu_s=1, pdf_page_cpu_s=60, pdf_nice=0)
+    async with running_gateway(s) as gw, admin_client(gw) as c:
+        start = time.monotonic()
+        files = {"file": ("x.pdf", empty_text_operators_pdf(pages=6), "application/pdf")}
+        assert_envelope(await c.post("/api/files", files=files), 422, "FILE_UNREADABLE")
+        assert time.monotonic() - start < 10
+
+
+@pytest_asyncio.fixture
+async def two_copies(
+    nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
+) -> AsyncIterator[tuple[GatewayServer, GatewayServer]]:
+    """dialogue + llm-router, and two gateway copies sharing them (a revocation on one reaches the other)."""
+    services = ("llm-router", "dialogue", "cost")
+    async with platform_services(nats_url, pg_dsn, prefix, databases, services=services, tokens_per_s=20):
+        s = settings(nats_url, pg_dsn, prefix, databases, redis_url, sse_heartbeat_s=1)
+        async with running_gateway(s) as first, running_gateway(s) as second:
+            yield first, second
+
+
+async def open_socket(url: str, key: str) -> tuple[Any, asyncio.Event]:
+    import socketio
+
+    client = socketio.AsyncClient(reconnection=False)
+    gone = asyncio.Event()
+    client.on("disconnect", lambda *_: gone.set())
+    await client.connect(url, auth={"token": key}, socketio_path="socket.io", wait_timeout=5)
+    return client, gone
+
+
+async def test_revoked_key_and_disabled_user_lose_live_sessions_on_every_copy(
+    two_copies: tuple[GatewayServer, GatewayServer],
+) -> None:
+    first, second = two_copies
+    async with admin_client(first) as admin:
+        uid, key, key_id = await new_user(admin, "mallory")
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=second.url, headers=headers, timeout=30) as mallory:
+            r = await mallory.post("/api/discussions", json={"topic": "A long talk", "maxRounds": 5})
+            assert r.status_code == 201, r.text
+            did = r.json()["id"]
+            sock, sock_gone = await open_socket(second.url, key)
+            ack = await sock.call("join-discussion", {"discussionId": did}, timeout=10)
+            assert ack.get("ok"), ack
+            async with mallory.stream("GET", f"/api/discussions/{did}/events") as stream:
+                assert stream.status_code == 200
+                events = read_sse(stream)
+                await anext(events)
+                revoked_at = time.monotonic()
+                assert (await admin.delete(f"/api/admin/keys/{key_id}")).status_code == 200  # on the first copy
+
+                async def until_closed() -> list[dict[str, Any]]:
+                    return [ev async for ev in events]
+
+                rest = await asyncio.wait_for(until_closed(), 3)
+                assert time.monotonic() - revoked_at < 1.5
+                assert rest[-1]["event"] == "error" and rest[-1]["data"]["code"] == "UNAUTHORIZED", rest[-3:]
+            await asyncio.wait_for(sock_gone.wait(), 2)
+            assert time.monotonic() - revoked_at < 1.5
+            assert_envelope(await mallory.post(f"/api/discussions/{did}/proceed"), 401, "UNAUTHORIZED")
+
+            # disabling the user ends the sessions of its other keys the same way
+            r = await admin.post(f"/api/admin/users/{uid}/keys")
+            second_key = r.json()["key"]
+            sock, sock_gone = await open_socket(second.url, second_key)
+            disabled_at = time.monotonic()
+            assert (await admin.patch(f"/api/admin/users/{uid}", json={"disabled": True})).status_code == 200
+            await asyncio.wait_for(sock_gone.wait(), 2)
+            assert time.monotonic() - disabled_at < 1.5
