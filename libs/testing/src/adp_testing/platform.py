@@ -68,6 +68,10 @@ class Platform:
             base_url=self.gateways[gateway], headers={"Authorization": f"Bearer {key}"}, timeout=timeout
         )
 
+    def api(self, key: str = ADMIN_KEY, gateway: int = 0, timeout: float = 20) -> AsyncClient:
+        """The typed client (adp_client) on one gateway copy."""
+        return AsyncClient(self.gateways[gateway], key, timeout=timeout)
+
     async def new_user(self, name: str, role: str = "user") -> tuple[str, str]:
         async with self.client() as admin:
             r = await admin.post("/api/admin/users", json={"name": name, "role": role})
