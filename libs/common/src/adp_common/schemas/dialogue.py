@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
+from pydantic.json_schema import JsonDict
 
 from adp_common.envelope import event_type, utcnow
 
@@ -21,9 +22,9 @@ INPUT_MAX_CHARS = 5000
 MAX_FILES = 5
 
 # What users type is stored as PostgreSQL text, which cannot hold NUL: documented as a pattern, refused by
-# DialogueCommand's validator.
+# the commands' validators.
 NO_NUL = r"^[^\x00]*$"
-_NO_NUL_DOC = {"pattern": NO_NUL}
+_NO_NUL_DOC: JsonDict = {"pattern": NO_NUL}
 
 Topic = Annotated[
     str,
