@@ -44,7 +44,7 @@ def processes(data_dir: Path) -> dict[str, dict[str, object]]:
 async def read_until(proc: subprocess.Popen[str], marker: str, lines: list[str], timeout: float = 150) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), deadline - time.monotonic())  # type: ignore[union-attr]
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), deadline - time.monotonic())
         assert line, "launcher exited early:\n" + "".join(lines)
         lines.append(line)
         if marker in line:
