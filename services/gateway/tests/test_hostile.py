@@ -36,8 +36,9 @@ async def tight(
     """A gateway with small limits, so each hostile case trips them quickly."""
     # niceness 0: on a machine busy with other work a low-priority extraction would only measure the machine
     s = settings(
-        nats_url, pg_dsn, prefix, databases, redis_url, pdf_cpu_s=1, pdf_page_cpu_s=0.3, pdf_wall_s=10, pdf_nice=0
-    )
+        nats_url, pg_dsn, prefix, databases, redis_url, pdf_cpu_s=1, pdf_page_cpu_s=0.3, pdf_wall_s=10, pdf_nice=0,
+        header_timeout_s=1, body_timeout_s=1.5, max_connections_per_client=8, max_inflight=3,
+    )  # fmt: skip
     async with running_gateway(s) as gw:
         yield gw
 
@@ -140,3 +141,66 @@ async def test_revoked_key_and_disabled_user_lose_live_sessions_on_every_copy(
             assert (await admin.patch(f"/api/admin/users/{uid}", json={"disabled": True})).status_code == 200
             await asyncio.wait_for(sock_gone.wait(), 2)
             assert time.monotonic() - disabled_at < 1.5
+
+
+async def raw(gw: GatewayServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", gw.port)
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """Everything the server sent until it closed the connection (fails if it stays open longer)."""
+    return await asyncio.wait_for(reader.read(), seconds)
+
+
+async def test_slow_headers_trickled_bodies_and_connection_floods_are_cut(tight: GatewayServer) -> None:
+    start = time.monotonic()
+    reader, writer = await raw(tight)
+    writer.write(b"GET /api/discussions HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+    assert await closed_within(reader, 3) == b""
+    assert 0.8 < time.monotonic() - start < 3
+    writer.close()
+
+    # three unauthenticated POSTs trickle their bodies: with an in-flight limit of 3 everyone else still gets in
+    async def trickle() -> bytes:
+        reader, writer = await raw(tight)
+        writer.write(b"POST /api/discussions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: 100\r\n\r\n{")
+        for _ in range(4):  # a byte every 0.25 s for 1 s, then nothing: the body deadline is 1.5 s
+            await asyncio.sleep(0.25)
+            writer.write(b" ")
+        answer = await closed_within(reader, 5)
+        writer.close()
+        return answer
+
+    trickles = asyncio.gather(*(trickle() for _ in range(3)))
+    await asyncio.sleep(0.5)
+    async with admin_client(tight) as admin:
+        r = await admin.get("/api/admin/users")
+        assert r.status_code == 200, r.text
+        for answer in await trickles:
+            assert answer.startswith(b"HTTP/1.1 408") and b"REQUEST_TIMEOUT" in answer, answer[:200]
+
+        # connections per client address are capped: the ninth is closed as it opens
+        held = [await raw(tight) for _ in range(8)]
+        extra_reader, extra_writer = await raw(tight)
+        assert await closed_within(extra_reader, 0.8) == b""
+        for _, w in [*held, (extra_reader, extra_writer)]:
+            w.close()
+        await asyncio.sleep(0.1)
+        assert (await admin.get("/api/admin/users")).status_code == 200
+
+
+async def test_body_limits(tight: GatewayServer) -> None:
+    async with admin_client(tight) as admin:
+        # a form content type does not buy a JSON endpoint the upload limit
+        form = {"file": ("t.txt", b"x" * (2 * 1024 * 1024), "text/plain")}
+        assert_envelope(await admin.post("/api/discussions", files=form), 415, "UNSUPPORTED_MEDIA_TYPE")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(20):
+                yield b" " * 100_000
+
+        r = await admin.post("/api/discussions", content=chunks(), headers={"Content-Type": "application/json"})
+        assert_envelope(r, 413, "PAYLOAD_TOO_LARGE")
+        r = await admin.post("/api/files", files={"file": ("empty.txt", b"", "text/plain")})
+        assert_envelope(r, 400, "VALIDATION_ERROR")

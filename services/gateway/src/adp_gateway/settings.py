@@ -31,6 +31,11 @@ class GatewaySettings(ServiceSettings):
     max_socket_connections_per_user: int = Field(
         default=20, ge=1, description="Socket.IO connections of one user per copy"
     )
+    header_timeout_s: float = Field(default=10.0, gt=0, description="Request line and headers must arrive within")
+    body_timeout_s: float = Field(default=10.0, gt=0, description="A request body must arrive within (uploads too)")
+    max_connections_per_client: int = Field(
+        default=100, ge=1, description="Open HTTP connections per client address (raise it behind a proxy)"
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest non-upload request body")
     max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest uploaded file")
     max_files_per_discussion: int = Field(default=5, ge=0, le=5)
