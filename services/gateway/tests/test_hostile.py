@@ -5,11 +5,13 @@ envelope, and leave the gateway answering everyone else."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 
 from adp_gateway.server import GatewayServer, running_gateway
@@ -204,3 +206,31 @@ async def test_body_limits(tight: GatewayServer) -> None:
         assert_envelope(r, 413, "PAYLOAD_TOO_LARGE")
         r = await admin.post("/api/files", files={"file": ("empty.txt", b"", "text/plain")})
         assert_envelope(r, 400, "VALIDATION_ERROR")
+
+
+async def test_overflowing_ids_and_dates_are_bad_requests(
+    two_copies: tuple[GatewayServer, GatewayServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    gw, _ = two_copies
+    too_big = str(2**63)
+    async with admin_client(gw) as admin:
+        r = await admin.post("/api/discussions", json={"topic": "Resume points", "maxRounds": 1})
+        did = r.json()["id"]
+        with caplog.at_level(logging.WARNING):
+            r = await admin.get(f"/api/discussions/{did}/events", headers={"Last-Event-ID": too_big})
+            assert_envelope(r, 400, "VALIDATION_ERROR")
+            assert_envelope(await admin.get(f"/api/discussions/{did}/events?lastEventId={too_big}"), 400)
+            for end in ("0001-01-05", "9999-12-31"):
+                assert_envelope(await admin.get(f"/api/costs?endDate={end}"), 400, "VALIDATION_ERROR")
+            assert_envelope(await admin.get("/api/costs?startDate=0001-01-01"), 400, "VALIDATION_ERROR")
+            assert (await admin.get("/api/costs?endDate=2026-01-05")).status_code == 200
+            sock, _ = await open_socket(gw.url, ADMIN_KEY)
+            try:
+                ack = await sock.call("join-discussion", {"discussionId": did, "lastEventId": 2**63}, timeout=10)
+                assert ack["error"]["code"] == "VALIDATION_ERROR", ack
+                ack = await sock.call("join-discussion", {"discussionId": did, "lastEventId": 2**63 - 1}, timeout=10)
+                assert ack.get("ok"), ack
+            finally:
+                await sock.disconnect()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [(r.name, r.getMessage()) for r in errors]

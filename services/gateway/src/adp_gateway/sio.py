@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
+    MAX_EVENT_SEQ,
     DialogueCommand,
     DialogueQuery,
     DiscussionView,
@@ -56,7 +57,7 @@ class UserInput(OnDiscussion):
 
 
 class JoinDiscussion(OnDiscussion):
-    lastEventId: int = Field(default=0, ge=0)
+    lastEventId: int = Field(default=0, ge=0, le=MAX_EVENT_SEQ)
 
 
 def refused(code: ErrorCode, message: str) -> socketio.exceptions.ConnectionRefusedError:

@@ -109,6 +109,10 @@ class DialogueCommand(BaseModel):
         return self
 
 
+# Event sequence numbers are PostgreSQL bigints: a client's resume point above this is a bad request.
+MAX_EVENT_SEQ = 2**63 - 1
+
+
 class DialogueQuery(BaseModel):
     """Request on `<prefix>.dialogue.query`."""
 
@@ -119,7 +123,7 @@ class DialogueQuery(BaseModel):
     user_id: str | None = None
     discussion_id: str | None = None
     format: Literal["json", "markdown"] = "json"
-    after_seq: int = Field(default=0, ge=0, description="events: only those with a higher seq")
+    after_seq: int = Field(default=0, ge=0, le=MAX_EVENT_SEQ, description="events: only those with a higher seq")
 
 
 class DiscussionView(BaseModel):
