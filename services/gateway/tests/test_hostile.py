@@ -40,6 +40,7 @@ async def tight(
     s = settings(
         nats_url, pg_dsn, prefix, databases, redis_url, pdf_cpu_s=1, pdf_page_cpu_s=0.3, pdf_wall_s=10, pdf_nice=0,
         header_timeout_s=1, body_timeout_s=1.5, max_connections_per_client=8, max_inflight=3,
+        auth_failures_per_window=5,
     )  # fmt: skip
     async with running_gateway(s) as gw:
         yield gw
@@ -234,3 +235,18 @@ async def test_overflowing_ids_and_dates_are_bad_requests(
                 await sock.disconnect()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [(r.name, r.getMessage()) for r in errors]
+
+
+async def test_failed_authentications_are_limited_per_client_address(tight: GatewayServer) -> None:
+    async with admin_client(tight) as admin:
+        assert (await admin.get("/api/admin/users")).status_code == 200  # the admin's key is now cached
+        async with httpx.AsyncClient(base_url=tight.url, timeout=10) as guesser:
+            for i in range(5):
+                r = await guesser.get("/api/discussions", headers={"Authorization": f"Bearer adp_guess_{i}"})
+                assert_envelope(r, 401, "UNAUTHORIZED")
+            # from now on a guess from this address is refused without a key lookup
+            r = await guesser.get("/api/discussions", headers={"Authorization": "Bearer adp_guess_next"})
+            assert_envelope(r, 429, "RATE_LIMIT_EXCEEDED")
+            assert int(r.headers["retry-after"]) >= 1
+        # a key in use keeps working from the same address
+        assert (await admin.get("/api/admin/users")).status_code == 200

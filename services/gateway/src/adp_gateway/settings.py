@@ -61,6 +61,9 @@ class GatewaySettings(ServiceSettings):
     rate_limit_answers: int = Field(default=10, ge=1)
     rate_limit_questions: int = Field(default=5, ge=1)
     rate_limit_summary: int = Field(default=2, ge=1)
+    auth_failures_per_window: int = Field(
+        default=20, ge=1, description="Failed authentications per client address per window, then 429"
+    )
     trust_forwarded_for: bool = Field(default=False, description="Take the client IP from X-Forwarded-For")
 
     # ---- live streams ----------------------------------------------------------------------------------

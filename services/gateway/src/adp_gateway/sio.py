@@ -112,7 +112,7 @@ class SocketGateway:
         if sid not in self.principals:
             return None
         try:
-            return await self.ctx.authenticate(self.tokens.get(sid))
+            return await self.ctx.authenticate(self.tokens.get(sid), self.ips.get(sid))
         except PlatformError:
             return self.principals.get(sid)  # the key store is unreachable: the connection's own check stands
 
@@ -178,7 +178,7 @@ class SocketGateway:
             if not token:
                 token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
             try:
-                principal = await ctx.authenticate(token)
+                principal = await ctx.authenticate(token, str(environ.get("REMOTE_ADDR") or "unknown"))
             except PlatformError as err:
                 raise refused(err.code, err.message) from None
             if principal is None:
