@@ -250,3 +250,10 @@ async def test_failed_authentications_are_limited_per_client_address(tight: Gate
             assert int(r.headers["retry-after"]) >= 1
         # a key in use keeps working from the same address
         assert (await admin.get("/api/admin/users")).status_code == 200
+
+
+async def test_persona_names_with_control_or_bidi_characters_are_refused(tight: GatewayServer) -> None:
+    async with admin_client(tight) as admin:
+        for name in ("Ana\u202elyzer", "Critic\u2066", "Zero\u200bWidth", "Bell\x07", "Line\u2028Break"):
+            body = {"topic": "Names that lie about themselves", "personas": [name, "Critic"]}
+            assert_envelope(await admin.post("/api/discussions", json=body), 400, "VALIDATION_ERROR")

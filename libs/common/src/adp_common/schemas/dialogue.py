@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from adp_common.envelope import event_type, utcnow
 
@@ -28,7 +29,19 @@ Topic = Annotated[
         description=f"{TOPIC_MIN_CHARS} to {TOPIC_MAX_CHARS} characters (after trimming spaces)",
     ),
 ]
-PersonaName = Annotated[str, Field(min_length=1, max_length=PERSONA_NAME_MAX_CHARS)]
+
+
+def printable_name(name: str) -> str:
+    """A name shown to other people: no control, format (bidi overrides, zero-width), separator-line or
+    private-use characters, which could make it display as something it is not."""
+    for ch in name:
+        category = unicodedata.category(ch)
+        if category.startswith("C") or category in ("Zl", "Zp"):
+            raise ValueError(f"name contains a control or formatting character (U+{ord(ch):04X})")
+    return name
+
+
+PersonaName = Annotated[str, Field(min_length=1, max_length=PERSONA_NAME_MAX_CHARS), AfterValidator(printable_name)]
 MaxRounds = Annotated[int, Field(ge=1, le=MAX_ROUNDS_LIMIT)]
 UserText = Annotated[str, Field(min_length=1, max_length=INPUT_MAX_CHARS)]
 
