@@ -257,3 +257,24 @@ async def test_persona_names_with_control_or_bidi_characters_are_refused(tight: 
         for name in ("Ana\u202elyzer", "Critic\u2066", "Zero\u200bWidth", "Bell\x07", "Line\u2028Break"):
             body = {"topic": "Names that lie about themselves", "personas": [name, "Critic"]}
             assert_envelope(await admin.post("/api/discussions", json=body), 400, "VALIDATION_ERROR")
+
+
+async def test_security_headers_and_api_docs_without_a_cdn(tight: GatewayServer) -> None:
+    async with httpx.AsyncClient(base_url=tight.url, timeout=10) as c:
+        for path in ("/", "/docs", "/redoc"):
+            r = await c.get(path)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), path
+            csp = r.headers["content-security-policy"]
+            assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp, (path, csp)
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["referrer-policy"] == "no-referrer"
+            assert "cdn." not in r.text and "https://" not in r.text.split("<body")[0], path
+        docs = (await c.get("/docs")).text
+        for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+            assert asset in docs
+            r = await c.get(asset)
+            assert r.status_code == 200 and len(r.content) > 10_000, asset
+        r = await c.get("/api/discussions")  # an error answer is data: nothing in it may render or be framed
+        assert_envelope(r, 401)
+        assert r.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+        assert r.headers["x-content-type-options"] == "nosniff"

@@ -21,6 +21,7 @@ from adp_common.schemas.ops import RequestStats
 from adp_gateway.bodylimit import UPLOAD_PATHS, BodyReader, BodyRefused, check_headers, has_body
 from adp_gateway.errors import code_for_status, error_body
 from adp_gateway.metrics_report import RecentRequests
+from adp_gateway.security_headers import security_headers
 
 access_log = logging.getLogger("adp.gateway.access")
 log = logging.getLogger("adp.gateway")
@@ -175,9 +176,10 @@ class GatewayMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 hdrs = list(message.get("headers", []))
-                hdrs.append((b"x-request-id", rid.encode()))
-                message = {**message, "headers": hdrs}
                 ctype = next((v for k, v in hdrs if k.lower() == b"content-type"), b"")
+                hdrs.append((b"x-request-id", rid.encode()))
+                hdrs += security_headers(ctype)
+                message = {**message, "headers": hdrs}
                 status_holder["streaming"] = ctype.startswith(b"text/event-stream")
             elif message["type"] == "http.response.body" and int(status_holder["status"]) >= 400:
                 if "error_code" not in state:
