@@ -20,7 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from adp_common import sse
-from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES, TERMINAL_STATUSES
+from adp_common.schemas import events as ev
+from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES, TERMINAL_STATUSES, PersonaSpec
 
 STATIC = Path(__file__).resolve().parents[2] / "services" / "gateway" / "src" / "adp_gateway" / "static"
 PERSONAS = ("Analyzer", "Solver", "Moderator")
@@ -44,6 +45,10 @@ class Discussion:
     listeners: set[asyncio.Queue[dict[str, Any]]] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 class FakeGateway:
@@ -136,7 +141,10 @@ class FakeGateway:
             )
         return d
 
-    def emit(self, d: Discussion, event: str, data: dict[str, Any], durable: bool = True) -> None:
+    def emit(self, d: Discussion, event: str, payload: ev.Payload, durable: bool = True) -> None:
+        """An event built from its contract model (adp_common.schemas.events), as the real gateway sends it."""
+        assert isinstance(payload, ev.PAYLOADS[event]), (event, type(payload))
+        data = payload.model_dump(mode="json", exclude_none=True)
         item: dict[str, Any] = {"event": event, "data": {**data, "discussionId": d.id}, "seq": 0}
         if durable:
             d.seq += 1
@@ -165,37 +173,41 @@ class FakeGateway:
         words = [f"{persona.lower()}-r{rnd}-w{i}" for i in range(self.words)]
         return f"{persona} thinks about «{d.topic}»: " + " ".join(words)
 
+    def message(self, d: Discussion, persona: str, content: str, rnd: int) -> ev.Message:
+        """A message with the next turn number (turns are unique within a discussion, the user's included)."""
+        turn = len(d.messages) + 1
+        msg = ev.Message(id=f"m-{rnd}-{turn}", persona=persona, content=content, round=rnd, turn=turn, createdAt=now())
+        d.messages.append(msg.model_dump(mode="json", exclude_none=True))
+        return msg
+
     async def run_round(self, d: Discussion, user_input: str | None = None) -> None:
         d.round += 1
         d.status = "active"
         rnd = d.round
-        turn = 0
         if user_input:
-            msg = {"id": uuid.uuid4().hex, "persona": "User", "content": user_input, "round": rnd, "turn": turn}
-            d.messages.append(msg)
-            self.emit(d, "message-complete", {"message": msg})
+            self.emit(d, "message-complete", ev.MessageComplete(message=self.message(d, "User", user_input, rnd)))
+        done: list[ev.Message] = []
         for persona in d.personas:
-            turn += 1
+            turn = len(d.messages) + 1
             if self.gate is not None:
                 await self.gate.wait()
-            self.emit(d, "message-start", {"persona": persona, "turn": turn, "round": rnd})
+            self.emit(d, "message-start", ev.MessageStart(persona=persona, turn=turn, round=rnd))
             text = self.text_for(d, persona, rnd)
             pieces = text.split(" ")
             for i, piece in enumerate(pieces):
                 chunk = piece if i == 0 else " " + piece
-                self.emit(d, "message-chunk", {"persona": persona, "turn": turn, "round": rnd, "chunk": chunk}, False)
+                data = ev.MessageChunk(persona=persona, turn=turn, round=rnd, chunk=chunk)
+                self.emit(d, "message-chunk", data, False)
                 await asyncio.sleep(self.chunk_delay)
-            msg = {"id": f"m-{rnd}-{turn}", "persona": persona, "content": text, "round": rnd, "turn": turn}
-            d.messages.append(msg)
-            self.emit(d, "message-complete", {"message": msg})
-        self.emit(d, "round-complete", {"round": rnd})
+            done.append(self.message(d, persona, text, rnd))
+            self.emit(d, "message-complete", ev.MessageComplete(message=done[-1]))
+        self.emit(d, "round-complete", ev.RoundComplete(round=ev.RoundInfo(number=rnd, messages=done)))
         if rnd >= d.max_rounds:
             d.status = "resolved"
-            d.resolution = {"reason": "consensus", "finalAnswer": f"Final answer about «{d.topic}»"}
-            final = d.resolution["finalAnswer"]
-            self.emit(
-                d, "discussion-resolved", {"status": "resolved", "resolution": d.resolution, "finalAnswer": final}
-            )
+            final = f"Final answer about «{d.topic}»"
+            res = ev.Resolution(resolved=True, round=rnd, solution="Agreed.", finalAnswer=final)
+            d.resolution = res.model_dump(mode="json")
+            self.emit(d, "discussion-resolved", ev.DiscussionResolved(resolution=res, finalAnswer=final))
             return
         d.status = "waiting"
         qs = {
@@ -215,7 +227,7 @@ class FakeGateway:
             ],
         }
         d.questions.append(qs)
-        self.emit(d, "questions-generated", {"questionSet": qs, "roundNumber": rnd})
+        self.emit(d, "questions-generated", ev.QuestionsGenerated(questionSet=qs, roundNumber=rnd))
 
     def start_round(self, d: Discussion, user_input: str | None = None) -> None:
         d.task = asyncio.get_running_loop().create_task(self.run_round(d, user_input))
@@ -231,7 +243,10 @@ class FakeGateway:
         personas = [p["name"] if isinstance(p, dict) else p for p in body.get("personas") or PERSONAS]
         d = Discussion(uuid.uuid4().hex[:12], body["topic"], personas, int(body.get("max_rounds") or 3))
         self.discussions[d.id] = d
-        self.emit(d, "discussion-started", {"topic": d.topic})
+        personas = [PersonaSpec(name=p) for p in d.personas]
+        self.emit(
+            d, "discussion-started", ev.DiscussionStarted(topic=d.topic, personas=personas, maxRounds=d.max_rounds)
+        )
         self.start_round(d)
         return web.json_response(self.view(d), status=201)
 
@@ -252,13 +267,17 @@ class FakeGateway:
         elif action == "input":
             self.start_round(d, body.get("input"))
         elif action == "summary":
-            s = {"id": f"s-{d.round}", "roundNumber": d.round, "content": f"Summary of {d.round} round(s)."}
-            d.summaries.append(s)
-            self.emit(d, "summary-created", {"summary": s})
+            content = f"Summary of {d.round} round(s)."
+            s = ev.Summary(
+                id=f"s-{d.round}", roundNumber=d.round, content=content, tokensBefore=100, tokensAfter=20,
+                reason="requested", createdAt=now(),
+            )  # fmt: skip
+            d.summaries.append(s.model_dump(mode="json"))
+            self.emit(d, "summary-created", ev.SummaryCreated(summary=s))
         elif action == "stop":
             if d.status not in TERMINAL_STATUSES:
                 d.status = "stopped"
-                self.emit(d, "discussion-stopped", {"status": "stopped", "round": d.round})
+                self.emit(d, "discussion-stopped", ev.DiscussionStopped(round=d.round))
         else:
             raise web.HTTPNotFound()
         return web.json_response(self.view(d))

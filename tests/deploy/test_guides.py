@@ -100,3 +100,13 @@ def test_the_kubernetes_guide_says_what_the_gateway_serves() -> None:
 def test_the_gateway_check_catches_a_route_the_guide_denies() -> None:
     row = "| Deployments | the gateway serves its API and `/health`. It has no `/live` route yet. |"
     assert gateway_claims(row) == ({"/health"}, {"/live"})
+
+
+def test_the_architecture_guide_gives_the_bus_size_as_it_is() -> None:
+    text = " ".join((REPO / "docs/architecture.md").read_text().split())
+    claim = re.search(r"`adp_common\.bus`, about ([\d,]+) lines in (\d+) modules", text)
+    assert claim, "docs/architecture.md no longer states the bus's size"
+    modules = list((REPO / "libs/common/src/adp_common/bus").glob("*.py"))
+    lines = sum(len(m.read_text().splitlines()) for m in modules)
+    assert int(claim.group(2)) == len(modules)
+    assert abs(int(claim.group(1).replace(",", "")) - lines) <= 0.15 * lines, f"the bus has {lines} lines"

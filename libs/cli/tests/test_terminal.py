@@ -68,4 +68,4 @@ def test_skipped_questions_are_left_out_of_the_answers() -> None:
     try:
         assert d.ask_answers(qs) == {"q2": ["q2o2"]}
     finally:
-        d.gw.close()
+        d.client.close()

@@ -39,3 +39,12 @@ def test_every_ref_resolves_and_every_event_type_is_documented() -> None:
     for model in EVENT_TYPES.values():
         assert model.__name__ in schemas, f"{model.__name__} is exchanged but not documented"
     json.dumps(doc)
+
+
+def test_the_document_names_every_kv_bucket() -> None:
+    from adp_common import catalog
+
+    named = {v for k, v in vars(catalog).items() if k.startswith("KV_") and isinstance(v, str)}
+    assert named == set(catalog.KV_BUCKETS)
+    description = generate()["info"]["description"]
+    assert all(f"adp_{bucket}" in description for bucket in named)

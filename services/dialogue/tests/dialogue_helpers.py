@@ -100,7 +100,7 @@ async def router(nats_url: str, prefix: str, tokens_per_s: float = 20000.0) -> A
 
 async def command(bus: Bus, **kw: Any) -> DiscussionView:
     return await bus.request(
-        bus.catalog.dialogue_command, DialogueCommand(**kw), timeout=10, response_model=DiscussionView
+        bus.catalog.dialogue_command, DialogueCommand.model_validate(kw), timeout=10, response_model=DiscussionView
     )
 
 

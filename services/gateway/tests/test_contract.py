@@ -104,7 +104,25 @@ async def test_stop_over_socketio_ends_the_socket_and_sse_streams(stack: Gateway
             assert ack.get("ok") and ack["discussion"]["status"] == "stopped", ack
             await asyncio.wait_for(stopped.wait(), 10)
             events = await sse
+            # a socket joining after the end gets the replay, ending with the terminal event
+            late = socketio.AsyncClient(reconnection=False)
+            replayed: list[str] = []
+            ended = asyncio.Event()
+
+            async def on_late(event: str, data: dict[str, Any]) -> None:
+                replayed.append(event)
+                if event == "discussion-stopped":
+                    ended.set()
+
+            late.on("*", on_late)
+            await late.connect(stack.url, auth={"token": ADMIN_KEY}, socketio_path="socket.io", wait_timeout=5)
+            try:
+                assert (await late.call("join-discussion", {"discussionId": did}, timeout=10)).get("ok")
+                await asyncio.wait_for(ended.wait(), 10)
+            finally:
+                await late.disconnect()
         finally:
             await sio.disconnect()
+    assert replayed[0] == "discussion-started" and replayed[-1] == "discussion-stopped"
     assert [e for e, _ in received].count("discussion-stopped") == 1
     assert events[-1]["event"] == "discussion-stopped" and events[-1]["data"]["discussionId"] == did

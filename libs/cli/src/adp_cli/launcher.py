@@ -20,6 +20,7 @@ from pathlib import Path
 from adp_cli import servers
 from adp_cli.nats_cluster import start_nats_cluster
 from adp_cli.procs import SERVICES, START_ORDER, ProcessManager
+from adp_cli.supervisor import Supervisor
 
 
 def _parse_scale(values: list[str]) -> dict[str, int]:
@@ -131,10 +132,11 @@ async def _run(manager: ProcessManager, args: argparse.Namespace, key_lines: tup
     scale = _parse_scale(args.scale or [])
     procs = []
     for service in START_ORDER:
-        for i in range(scale.get(service, args.replicas)):
-            # Only the first gateway takes the public port; further copies take the next ones.
-            port = args.port + i if service == "gateway" else None
-            procs.append(manager.start(service, port=port))
+        for _ in range(scale.get(service, args.replicas)):
+            if service == "gateway":  # every copy listens on the one public port (SO_REUSEPORT)
+                procs.append(manager.start(service, port=args.port, extra_env={"ADP_HTTP_REUSE_PORT": "true"}))
+            else:
+                procs.append(manager.start(service))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -156,9 +158,8 @@ async def _run(manager: ProcessManager, args: argparse.Namespace, key_lines: tup
     gateways = [p for p in procs if p.service == "gateway"]
     print()
     print(f"AI Dialogue Platform is up ({len(procs)} processes: " + ", ".join(p.name for p in procs) + ")")
-    print(f"  Gateway:  {gateways[0].url}   (web console at /, API docs at /docs)")
-    for extra in gateways[1:]:
-        print(f"            {extra.url}")
+    shared = f" (shared by {len(gateways)} gateway copies)" if len(gateways) > 1 else ""
+    print(f"  Gateway:  {gateways[0].url}{shared}   (web console at /, API docs at /docs)")
     key_line, key_value = key_lines
     print(f"  API key:  {key_line}")
     log_dir = Path(manager.env["ADP_LOG_DIR"])
@@ -169,16 +170,17 @@ async def _run(manager: ProcessManager, args: argparse.Namespace, key_lines: tup
     if args.exit_when_healthy:
         await asyncio.to_thread(manager.stop_all, 15)
         return 0
-    reported: set[str] = set()
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 2)
-        for p in procs:
-            if not p.alive() and p.name not in reported:
-                print(f"!! {p.name} exited with {p.popen.returncode}", file=sys.stderr)
-                reported.add(p.name)
-    print("stopping (draining in-flight work)...")
-    await asyncio.to_thread(manager.stop_all, 20)
+    supervisor = Supervisor(manager, procs, Path(args.data_dir))
+    supervisor.write_state()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1)
+            supervisor.check()
+        print("stopping (draining in-flight work)...")
+        await asyncio.to_thread(manager.stop_all, 20)
+    finally:
+        supervisor.remove_state()
     return 0
 
 

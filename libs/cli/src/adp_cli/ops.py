@@ -41,6 +41,7 @@ from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
 from adp_cli.procs import START_ORDER
+from adp_cli.supervisor import read_state
 from adp_common import db
 from adp_common.bus import Bus
 from adp_common.catalog import KV_BREAKERS, KV_BUDGET, KV_LEASES
@@ -168,12 +169,14 @@ async def _status(args: argparse.Namespace) -> int:
     if args.gateway_url:
         http_state, http_body = await gateway_http_health(args.gateway_url, args.timeout)
     ok = all(s.status == "UP" for s in statuses) and http_state in ("UP", "skipped")
+    processes = read_state(Path(args.data_dir))  # when `adp up` runs with this data dir
     if args.json:
         _print_json(
             {
                 "ok": ok,
                 "services": [s.__dict__ for s in statuses],
                 "gateway_http": {"url": args.gateway_url, "status": http_state, "body": http_body},
+                "processes": processes,
             }
         )
         return 0 if ok else 1
@@ -189,6 +192,10 @@ async def _status(args: argparse.Namespace) -> int:
     print(_table(rows, ["SERVICE", "STATUS", "COPIES", "COMPONENTS"]))
     if args.gateway_url:
         print(f"\ngateway HTTP {args.gateway_url}/api/health: {http_state}")
+    if processes is not None:
+        print(f"\nprocesses of `adp up` ({args.data_dir}):")
+        cells = [[p["name"], p["pid"], p["port"], p["state"], p["restarts"], p["last_exit"] or ""] for p in processes]
+        print(_table(cells, ["PROCESS", "PID", "PORT", "STATE", "RESTARTS", "LAST EXIT"]))
     return 0 if ok else 1
 
 
@@ -689,6 +696,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--gateway-url",
         default=os.environ.get("ADP_GATEWAY_URL", ""),
         help="also check GET <url>/api/health, e.g. http://127.0.0.1:8080 [ADP_GATEWAY_URL]",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("ADP_DATA_DIR", ".adp"),
+        help="data dir of a running `adp up`: also list its processes with their restarts [ADP_DATA_DIR]",
     )
     p.set_defaults(func=_cmd(_status))
 

@@ -42,6 +42,9 @@ class Proc:
     port: int
     popen: subprocess.Popen[bytes]
     log_path: Path | None = None
+    instance: str = ""  # ADP_INSTANCE_ID: what its /health reports (several copies may share one port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    restarts: int = 0  # times this copy was started again after it exited
 
     @property
     def name(self) -> str:
@@ -68,16 +71,35 @@ class ProcessManager:
     procs: list[Proc] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
 
-    def start(self, service: str, *, extra_env: dict[str, str] | None = None, port: int | None = None) -> Proc:
+    def start(
+        self,
+        service: str,
+        *,
+        extra_env: dict[str, str] | None = None,
+        port: int | None = None,
+        replacing: Proc | None = None,
+    ) -> Proc:
+        """Start a copy of `service`; `replacing` an exited copy starts it again in its place (same name,
+        port and settings, a new instance id)."""
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
-        index = self._counts.get(service, 0) + 1
-        self._counts[service] = index
+        restarts = 0
+        if replacing is not None:
+            index, port, extra_env, restarts = (
+                replacing.index,
+                replacing.port,
+                replacing.extra_env,
+                replacing.restarts + 1,
+            )
+        else:
+            index = self._counts.get(service, 0) + 1
+            self._counts[service] = index
         port = port or free_port()
         env = dict(self.env)
         env.update(extra_env or {})
         env["ADP_HTTP_PORT"] = str(port)
-        env["ADP_INSTANCE_ID"] = f"{service}-{index}-{os.getpid()}"
+        instance = f"{service}-{index}-{os.getpid()}" + (f"-r{restarts}" if restarts else "")
+        env["ADP_INSTANCE_ID"] = instance
         env.setdefault("PYTHONUNBUFFERED", "1")
         log_path = None
         if self.relay is not None:
@@ -101,8 +123,11 @@ class ProcessManager:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-        proc = Proc(service, index, port, popen, log_path)
-        self.procs.append(proc)
+        proc = Proc(service, index, port, popen, log_path, instance, dict(extra_env or {}), restarts)
+        if replacing is not None and replacing in self.procs:
+            self.procs[self.procs.index(replacing)] = proc
+        else:
+            self.procs.append(proc)
         return proc
 
     def _pump(self, name: str, popen: subprocess.Popen[bytes]) -> None:
@@ -117,14 +142,15 @@ class ProcessManager:
         """Wait until each process answers 200 on its /health; raise with its log tail otherwise."""
         pending = list(procs if procs is not None else self.procs)
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2.0) as client:
+        # a fresh connection per probe: copies sharing a port are told apart by the instance they report
+        async with httpx.AsyncClient(timeout=2.0, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             while pending:
                 for proc in list(pending):
                     if not proc.alive():
                         raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_tail()}")
-                    with contextlib.suppress(httpx.HTTPError):
+                    with contextlib.suppress(httpx.HTTPError, ValueError):
                         r = await client.get(proc.url + "/health")
-                        if r.status_code == 200:
+                        if r.status_code == 200 and r.json().get("instance", proc.instance) in (proc.instance, ""):
                             pending.remove(proc)
                 if pending:
                     if time.monotonic() > deadline:

@@ -14,139 +14,58 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
 
-import httpx
-
+from adp_client import ApiError, Client, ClientEvent, calls
 from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES
-from adp_common.sse import SSEDecoder
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 PERSONA_COLORS = {"analyzer": "35", "solver": "34", "moderator": "33", "user": "90"}  # purple, blue, amber, grey
 
 
-class ClientError(Exception):
-    """An error reply from the gateway (contract envelope) or a transport failure."""
-
-    def __init__(self, code: str, message: str, status: int = 0) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-
-
-# ---- HTTP --------------------------------------------------------------------------------------------------
-
-
-class Gateway:
-    """A thin synchronous client for the gateway's JSON API."""
-
-    def __init__(self, url: str, key: str | None, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        self.key = key or ""
-        headers = {"Accept": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
-        try:
-            resp = self.http.request(method, path, json=body, params=params)
-        except httpx.HTTPError as exc:
-            raise ClientError("NETWORK_ERROR", f"cannot reach the gateway at {self.url}: {exc}") from exc
-        if resp.status_code >= 400:
-            raise error_from(resp)
-        if not resp.content:
-            return None
-        try:
-            return resp.json()
-        except ValueError:
-            return resp.text
-
-
-def error_from(resp: httpx.Response) -> ClientError:
-    code, message = f"HTTP_{resp.status_code}", resp.reason_phrase
-    try:
-        err = resp.json().get("error") or {}
-        code = err.get("code") or code
-        message = err.get("message") or message
-    except (ValueError, AttributeError):
-        pass
-    return ClientError(code, message, resp.status_code)
-
-
-# ---- Server-Sent Events ------------------------------------------------------------------------------------
+# ---- events ------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class SseEvent:
+    """One discussion event as the terminal renders it: its name, its data (with discussionId) and its id."""
+
     event: str
     data: Any
     id: str | None = None
 
-
-def parse_sse(decoder: SSEDecoder, chunk: bytes) -> Iterator[SseEvent]:
-    """The events completed by `chunk` (adp_common.sse), their data parsed as JSON where it is JSON."""
-    for ev in decoder.feed(chunk):
-        try:
-            payload: Any = json.loads(ev.data)
-        except ValueError:
-            payload = ev.data
-        yield SseEvent(ev.event, payload, ev.id)
+    @classmethod
+    def of(cls, ev: ClientEvent) -> SseEvent:
+        data = {**ev.data.model_dump(mode="json"), "discussionId": ev.discussionId}
+        return cls(ev.event, data, None if ev.id is None else str(ev.id))
 
 
 class EventReader(threading.Thread):
-    """Reads a discussion's event stream into a queue, reconnecting with Last-Event-ID after any drop."""
+    """Reads a discussion's events (adp_client: resumed with Last-Event-ID after any drop, ended by the
+    terminal event) into a queue."""
 
-    def __init__(self, gw: Gateway, discussion_id: str, out: queue.Queue[SseEvent | ClientError]) -> None:
+    def __init__(self, client: Client, discussion_id: str, out: queue.Queue[SseEvent | ApiError]) -> None:
         super().__init__(daemon=True, name="adp-sse")
-        self.gw = gw
-        self.path = f"/api/discussions/{discussion_id}/events"
+        self.client = client
+        self.discussion_id = discussion_id
         self.out = out
-        self.last_id = 0
         self.stopping = threading.Event()
-        self.reconnects = 0
 
     def stop(self) -> None:
         self.stopping.set()
 
     def run(self) -> None:
-        attempt = 0
-        timeout = httpx.Timeout(10.0, read=60.0)  # the gateway sends a keep-alive every ~15 s
-        while not self.stopping.is_set():
-            headers = {"Accept": "text/event-stream", "Last-Event-ID": str(self.last_id)}
-            try:
-                with self.gw.http.stream("GET", self.path, headers=headers, timeout=timeout) as resp:
-                    if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
-                        resp.read()
-                        self.out.put(error_from(resp))
-                        return
-                    resp.raise_for_status()
-                    attempt = 0
-                    decoder = SSEDecoder()
-                    for chunk in resp.iter_bytes():
-                        for ev in parse_sse(decoder, chunk):
-                            if self.stopping.is_set():
-                                return
-                            if ev.id and ev.id.isdigit():
-                                self.last_id = max(self.last_id, int(ev.id))
-                            self.out.put(ev)
-                            if ev.event in TERMINAL_EVENT_NAMES:
-                                return  # the discussion is over and the server closes the stream
-            except httpx.HTTPError:
-                pass
-            if self.stopping.is_set():
-                return
-            attempt += 1
-            self.reconnects += 1
-            self.stopping.wait(min(5.0, 0.3 * 2 ** min(attempt - 1, 5)))
+        try:
+            for ev in self.client.events(self.discussion_id):
+                if self.stopping.is_set():
+                    return
+                self.out.put(SseEvent.of(ev))
+        except ApiError as err:
+            self.out.put(err)
 
 
 # ---- terminal output ---------------------------------------------------------------------------------------
@@ -407,8 +326,8 @@ class Discuss:
         self.read_line = read_line
         color = use_color("never" if args.no_color else args.color, out)
         self.term = Terminal(out, Style(color), spinner=out.isatty() and not args.no_spinner)
-        self.gw = Gateway(args.url, args.key, timeout=args.timeout)
-        self.events: queue.Queue[SseEvent | ClientError] = queue.Queue()
+        self.client = Client(args.url, args.key, timeout=args.timeout)
+        self.events: queue.Queue[SseEvent | ApiError] = queue.Queue()
         self.reader: EventReader | None = None
         self.st: DiscussionState | None = None
         self.settle_s = args.settle
@@ -419,19 +338,16 @@ class Discuss:
         finally:
             if self.reader is not None:
                 self.reader.stop()
-            self.gw.close()
+            self.client.close()
 
     def _run(self) -> int:
         s = self.term.style
-        body: dict[str, Any] = {"topic": self.args.topic}
-        if self.args.rounds:
-            body["max_rounds"] = self.args.rounds
-        d = self.gw.call("POST", "/api/discussions", body)
-        did = str(d["id"])
+        d = self.client.create_discussion(self.args.topic, max_rounds=self.args.rounds or None)
+        did = d.id
         self.st = DiscussionState(did)
         self.term.line(s.bold("Topic: ") + self.args.topic)
-        self.term.line(s.dim(f"discussion {did} · {self.gw.url}"))
-        self.reader = EventReader(self.gw, did, self.events)
+        self.term.line(s.dim(f"discussion {did} · {self.client.base_url}"))
+        self.reader = EventReader(self.client, did, self.events)
         self.reader.start()
         return self.loop()
 
@@ -450,7 +366,7 @@ class Discuss:
                 if self.st.thinking:
                     self.term.spin(self.st.thinking)
                 continue
-            if isinstance(item, ClientError):
+            if isinstance(item, ApiError):
                 raise item
             got = True
             apply_event(self.st, item, self.term)
@@ -492,8 +408,8 @@ class Discuss:
     def command(self, action: str, body: dict[str, Any]) -> bool:
         assert self.st is not None
         try:
-            self.gw.call("POST", f"/api/discussions/{self.st.discussion_id}/{action}", body)
-        except ClientError as exc:
+            self.client.send(calls.act(self.st.discussion_id, action, body))
+        except ApiError as exc:
             self.term.line(self.term.style.error(f"{action} failed: {exc}"))
             return False
         if action in ("proceed", "answers", "input"):
@@ -588,7 +504,7 @@ def stdin_reader(prompt: str) -> str | None:
 def cmd_discuss(args: argparse.Namespace) -> int:
     try:
         return Discuss(args, sys.stdout, stdin_reader).run()
-    except ClientError as exc:
+    except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if exc.code == "NETWORK_ERROR" else 1
     except KeyboardInterrupt:
@@ -617,15 +533,13 @@ def usd(value: Any) -> str:
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
-    gw = Gateway(args.url, args.key, timeout=args.timeout)
     params = {k: v for k, v in (("startDate", args.start), ("endDate", args.end), ("userId", args.user)) if v}
     try:
-        c = gw.call("GET", "/api/costs", params=params or None)
-    except ClientError as exc:
+        with Client(args.url, args.key, timeout=args.timeout) as client:
+            c = client.costs(**params).model_dump(mode="json")
+    except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if exc.code == "NETWORK_ERROR" else 1
-    finally:
-        gw.close()
     if args.json:
         print(json.dumps(c, indent=2))
         return 0
@@ -660,15 +574,12 @@ def cmd_costs(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_list(args: argparse.Namespace) -> int:
-    gw = Gateway(args.url, args.key, timeout=args.timeout)
     try:
-        reply = gw.call("GET", "/api/alerts")
-    except ClientError as exc:
+        with Client(args.url, args.key, timeout=args.timeout) as client:
+            alerts = [a.model_dump(mode="json") for a in client.alerts().alerts]
+    except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if exc.code == "NETWORK_ERROR" else 1
-    finally:
-        gw.close()
-    alerts = reply if isinstance(reply, list) else (reply or {}).get("alerts") or []
     if not args.all:
         alerts = [a for a in alerts if a.get("state", "firing") != "resolved"]
     if args.json:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from adp_common.catalog import STREAMS, Catalog
+from adp_common.catalog import KV_BUCKETS, STREAMS, Catalog
 from adp_common.envelope import Envelope
 from adp_common.schemas import alerts, common, cost, dialogue, llm, ops
 
@@ -160,9 +160,8 @@ def _key(address: str) -> str:
     return address.replace(".", "_").replace("{", "").replace("}", "").replace("-", "_")
 
 
-def generate(prefix: str = "adp") -> dict[str, Any]:
-    cat = Catalog(prefix)
-    chans = channels(cat)
+def _schemas(chans: list[Channel]) -> dict[str, Any]:
+    """JSON schemas of every message and reply model (and the Envelope), by name."""
     models: list[type[BaseModel]] = []
     for ch in chans:
         for m in (*ch.messages, *ch.replies):
@@ -172,27 +171,49 @@ def generate(prefix: str = "adp") -> dict[str, Any]:
         [(m, "validation") for m in models] + [(Envelope, "validation")],
         ref_template="#/components/schemas/{model}",
     )
-    schemas = dict(sorted(top.get("$defs", {}).items()))
+    return dict(sorted(top.get("$defs", {}).items()))
+
+
+def _message_refs(ch: Channel, messages: dict[str, Any]) -> dict[str, Any]:
+    """The channel's messages, added to `messages` (a stream's wrapped in its Envelope); their references."""
+    refs = {}
+    for m in ch.messages:
+        name = m.__name__
+        payload: dict[str, Any] = {"$ref": f"#/components/schemas/{name}"}
+        if ch.kind == "stream":
+            payload = {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Envelope"},
+                    {"type": "object", "properties": {"payload": {"$ref": f"#/components/schemas/{name}"}}},
+                ]
+            }
+            name = f"{name}Envelope"
+        messages[name] = {"name": name, "payload": payload}
+        refs[name] = {"$ref": f"#/components/messages/{name}"}
+    return refs
+
+
+def _reply_refs(ch: Channel, messages: dict[str, Any]) -> dict[str, Any]:
+    refs = {}
+    for r in ch.replies:
+        messages.setdefault(r.__name__, {"name": r.__name__, "payload": {"$ref": f"#/components/schemas/{r.__name__}"}})
+        refs[r.__name__] = {"$ref": f"#/components/messages/{r.__name__}"}
+    return refs
+
+
+def generate(prefix: str = "adp") -> dict[str, Any]:
+    cat = Catalog(prefix)
+    chans = channels(cat)
     doc_channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for ch in chans:
         key = _key(ch.address)
-        msg_refs = {}
-        for m in ch.messages:
-            name = m.__name__
-            payload: dict[str, Any] = {"$ref": f"#/components/schemas/{name}"}
-            if ch.kind == "stream":
-                payload = {
-                    "allOf": [
-                        {"$ref": "#/components/schemas/Envelope"},
-                        {"type": "object", "properties": {"payload": {"$ref": f"#/components/schemas/{name}"}}},
-                    ]
-                }
-                name = f"{name}Envelope"
-            messages[name] = {"name": name, "payload": payload}
-            msg_refs[name] = {"$ref": f"#/components/messages/{name}"}
-        channel: dict[str, Any] = {"address": ch.address, "description": ch.description, "messages": msg_refs}
+        channel: dict[str, Any] = {
+            "address": ch.address,
+            "description": ch.description,
+            "messages": _message_refs(ch, messages),
+        }
         if ch.params:
             channel["parameters"] = {p: {"description": p} for p in ch.params}
         if ch.stream:
@@ -201,13 +222,11 @@ def generate(prefix: str = "adp") -> dict[str, Any]:
         op: dict[str, Any] = {"action": "send", "channel": {"$ref": f"#/channels/{key}"}}
         if ch.replies:
             reply_key = f"{key}_reply"
-            reply_refs = {}
-            for r in ch.replies:
-                messages.setdefault(
-                    r.__name__, {"name": r.__name__, "payload": {"$ref": f"#/components/schemas/{r.__name__}"}}
-                )
-                reply_refs[r.__name__] = {"$ref": f"#/components/messages/{r.__name__}"}
-            doc_channels[reply_key] = {"address": None, "description": "reply inbox", "messages": reply_refs}
+            doc_channels[reply_key] = {
+                "address": None,
+                "description": "reply inbox",
+                "messages": _reply_refs(ch, messages),
+            }
             op["reply"] = {"channel": {"$ref": f"#/channels/{reply_key}"}}
         operations[f"{ch.kind}_{key}"] = op
     return {
@@ -221,14 +240,16 @@ def generate(prefix: str = "adp") -> dict[str, Any]:
                 "(contract code) and Nats-Service-Error, body {code, message}. Stream channels are JetStream "
                 "(Nats-Msg-Id de-duplication). Streams: "
                 + ", ".join(f"{cat.stream_name(s.name)} ({s.retention})" for s in STREAMS)
-                + ". KV buckets: adp_breakers, adp_budget, adp_leases."
+                + ". KV buckets: "
+                + ", ".join(cat.bucket(b) for b in KV_BUCKETS)
+                + "."
             ),
         },
         "defaultContentType": "application/json",
         "servers": {"nats": {"host": "127.0.0.1:4222", "protocol": "nats"}},
         "channels": doc_channels,
         "operations": operations,
-        "components": {"messages": dict(sorted(messages.items())), "schemas": schemas},
+        "components": {"messages": dict(sorted(messages.items())), "schemas": _schemas(chans)},
     }
 
 

@@ -200,3 +200,4 @@ KV_BUDGET = "budget"  # cost: "global" / "user.<id>" -> BudgetState
 KV_LLM_RESULTS = "llm_results"  # llm-router: logical call key (hashed) -> StoredCall, with a TTL
 KV_LEASES = "leases"  # alerts and others: leader leases
 KV_FAULTS = "faults"  # operators: simulated provider name -> ProviderFault (fault rehearsal)
+KV_BUCKETS = (KV_BREAKERS, KV_BUDGET, KV_LLM_RESULTS, KV_LEASES, KV_FAULTS)

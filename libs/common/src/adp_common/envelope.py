@@ -62,7 +62,7 @@ def type_of(payload: BaseModel) -> str:
 
 
 # Parametrized envelope classes, held here: pydantic caches `Envelope[X]` only weakly, so without a strong
-# reference the class was rebuilt (milliseconds of schema building) for most messages under load.
+# reference the class would be rebuilt (milliseconds of schema building) for most messages under load.
 _ENVELOPES: dict[Any, type[Envelope[Any]]] = {}
 
 

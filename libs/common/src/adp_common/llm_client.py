@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
@@ -127,25 +128,7 @@ class LLMClient:
         # keepalive costs no task wake-up, and a call no subscription task.
         sub = await self.bus.subscribe_inline(self.bus.catalog.llm_stream(req.request_id), on_msg, flush=False)
         delivered = [False]
-
-        async def pump() -> None:
-            next_seq = 0
-            first = True
-            while True:
-                chunk = await queue.get()
-                if chunk is None:
-                    return
-                if chunk.seq < next_seq and not chunk.restart:
-                    continue  # duplicate
-                next_seq = chunk.seq + 1
-                if first and restart:
-                    chunk = chunk.model_copy(update={"restart": True})
-                first = False
-                assert on_chunk is not None
-                await on_chunk(chunk)
-                delivered[0] = True
-
-        pumper = asyncio.create_task(pump()) if on_chunk is not None else None
+        pumper = asyncio.create_task(_pump(queue, on_chunk, restart, delivered)) if on_chunk is not None else None
         # The shared watchdog gives up on a silent router copy; the call itself is awaited directly.
         request: asyncio.Task[CompletionResult] | None = None
         try:
@@ -166,16 +149,7 @@ class LLMClient:
                     raise _RouterLost(delivered[0]) from None
                 raise
             if pumper is not None:
-                # Chunks published before the reply were sent before it; a flush round trip guarantees they
-                # reached this client, then wait until the subscription has handed them all to on_msg.
-                await self.bus.nc.flush(timeout=2)
-                for _ in range(2000):  # at most ~2 s
-                    if sub.pending_msgs == 0:
-                        break
-                    await asyncio.sleep(0.001)
-                await asyncio.sleep(0)
-                await queue.put(None)
-                await asyncio.wait_for(pumper, timeout=10)
+                await self._drain(sub, queue, pumper)
             return result
         finally:
             self._attempts.discard(watched)
@@ -187,6 +161,21 @@ class LLMClient:
                     await pumper
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _drain(
+        self, sub: Subscription, queue: asyncio.Queue[CompletionChunk | None], pumper: asyncio.Task[None]
+    ) -> None:
+        """Deliver every chunk of an answered call. Chunks published before the reply were sent before it;
+        a flush round trip guarantees they reached this client, then wait until the subscription has handed
+        them all over, and the pump has passed them on."""
+        await self.bus.nc.flush(timeout=2)
+        for _ in range(2000):  # at most ~2 s
+            if sub.pending_msgs == 0:
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0)
+        await queue.put(None)
+        await asyncio.wait_for(pumper, timeout=10)
 
     def _watch(self, attempt: _Attempt) -> None:
         self._attempts.add(attempt)
@@ -206,3 +195,24 @@ class LLMClient:
                         a.request.cancel()
         finally:
             self._watchdog = None
+
+
+async def _pump(
+    queue: asyncio.Queue[CompletionChunk | None], on_chunk: ChunkCallback, restart: bool, delivered: list[bool]
+) -> None:
+    """Hand queued chunks to `on_chunk` in order until None: duplicates skipped, the first marked `restart`
+    when this attempt re-sends an answer; `delivered[0]` set once one went out."""
+    next_seq = 0
+    first = True
+    while True:
+        chunk = await queue.get()
+        if chunk is None:
+            return
+        if chunk.seq < next_seq and not chunk.restart:
+            continue  # duplicate
+        next_seq = chunk.seq + 1
+        if first and restart:
+            chunk = chunk.model_copy(update={"restart": True})
+        first = False
+        await on_chunk(chunk)
+        delivered[0] = True

@@ -25,11 +25,9 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import uvicorn
-from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -38,74 +36,18 @@ from starlette.routing import Route
 from adp_common.net import listening_socket
 from adp_common.schemas.faults import ProviderFault, decide
 from adp_common.service import run_loop
-
-Protocol = Literal["openai", "anthropic"]
-
-DEFAULT_TEXT = (
-    "The fake provider answers every request with this same short paragraph, split into word tokens, "
-    "so tests and benchmarks can check exactly what arrived."
+from adp_testing.fake_provider_setup import (
+    DEFAULT_TEXT,
+    Drop,
+    Fault,
+    Protocol,
+    Stats,
+    Timing,
+    prompt_tokens,
+    split_tokens,
 )
 
-
-class Fault(BaseModel):
-    """One fault; the first matching fault in the list applies to a call. `times`: how many calls it
-    applies to (None = until cleared)."""
-
-    status: int | None = Field(default=None, description="answer this HTTP status instead")
-    body: str | None = Field(default=None, description="body sent with `status`")
-    retry_after: float | None = Field(default=None, description="Retry-After header (seconds)")
-    delay_s: float = Field(default=0.0, ge=0, description="wait before the first byte (headers)")
-    stall_after: int | None = Field(default=None, ge=0, description="stream this many tokens, then stall")
-    stall_s: float = Field(default=30.0, ge=0)
-    drop_after: int | None = Field(default=None, ge=0, description="stream this many tokens, then drop the connection")
-    malformed_sse: bool = Field(default=False, description="send a data line that is not JSON")
-    wrong_json: bool = Field(default=False, description="valid JSON of the wrong shape")
-    no_usage: bool = Field(default=False, description="report no usage figures")
-    protocol: Protocol | None = Field(default=None, description="only calls of this protocol")
-    model: str | None = Field(default=None, description="only calls for this model")
-    times: int | None = Field(default=None, ge=1)
-
-
-class Timing(BaseModel):
-    ttft_s: float = Field(default=0.0, ge=0, description="delay before the first token")
-    token_interval_s: float = Field(default=0.0, ge=0, description="delay between tokens")
-    text: str = DEFAULT_TEXT
-
-
-@dataclass
-class Stats:
-    calls: int = 0
-    calls_by_protocol: dict[str, int] = field(default_factory=dict)
-    completed: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    client_ports: set[int] = field(default_factory=set)  # one per TCP connection a client opened
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            "calls_by_protocol": dict(self.calls_by_protocol),
-            "completed": self.completed,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "connections": len(self.client_ports),
-        }
-
-
-class _Drop(Exception):
-    """Raised inside a streaming body to break the connection without ending the response."""
-
-
-def _tokens(text: str) -> list[str]:
-    words = text.split(" ")
-    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
-
-
-def _prompt_tokens(body: dict[str, Any]) -> int:
-    msgs = body.get("messages") or []
-    chars = sum(len(str(m.get("content", ""))) for m in msgs if isinstance(m, dict)) + len(str(body.get("system", "")))
-    return max(1, chars // 4)
+__all__ = ["DEFAULT_TEXT", "FakeProvider", "Fault", "Stats", "Timing"]
 
 
 class FakeProvider:
@@ -261,7 +203,7 @@ class FakeProvider:
             yield partial
             if fault.stall_after is not None:
                 await asyncio.sleep(fault.stall_s)
-            raise _Drop()
+            raise Drop()
 
         return StreamingResponse(gen(), media_type="application/json")
 
@@ -269,14 +211,25 @@ class FakeProvider:
         t = self.timing
         if t.ttft_s:
             await asyncio.sleep(t.ttft_s)
-        for i, tok in enumerate(_tokens(t.text)):
+        for i, tok in enumerate(split_tokens(t.text)):
             if fault is not None and fault.stall_after is not None and i == fault.stall_after:
                 await asyncio.sleep(fault.stall_s)
             if fault is not None and fault.drop_after is not None and i == fault.drop_after:
-                raise _Drop()
+                raise Drop()
             if i and t.token_interval_s:
                 await asyncio.sleep(t.token_interval_s)
             yield i, tok
+
+    def _whole_fault(self, fault: Fault | None, wrong: dict[str, Any], partial: bytes) -> Response | None:
+        """The answer a fault makes of a non-streamed call, if it changes it: JSON of the wrong shape, a body
+        that is not JSON, or a body cut off after `partial`."""
+        if fault is None:
+            return None
+        if fault.wrong_json:
+            return JSONResponse(wrong)
+        if fault.malformed_sse:
+            return Response("{not json", media_type="application/json")
+        return self._broken_body(fault, partial)
 
     # ---- OpenAI-compatible ----------------------------------------------------------------------------
     async def _openai(self, request: Request) -> Response:
@@ -285,60 +238,60 @@ class FakeProvider:
             return early
         model = str(body.get("model", "fake-model"))
         cid = "chatcmpl-" + uuid.uuid4().hex[:12]
-        created = int(time.time())
-        inp = _prompt_tokens(body)
-        if not body.get("stream"):
-            if fault is not None and fault.wrong_json:
-                return JSONResponse({"id": cid, "object": "chat.completion", "result": "no choices here"})
-            if fault is not None and fault.malformed_sse:
-                return Response("{not json", media_type="application/json")
-            broken = self._broken_body(fault, b'{"id": "x", "choices": [') if fault is not None else None
-            if broken is not None:
-                return broken
-            text = self.timing.text
-            if self.timing.ttft_s:
-                await asyncio.sleep(self.timing.ttft_s)
-            out = len(_tokens(text))
-            self._usage_counted(0 if fault and fault.no_usage else inp, 0 if fault and fault.no_usage else out)
-            resp: dict[str, Any] = {
-                "id": cid,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            }
-            if not (fault and fault.no_usage):
-                resp["usage"] = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
-            return JSONResponse(resp)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        inp = prompt_tokens(body)
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            head = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+            return StreamingResponse(
+                self._openai_stream(head, fault, inp, include_usage), media_type="text/event-stream"
+            )
+        changed = self._whole_fault(
+            fault, {"id": cid, "object": "chat.completion", "result": "no choices here"}, b'{"id": "x", "choices": ['
+        )
+        if changed is not None:
+            return changed
+        text = self.timing.text
+        if self.timing.ttft_s:
+            await asyncio.sleep(self.timing.ttft_s)
+        out = len(split_tokens(text))
+        self._usage_counted(0 if fault and fault.no_usage else inp, 0 if fault and fault.no_usage else out)
+        resp: dict[str, Any] = {
+            "id": cid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        }
+        if not (fault and fault.no_usage):
+            resp["usage"] = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
+        return JSONResponse(resp)
 
-        async def gen() -> AsyncIterator[bytes]:
-            head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-            first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-            yield f"data: {json.dumps(first)}\n\n".encode()
-            out = 0
-            async for i, tok in self._token_stream(fault):
-                if fault is not None and fault.malformed_sse and i == 2:
-                    yield b"data: {this is not json\n\n"
-                    return
-                if fault is not None and fault.wrong_json and i == 2:
-                    yield f"data: {json.dumps({'unexpected': [1, 2, 3]})}\n\n".encode()
-                    return
-                chunk = {**head, "choices": [{"index": 0, "delta": {"content": tok}, "finish_reason": None}]}
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
-                out += 1
-            last = {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-            yield f"data: {json.dumps(last)}\n\n".encode()
-            if include_usage and not (fault and fault.no_usage):
-                usage = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
-                # Count before sending: a client may close the stream as soon as it has the usage.
-                self._usage_counted(inp, out)
-                yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n".encode()
-            else:
-                self._usage_counted(0, 0)
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(gen(), media_type="text/event-stream")
+    async def _openai_stream(
+        self, head: dict[str, Any], fault: Fault | None, inp: int, include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+        yield f"data: {json.dumps(first)}\n\n".encode()
+        out = 0
+        async for i, tok in self._token_stream(fault):
+            if fault is not None and fault.malformed_sse and i == 2:
+                yield b"data: {this is not json\n\n"
+                return
+            if fault is not None and fault.wrong_json and i == 2:
+                yield f"data: {json.dumps({'unexpected': [1, 2, 3]})}\n\n".encode()
+                return
+            chunk = {**head, "choices": [{"index": 0, "delta": {"content": tok}, "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+            out += 1
+        last = {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        yield f"data: {json.dumps(last)}\n\n".encode()
+        if include_usage and not (fault and fault.no_usage):
+            usage = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
+            # Count before sending: a client may close the stream as soon as it has the usage.
+            self._usage_counted(inp, out)
+            yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n".encode()
+        else:
+            self._usage_counted(0, 0)
+        yield b"data: [DONE]\n\n"
 
     async def _models(self, _: Request) -> Response:
         return JSONResponse(
@@ -352,73 +305,62 @@ class FakeProvider:
             return early
         model = str(body.get("model", "fake-claude"))
         mid = "msg_" + uuid.uuid4().hex[:12]
-        inp = _prompt_tokens(body)
+        inp = prompt_tokens(body)
         no_usage = bool(fault and fault.no_usage)
-        if not body.get("stream"):
-            if fault is not None and fault.wrong_json:
-                return JSONResponse({"id": mid, "type": "message", "contents": "wrong field"})
-            if fault is not None and fault.malformed_sse:
-                return Response("{not json", media_type="application/json")
-            broken = self._broken_body(fault, b'{"id": "x", "content": [') if fault is not None else None
-            if broken is not None:
-                return broken
-            if self.timing.ttft_s:
-                await asyncio.sleep(self.timing.ttft_s)
-            text = self.timing.text
-            out = len(_tokens(text))
-            self._usage_counted(0 if no_usage else inp, 0 if no_usage else out)
-            resp: dict[str, Any] = {
-                "id": mid,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn",
-                "stop_sequence": None,
-            }
-            if not no_usage:
-                resp["usage"] = {"input_tokens": inp, "output_tokens": out}
-            return JSONResponse(resp)
+        if body.get("stream"):
+            return StreamingResponse(
+                self._anthropic_stream(mid, model, fault, inp, no_usage), media_type="text/event-stream"
+            )
+        changed = self._whole_fault(
+            fault, {"id": mid, "type": "message", "contents": "wrong field"}, b'{"id": "x", "content": ['
+        )
+        if changed is not None:
+            return changed
+        if self.timing.ttft_s:
+            await asyncio.sleep(self.timing.ttft_s)
+        text = self.timing.text
+        out = len(split_tokens(text))
+        self._usage_counted(0 if no_usage else inp, 0 if no_usage else out)
+        resp: dict[str, Any] = {
+            "id": mid,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+        }
+        if not no_usage:
+            resp["usage"] = {"input_tokens": inp, "output_tokens": out}
+        return JSONResponse(resp)
 
+    async def _anthropic_stream(
+        self, mid: str, model: str, fault: Fault | None, inp: int, no_usage: bool
+    ) -> AsyncIterator[bytes]:
         def ev(kind: str, data: dict[str, Any]) -> bytes:
             return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
 
-        async def gen() -> AsyncIterator[bytes]:
-            start_usage = {} if no_usage else {"usage": {"input_tokens": inp, "output_tokens": 1}}
-            yield ev(
-                "message_start",
-                {
-                    "message": {
-                        "id": mid,
-                        "type": "message",
-                        "role": "assistant",
-                        "model": model,
-                        "content": [],
-                        "stop_reason": None,
-                        **start_usage,
-                    }
-                },
-            )
-            yield ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-            yield ev("ping", {})
-            out = 0
-            async for i, tok in self._token_stream(fault):
-                if fault is not None and fault.malformed_sse and i == 2:
-                    yield b"event: content_block_delta\ndata: {broken\n\n"
-                    return
-                if fault is not None and fault.wrong_json and i == 2:
-                    yield ev("content_block_delta", {"index": 0, "delta": "not an object"})
-                    return
-                yield ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": tok}})
-                out += 1
-            yield ev("content_block_stop", {"index": 0})
-            delta_usage = {} if no_usage else {"usage": {"output_tokens": out}}
-            # Count before sending: a client may close the stream as soon as it has the usage.
-            self._usage_counted(0 if no_usage else inp, 0 if no_usage else out)
-            yield ev("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, **delta_usage})
-            yield ev("message_stop", {})
-
-        return StreamingResponse(gen(), media_type="text/event-stream")
+        start_usage = {} if no_usage else {"usage": {"input_tokens": inp, "output_tokens": 1}}
+        message = {"id": mid, "type": "message", "role": "assistant", "model": model, "content": []}
+        yield ev("message_start", {"message": {**message, "stop_reason": None, **start_usage}})
+        yield ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        yield ev("ping", {})
+        out = 0
+        async for i, tok in self._token_stream(fault):
+            if fault is not None and fault.malformed_sse and i == 2:
+                yield b"event: content_block_delta\ndata: {broken\n\n"
+                return
+            if fault is not None and fault.wrong_json and i == 2:
+                yield ev("content_block_delta", {"index": 0, "delta": "not an object"})
+                return
+            yield ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": tok}})
+            out += 1
+        yield ev("content_block_stop", {"index": 0})
+        delta_usage = {} if no_usage else {"usage": {"output_tokens": out}}
+        # Count before sending: a client may close the stream as soon as it has the usage.
+        self._usage_counted(0 if no_usage else inp, 0 if no_usage else out)
+        yield ev("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, **delta_usage})
+        yield ev("message_stop", {})
 
     # ---- admin API -----------------------------------------------------------------------------------
     async def _faults_api(self, request: Request) -> Response:

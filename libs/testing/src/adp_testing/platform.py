@@ -18,8 +18,7 @@ from typing import Any
 import httpx
 
 from adp_cli.procs import START_ORDER, Proc
-from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES
-from adp_testing.gateway import read_sse
+from adp_client import ApiError, AsyncClient, Follow
 from adp_testing.procs import ServiceProcesses
 
 ADMIN_KEY = "adp_e2e_bootstrap_admin_key_0123456789"
@@ -69,6 +68,10 @@ class Platform:
         return httpx.AsyncClient(
             base_url=self.gateways[gateway], headers={"Authorization": f"Bearer {key}"}, timeout=timeout
         )
+
+    def api(self, key: str = ADMIN_KEY, gateway: int = 0, timeout: float = 20) -> AsyncClient:
+        """The typed client (adp_client) on one gateway copy."""
+        return AsyncClient(self.gateways[gateway], key, timeout=timeout)
 
     async def new_user(self, name: str, role: str = "user") -> tuple[str, str]:
         async with self.client() as admin:
@@ -124,6 +127,7 @@ class EventLog:
         self.events: list[dict[str, Any]] = []
         self.times: list[float] = []  # time.monotonic() at which each of `events` arrived
         self.last_id: int | None = None
+        self.follow = Follow()  # the resume point (Last-Event-ID), kept across gateways
         self.reconnects = 0
         self.gateway = 0
         self._changed = asyncio.Event()
@@ -140,32 +144,25 @@ class EventLog:
                 await self._task
 
     async def _run(self) -> None:
-        while True:
+        while not self.follow.ended:
             urls = self.platform.gateways
             url = urls[self.gateway % len(urls)] if urls else None
             if url is None:
                 await asyncio.sleep(0.2)
                 continue
-            headers = {"Authorization": f"Bearer {self.key}"}
-            if self.last_id is not None:
-                headers["Last-Event-ID"] = str(self.last_id)
             try:
-                async with (
-                    httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10, read=30)) as http,
-                    http.stream("GET", f"/api/discussions/{self.did}/events", headers=headers) as resp,
-                ):
-                    if resp.status_code != 200:
-                        raise httpx.HTTPStatusError("bad status", request=resp.request, response=resp)
-                    async for ev in read_sse(resp, comments=False):
-                        if "id" in ev:
-                            self.last_id = ev["id"]
-                        self.events.append(ev)
+                async with AsyncClient(url, self.key) as client:
+                    events = client.events(self.did, follow=self.follow, reconnect=False, read_timeout=30)
+                    async for ev in events:
+                        self.last_id = self.follow.last_event_id
+                        data = {**ev.data.model_dump(mode="json"), "discussionId": ev.discussionId}
+                        self.events.append({"event": ev.event, "data": data, **({"id": ev.id} if ev.id else {})})
                         self.times.append(time.monotonic())
                         self._changed.set()
-                        if ev["event"] in TERMINAL_EVENT_NAMES:
-                            return  # the discussion is over: the server has closed the stream for good
-            except (httpx.HTTPError, OSError):
+            except ApiError:
                 pass
+            if self.follow.ended:
+                return  # the discussion is over: the server has closed the stream for good
             # Dropped (gateway killed, network): resume on the next gateway.
             self.reconnects += 1
             self.gateway += 1

@@ -8,6 +8,7 @@ transaction, so a change happens once and its notifications exist exactly when i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -126,6 +127,21 @@ async def _enqueue(conn: asyncpg.Connection, alert_id: str, items: list[NewNotif
     )
 
 
+NotificationsFor = Callable[[AlertRow], list[NewNotification]]
+
+
+async def _change(pool: asyncpg.Pool, notifications: NotificationsFor, sql: str, *args: Any) -> AlertRow | None:
+    """Run one change of an alert (`sql` returning its row) and enqueue the notifications it calls for, in
+    one transaction; None when the change did not apply."""
+    async with pool.acquire() as conn, conn.transaction():
+        rec = await conn.fetchrow(sql, *args)
+        if rec is None:
+            return None
+        row = AlertRow.from_record(rec)
+        await _enqueue(conn, row.id, notifications(row))
+        return row
+
+
 async def insert_firing(
     pool: asyncpg.Pool,
     *,
@@ -139,54 +155,52 @@ async def insert_firing(
     labels: dict[str, Any],
     now: datetime,
     fired_by: str,
-    notifications: Any,
+    notifications: NotificationsFor,
 ) -> AlertRow | None:
-    """Insert a firing alert unless one is already firing for (rule, subject); `notifications` is a
-    callable AlertRow -> list[NewNotification], enqueued in the same transaction. None when it existed."""
-    async with pool.acquire() as conn, conn.transaction():
-        rec = await conn.fetchrow(
-            f"""INSERT INTO alerts (id, rule, subject, severity, state, message, value, threshold, labels,
-                                    started_at, last_notified_at, fired_by)
-                VALUES ($1, $2, $3, $4, 'firing', $5, $6, $7, $8::jsonb, $9, $9, $10)
-                ON CONFLICT (rule, subject) WHERE state = 'firing' DO NOTHING
-                RETURNING {ALERT_COLUMNS}""",
-            alert_id,
-            rule,
-            subject,
-            severity,
-            message,
-            value,
-            threshold,
-            json.dumps(labels, default=str),
-            now,
-            fired_by,
-        )
-        if rec is None:
-            return None
-        row = AlertRow.from_record(rec)
-        await _enqueue(conn, row.id, notifications(row))
-        return row
+    """Insert a firing alert unless one is already firing for (rule, subject); `notifications`
+    gives what to enqueue in the same transaction. None when it existed."""
+    return await _change(
+        pool,
+        notifications,
+        f"""INSERT INTO alerts (id, rule, subject, severity, state, message, value, threshold, labels,
+                                started_at, last_notified_at, fired_by)
+            VALUES ($1, $2, $3, $4, 'firing', $5, $6, $7, $8::jsonb, $9, $9, $10)
+            ON CONFLICT (rule, subject) WHERE state = 'firing' DO NOTHING
+            RETURNING {ALERT_COLUMNS}""",
+        alert_id,
+        rule,
+        subject,
+        severity,
+        message,
+        value,
+        threshold,
+        json.dumps(labels, default=str),
+        now,
+        fired_by,
+    )
 
 
 async def resolve(
-    pool: asyncpg.Pool, alert_id: str, *, now: datetime, message: str, value: float | None, notifications: Any
+    pool: asyncpg.Pool,
+    alert_id: str,
+    *,
+    now: datetime,
+    message: str,
+    value: float | None,
+    notifications: NotificationsFor,
 ) -> AlertRow | None:
     """firing -> resolved (once); None when it was not firing any more."""
-    async with pool.acquire() as conn, conn.transaction():
-        rec = await conn.fetchrow(
-            f"""UPDATE alerts SET state = 'resolved', resolved_at = $2, message = $3,
-                       value = COALESCE($4, value), updated_at = now()
-                WHERE id = $1 AND state = 'firing' RETURNING {ALERT_COLUMNS}""",
-            alert_id,
-            now,
-            message,
-            value,
-        )
-        if rec is None:
-            return None
-        row = AlertRow.from_record(rec)
-        await _enqueue(conn, row.id, notifications(row))
-        return row
+    return await _change(
+        pool,
+        notifications,
+        f"""UPDATE alerts SET state = 'resolved', resolved_at = $2, message = $3,
+                   value = COALESCE($4, value), updated_at = now()
+            WHERE id = $1 AND state = 'firing' RETURNING {ALERT_COLUMNS}""",
+        alert_id,
+        now,
+        message,
+        value,
+    )
 
 
 async def remind(
@@ -197,29 +211,25 @@ async def remind(
     now: datetime,
     message: str | None,
     value: float | None,
-    notifications: Any,
+    notifications: NotificationsFor,
 ) -> AlertRow | None:
     """Record a reminder (compare-and-set on last_notified_at, so two evaluators remind once)."""
-    async with pool.acquire() as conn, conn.transaction():
-        rec = await conn.fetchrow(
-            f"""UPDATE alerts SET last_notified_at = $3, reminders = reminders + 1,
-                       message = COALESCE($4, message), value = COALESCE($5, value), updated_at = now()
-                WHERE id = $1 AND state = 'firing' AND last_notified_at = $2 RETURNING {ALERT_COLUMNS}""",
-            alert_id,
-            expected_last,
-            now,
-            message,
-            value,
-        )
-        if rec is None:
-            return None
-        row = AlertRow.from_record(rec)
-        await _enqueue(conn, row.id, notifications(row))
-        return row
+    return await _change(
+        pool,
+        notifications,
+        f"""UPDATE alerts SET last_notified_at = $3, reminders = reminders + 1,
+                   message = COALESCE($4, message), value = COALESCE($5, value), updated_at = now()
+            WHERE id = $1 AND state = 'firing' AND last_notified_at = $2 RETURNING {ALERT_COLUMNS}""",
+        alert_id,
+        expected_last,
+        now,
+        message,
+        value,
+    )
 
 
 async def acknowledge(
-    pool: asyncpg.Pool, alert_id: str, *, by: str | None, now: datetime, notifications: Any
+    pool: asyncpg.Pool, alert_id: str, *, by: str | None, now: datetime, notifications: NotificationsFor
 ) -> tuple[AlertRow | None, bool]:
     """Acknowledge an alert. Returns (row, changed); row None when the id is unknown. Idempotent."""
     async with pool.acquire() as conn, conn.transaction():

@@ -12,10 +12,13 @@ import asyncpg
 
 from adp_common.bus import RequestContext
 from adp_common.errors import ErrorCode, PlatformError
+from adp_common.schemas import events as payloads
 from adp_common.schemas.dialogue import (
     TERMINAL_EVENTS,
     TERMINAL_STATUSES,
+    AnswersCommand,
     CountReply,
+    CreateCommand,
     DialogueCommand,
     DialogueJob,
     DialogueQuery,
@@ -24,7 +27,13 @@ from adp_common.schemas.dialogue import (
     DiscussionView,
     EventsReply,
     ExportReply,
+    InputCommand,
+    ProceedCommand,
+    QuestionsCommand,
+    StopCommand,
+    SummaryCommand,
 )
+from adp_common.schemas.events import event_data
 from adp_dialogue import store, views
 from adp_dialogue.domain import questions
 from adp_dialogue.domain.export import to_markdown
@@ -54,21 +63,22 @@ class Commands:
         self.engine = engine
 
     # ---- dispatch -------------------------------------------------------------------------------------
-    async def command(self, cmd: DialogueCommand, _: RequestContext | None = None) -> DiscussionView:
+    async def command(self, request: DialogueCommand, _: RequestContext | None = None) -> DiscussionView:
+        cmd = request.root
         if not cmd.user_id.strip():
             raise PlatformError(ErrorCode.VALIDATION_ERROR, "user_id is required")
-        if cmd.action == "create":
+        if isinstance(cmd, CreateCommand):
             return await self.create(cmd)
         did = parse_id(cmd.discussion_id)
-        handler = {
-            "proceed": self.proceed,
-            "answers": self.answers,
-            "input": self.user_input,
-            "questions": self.questions,
-            "summary": self.summary,
-            "stop": self.stop,
-        }[cmd.action]
-        return await handler(cmd, did)
+        if isinstance(cmd, ProceedCommand):
+            return await self.proceed(cmd, did)
+        if isinstance(cmd, AnswersCommand):
+            return await self.answers(cmd, did)
+        if isinstance(cmd, InputCommand):
+            return await self.user_input(cmd, did)
+        if isinstance(cmd, QuestionsCommand | SummaryCommand):
+            return await self._side_step(cmd, did)
+        return await self.stop(cmd, did)
 
     async def query(self, q: DialogueQuery, _: RequestContext | None = None) -> Any:
         async with self.pool.acquire() as conn:
@@ -179,7 +189,7 @@ class Commands:
         return row
 
     # ---- commands -------------------------------------------------------------------------------------
-    async def create(self, cmd: DialogueCommand) -> DiscussionView:
+    async def create(self, cmd: CreateCommand) -> DiscussionView:
         topic = (cmd.topic or "").strip()
         if not TOPIC_MIN <= len(topic) <= TOPIC_MAX:
             raise PlatformError(ErrorCode.VALIDATION_ERROR, f"topic must be {TOPIC_MIN} to {TOPIC_MAX} characters long")
@@ -229,13 +239,9 @@ class Commands:
                     did,
                     None,
                     [
-                        (
+                        event_data(
                             "discussion-started",
-                            {
-                                "topic": topic,
-                                "personas": [p.model_dump() for p in personas],
-                                "maxRounds": max_rounds,
-                            },
+                            payloads.DiscussionStarted(topic=topic, personas=personas, maxRounds=max_rounds),
                         )
                     ],
                 )
@@ -243,7 +249,7 @@ class Commands:
         # The discussion as created (no messages, rounds, summaries or questions yet): no re-read needed.
         return views.base_view(row, has_active=True)
 
-    async def proceed(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+    async def proceed(self, cmd: ProceedCommand, did: str) -> DiscussionView:
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 d = await self._owned(conn, did, cmd.user_id, for_update=True)
@@ -258,7 +264,7 @@ class Commands:
                     events, job = await self._start_round(conn, d, [])
         return await self._publish_and_view(did, events, job)
 
-    async def answers(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+    async def answers(self, cmd: AnswersCommand, did: str) -> DiscussionView:
         if not cmd.answers:
             raise PlatformError(ErrorCode.VALIDATION_ERROR, "answers are required: {questionId: [optionId]}")
         async with self.pool.acquire() as conn:
@@ -280,12 +286,12 @@ class Commands:
                 events, job = await self._start_round(
                     conn,
                     d,
-                    [("message-complete", {"message": views.message_dict(row)})],
+                    [event_data("message-complete", payloads.MessageComplete(message=views.message(row)))],
                     estimate_tokens(row["content"]),
                 )
         return await self._publish_and_view(did, events, job)
 
-    async def user_input(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+    async def user_input(self, cmd: InputCommand, did: str) -> DiscussionView:
         text = (cmd.input or "").strip()
         if not text:
             raise PlatformError(ErrorCode.VALIDATION_ERROR, "input must not be empty")
@@ -297,12 +303,13 @@ class Commands:
                 events, job = await self._start_round(
                     conn,
                     d,
-                    [("message-complete", {"message": views.message_dict(row)})],
+                    [event_data("message-complete", payloads.MessageComplete(message=views.message(row)))],
                     estimate_tokens(row["content"]),
                 )
         return await self._publish_and_view(did, events, job)
 
-    async def _side_step(self, cmd: DialogueCommand, did: str, kind: str) -> DiscussionView:
+    async def _side_step(self, cmd: QuestionsCommand | SummaryCommand, did: str) -> DiscussionView:
+        kind = cmd.action
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 d = await self._owned(conn, did, cmd.user_id, for_update=True)
@@ -319,13 +326,7 @@ class Commands:
                 await store.update_discussion(conn, did, status="running", current_job=job.model_dump())
         return await self._publish_and_view(did, [], job)
 
-    async def questions(self, cmd: DialogueCommand, did: str) -> DiscussionView:
-        return await self._side_step(cmd, did, "questions")
-
-    async def summary(self, cmd: DialogueCommand, did: str) -> DiscussionView:
-        return await self._side_step(cmd, did, "summary")
-
-    async def stop(self, cmd: DialogueCommand, did: str) -> DiscussionView:
+    async def stop(self, cmd: StopCommand, did: str) -> DiscussionView:
         events: list[DiscussionEvent] = []
         async with self.pool.acquire() as conn:
             async with conn.transaction():
@@ -333,8 +334,8 @@ class Commands:
                 if stopped is None:
                     await self._owned(conn, did, cmd.user_id)  # 404 unless it exists and was already over
                 else:
-                    data = {"status": "stopped", "round": stopped}
-                    events = await store.add_events(conn, did, None, [(TERMINAL_EVENTS["stopped"], data)])
+                    end = event_data(TERMINAL_EVENTS["stopped"], payloads.DiscussionStopped(round=stopped))
+                    events = await store.add_events(conn, did, None, [end])
         if stopped is not None:
             await self._after_commit(events, None)
             # The answer being generated is no longer wanted: the router copy running it cuts the provider

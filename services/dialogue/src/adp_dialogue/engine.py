@@ -24,7 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from adp_common.bus import Bus, Delivery, Reject
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.llm_client import LLMClient
+from adp_common.schemas import events as payloads
 from adp_common.schemas.dialogue import TERMINAL_EVENTS, DialogueJob, DiscussionEvent, PersonaSpec
+from adp_common.schemas.events import event_data
 from adp_common.schemas.llm import CancelCalls, ChatMessage, CompletionRequest
 from adp_dialogue import store, views
 from adp_dialogue.domain import flow, policy, prompts, questions, resolution
@@ -310,10 +312,12 @@ class Engine:
                 if d is None or not self._is_current(d, job):
                     return
                 error = {"code": err.code.value, "message": err.message, "step": job.step_key, "retry": retry}
-                failed: EventList = [("error", {"message": err.message, "code": err.code.value})]
+                failed: EventList = [
+                    event_data("error", payloads.ErrorPayload(message=err.message, code=err.code.value))
+                ]
                 if retry + 1 >= self.s.max_step_attempts:  # retried enough: the discussion ends here
                     await store.update_discussion(conn, did, status="failed", error=error, current_job=None)
-                    failed.append((TERMINAL_EVENTS["failed"], {"status": "failed", **error}))
+                    failed.append(event_data(TERMINAL_EVENTS["failed"], payloads.DiscussionFailed(**error)))
                 else:
                     await store.update_discussion(conn, did, status="waiting", error=error)
                 events = await store.add_events(conn, did, f"{job.step_key}:error:{retry}", failed)
@@ -408,8 +412,11 @@ class Engine:
         user_rounds = [m.round for m in lo.messages if m.persona == USER_PERSONA]
         turn = turn_number(job.round, job.position, len(lo.personas), user_turns_up_to(job.round, user_rounds))
         async with self.pool.acquire() as conn:
-            data: dict[str, Any] = {"persona": persona.name, "turn": turn, "round": job.round}
-            ev = await store.add_start_event(conn, did, f"{job.step_key}:start", "message-start", data)
+            _, data = event_data(
+                "message-start", payloads.MessageStart(persona=persona.name, turn=turn, round=job.round)
+            )
+            data.pop("restart")  # set by the store when the turn is re-run
+            start = await store.add_start_event(conn, did, f"{job.step_key}:start", "message-start", data)
         # message-start and the LLM request leave on the same NATS connection in that order, so every live
         # listener has message-start before the router can even see the request; its JetStream ack is
         # awaited alongside the call rather than before it (one round trip off the time to first chunk).
@@ -418,7 +425,7 @@ class Engine:
         # (the prompt is built first: a busy loop's turn between the two would delay the call).
         base = prompts.turn_messages(lo.context(), job.position - 1, job.round)
         chunk_data = {"persona": persona.name, "turn": turn, "round": job.round}
-        ack = asyncio.ensure_future(self.publish_event(ev))
+        ack = asyncio.ensure_future(self.publish_event(start))
         call = asyncio.ensure_future(
             self._complete_full(
                 job,
@@ -456,9 +463,9 @@ class Engine:
                 output_tokens=tout,
             )
             events: EventList = []
-            msg = views.message_dict(row) if row else None
+            msg = views.message(row) if row else None
             if msg:
-                events.append(("message-complete", {"message": msg}))
+                events.append(event_data("message-complete", payloads.MessageComplete(message=msg)))
             tokens = now.d["token_count"] + tout
             updates: dict[str, Any] = {"token_count": tokens}
             if job.position < len(now.personas):
@@ -467,8 +474,9 @@ class Engine:
             msgs = [m for m in now.messages if not (m.round == job.round and m.turn == turn)]
             if msg:
                 msgs.append(prompts.Msg(persona.name, text, job.round, turn))
-            round_msgs = [views.message_dict(r) for r in await store.messages(conn, did) if r["round"] == job.round]
-            events.append(("round-complete", {"round": {"number": job.round, "messages": round_msgs}}))
+            round_msgs = [views.message(r) for r in await store.messages(conn, did) if r["round"] == job.round]
+            info = payloads.RoundInfo(number=job.round, messages=round_msgs)
+            events.append(event_data("round-complete", payloads.RoundComplete(round=info)))
             return self._after_round(now, job.round, tokens, msgs, events, updates, summary_done=False)
 
         if job.position >= len(lo.personas):  # the round's last turn: what follows depends on the whole round
@@ -492,9 +500,9 @@ class Engine:
             }
             next_job = turn_job(did, job.round, job.position + 1)
             retry = job.data.get("retry", 0)
-            data = {"message": views.message_dict(message)}
-            ev = await store.commit_turn(conn, did, job.step_key, retry, message, data, next_job.model_dump())
-            return ([ev], next_job) if ev is not None else None
+            _, data = event_data("message-complete", payloads.MessageComplete(message=views.message(message)))
+            done = await store.commit_turn(conn, did, job.step_key, retry, message, data, next_job.model_dump())
+            return ([done], next_job) if done is not None else None
 
         return build, quick
 
@@ -533,9 +541,8 @@ class Engine:
             return Commit(events, final_job(did, round_number, dec.assessment), updates)
         if dec.action == "completed":
             updates["status"] = "completed"
-            events.append(
-                (TERMINAL_EVENTS["completed"], {"status": "completed", "round": round_number, "reason": dec.reason})
-            )
+            end = payloads.DiscussionCompleted(round=round_number, reason=dec.reason)
+            events.append(event_data(TERMINAL_EVENTS["completed"], end))
             return Commit(events, None, updates)
         if dec.action == "questions":
             return Commit(events, questions_job(did, round_number, dec.reason), updates)
@@ -565,7 +572,8 @@ class Engine:
                 tokens_after=after,
                 reason=job.data.get("reason", "requested"),
             )
-            events: EventList = [("summary-created", {"summary": views.summary_dict(row)})] if row else []
+            created = payloads.SummaryCreated(summary=payloads.Summary(**views.summary_dict(row))) if row else None
+            events: EventList = [event_data("summary-created", created)] if created else []
             updates: dict[str, Any] = {"token_count": after}
             if job.data.get("then") == "post_round":
                 now.summary = prompts.SummaryRef(job.round, text)
@@ -597,8 +605,12 @@ class Engine:
             )
             events: EventList = []
             if row:
-                qset = {"id": row["id"], "roundNumber": job.round, "questions": qs}
-                events.append(("questions-generated", {"questionSet": qset, "roundNumber": job.round}))
+                qset = payloads.QuestionSet(id=row["id"], roundNumber=job.round, questions=qs)
+                events.append(
+                    event_data(
+                        "questions-generated", payloads.QuestionsGenerated(questionSet=qset, roundNumber=job.round)
+                    )
+                )
             return Commit(events, None, {})
 
         return build
@@ -621,9 +633,8 @@ class Engine:
                 "score": job.data.get("score"),
                 "reasons": job.data.get("reasons", []),
             }
-            events: EventList = [
-                (TERMINAL_EVENTS["resolved"], {"status": "resolved", "resolution": res, "finalAnswer": final})
-            ]
+            end = payloads.DiscussionResolved(resolution=payloads.Resolution(**res), finalAnswer=final)
+            events: EventList = [event_data(TERMINAL_EVENTS["resolved"], end)]
             return Commit(events, None, {"status": "resolved", "resolution": res})
 
         return build
@@ -653,10 +664,6 @@ class Engine:
             except Exception as err:
                 log.warning("sweep failed: %s", err)
             await asyncio.sleep(self.s.sweep_interval_s)
-
-
-def user_message_events(row: asyncpg.Record) -> EventList:
-    return [("message-complete", {"message": views.message_dict(row)})]
 
 
 __all__ = ["USER_PERSONA", "Engine", "Metrics", "turn_job"]

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from adp_common.schemas.dialogue import DiscussionView, PersonaSpec
+from adp_common.schemas.events import Message
 from adp_dialogue import store
 from adp_dialogue.domain.personas import USER_PERSONA
 
@@ -37,6 +38,11 @@ def message_dict(r: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:
         "outputTokens": r["output_tokens"],
         "createdAt": r["created_at"].isoformat(),
     }
+
+
+def message(r: asyncpg.Record | Mapping[str, Any]) -> Message:
+    """A message as the events carry it."""
+    return Message(**message_dict(r))
 
 
 def summary_dict(r: asyncpg.Record) -> dict[str, Any]:

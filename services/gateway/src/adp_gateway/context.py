@@ -18,7 +18,7 @@ from adp_common.errors import ErrorCode, PlatformError
 from adp_common.llm_client import LLMClient
 from adp_common.schemas.common import HealthReply, KeyRevoked, SessionsEnded
 from adp_common.schemas.dialogue import (
-    DialogueCommand,
+    Command,
     DialogueQuery,
     DiscussionEvent,
     DiscussionView,
@@ -167,7 +167,7 @@ class GatewayContext:
             raise RateLimited(decision.retry_after_s, decision.bucket or "all")
 
     # ---- dialogue -----------------------------------------------------------------------------------
-    async def command(self, cmd: DialogueCommand) -> DiscussionView:
+    async def command(self, cmd: Command) -> DiscussionView:
         return await self.bus.request(
             self.bus.catalog.dialogue_command, cmd, timeout=self.timeout, response_model=DiscussionView
         )

@@ -36,7 +36,7 @@ class GatewayServer:
             settings, service="gateway", migrations_dir=MIGRATIONS, use_database=True, admin_server=False
         )
         self.app = GatewayApp(settings)
-        self.sock = listening_socket(settings.http_host, settings.http_port)
+        self.sock = listening_socket(settings.http_host, settings.http_port, reuse_port=settings.http_reuse_port)
         self.port: int = self.sock.getsockname()[1]
         self.server: _Server | None = None
         self.guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_client)

@@ -11,6 +11,11 @@ class GatewaySettings(ServiceSettings):
     service_name: str = "gateway"
     # The gateway serves the client API, /health, /ready and /metrics on this one port.
     http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port of the client API (0 = free port)")
+    http_reuse_port: bool = Field(
+        default=False,
+        description="share the port with other gateway copies on this host (SO_REUSEPORT): the kernel spreads "
+        "connections over them and a dead copy's share moves to the others (`adp up --replicas N` sets it)",
+    )
 
     # ---- auth ------------------------------------------------------------------------------------------
     bootstrap_api_key: SecretStr | None = Field(default=None, description="Ensures an admin user + this key at start")

@@ -18,9 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
     MAX_EVENT_SEQ,
-    DialogueCommand,
+    AnswersCommand,
+    Command,
     DialogueQuery,
     DiscussionView,
+    InputCommand,
+    ProceedCommand,
+    QuestionsCommand,
+    StopCommand,
+    SummaryCommand,
     UserText,
 )
 from adp_gateway.auth import Principal, bearer_token
@@ -266,22 +272,19 @@ class SocketGateway:
             await self.follow(sid, p.user_id, did, replay=True, last_seq=body.lastEventId)
             return current
         await self.follow(sid, p.user_id, did, replay=False)
+        cmd: Command
         if isinstance(body, SubmitAnswers):
-            cmd = DialogueCommand(
-                action="answers",
-                user_id=p.user_id,
-                discussion_id=did,
-                round_number=body.roundNumber,
-                answers=body.answers,
+            cmd = AnswersCommand(
+                user_id=p.user_id, discussion_id=did, round_number=body.roundNumber, answers=body.answers
             )
         elif isinstance(body, UserInput):
-            cmd = DialogueCommand(action="input", user_id=p.user_id, discussion_id=did, input=body.input)
+            cmd = InputCommand(user_id=p.user_id, discussion_id=did, input=body.input)
+        elif event == "generate-summary":
+            cmd = SummaryCommand(user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
+        elif event == "generate-questions":
+            cmd = QuestionsCommand(user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
+        elif event == "stop-dialogue":
+            cmd = StopCommand(user_id=p.user_id, discussion_id=did)
         else:
-            action = {
-                "proceed-dialogue": "proceed",
-                "generate-summary": "summary",
-                "generate-questions": "questions",
-                "stop-dialogue": "stop",
-            }[event]
-            cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did, round_number=body.roundNumber)
+            cmd = ProceedCommand(user_id=p.user_id, discussion_id=did)
         return await ctx.command(cmd)

@@ -7,8 +7,6 @@ half_open --(M successes)--> closed;  half_open --(any failure)--> open
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from adp_common.bus import KVWatch
 from adp_common.schemas.llm import BreakerState, BreakerStateName
 
 log = logging.getLogger("adp.router.breaker")
@@ -91,8 +90,7 @@ class BreakerBoard:
         self.on_change = on_change
         self.clock = clock
         self._cache: dict[str, tuple[BreakerState, int]] = {}
-        self._watch_task: asyncio.Task[None] | None = None
-        self._watcher: KeyValue.KeyWatcher | None = None
+        self._watch = KVWatch(kv, self._put, self._delete, what="breaker")
 
     def state(self, provider: str) -> BreakerState:
         got = self._cache.get(provider)
@@ -103,34 +101,17 @@ class BreakerBoard:
         if cur is None or rev >= cur[1]:
             self._cache[st.provider] = (st, rev)
 
-    async def start(self) -> None:
-        if self.kv is None:
-            return
-        self._watcher = await self.kv.watchall()
-        self._watch_task = asyncio.create_task(self._watch())
+    def _put(self, provider: str, value: bytes, revision: int) -> None:
+        self._remember(BreakerState.model_validate_json(value), revision)
 
-    async def _watch(self) -> None:
-        assert self._watcher is not None
-        async for entry in self._watcher:
-            if entry is None or entry.revision is None:
-                continue
-            try:
-                if entry.operation in ("DEL", "PURGE") or not entry.value:
-                    self._cache.pop(entry.key, None)
-                    continue
-                st = BreakerState.model_validate_json(entry.value)
-                self._remember(st, entry.revision)
-            except Exception as err:
-                log.warning("bad breaker entry %s: %s", entry.key, err)
+    def _delete(self, provider: str) -> None:
+        self._cache.pop(provider, None)
+
+    async def start(self) -> None:
+        await self._watch.start()
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()  # type: ignore[no-untyped-call]  # unannotated in nats-py
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch_task
+        await self._watch.stop()
 
     async def allow(self, provider: str) -> bool:
         st = self.state(provider)

@@ -3,13 +3,12 @@ KV watch, so checking a request costs no round-trip."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 
 from nats.js.kv import KeyValue
 
+from adp_common.bus import KVWatch
 from adp_common.schemas.cost import BudgetState
 
 log = logging.getLogger("adp.router.budget")
@@ -23,42 +22,25 @@ def is_exceeded(state: BudgetState | None, today: str) -> bool:
 
 
 class BudgetGate:
+    """Today's budget states, followed from the budget KV bucket (written by the cost service)."""
+
     def __init__(self, kv: KeyValue | None) -> None:
         self.kv = kv
         self.states: dict[str, BudgetState] = {}
-        self._watcher: KeyValue.KeyWatcher | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.synced = asyncio.Event()
+        self._watch = KVWatch(kv, self._put, self._delete, what="budget")
+        self.synced = self._watch.synced
+
+    def _put(self, key: str, value: bytes, _revision: int) -> None:
+        self.states[key] = BudgetState.model_validate_json(value)
+
+    def _delete(self, key: str) -> None:
+        self.states.pop(key, None)
 
     async def start(self) -> None:
-        if self.kv is None:
-            self.synced.set()
-            return
-        self._watcher = await self.kv.watchall()
-        self._task = asyncio.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        assert self._watcher is not None
-        async for entry in self._watcher:
-            if entry is None:
-                self.synced.set()
-                continue
-            try:
-                if entry.operation in ("DEL", "PURGE") or not entry.value:
-                    self.states.pop(entry.key, None)
-                else:
-                    self.states[entry.key] = BudgetState.model_validate_json(entry.value)
-            except Exception as err:
-                log.warning("bad budget entry %s: %s", entry.key, err)
+        await self._watch.start()
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()  # type: ignore[no-untyped-call]  # unannotated in nats-py
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await self._watch.stop()
 
     def exceeded_scope(self, user_id: str | None, key_id: str | None = None) -> str | None:
         """'global', 'user.<id>' or 'key.<id>' (an API key's own budget) when that budget is exceeded today,

@@ -178,6 +178,56 @@ def _key_for(cfg: ProviderConfig, env: Mapping[str, str]) -> str | None:
     return None
 
 
+def _provider_configs(providers_json: Mapping[str, Any] | None) -> tuple[dict[str, ProviderConfig], set[str]]:
+    """Built-in providers with the user's overrides merged in (the simulated one apart), and the names the
+    user configured."""
+    raw: dict[str, dict[str, Any]] = {n: dict(v) for n, v in BUILTIN_PROVIDERS.items()}
+    user_defined: set[str] = set()
+    for name, over in (providers_json or {}).items():
+        if not isinstance(over, dict):
+            raise ValueError(f"provider {name!r}: config must be an object")
+        raw.setdefault(name, {}).update(over)
+        user_defined.add(name)
+    configs: dict[str, ProviderConfig] = {}
+    for name, data in raw.items():
+        if name == SIMULATED:
+            continue
+        try:
+            configs[name] = ProviderConfig(name=name, **data)
+        except ValidationError as err:
+            raise ValueError(f"provider {name!r}: {err.errors()[0]['msg']}") from None
+    return configs, user_defined
+
+
+def _routes(
+    routes_json: Mapping[str, list[str]] | None,
+    known: Mapping[str, ProviderConfig],
+    enabled: Mapping[str, ResolvedProvider],
+    simulated_only: bool,
+) -> dict[str, list[RouteEntry]]:
+    """Default routes with the user's merged in, each kept to enabled providers; an empty route (and a
+    missing default) falls back to the first model of every real provider enabled."""
+    route_src: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_ROUTES.items()}
+    for name, chain in (routes_json or {}).items():
+        if not isinstance(chain, list) or not all(isinstance(x, str) for x in chain):
+            raise ValueError(f"route {name!r}: must be a list of 'provider/model' strings")
+        route_src[name.lower()] = chain
+    routes: dict[str, list[RouteEntry]] = {}
+    for name, chain in route_src.items():
+        entries = [parse_entry(e, known) for e in chain]
+        routes[name] = [e for e in entries if e.provider in enabled]
+    if not routes.get("default") and not simulated_only:
+        routes["default"] = [
+            RouteEntry(n, p.config.models[0])
+            for n, p in enabled.items()
+            if p.config.kind != "simulated" and p.config.models
+        ]
+    for name in list(routes):
+        if not routes[name]:
+            routes[name] = list(routes.get("default", []))
+    return routes
+
+
 def build_config(
     *,
     providers_json: Mapping[str, Any] | None = None,
@@ -187,21 +237,7 @@ def build_config(
 ) -> RouterConfig:
     """Merge built-ins with user provider/route config, resolve keys from `env`, drop disabled providers."""
     env = env or {}
-    raw: dict[str, dict[str, Any]] = {n: dict(v) for n, v in BUILTIN_PROVIDERS.items()}
-    user_defined: set[str] = set()
-    for name, over in (providers_json or {}).items():
-        if not isinstance(over, dict):
-            raise ValueError(f"provider {name!r}: config must be an object")
-        raw.setdefault(name, {}).update(over)
-        user_defined.add(name)
-    all_cfgs: dict[str, ProviderConfig] = {}
-    for name, data in raw.items():
-        if name == SIMULATED:
-            continue
-        try:
-            all_cfgs[name] = ProviderConfig(name=name, **data)
-        except ValidationError as err:
-            raise ValueError(f"provider {name!r}: {err.errors()[0]['msg']}") from None
+    all_cfgs, user_defined = _provider_configs(providers_json)
     enabled: dict[str, ResolvedProvider] = {}
     for name, cfg in all_cfgs.items():
         key = _key_for(cfg, env)
@@ -221,24 +257,7 @@ def build_config(
     if simulated != "never":
         enabled[SIMULATED] = ResolvedProvider(sim_cfg, None)
     known = {**all_cfgs, SIMULATED: sim_cfg}
-    route_src: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_ROUTES.items()}
-    for name, chain in (routes_json or {}).items():
-        if not isinstance(chain, list) or not all(isinstance(x, str) for x in chain):
-            raise ValueError(f"route {name!r}: must be a list of 'provider/model' strings")
-        route_src[name.lower()] = chain
-    routes: dict[str, list[RouteEntry]] = {}
-    for name, chain in route_src.items():
-        entries = [parse_entry(e, known) for e in chain]
-        routes[name] = [e for e in entries if e.provider in enabled]
-    if not routes.get("default") and not simulated_only:
-        routes["default"] = [
-            RouteEntry(n, p.config.models[0])
-            for n, p in enabled.items()
-            if p.config.kind != "simulated" and p.config.models
-        ]
-    for name in list(routes):
-        if not routes[name]:
-            routes[name] = list(routes.get("default", []))
+    routes = _routes(routes_json, known, enabled, simulated_only)
     return RouterConfig(providers=enabled, routes=routes, simulated_only=simulated_only)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from adp_common.bus.connection import BusConnection, server_urls, wait_for
 from adp_common.bus.consumer import Consumer, ConsumerHandler, Delivery, Reject, Retry
 from adp_common.bus.jetstream import JetStream
-from adp_common.bus.kv import KeyValueBuckets
+from adp_common.bus.kv import KeyValueBuckets, KVWatch
 from adp_common.bus.nats_internals import send_now
 from adp_common.bus.pubsub import PubSub
 from adp_common.bus.replicas import ReplicasUnavailable
@@ -44,6 +44,7 @@ __all__ = [
     "ConsumerHandler",
     "Delivery",
     "Handler",
+    "KVWatch",
     "Reject",
     "ReplicasUnavailable",
     "RequestContext",

@@ -1,9 +1,12 @@
 """JetStream key-value buckets, named through the catalog and created on first use with the bus's replicas.
-Every bucket of the platform comes from here."""
+Every bucket of the platform comes from here; `KVWatch` follows a bucket's entries (a local copy kept current)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 
 from nats.js.errors import APIError, BadRequestError
 from nats.js.kv import KeyValue
@@ -43,3 +46,55 @@ class KeyValueBuckets(BusConnection):
                 raise_if_replicas_unavailable(err, name, self.replicas)
                 raise
         return kv
+
+
+class KVWatch:
+    """Follows every entry of a KV bucket from its current content on: `on_put(key, value, revision)` for
+    each value written, `on_delete(key)` for each delete or purge. `synced` is set once the content present
+    at start has been read (at once without a bucket). An entry a callback cannot take is logged and
+    skipped; the watch goes on."""
+
+    def __init__(
+        self,
+        kv: KeyValue | None,
+        on_put: Callable[[str, bytes, int], None],
+        on_delete: Callable[[str], None],
+        *,
+        what: str,
+    ) -> None:
+        self.kv = kv
+        self.on_put = on_put
+        self.on_delete = on_delete
+        self.what = what
+        self.synced = asyncio.Event()
+        self._watcher: KeyValue.KeyWatcher | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.kv is None:
+            self.synced.set()
+            return
+        self._watcher = await self.kv.watchall()
+        self._task = asyncio.create_task(self._follow(self._watcher))
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None:  # the end of the content present at start
+                self.synced.set()
+                continue
+            try:
+                if entry.operation in ("DEL", "PURGE") or not entry.value:
+                    self.on_delete(entry.key)
+                else:
+                    self.on_put(entry.key, entry.value, entry.revision or 0)
+            except Exception as err:
+                log.warning("bad %s entry %s: %s", self.what, entry.key, err)
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()  # type: ignore[no-untyped-call]  # unannotated in nats-py
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task

@@ -73,7 +73,7 @@ class _Inline:
     It holds its subscription weakly: the subscription holds it, and a cycle would leave every finished
     subscription — with the handler and all the handler's closure holds (an LLM call's state, a client's
     event stream) — to the cyclic GC, whose full collections a service under load runs rarely (see
-    adp_common.service.freeze_startup_heap): memory grew with every call until one came."""
+    adp_common.service.freeze_startup_heap): memory would grow with every call until one came."""
 
     __slots__ = ("handler", "sub")
 

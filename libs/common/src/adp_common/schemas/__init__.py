@@ -3,4 +3,4 @@
 Importing this package registers every durable event type in `adp_common.envelope.EVENT_TYPES`.
 """
 
-from adp_common.schemas import alerts, common, cost, dialogue, llm, ops  # noqa: F401
+from adp_common.schemas import alerts, common, cost, dialogue, events, llm, ops  # noqa: F401

@@ -6,7 +6,7 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, RootModel, model_validator
 
 from adp_common.envelope import event_type, utcnow
 
@@ -55,19 +55,6 @@ TERMINAL_EVENTS = {
 TERMINAL_EVENT_NAMES = frozenset(TERMINAL_EVENTS.values())
 TERMINAL_STATUSES = tuple(TERMINAL_EVENTS)
 
-# Contract event names (SSE `event:` field and Socket.IO event names).
-DISCUSSION_EVENT_NAMES = (
-    "discussion-started",
-    "message-start",
-    "message-chunk",
-    "message-complete",
-    "round-complete",
-    "questions-generated",
-    "summary-created",
-    *TERMINAL_EVENTS.values(),
-    "error",
-)
-
 
 class PersonaSpec(BaseModel):
     name: PersonaName
@@ -89,37 +76,99 @@ class FileRef(BaseModel):
     text: str = Field(default="", description="extracted text (PDF/plain); empty for images")
 
 
-class DialogueCommand(BaseModel):
-    """Request on `<prefix>.dialogue.command`. Reply: DiscussionView (or an error reply)."""
+def _reject_nul(*texts: str | None) -> None:
+    """PostgreSQL text cannot hold NUL: what users type is refused with it."""
+    if any(t is not None and "\x00" in t for t in texts):
+        raise ValueError("text must not contain NUL characters")
 
-    action: Literal["create", "proceed", "answers", "input", "questions", "summary", "stop"]
+
+class _Command(BaseModel):
     user_id: str
-    discussion_id: str | None = None
-    # create
+
+
+class CreateCommand(_Command):
+    """Start a discussion (topic limits are checked after trimming spaces)."""
+
+    action: Literal["create"] = "create"
     key_id: str | None = Field(default=None, description="the API key that creates it: its LLM calls are charged to it")
-    topic: str | None = None
+    topic: str
     personas: list[PersonaSpec] | None = None
     max_rounds: MaxRounds | None = None
     auto: bool = False
     files: list[FileRef] = Field(default_factory=list, max_length=MAX_FILES)
-    # answers
-    round_number: int | None = None
-    answers: dict[str, list[str]] | None = None
-    # input
-    input: str | None = Field(default=None, max_length=INPUT_MAX_CHARS)
 
     @model_validator(mode="after")
-    def _no_nul_characters(self) -> DialogueCommand:
-        """PostgreSQL text cannot hold NUL: refuse it in what users type, drop it from extracted file text."""
-        typed: list[str | None] = [self.topic, self.input]
-        typed += [x for p in self.personas or [] for x in (p.name, p.role_prompt, p.route)]
-        typed += [x for k, v in (self.answers or {}).items() for x in (k, *v)]
-        if any(t is not None and "\x00" in t for t in typed):
-            raise ValueError("text must not contain NUL characters")
-        for f in self.files:
+    def _no_nul_characters(self) -> CreateCommand:
+        _reject_nul(self.topic, *[x for p in self.personas or [] for x in (p.name, p.role_prompt, p.route)])
+        for f in self.files:  # extracted file text: NUL is dropped, not refused
             f.text = f.text.replace("\x00", "")
             f.name = f.name.replace("\x00", "")
         return self
+
+
+class _OnDiscussion(_Command):
+    discussion_id: str
+
+
+class ProceedCommand(_OnDiscussion):
+    """Run the next round (or retry the step that failed)."""
+
+    action: Literal["proceed"] = "proceed"
+
+
+class AnswersCommand(_OnDiscussion):
+    """Answer a round's questions ({questionId: [optionId]}); the next round starts."""
+
+    action: Literal["answers"] = "answers"
+    answers: dict[str, list[str]]
+    round_number: int | None = None
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> AnswersCommand:
+        _reject_nul(*[x for k, v in self.answers.items() for x in (k, *v)])
+        return self
+
+
+class InputCommand(_OnDiscussion):
+    """The user's own message; the next round starts with it."""
+
+    action: Literal["input"] = "input"
+    input: str = Field(max_length=INPUT_MAX_CHARS)
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> InputCommand:
+        _reject_nul(self.input)
+        return self
+
+
+class QuestionsCommand(_OnDiscussion):
+    """Ask the Moderator for questions to the user about the current round."""
+
+    action: Literal["questions"] = "questions"
+    round_number: int | None = None
+
+
+class SummaryCommand(_OnDiscussion):
+    """Summarise the discussion so far."""
+
+    action: Literal["summary"] = "summary"
+    round_number: int | None = None
+
+
+class StopCommand(_OnDiscussion):
+    """End the discussion (event discussion-stopped)."""
+
+    action: Literal["stop"] = "stop"
+
+
+Command = (
+    CreateCommand | ProceedCommand | AnswersCommand | InputCommand | QuestionsCommand | SummaryCommand | StopCommand
+)
+
+
+class DialogueCommand(RootModel[Annotated[Command, Field(discriminator="action")]]):
+    """Request on `<prefix>.dialogue.command`: one model per action, told apart by `action`.
+    Reply: DiscussionView (or an error reply)."""
 
 
 # Event sequence numbers are PostgreSQL bigints: a client's resume point above this is a bad request.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -15,15 +15,22 @@ from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
     MAX_FILES,
     MAX_PERSONAS,
-    DialogueCommand,
+    AnswersCommand,
+    Command,
+    CreateCommand,
     DialogueQuery,
     DiscussionList,
     DiscussionView,
     ExportReply,
     FileRef,
+    InputCommand,
     MaxRounds,
     PersonaName,
     PersonaSpec,
+    ProceedCommand,
+    QuestionsCommand,
+    StopCommand,
+    SummaryCommand,
     Topic,
     UserText,
 )
@@ -60,14 +67,13 @@ class CreateDiscussion(BaseModel):
     )
     auto: bool = False
 
-    def command(self, user_id: str, files: list[FileRef], key_id: str | None = None) -> DialogueCommand:
+    def command(self, user_id: str, files: list[FileRef], key_id: str | None = None) -> CreateCommand:
         """The create command (REST and Socket.IO alike); a persona given by name alone keeps its defaults.
         `key_id`: the caller's API key, which the discussion's LLM calls are charged to."""
         personas = None
         if self.personas is not None:
             personas = [PersonaSpec(name=x) if isinstance(x, str) else x for x in self.personas]
-        return DialogueCommand(
-            action="create",
+        return CreateCommand(
             user_id=user_id,
             key_id=key_id,
             topic=self.topic,
@@ -110,8 +116,7 @@ def view(v: DiscussionView, status: int = 200) -> Response:
     return Response(v.model_dump_json(), status_code=status, media_type="application/json")
 
 
-async def act(ctx: GatewayContext, p: Principal, discussion_id: str, action: str, **kw: Any) -> Response:
-    cmd = DialogueCommand(action=action, user_id=p.user_id, discussion_id=did(discussion_id), **kw)
+async def act(ctx: GatewayContext, cmd: Command) -> Response:
     return view(await ctx.command(cmd))
 
 
@@ -137,21 +142,24 @@ async def get_discussion(discussion_id: str, ctx: Ctx, p: User) -> Response:
 
 @router.post("/api/discussions/{discussion_id}/proceed", response_model=DiscussionView)
 async def proceed(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(limited("proceed"))]) -> Response:
-    return await act(ctx, p, discussion_id, "proceed")
+    return await act(ctx, ProceedCommand(user_id=p.user_id, discussion_id=did(discussion_id)))
 
 
 @router.post("/api/discussions/{discussion_id}/answers", response_model=DiscussionView)
 async def answers(
     discussion_id: str, body: AnswersBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
 ) -> Response:
-    return await act(ctx, p, discussion_id, "answers", round_number=body.round_number, answers=body.answers)
+    cmd = AnswersCommand(
+        user_id=p.user_id, discussion_id=did(discussion_id), round_number=body.round_number, answers=body.answers
+    )
+    return await act(ctx, cmd)
 
 
 @router.post("/api/discussions/{discussion_id}/input", response_model=DiscussionView)
 async def user_input(
     discussion_id: str, body: InputBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
 ) -> Response:
-    return await act(ctx, p, discussion_id, "input", input=body.input)
+    return await act(ctx, InputCommand(user_id=p.user_id, discussion_id=did(discussion_id), input=body.input))
 
 
 @router.post("/api/discussions/{discussion_id}/questions", response_model=DiscussionView)
@@ -161,7 +169,8 @@ async def questions(
     p: Annotated[Principal, Depends(limited("questions"))],
     body: RoundBody | None = None,
 ) -> Response:
-    return await act(ctx, p, discussion_id, "questions", round_number=body.round_number if body else None)
+    rnd = body.round_number if body else None
+    return await act(ctx, QuestionsCommand(user_id=p.user_id, discussion_id=did(discussion_id), round_number=rnd))
 
 
 @router.post("/api/discussions/{discussion_id}/summary", response_model=DiscussionView)
@@ -171,12 +180,13 @@ async def summary(
     p: Annotated[Principal, Depends(limited("summary"))],
     body: RoundBody | None = None,
 ) -> Response:
-    return await act(ctx, p, discussion_id, "summary", round_number=body.round_number if body else None)
+    rnd = body.round_number if body else None
+    return await act(ctx, SummaryCommand(user_id=p.user_id, discussion_id=did(discussion_id), round_number=rnd))
 
 
 @router.post("/api/discussions/{discussion_id}/stop", response_model=DiscussionView)
 async def stop(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(limited(None))]) -> Response:
-    return await act(ctx, p, discussion_id, "stop")
+    return await act(ctx, StopCommand(user_id=p.user_id, discussion_id=did(discussion_id)))
 
 
 @router.get(
