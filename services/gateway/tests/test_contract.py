@@ -126,3 +126,16 @@ async def test_stop_over_socketio_ends_the_socket_and_sse_streams(stack: Gateway
     assert replayed[0] == "discussion-started" and replayed[-1] == "discussion-stopped"
     assert [e for e, _ in received].count("discussion-stopped") == 1
     assert events[-1]["event"] == "discussion-stopped" and events[-1]["data"]["discussionId"] == did
+
+
+@pytest.mark.slow
+async def test_default_personas_named_alone_keep_their_prompt_and_route(stack: GatewayServer) -> None:
+    """What the console sends when a default persona is unticked: names only."""
+    async with httpx.AsyncClient(base_url=stack.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=20) as c:
+        body = {"topic": "Should we adopt a monorepo?", "personas": ["Analyzer", "Moderator"], "maxRounds": 1}
+        r = await c.post("/api/discussions", json=body)
+        assert r.status_code == 201, r.text
+        personas = {p["name"]: p for p in r.json()["personas"]}
+        await c.post(f"/api/discussions/{r.json()['id']}/stop")
+    assert personas["Analyzer"]["route"] == "analyzer" and "assumptions" in personas["Analyzer"]["role_prompt"]
+    assert personas["Moderator"]["route"] == "moderator" and "Solution:" in personas["Moderator"]["role_prompt"]

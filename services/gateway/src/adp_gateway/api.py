@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -17,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from adp_gateway import openai_compat as oai
 from adp_gateway.context import GatewayContext
-from adp_gateway.errors import ERROR_RESPONSES, ErrorDetail, ErrorEnvelope, error_body, install_handlers
+from adp_gateway.errors import ERROR_RESPONSES, ErrorEnvelope, error_body, install_handlers
 from adp_gateway.routes import admin, discussions, faults, files, openai, operations
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -52,6 +53,20 @@ async def openai_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
+def contract_document(doc: dict[str, Any]) -> None:
+    """The OpenAPI document as the server answers: the error envelope defined, and no 422 (request validation
+    errors are 400 VALIDATION_ERROR in the envelope)."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    envelope = ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(envelope.pop("$defs", {}))
+    schemas["ErrorEnvelope"] = envelope
+    for path_item in doc.get("paths", {}).values():
+        for operation in path_item.values():
+            operation.get("responses", {}).pop("422", None)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+
+
 def build_api(ctx: GatewayContext) -> FastAPI:
     s = ctx.settings
     app = FastAPI(
@@ -80,11 +95,6 @@ def build_api(ctx: GatewayContext) -> FastAPI:
             expose_headers=["X-Request-Id", "Retry-After"],
         )
 
-    # Register the envelope schema so the error responses above resolve.
-    @app.get("/api/_error-format", include_in_schema=False, response_model=ErrorEnvelope)
-    async def _error_format() -> ErrorEnvelope:  # pragma: no cover - documentation only
-        return ErrorEnvelope(error=ErrorDetail(code="NOT_FOUND", message="example"))
-
     _api_docs(app)
     for router in (
         operations.probes_router(ctx),
@@ -96,6 +106,14 @@ def build_api(ctx: GatewayContext) -> FastAPI:
         faults.router,
     ):
         app.include_router(router)
+    document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            contract_document(document())
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
     if (STATIC_DIR / "index.html").exists():
         app.mount("/", ConsoleFiles(directory=STATIC_DIR, html=True), name="static")
     return app

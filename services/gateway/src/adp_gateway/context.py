@@ -189,7 +189,7 @@ class GatewayContext:
         return await self.bus.request(subject, payload, timeout=timeout or self.timeout, response_model=model)
 
     async def file_refs(self, user_id: str, ids: list[str]) -> list[FileRef]:
-        """The caller's uploaded files as FileRefs for dialogue (VALIDATION_ERROR for unknown ids)."""
+        """The caller's uploaded files as FileRefs for dialogue (NOT_FOUND for an id that is not theirs)."""
         if not ids:
             return []
         if len(ids) > self.settings.max_files_per_discussion:
@@ -197,7 +197,7 @@ class GatewayContext:
         unique = list(dict.fromkeys(ids))
         stored = await self.store.files_of(user_id, unique)
         if len(stored) != len(unique):
-            raise PlatformError(ErrorCode.VALIDATION_ERROR, "unknown file id")
+            raise PlatformError(ErrorCode.NOT_FOUND, "unknown file id")
         return [FileRef(id=f.id, name=f.name, content_type=f.content_type, size=f.size, text=f.text) for f in stored]
 
     # ---- health -------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from adp_common.schemas.dialogue import (
 )
 from adp_gateway.auth import Principal, bearer_token
 from adp_gateway.context import GatewayContext
+from adp_gateway.deps import DISCUSSION_ID_PATTERN
 from adp_gateway.errors import validation_message
 from adp_gateway.events import EventStream, Heartbeat, Overflow, event_payload
 from adp_gateway.routes.discussions import CreateDiscussion
@@ -50,7 +51,7 @@ class StartDialogue(CreateDiscussion):
 
 
 class OnDiscussion(_In):
-    discussionId: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    discussionId: str = Field(pattern=DISCUSSION_ID_PATTERN.pattern)
     roundNumber: int | None = Field(default=None, ge=0, le=1000)
 
 

@@ -21,11 +21,17 @@ MAX_ROUNDS_LIMIT = 100
 INPUT_MAX_CHARS = 5000
 MAX_FILES = 5
 
+# What users type is stored as PostgreSQL text, which cannot hold NUL: documented as a pattern, refused by
+# DialogueCommand's validator.
+NO_NUL = r"^[^\x00]*$"
+_NO_NUL_DOC = {"pattern": NO_NUL}
+
 Topic = Annotated[
     str,
     Field(
         min_length=TOPIC_MIN_CHARS,
         max_length=TOPIC_MAX_CHARS,
+        json_schema_extra=_NO_NUL_DOC,
         description=f"{TOPIC_MIN_CHARS} to {TOPIC_MAX_CHARS} characters (after trimming spaces)",
     ),
 ]
@@ -41,9 +47,13 @@ def printable_name(name: str) -> str:
     return name
 
 
-PersonaName = Annotated[str, Field(min_length=1, max_length=PERSONA_NAME_MAX_CHARS), AfterValidator(printable_name)]
+PersonaName = Annotated[
+    str,
+    Field(min_length=1, max_length=PERSONA_NAME_MAX_CHARS, json_schema_extra=_NO_NUL_DOC),
+    AfterValidator(printable_name),
+]
 MaxRounds = Annotated[int, Field(ge=1, le=MAX_ROUNDS_LIMIT)]
-UserText = Annotated[str, Field(min_length=1, max_length=INPUT_MAX_CHARS)]
+UserText = Annotated[str, Field(min_length=1, max_length=INPUT_MAX_CHARS, json_schema_extra=_NO_NUL_DOC)]
 
 # Each way a discussion ends has one terminal event, sent exactly once; after it a client's stream closes.
 TERMINAL_EVENTS = {
@@ -61,9 +71,15 @@ class PersonaSpec(BaseModel):
     role_prompt: str = Field(
         default="",
         max_length=ROLE_PROMPT_MAX_CHARS,
+        json_schema_extra=_NO_NUL_DOC,
         description="empty: a default persona's own prompt (Analyzer, Solver, Moderator), else none",
     )
-    route: str = Field(default="default", max_length=100, description="llm-router route for this persona")
+    route: str = Field(
+        default="default",
+        max_length=100,
+        description="llm-router route for this persona",
+        json_schema_extra=_NO_NUL_DOC,
+    )
 
 
 class FileRef(BaseModel):
