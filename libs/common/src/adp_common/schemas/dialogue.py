@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, RootModel, model_validator
+from pydantic.json_schema import JsonDict
 
 from adp_common.envelope import event_type, utcnow
 
@@ -24,7 +25,7 @@ MAX_FILES = 5
 # What users type is stored as PostgreSQL text, which cannot hold NUL: documented as a pattern, refused by
 # DialogueCommand's validator.
 NO_NUL = r"^[^\x00]*$"
-_NO_NUL_DOC = {"pattern": NO_NUL}
+_NO_NUL_DOC: JsonDict = {"pattern": NO_NUL}
 
 Topic = Annotated[
     str,
