@@ -18,6 +18,10 @@ import resource
 import signal
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported only where the sandboxed process reads a PDF
+    from pypdf import PageObject
 
 # One source for the caps: the gateway's settings default to these.
 MAX_TEXT_CHARS = 200_000
@@ -68,12 +72,12 @@ def _over_budget(signum: int, frame: object) -> None:
     raise PageOverBudget
 
 
-def _page_text(page: object, budget_s: float) -> str:
+def _page_text(page: PageObject, budget_s: float) -> str:
     """One page's text; PageOverBudget when it takes more than `budget_s` CPU seconds."""
     _budget_spent.clear()
     signal.setitimer(signal.ITIMER_PROF, budget_s)
     try:
-        text = page.extract_text() or ""  # type: ignore[attr-defined]
+        text = page.extract_text() or ""
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
     if _budget_spent:

@@ -23,7 +23,7 @@ INPUT_MAX_CHARS = 5000
 MAX_FILES = 5
 
 # What users type is stored as PostgreSQL text, which cannot hold NUL: documented as a pattern, refused by
-# DialogueCommand's validator.
+# the commands' validators.
 NO_NUL = r"^[^\x00]*$"
 _NO_NUL_DOC: JsonDict = {"pattern": NO_NUL}
 
