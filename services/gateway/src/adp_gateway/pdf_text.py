@@ -64,17 +64,25 @@ def confine(limits: Limits) -> None:
     os.nice(limits.nice)  # the gateway's own work goes first on a busy machine
 
 
+_budget_spent: list[bool] = []  # set by the timer's handler: an exception alone can be caught by the library
+
+
 def _over_budget(signum: int, frame: object) -> None:
+    _budget_spent.append(True)
     raise PageOverBudget
 
 
 def _page_text(page: PageObject, budget_s: float) -> str:
     """One page's text; PageOverBudget when it takes more than `budget_s` CPU seconds."""
+    _budget_spent.clear()
     signal.setitimer(signal.ITIMER_PROF, budget_s)
     try:
-        return page.extract_text() or ""
+        text = page.extract_text() or ""
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
+    if _budget_spent:
+        raise PageOverBudget
+    return str(text)
 
 
 def extract(data: bytes, limits: Limits) -> str:
