@@ -39,7 +39,7 @@ async def test_incident_commands(
         async with httpx.AsyncClient(base_url=gw.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as admin:
             uid, key1, _ = await new_user(admin, "leaky")
             key2 = (await admin.post(f"/api/admin/users/{uid}/keys")).json()["key"]
-            other_uid, other_key, _ = await new_user(admin, "bystander")
+            _, other_key, _ = await new_user(admin, "bystander")
         for k in (key1, key2, other_key):
             assert await status(gw, k) == 403  # a valid user key (not an admin)
 
