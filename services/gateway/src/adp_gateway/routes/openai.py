@@ -80,8 +80,12 @@ async def _completion_frames(
 ) -> AsyncIterator[bytes]:
     ctx.metrics.streams.labels("openai").inc()
     pending: asyncio.Future[CompletionChunk] | None = first
+
     # revoking the key (or disabling its user) ends the stream like a client going away
-    session = ctx.sessions.add(Session("sse", req.user_id or "", req.key_id, task.cancel))
+    def end() -> None:
+        task.cancel()
+
+    session = ctx.sessions.add(Session("sse", req.user_id or "", req.key_id, end))
     try:
         yield enc.start()
         while True:
