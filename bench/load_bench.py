@@ -434,7 +434,7 @@ async def launch(args: argparse.Namespace, provider: FakeProviderProcess, replic
     t0 = time.perf_counter()
     await platform.start()
     async with http_client(16) as http:
-        keys = await create_users(http, platform.gateways[0], ADMIN_KEY, biggest + 1)
+        keys = await create_users(platform.gateways[0], ADMIN_KEY, biggest + 1)
         warm = DiscussionRun(http, platform.gateways, keys[-1:], args.tokens, 120, 0, False)
         await warm.run(1)  # warm up every hop once (connections, caches)
         if warm.tally.completed != 1:

@@ -100,7 +100,7 @@ async def main() -> None:
         tally = Tally()
         conn = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as http:
-            keys = await create_users(http, gw, ADMIN_KEY, n)
+            keys = await create_users(gw, ADMIN_KEY, n)
             heads = [{"Authorization": f"Bearer {k}"} for k in keys]
             ids: list[str] = [""] * n
             windows: dict[str, tuple[dict[str, tuple[float, int]], float, int]] = {}

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from adp_client import AsyncClient
 from load.provider import arrival, stamps, token_count
 from load.sse_http import ConnectionSlot, SSEConnection
 
@@ -98,23 +99,18 @@ async def timed(tally: Tally, name: str, request: Any, ok: tuple[int, ...] = (20
 
 
 # ---- users ---------------------------------------------------------------------------------------------------
-async def create_users(
-    http: aiohttp.ClientSession, gateway: str, admin_key: str, n: int, parallel: int = 16
-) -> list[str]:
-    """n users with one API key each (one user per discussion keeps every per-user limit realistic)."""
+async def create_users(gateway: str, admin_key: str, n: int, parallel: int = 16) -> list[str]:
+    """n users with one API key each (one user per discussion keeps every per-user limit realistic); set-up
+    through the typed client (adp_client), outside every measured window."""
     sem = asyncio.Semaphore(parallel)
-    headers = {"Authorization": f"Bearer {admin_key}"}
 
-    async def one(i: int) -> str:
+    async def one(admin: AsyncClient, i: int) -> str:
         async with sem:
-            async with http.post(f"{gateway}/api/admin/users", json={"name": f"bench-{i}"}, headers=headers) as r:
-                r.raise_for_status()
-                uid = (await r.json())["id"]
-            async with http.post(f"{gateway}/api/admin/users/{uid}/keys", headers=headers) as r:
-                r.raise_for_status()
-                return str((await r.json())["key"])
+            uid = (await admin.create_user(f"bench-{i}"))["id"]
+            return str((await admin.create_key(uid))["key"])
 
-    return list(await asyncio.gather(*(one(i) for i in range(n))))
+    async with AsyncClient(gateway, admin_key, timeout=60) as admin:
+        return list(await asyncio.gather(*(one(admin, i) for i in range(n))))
 
 
 # ---- phase A: discussions through the gateway ----------------------------------------------------------------

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 
+from adp_client import ApiError
 from adp_common.bus import Bus
+from adp_common.schemas.dialogue import DiscussionView
 from adp_common.schemas.ops import BudgetEvent
 from adp_testing.platform import ADMIN_KEY, EventLog, Platform, running_platform
 
@@ -32,50 +33,48 @@ async def platform(nats_url: str, pg_dsn: str) -> AsyncIterator[Platform]:
         yield p
 
 
-async def act(c: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None, timeout: float = 30) -> dict:
-    """POST an action, retrying while the discussion is busy with an automatic step (409 CONFLICT)."""
+async def act(action: Callable[[], Awaitable[DiscussionView]], timeout: float = 30) -> DiscussionView:
+    """Run an action, retrying while the discussion is busy with an automatic step (409 CONFLICT)."""
     deadline = time.monotonic() + timeout
     while True:
-        r = await c.post(path, json=body)
-        if r.status_code == 409 and time.monotonic() < deadline and "running" in r.text.lower():
-            await asyncio.sleep(0.1)
-            continue
-        assert r.status_code in (200, 201, 202), (path, r.status_code, r.text)
-        return r.json()
+        try:
+            return await action()
+        except ApiError as err:
+            if err.status == 409 and time.monotonic() < deadline and "running" in err.message.lower():
+                await asyncio.sleep(0.1)
+                continue
+            raise
 
 
 async def test_full_discussion_through_the_gateway(platform: Platform) -> None:
     _, key = await platform.new_user("alice")
-    async with platform.client(key) as c:
-        r = await c.post("/api/discussions", json={"topic": TOPIC, "max_rounds": 12})
-        assert r.status_code == 201, r.text
-        did = r.json()["id"]
+    async with platform.api(key) as c:
+        did = (await c.create_discussion(TOPIC, max_rounds=12)).id
         log = EventLog(platform, key, did).start()
         try:
             await log.wait_for("round-complete", 1)
-            base = f"/api/discussions/{did}"
 
             # Questions for the user, answered; then the next round runs.
-            await act(c, f"{base}/questions")
+            await act(lambda: c.ask_questions(did))
             qsets = await log.wait_for("questions-generated", 1)
             qset = qsets[-1]["data"]["questionSet"]
             assert 2 <= len(qset["questions"]) <= 5
             answers = {q["id"]: [q["options"][0]["id"]] for q in qset["questions"]}
-            await act(c, f"{base}/answers", {"roundNumber": qset["roundNumber"], "answers": answers})
+            await act(lambda: c.answer(did, answers, qset["roundNumber"]))
             await log.wait_for("round-complete", 2)
 
             # Free user input joins as a User message, then the next round runs.
-            await act(c, f"{base}/input", {"input": "Please keep the rollout reversible within minutes."})
+            await act(lambda: c.send_input(did, "Please keep the rollout reversible within minutes."))
             await log.wait_for("round-complete", 3)
 
-            await act(c, f"{base}/summary")
+            await act(lambda: c.summarise(did))
             await log.wait_for("summary-created", 1)
 
             # Proceed until the personas resolve it (not before round 5).
             while not log.named("discussion-resolved"):
                 done = len(log.named("round-complete"))
                 assert done < 12, "no resolution by max rounds"
-                await act(c, f"{base}/proceed")
+                await act(lambda: c.proceed(did))
                 await log.wait_until(lambda n=done: len(log.named("round-complete")) > n)
                 if len(log.named("round-complete")) >= 5:
                     # resolution is judged right after the round
@@ -84,7 +83,7 @@ async def test_full_discussion_through_the_gateway(platform: Platform) -> None:
             resolved = log.named("discussion-resolved")[0]["data"]
             assert 500 <= len(resolved["finalAnswer"]) <= 1000, len(resolved["finalAnswer"])
 
-            view = (await c.get(base)).json()
+            view = (await c.get_discussion(did)).model_dump(mode="json")
             assert view["status"] == "resolved"
             rounds = max(m["round"] for m in view["messages"])
             assert rounds >= 5
@@ -113,18 +112,19 @@ async def test_full_discussion_through_the_gateway(platform: Platform) -> None:
                 )
                 assert streamed.split() == m["content"].split(), (m["round"], m["turn"])
 
-            md = await c.get(f"{base}/export", params={"format": "markdown"})
-            assert md.status_code == 200 and TOPIC in md.text and "Analyzer" in md.text
-            js = await c.get(f"{base}/export", params={"format": "json"})
-            assert js.status_code == 200 and js.json()["id"] == did
+            md = await c.export(did, "markdown")
+            assert TOPIC in md and "Analyzer" in md
+            assert json.loads(await c.export(did, "json"))["id"] == did
         finally:
             await log.stop()
 
     # The other user sees nothing of it.
     _, other = await platform.new_user("mallory")
-    async with platform.client(other, gateway=1) as c2:
-        assert (await c2.get(f"/api/discussions/{did}")).status_code == 404
-        assert (await c2.get("/api/discussions")).json()["discussions"] == []
+    async with platform.api(other, gateway=1) as c2:
+        with pytest.raises(ApiError) as hidden:
+            await c2.get_discussion(did)
+        assert hidden.value.status == 404 and hidden.value.code == "DISCUSSION_NOT_FOUND"
+        assert await c2.list_discussions() == []
 
     # Costs: every LLM call was recorded (simulated calls cost 0 but count).
     async with platform.client(ADMIN_KEY) as admin:

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from dialogue_helpers import command, dialogue, dialogue_settings, event_log, get, router, stored_events
+from dialogue_helpers import MIGRATIONS, command, dialogue, dialogue_settings, event_log, get, router, stored_events
 
 from adp_common.bus import Bus
 from adp_common.envelope import decode
@@ -482,3 +482,32 @@ async def test_a_round_leaves_no_reference_cycles(bus: Bus, nats_url: str, pg_ds
             await log.wait_event(view.id, "round-complete", 2)
             await _wait_status(bus, view.id, "waiting")
         assert dict(found) == {}
+
+
+async def test_discussions_ended_before_terminal_events_get_theirs(
+    bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases
+) -> None:
+    """The migration gives an ended discussion without a terminal event (as stored by earlier versions) its
+    one terminal event, last; running it again adds nothing."""
+    migration = (MIGRATIONS / "003_terminal_events.sql").read_text()
+    settings = dialogue_settings(nats_url, pg_dsn, prefix, databases.name("dialogue"))
+    async with dialogue(settings) as app, event_log(bus) as log:
+        assert app.engine is not None
+        view = await command(bus, action="create", user_id="u1", topic=TOPIC)  # no router: it waits
+        await log.wait_event(view.id, "error")
+        await _wait_status(bus, view.id, "waiting")
+        await command(bus, action="stop", user_id="u1", discussion_id=view.id)
+        async with app.engine.pool.acquire() as conn:
+            await conn.execute("DELETE FROM events WHERE event = 'discussion-stopped' AND discussion_id = $1", view.id)
+            await conn.execute("UPDATE discussions SET next_seq = next_seq - 1 WHERE id = $1", view.id)
+            await conn.execute(migration)
+            await conn.execute(migration)
+        reply = await bus.request(
+            bus.catalog.dialogue_query,
+            DialogueQuery(kind="events", user_id="u1", discussion_id=view.id),
+            response_model=EventsReply,
+        )
+    names = [e.event for e in reply.events]
+    assert names[-1] == "discussion-stopped" and names.count("discussion-stopped") == 1
+    assert reply.events[-1].data == {"status": "stopped", "round": 1}
+    assert [e.seq for e in reply.events] == list(range(1, len(names) + 1))

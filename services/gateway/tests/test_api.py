@@ -110,6 +110,8 @@ async def test_uploads_checked_by_content_and_size(gateway: GatewayServer, admin
     r = await admin.post("/api/files", files={"file": ("notes.bin", b"plain words", "application/octet-stream")})
     assert r.status_code == 201 and r.json()["contentType"] == "text/plain"
     r = await admin.post("/api/discussions", json={"topic": "A topic with a file", "files": ["file_unknown"]})
+    assert_envelope(r, 404, "NOT_FOUND")
+    r = await admin.post("/api/discussions", json={"topic": "A topic with a file", "files": ["file\x00x"]})
     assert_envelope(r, 400, "VALIDATION_ERROR")
 
 

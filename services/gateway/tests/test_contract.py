@@ -104,7 +104,38 @@ async def test_stop_over_socketio_ends_the_socket_and_sse_streams(stack: Gateway
             assert ack.get("ok") and ack["discussion"]["status"] == "stopped", ack
             await asyncio.wait_for(stopped.wait(), 10)
             events = await sse
+            # a socket joining after the end gets the replay, ending with the terminal event
+            late = socketio.AsyncClient(reconnection=False)
+            replayed: list[str] = []
+            ended = asyncio.Event()
+
+            async def on_late(event: str, data: dict[str, Any]) -> None:
+                replayed.append(event)
+                if event == "discussion-stopped":
+                    ended.set()
+
+            late.on("*", on_late)
+            await late.connect(stack.url, auth={"token": ADMIN_KEY}, socketio_path="socket.io", wait_timeout=5)
+            try:
+                assert (await late.call("join-discussion", {"discussionId": did}, timeout=10)).get("ok")
+                await asyncio.wait_for(ended.wait(), 10)
+            finally:
+                await late.disconnect()
         finally:
             await sio.disconnect()
+    assert replayed[0] == "discussion-started" and replayed[-1] == "discussion-stopped"
     assert [e for e, _ in received].count("discussion-stopped") == 1
     assert events[-1]["event"] == "discussion-stopped" and events[-1]["data"]["discussionId"] == did
+
+
+@pytest.mark.slow
+async def test_default_personas_named_alone_keep_their_prompt_and_route(stack: GatewayServer) -> None:
+    """What the console sends when a default persona is unticked: names only."""
+    async with httpx.AsyncClient(base_url=stack.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=20) as c:
+        body = {"topic": "Should we adopt a monorepo?", "personas": ["Analyzer", "Moderator"], "maxRounds": 1}
+        r = await c.post("/api/discussions", json=body)
+        assert r.status_code == 201, r.text
+        personas = {p["name"]: p for p in r.json()["personas"]}
+        await c.post(f"/api/discussions/{r.json()['id']}/stop")
+    assert personas["Analyzer"]["route"] == "analyzer" and "assumptions" in personas["Analyzer"]["role_prompt"]
+    assert personas["Moderator"]["route"] == "moderator" and "Solution:" in personas["Moderator"]["role_prompt"]

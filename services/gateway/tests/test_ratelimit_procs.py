@@ -20,6 +20,8 @@ LOW = {
     "ADP_RATE_LIMIT_WINDOW_S": "60",
 }
 
+DISCUSSION = "0b1e6c1e2f3a4b5c8d9e0f1a2b3c4d5e"  # a well-formed id; dialogue is not running
+
 
 async def within_one_window(window_s: int, needed_s: float) -> None:
     """The limits count in fixed windows: when the current one ends within `needed_s` (the time the counted
@@ -44,12 +46,12 @@ async def test_limits_shared_across_copies_and_enforced_without_redis(processes,
         statuses = []
         await within_one_window(60, 15)
         for i in range(4):
-            r = await c.post(f"{shared[i % 2].url}/api/discussions/d1/summary")
+            r = await c.post(f"{shared[i % 2].url}/api/discussions/{DISCUSSION}/summary")
             statuses.append(r.status_code)
         assert statuses[:2] == [503, 503]  # counted, then refused by the absent dialogue service
         for s in statuses[2:]:
             assert s == 429
-        r = await c.post(f"{shared[1].url}/api/discussions/d1/summary")
+        r = await c.post(f"{shared[1].url}/api/discussions/{DISCUSSION}/summary")
         assert_envelope(r, 429, "RATE_LIMIT_EXCEEDED")
         assert 1 <= int(r.headers["retry-after"]) <= 60
         # Reads are not counted.

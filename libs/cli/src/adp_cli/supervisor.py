@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from adp_cli.procs import Proc, ProcessManager
+from adp_common.retry import Backoff
 
 STATE_FILE = "processes.json"
 FIRST_DELAY_S = 1.0
@@ -23,7 +24,7 @@ STABLE_AFTER_S = 30.0  # a copy that ran this long before exiting starts again a
 
 def restart_delay(crashes_in_a_row: int, first_s: float = FIRST_DELAY_S, cap_s: float = MAX_DELAY_S) -> float:
     """Back-off before a restart: first_s after one crash, doubling with every further quick crash."""
-    return min(cap_s, first_s * 2 ** max(0, crashes_in_a_row - 1))
+    return Backoff(initial_s=first_s, max_s=cap_s).pause(crashes_in_a_row)
 
 
 @dataclass

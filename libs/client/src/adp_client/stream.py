@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from adp_client.calls import ApiError, error_of
+from adp_common.retry import Backoff
 from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES
 from adp_common.schemas.events import ClientEvent, parse_client_event
 from adp_common.sse import SSEDecoder
@@ -14,9 +15,12 @@ from adp_common.sse import SSEDecoder
 EVENTS_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
 
 
+RECONNECT = Backoff(initial_s=0.3, max_s=5.0)  # 0.3 s doubling, at most 5 s
+
+
 def backoff_s(attempt: int) -> float:
-    """Seconds before reconnection attempt `attempt` (1, 2, …): 0.3 s doubling, at most 5 s."""
-    return min(5.0, 0.3 * 2 ** min(attempt - 1, 5))
+    """Seconds before reconnection attempt `attempt` (1, 2, …)."""
+    return RECONNECT.pause(attempt)
 
 
 def refused(resp: httpx.Response) -> ApiError | None:

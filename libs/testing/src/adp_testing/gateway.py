@@ -36,6 +36,7 @@ def gateway_settings(
         rate_limit_answers=int(HIGH),
         rate_limit_questions=int(HIGH),
         rate_limit_summary=int(HIGH),
+        auth_failures_per_window=int(HIGH),
         heartbeat_interval_s=30,
         shutdown_grace_s=3,
         request_timeout_s=5,
@@ -94,8 +95,8 @@ async def read_sse(resp: httpx.Response, *, comments: bool = True) -> AsyncItera
 async def platform_services(
     nats_url: str, pg_dsn: str, prefix: str, databases: Any, *, services: tuple[str, ...], tokens_per_s: float = 3000
 ):
-    """Run the real llm-router (simulated provider, `tokens_per_s`: fast by default), dialogue, cost and alerts
-    in-process."""
+    """Run the real llm-router (simulated provider, `tokens_per_s`: fast by default), cost, alerts and dialogue
+    in-process (those named in `services`)."""
     from adp_testing.inproc import running_service
 
     async with contextlib.AsyncExitStack() as stack:
@@ -117,6 +118,13 @@ async def platform_services(
 
             cs = CostSettings(**common, database_name=databases.name("cost"))
             await stack.enter_async_context(running_service("cost", cs, CostApp(cs), migrations_dir=COST_MIG))
+        if "alerts" in services:
+            from adp_alerts.app import AlertsApp
+            from adp_alerts.main import MIGRATIONS as ALERTS_MIG
+            from adp_alerts.settings import AlertsSettings
+
+            als = AlertsSettings(**common, database_name=databases.name("alerts"))
+            await stack.enter_async_context(running_service("alerts", als, AlertsApp(als), migrations_dir=ALERTS_MIG))
         if "dialogue" in services:
             from adp_dialogue.app import DialogueApp
             from adp_dialogue.main import MIGRATIONS as DLG_MIG

@@ -38,6 +38,7 @@ def fast_env(**extra: str) -> dict[str, str]:
         "ADP_RATE_LIMIT_ANSWERS": HIGH,
         "ADP_RATE_LIMIT_QUESTIONS": HIGH,
         "ADP_RATE_LIMIT_SUMMARY": HIGH,
+        "ADP_AUTH_FAILURES_PER_WINDOW": HIGH,
         "ADP_TURN_MAX_TOKENS": "200",
         "ADP_SSE_HEARTBEAT_S": "1",
         "ADP_REQUEST_STATS_INTERVAL_S": "1",
@@ -67,6 +68,10 @@ class Platform:
         return httpx.AsyncClient(
             base_url=self.gateways[gateway], headers={"Authorization": f"Bearer {key}"}, timeout=timeout
         )
+
+    def api(self, key: str = ADMIN_KEY, gateway: int = 0, timeout: float = 20) -> AsyncClient:
+        """The typed client (adp_client) on one gateway copy."""
+        return AsyncClient(self.gateways[gateway], key, timeout=timeout)
 
     async def new_user(self, name: str, role: str = "user") -> tuple[str, str]:
         async with self.client() as admin:

@@ -56,6 +56,13 @@ def parse_id(raw: str | None) -> str:
         raise PlatformError(ErrorCode.INVALID_DISCUSSION_ID, "invalid discussion id") from None
 
 
+async def has_active(conn: store.Conn, d: asyncpg.Record) -> bool:
+    """Whether the discussion's user has an unfinished discussion: this one, or (one query) another."""
+    if d["status"] in store.ACTIVE_STATUSES:
+        return True
+    return await store.count_active(conn, d["user_id"]) > 0
+
+
 class Commands:
     def __init__(self, settings: DialogueSettings, pool: asyncpg.Pool, engine: Engine) -> None:
         self.s = settings
@@ -93,7 +100,7 @@ class Commands:
             did = parse_id(q.discussion_id)
             if q.kind == "head":
                 d = await self._owned(conn, did, q.user_id)
-                return views.base_view(d, has_active=await store.count_active(conn, q.user_id) > 0)
+                return views.base_view(d, has_active=await has_active(conn, d))
             if q.kind == "events":
                 events = await store.owned_events_after(conn, did, q.user_id, q.after_seq)
                 if events is None:  # never reveal another user's discussion
@@ -102,7 +109,7 @@ class Commands:
             d = await store.discussion_with_children(conn, did)
             if d is None or d["user_id"] != q.user_id:  # never reveal another user's discussion
                 raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "discussion not found")
-            view = views.full_view(d, has_active=await store.count_active(conn, q.user_id) > 0)
+            view = views.full_view(d, has_active=await has_active(conn, d))
         if q.kind == "get":
             return view
         if q.format == "markdown":
@@ -145,7 +152,7 @@ class Commands:
         async with self.pool.acquire() as conn:
             d = await store.discussion_with_children(conn, did)
             assert d is not None
-            return views.full_view(d, has_active=await store.count_active(conn, d["user_id"]) > 0)
+            return views.full_view(d, has_active=await has_active(conn, d))
 
     async def _start_round(
         self, conn: store.Conn, d: asyncpg.Record, events: list[tuple[str, dict[str, Any]]], extra_tokens: int = 0

@@ -8,7 +8,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from adp_common.errors import ErrorCode, PlatformError
@@ -16,6 +16,15 @@ from adp_gateway.auth import Principal
 from adp_gateway.context import GatewayContext
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+# A discussion id is a UUID (dialogue's ids), as 32 hex digits or in the dashed form.
+DISCUSSION_ID_PATTERN = re.compile(
+    r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+)
+
+# Ids in paths: the pattern is documented; a path that does not match is answered by the route itself
+# (INVALID_DISCUSSION_ID, NOT_FOUND...), not by request validation.
+ResourceId = Annotated[str, Path(json_schema_extra={"pattern": ID_PATTERN.pattern})]
+DiscussionId = Annotated[str, Path(json_schema_extra={"pattern": DISCUSSION_ID_PATTERN.pattern})]
 
 bearer = HTTPBearer(auto_error=False, description="API key")
 
@@ -35,7 +44,7 @@ async def principal(
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     auth = f"Bearer {creds.credentials}" if creds is not None else request.headers.get("authorization")
-    p = await ctx.authenticate_header(auth, x_api_key)
+    p = await ctx.authenticate_header(auth, x_api_key, request.state.client_ip)
     request.state.principal = p
     return p
 

@@ -25,18 +25,31 @@ class ErrorEnvelope(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {
-        "description": desc,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
-    }
-    for code, desc in [
-        (400, "Invalid request (VALIDATION_ERROR, INVALID_DISCUSSION_ID)"),
-        (401, "Missing or invalid API key (UNAUTHORIZED)"),
-        (429, "Rate limit exceeded (RATE_LIMIT_EXCEEDED), see Retry-After"),
-        (503, "A service the request needs is unavailable, or the gateway sheds load"),
-    ]
+_ENVELOPE = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Invalid request (VALIDATION_ERROR, INVALID_DISCUSSION_ID)",
+    401: "Missing or invalid API key (UNAUTHORIZED)",
+    402: "The daily budget is spent (BUDGET_EXCEEDED)",
+    403: "The caller's role may not do this (FORBIDDEN)",
+    404: "No such resource for this caller (NOT_FOUND, DISCUSSION_NOT_FOUND; model_not_found on /v1)",
+    405: "The path does not take this method (METHOD_NOT_ALLOWED); see Allow",
+    409: "Conflicts with the resource's state (CONFLICT, ACTIVE_DISCUSSION_LIMIT)",
+    413: "Request body too large (INVALID_FILE_SIZE for uploads, else VALIDATION_ERROR)",
+    415: "File type not accepted (INVALID_FILE_TYPE)",
+    429: "Rate limit exceeded (RATE_LIMIT_EXCEEDED), see Retry-After",
+    502: "Every provider failed (LLM_PROVIDER_ERROR)",
+    503: "A service the request needs is unavailable, or the gateway sheds load",
+    504: "The completion did not finish in time (LLM_TIMEOUT)",
 }
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries: the error envelope for each status."""
+    return {status: {"description": ERROR_DESCRIPTIONS[status], "content": _ENVELOPE} for status in statuses}
+
+
+# Every route: bad input, auth, the body limit, rate limits, shedding.
+ERROR_RESPONSES = error_responses(400, 401, 413, 429, 503)
 
 
 def error_body(code: ErrorCode | str, message: str) -> dict[str, dict[str, str]]:

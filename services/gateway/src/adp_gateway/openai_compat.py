@@ -8,13 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.llm import ChatMessage, CompletionChunk, CompletionRequest, CompletionResult, ModelList
 
 
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: str
+    type: Literal["text"] = Field(description="only text parts are supported")
     text: str | None = None
 
 
@@ -90,12 +89,7 @@ def _text(content: str | list[ContentPart] | None) -> str:
         return ""
     if isinstance(content, str):
         return content
-    texts = []
-    for part in content:
-        if part.type != "text":
-            raise PlatformError(ErrorCode.VALIDATION_ERROR, f"content part type {part.type!r} is not supported")
-        texts.append(part.text or "")
-    return "".join(texts)
+    return "".join(part.text or "" for part in content)  # text parts only (ContentPart.type)
 
 
 def to_completion_request(

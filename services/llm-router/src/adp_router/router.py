@@ -34,6 +34,7 @@ from adp_router.settings import RouterSettings
 from adp_router.simulated_text import estimate_tokens
 
 log = logging.getLogger("adp.router")
+USAGE_PUBLISH_RETRY = Backoff(initial_s=0.2, max_s=0.4, attempts=3)  # a usage record is what charges a call
 
 
 class FlushTicker:
@@ -692,12 +693,13 @@ class Router:
             status="error" if error else "ok",
             error_code=error,
         )
-        for i in range(3):
+        for tries in range(1, USAGE_PUBLISH_RETRY.attempts + 1):
             try:
                 await self.bus.publish_event(self.bus.catalog.usage_record, rec, msg_id=req.request_id, timeout=3)
                 return
             except Exception as err:
-                if i == 2:
+                if tries == USAGE_PUBLISH_RETRY.attempts:
                     log.error("usage record %s not published: %s", req.request_id, err)
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(0.2 * (i + 1))
+                    return
+                with contextlib.suppress(asyncio.CancelledError):  # a cancelled call is still charged
+                    await asyncio.sleep(USAGE_PUBLISH_RETRY.pause(tries))

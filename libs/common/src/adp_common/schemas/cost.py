@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from adp_common.schemas.money import Money
+from adp_common.schemas.money import Money, money_input
 
 
 class BudgetState(BaseModel):
@@ -30,13 +30,19 @@ CostKind = Literal[
 `daily`, `budget` (with a user id: that user's own budget and spend today; else the global one), `user`."""
 
 
+# Report dates outside these have no costs and overflow the day arithmetic of a report (a day before or
+# after the range, time zones): refused as a bad request.
+REPORT_DATE_MIN = date(1970, 1, 1)
+REPORT_DATE_MAX = date(9999, 12, 30)
+
+
 class CostQuery(BaseModel):
     """Request on `<prefix>.cost.query`."""
 
     kind: CostKind = "summary"
     user_id: str | None = None
-    start_date: date | None = None
-    end_date: date | None = None
+    start_date: date | None = Field(default=None, ge=REPORT_DATE_MIN, le=REPORT_DATE_MAX)
+    end_date: date | None = Field(default=None, ge=REPORT_DATE_MIN, le=REPORT_DATE_MAX)
     limit: int | None = Field(
         default=None, ge=1, le=10_000, description="Max rows for the row kinds (default: the service's cap)"
     )
@@ -76,10 +82,13 @@ class CostSummary(BaseModel):
     totalCost: Money = Decimal(0)
 
 
+MAX_DAILY_LIMIT_USD = 1_000_000_000  # stored in nano-dollars as a 64-bit integer
+
+
 class SetBudget(BaseModel):
     """Request on `<prefix>.cost.budget.set`; reply is the new BudgetState."""
 
-    daily_limit_usd: Decimal = Field(ge=0)
+    daily_limit_usd: Annotated[Decimal, money_input(MAX_DAILY_LIMIT_USD)] = Field(ge=0, le=MAX_DAILY_LIMIT_USD)
     user_id: str | None = None
     key_id: str | None = Field(default=None, description="an API key's own daily budget (instead of a user's)")
     threshold: float | None = Field(default=None, gt=0, le=1)

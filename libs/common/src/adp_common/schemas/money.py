@@ -22,3 +22,17 @@ Money = Annotated[
     PlainSerializer(format_money, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": MONEY_PATTERN, "examples": ["0.000000000"]}, mode="serialization"),
 ]
+
+
+def money_input(maximum: int) -> WithJsonSchema:
+    """The JSON schema of a non-negative amount a client sends: a number, or a decimal string (no exponent)."""
+    digits = len(str(maximum)) - 1
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": maximum},
+                {"type": "string", "pattern": rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,9}})?$"},
+            ]
+        },
+        mode="validation",
+    )

@@ -12,13 +12,14 @@ from pydantic import BaseModel, Field
 
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.cost import BudgetState, SetBudget
-from adp_common.schemas.money import Money
+from adp_common.schemas.money import Money, money_input
 from adp_gateway import accounts
 from adp_gateway.accounts import KeyList, UserList, UserOut
 from adp_gateway.auth import hash_key, new_api_key, new_key_id, new_user_id
-from adp_gateway.deps import ID_PATTERN, Admin, Ctx
+from adp_gateway.deps import ID_PATTERN, Admin, Ctx, ResourceId
+from adp_gateway.errors import error_responses
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], responses=error_responses(403, 404))
 
 
 class CreateUser(BaseModel):
@@ -40,7 +41,9 @@ class CreateKey(BaseModel):
     name: str = Field(default="", max_length=100, pattern=r"^[^\x00]*$", description="what the key is for")
     expiresAt: datetime | None = Field(default=None, description="the key stops working at this time")
     expiresInDays: float | None = Field(default=None, gt=0, le=3650, description="or: this many days from now")
-    dailyBudgetUsd: Decimal | None = Field(default=None, ge=0, le=1_000_000, description="the key's own daily limit")
+    dailyBudgetUsd: Annotated[Decimal, money_input(1_000_000)] | None = Field(
+        default=None, ge=0, le=1_000_000, description="the key's own daily limit"
+    )
 
 
 class SetDisabled(BaseModel):
@@ -67,7 +70,7 @@ async def list_users(ctx: Ctx, p: Admin) -> JSONResponse:
 
 
 @router.patch("/api/admin/users/{user_id}", response_model=UserOut, summary="Disable or enable a user")
-async def set_user_disabled(user_id: str, body: SetDisabled, ctx: Ctx, p: Admin) -> JSONResponse:
+async def set_user_disabled(user_id: ResourceId, body: SetDisabled, ctx: Ctx, p: Admin) -> JSONResponse:
     if not ID_PATTERN.match(user_id):
         raise PlatformError(ErrorCode.NOT_FOUND, "no such user")
     if body.disabled and user_id == p.user_id:
@@ -89,7 +92,7 @@ async def list_keys(ctx: Ctx, p: Admin, userId: Annotated[str | None, Query(max_
 
 
 @router.post("/api/admin/users/{user_id}/keys", status_code=201, response_model=KeyOut)
-async def create_key(user_id: str, ctx: Ctx, p: Admin, body: CreateKey | None = None) -> JSONResponse:
+async def create_key(user_id: ResourceId, ctx: Ctx, p: Admin, body: CreateKey | None = None) -> JSONResponse:
     if not ID_PATTERN.match(user_id) or not await ctx.store.user_exists(user_id):
         raise PlatformError(ErrorCode.NOT_FOUND, "no such user")
     body = body or CreateKey()
@@ -121,7 +124,7 @@ async def create_key(user_id: str, ctx: Ctx, p: Admin, body: CreateKey | None = 
 
 
 @router.delete("/api/admin/keys/{key_id}", response_model=RevokedOut)
-async def revoke_key(key_id: str, ctx: Ctx, p: Admin) -> JSONResponse:
+async def revoke_key(key_id: ResourceId, ctx: Ctx, p: Admin) -> JSONResponse:
     if not ID_PATTERN.match(key_id) or not await ctx.store.revoke_key(key_id):
         raise PlatformError(ErrorCode.NOT_FOUND, "no such key")
     ctx.cache.drop_key_id(key_id)

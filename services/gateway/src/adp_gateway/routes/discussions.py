@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from adp_common import sse
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
     MAX_FILES,
     MAX_PERSONAS,
+    NO_NUL,
     AnswersCommand,
     Command,
     CreateCommand,
@@ -36,7 +36,8 @@ from adp_common.schemas.dialogue import (
 )
 from adp_gateway.auth import Principal
 from adp_gateway.context import GatewayContext
-from adp_gateway.deps import Ctx, User, limited
+from adp_gateway.deps import DISCUSSION_ID_PATTERN, ID_PATTERN, Ctx, DiscussionId, User, limited
+from adp_gateway.errors import error_responses
 from adp_gateway.events import (
     EventStream,
     EventStreamResponse,
@@ -48,9 +49,7 @@ from adp_gateway.events import (
 )
 from adp_gateway.sessions import Session
 
-_DISCUSSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-router = APIRouter(tags=["discussions"])
+router = APIRouter(tags=["discussions"], responses=error_responses(404, 409))
 
 
 class CreateDiscussion(BaseModel):
@@ -62,7 +61,7 @@ class CreateDiscussion(BaseModel):
         description="a name alone keeps a default persona's (Analyzer, Solver, Moderator) prompt and route",
     )
     max_rounds: MaxRounds | None = Field(default=None, validation_alias=AliasChoices("max_rounds", "maxRounds"))
-    files: list[Annotated[str, Field(min_length=1, max_length=80)]] = Field(
+    files: list[Annotated[str, Field(pattern=ID_PATTERN.pattern)]] = Field(
         default_factory=list, max_length=MAX_FILES, description="ids from POST /api/files"
     )
     auto: bool = False
@@ -84,6 +83,19 @@ class CreateDiscussion(BaseModel):
         )
 
 
+AnswerText = Annotated[str, Field(max_length=100, json_schema_extra={"pattern": NO_NUL})]
+_ANSWER_TEXT = {"type": "string", "maxLength": 100, "pattern": NO_NUL}
+# Written out: a pattern on the keys would come out as patternProperties, leaving other keys unconstrained.
+ANSWERS_SCHEMA = {
+    "type": "object",
+    "description": "question id -> the chosen option ids",
+    "minProperties": 1,
+    "maxProperties": 50,
+    "propertyNames": _ANSWER_TEXT,
+    "additionalProperties": {"type": "array", "items": _ANSWER_TEXT},
+}
+
+
 class RoundBody(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     round_number: int | None = Field(
@@ -96,9 +108,9 @@ class AnswersBody(BaseModel):
     round_number: int | None = Field(
         default=None, ge=0, le=1000, validation_alias=AliasChoices("roundNumber", "round_number")
     )
-    answers: dict[Annotated[str, Field(max_length=100)], list[Annotated[str, Field(max_length=100)]]] = Field(
-        max_length=50
-    )
+    answers: Annotated[
+        dict[Annotated[str, Field(max_length=100)], list[AnswerText]], WithJsonSchema(ANSWERS_SCHEMA)
+    ] = Field(min_length=1, max_length=50)
 
 
 class InputBody(BaseModel):
@@ -106,7 +118,7 @@ class InputBody(BaseModel):
 
 
 def did(discussion_id: str) -> str:
-    if not _DISCUSSION_ID.match(discussion_id):
+    if not DISCUSSION_ID_PATTERN.match(discussion_id):
         raise PlatformError(ErrorCode.INVALID_DISCUSSION_ID, "invalid discussion id")
     return discussion_id
 
@@ -135,19 +147,21 @@ async def list_discussions(ctx: Ctx, p: User) -> JSONResponse:
 
 
 @router.get("/api/discussions/{discussion_id}", response_model=DiscussionView)
-async def get_discussion(discussion_id: str, ctx: Ctx, p: User) -> Response:
+async def get_discussion(discussion_id: DiscussionId, ctx: Ctx, p: User) -> Response:
     q = DialogueQuery(kind="get", user_id=p.user_id, discussion_id=did(discussion_id))
     return view(await ctx.query(q, DiscussionView))
 
 
 @router.post("/api/discussions/{discussion_id}/proceed", response_model=DiscussionView)
-async def proceed(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(limited("proceed"))]) -> Response:
+async def proceed(
+    discussion_id: DiscussionId, ctx: Ctx, p: Annotated[Principal, Depends(limited("proceed"))]
+) -> Response:
     return await act(ctx, ProceedCommand(user_id=p.user_id, discussion_id=did(discussion_id)))
 
 
 @router.post("/api/discussions/{discussion_id}/answers", response_model=DiscussionView)
 async def answers(
-    discussion_id: str, body: AnswersBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
+    discussion_id: DiscussionId, body: AnswersBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
 ) -> Response:
     cmd = AnswersCommand(
         user_id=p.user_id, discussion_id=did(discussion_id), round_number=body.round_number, answers=body.answers
@@ -157,14 +171,14 @@ async def answers(
 
 @router.post("/api/discussions/{discussion_id}/input", response_model=DiscussionView)
 async def user_input(
-    discussion_id: str, body: InputBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
+    discussion_id: DiscussionId, body: InputBody, ctx: Ctx, p: Annotated[Principal, Depends(limited("answers"))]
 ) -> Response:
     return await act(ctx, InputCommand(user_id=p.user_id, discussion_id=did(discussion_id), input=body.input))
 
 
 @router.post("/api/discussions/{discussion_id}/questions", response_model=DiscussionView)
 async def questions(
-    discussion_id: str,
+    discussion_id: DiscussionId,
     ctx: Ctx,
     p: Annotated[Principal, Depends(limited("questions"))],
     body: RoundBody | None = None,
@@ -175,7 +189,7 @@ async def questions(
 
 @router.post("/api/discussions/{discussion_id}/summary", response_model=DiscussionView)
 async def summary(
-    discussion_id: str,
+    discussion_id: DiscussionId,
     ctx: Ctx,
     p: Annotated[Principal, Depends(limited("summary"))],
     body: RoundBody | None = None,
@@ -185,7 +199,7 @@ async def summary(
 
 
 @router.post("/api/discussions/{discussion_id}/stop", response_model=DiscussionView)
-async def stop(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(limited(None))]) -> Response:
+async def stop(discussion_id: DiscussionId, ctx: Ctx, p: Annotated[Principal, Depends(limited(None))]) -> Response:
     return await act(ctx, StopCommand(user_id=p.user_id, discussion_id=did(discussion_id)))
 
 
@@ -195,7 +209,7 @@ async def stop(discussion_id: str, ctx: Ctx, p: Annotated[Principal, Depends(lim
     responses={200: {"content": {"application/json": {}, "text/markdown": {}}}},
 )
 async def export(
-    discussion_id: str, ctx: Ctx, p: User, format: Literal["json", "markdown"] = Query("json")
+    discussion_id: DiscussionId, ctx: Ctx, p: User, format: Literal["json", "markdown"] = Query("json")
 ) -> Response:
     q = DialogueQuery(kind="export", user_id=p.user_id, discussion_id=did(discussion_id), format=format)
     reply = await ctx.query(q, ExportReply)
@@ -214,7 +228,7 @@ async def export(
     summary="Server-Sent Events; resume with Last-Event-ID (header) or ?lastEventId=",
 )
 async def events(
-    discussion_id: str,
+    discussion_id: DiscussionId,
     request: Request,
     ctx: Ctx,
     p: User,
@@ -225,7 +239,7 @@ async def events(
     try:
         last_seq = parse_last_event_id(last_event_id if last_event_id is not None else lastEventId)
     except ValueError:
-        raise PlatformError(ErrorCode.VALIDATION_ERROR, "Last-Event-ID must be a non-negative integer") from None
+        raise PlatformError(ErrorCode.VALIDATION_ERROR, "Last-Event-ID must be an integer from 0 to 2^63-1") from None
     did(discussion_id)
     if ctx.active_streams >= s.max_streams:
         raise PlatformError(ErrorCode.SERVICE_UNAVAILABLE, "too many open streams on this gateway copy")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from nats.js.errors import KeyNotFoundError, NoKeysError
 
@@ -15,9 +16,11 @@ from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.faults import ProviderFault, ProviderFaultEntry, ProviderFaultList
 from adp_gateway.context import GatewayContext
 from adp_gateway.deps import Admin, Ctx
+from adp_gateway.errors import error_responses
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], responses=error_responses(403))
 PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a valid KV key
+ProviderName = Annotated[str, Path(json_schema_extra={"pattern": PROVIDER_NAME.pattern})]
 
 
 def _checked(provider: str) -> str:
@@ -47,14 +50,14 @@ async def list_faults(ctx: Ctx, p: Admin) -> JSONResponse:
 
 
 @router.put("/api/admin/faults/{provider}", response_model=ProviderFaultEntry, summary="Inject a fault")
-async def set_fault(provider: str, body: ProviderFault, ctx: Ctx, p: Admin) -> JSONResponse:
+async def set_fault(provider: ProviderName, body: ProviderFault, ctx: Ctx, p: Admin) -> JSONResponse:
     kv = await ctx.bus.kv(KV_FAULTS)
     await kv.put(_checked(provider), body.model_dump_json().encode())
     return JSONResponse(ProviderFaultEntry(provider=provider, fault=body).model_dump(mode="json"))
 
 
 @router.delete("/api/admin/faults/{provider}", response_model=ProviderFaultList, summary="Clear a provider's fault")
-async def clear_fault(provider: str, ctx: Ctx, p: Admin) -> JSONResponse:
+async def clear_fault(provider: ProviderName, ctx: Ctx, p: Admin) -> JSONResponse:
     kv = await ctx.bus.kv(KV_FAULTS)
     with contextlib.suppress(KeyNotFoundError):
         await kv.delete(_checked(provider))

@@ -13,9 +13,10 @@ from pydantic import BaseModel
 
 from adp_gateway import files as filecheck
 from adp_gateway.deps import Ctx, Limited
+from adp_gateway.errors import error_responses
 from adp_gateway.store import StoredFile
 
-router = APIRouter(tags=["files"])
+router = APIRouter(tags=["files"], responses=error_responses(415))
 
 
 class FileOut(BaseModel):

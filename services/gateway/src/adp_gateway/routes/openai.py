@@ -15,6 +15,7 @@ from adp_common.schemas.llm import CancelCalls, CompletionChunk, CompletionReque
 from adp_gateway import openai_compat as oai
 from adp_gateway.context import GatewayContext
 from adp_gateway.deps import Ctx, Limited, User
+from adp_gateway.errors import error_responses
 from adp_gateway.events import EventStreamResponse
 
 router = APIRouter(tags=["openai"])
@@ -26,7 +27,7 @@ async def models(ctx: Ctx, p: User) -> JSONResponse:
     return JSONResponse(oai.models_response(result))
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, responses=error_responses(402, 404, 502, 504))
 async def chat_completions(body: oai.ChatCompletionRequest, ctx: Ctx, p: Limited) -> Response:
     oai.check_supported(body)
     req = oai.to_completion_request(

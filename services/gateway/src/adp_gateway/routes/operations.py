@@ -13,15 +13,23 @@ from fastapi.responses import JSONResponse, Response
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.health import Probes
 from adp_common.schemas.alerts import AckAlert, AlertEvent, AlertList, AlertQuery
-from adp_common.schemas.cost import CostKind, CostQuery, CostSummary
+from adp_common.schemas.cost import REPORT_DATE_MAX, REPORT_DATE_MIN, CostKind, CostQuery, CostSummary
 from adp_common.schemas.dialogue import CountReply, DialogueQuery
 from adp_common.schemas.llm import ProviderStatusList
 from adp_gateway.context import GatewayContext
-from adp_gateway.deps import ID_PATTERN, Admin, Ctx, User
+from adp_gateway.deps import ID_PATTERN, Admin, Ctx, ResourceId, User
+from adp_gateway.errors import error_responses
 from adp_gateway.metrics_report import MetricsReport, build_report
 
 router = APIRouter(tags=["operations"])
 
+# A probe's 503 carries its own document (which component is down), not the error envelope.
+_NOT_UP: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "Not up (or not ready): the same document, saying what is down",
+        "content": {"application/json": {}},
+    }
+}
 _PROBE_SUMMARIES = {
     "/health": "This gateway copy's own health (runtime checks)",
     "/live": "Liveness: the process answers HTTP",
@@ -35,8 +43,13 @@ def probes_router(ctx: GatewayContext) -> APIRouter:
     shared = Probes(ctx.rt.checks, ctx.rt.metrics, ready=lambda: not ctx.draining.is_set())
     for path, endpoint in shared.endpoints():
         kind = Response if path == "/metrics" else JSONResponse
-        probes.add_api_route(path, endpoint, summary=_PROBE_SUMMARIES.get(path), response_class=kind)
-    probes.add_api_route("/api/health", api_health, summary="Platform health: 200 when every required component is UP")
+        probes.add_api_route(path, endpoint, summary=_PROBE_SUMMARIES.get(path), response_class=kind, responses=_NOT_UP)
+    probes.add_api_route(
+        "/api/health",
+        api_health,
+        summary="Platform health: 200 when every required component is UP",
+        responses=_NOT_UP,
+    )
     return probes
 
 
@@ -45,14 +58,14 @@ async def api_health(ctx: Ctx) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/api/costs", response_model=CostSummary)
+@router.get("/api/costs", response_model=CostSummary, responses=error_responses(403))
 async def costs(
     ctx: Ctx,
     p: User,
     kind: Annotated[CostKind, Query(description="summary; a breakdown into rows (by_*); daily; budget")] = "summary",
     userId: Annotated[str | None, Query(max_length=80)] = None,
-    startDate: date | None = None,
-    endDate: date | None = None,
+    startDate: Annotated[date | None, Query(ge=REPORT_DATE_MIN, le=REPORT_DATE_MAX)] = None,
+    endDate: Annotated[date | None, Query(ge=REPORT_DATE_MIN, le=REPORT_DATE_MAX)] = None,
 ) -> JSONResponse:
     """A user sees only their own costs (and, with kind=budget, their own budget); an admin sees everyone's,
     or one user's with userId."""
@@ -81,8 +94,8 @@ async def alerts(
     return JSONResponse(result.model_dump(mode="json"))
 
 
-@router.post("/api/alerts/{alert_id}/ack", response_model=AlertEvent)
-async def ack(alert_id: str, ctx: Ctx, p: Admin) -> JSONResponse:
+@router.post("/api/alerts/{alert_id}/ack", response_model=AlertEvent, responses=error_responses(403, 404))
+async def ack(alert_id: ResourceId, ctx: Ctx, p: Admin) -> JSONResponse:
     if not ID_PATTERN.match(alert_id):
         raise PlatformError(ErrorCode.VALIDATION_ERROR, "invalid alert id")
     result = await ctx.request(ctx.bus.catalog.alerts_ack, AckAlert(alert_id=alert_id, by=p.user_id), AlertEvent)
