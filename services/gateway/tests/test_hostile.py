@@ -83,6 +83,20 @@ async def test_pdf_over_its_total_cpu_budget_is_killed(
         assert time.monotonic() - start < 10
 
 
+async def test_pdf_over_its_memory_limit_is_refused(
+    nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
+) -> None:
+    # 18 KB whose one page parses into millions of operators: only the memory limit stops it in time
+    s = settings(
+        nats_url, pg_dsn, prefix, databases, redis_url, pdf_memory_mb=96, pdf_cpu_s=30, pdf_page_cpu_s=30, pdf_nice=0
+    )
+    async with running_gateway(s) as gw, admin_client(gw) as c:
+        start = time.monotonic()
+        files = {"file": ("x.pdf", empty_text_operators_pdf(pages=1, operators=2_000_000), "application/pdf")}
+        body = assert_envelope(await c.post("/api/files", files=files), 422, "FILE_UNREADABLE")
+        assert "memory" in body["error"]["message"] and time.monotonic() - start < 10
+
+
 @pytest_asyncio.fixture
 async def two_copies(
     nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
