@@ -119,6 +119,19 @@ async def test_revoked_key_and_disabled_user_lose_live_sessions_on_every_copy(
             sock, sock_gone = await open_socket(second.url, key)
             ack = await sock.call("join-discussion", {"discussionId": did}, timeout=10)
             assert ack.get("ok"), ack
+            model = (await mallory.get("/v1/models")).json()["data"][0]["id"]
+            chat = {"model": model, "stream": True, "messages": [{"role": "user", "content": "Tell a long story"}]}
+            completion_started = asyncio.Event()
+
+            async def completion() -> float:
+                async with mallory.stream("POST", "/v1/chat/completions", json=chat) as r:
+                    assert r.status_code == 200
+                    async for _ in r.aiter_lines():
+                        completion_started.set()
+                return time.monotonic()
+
+            completion_ended = asyncio.create_task(completion())
+            await asyncio.wait_for(completion_started.wait(), 10)
             async with mallory.stream("GET", f"/api/discussions/{did}/events") as stream:
                 assert stream.status_code == 200
                 events = read_sse(stream)
@@ -134,6 +147,7 @@ async def test_revoked_key_and_disabled_user_lose_live_sessions_on_every_copy(
                 assert rest[-1]["event"] == "error" and rest[-1]["data"]["code"] == "UNAUTHORIZED", rest[-3:]
             await asyncio.wait_for(sock_gone.wait(), 2)
             assert time.monotonic() - revoked_at < 1.5
+            assert await asyncio.wait_for(completion_ended, 3) - revoked_at < 1.5  # the OpenAI stream ended too
             assert_envelope(await mallory.post(f"/api/discussions/{did}/proceed"), 401, "UNAUTHORIZED")
 
             # disabling the user ends the sessions of its other keys the same way
