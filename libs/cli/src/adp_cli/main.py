@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adp_cli import faults, launcher, ops, terminal
+from adp_cli import access, faults, launcher, ops, terminal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     launcher.register(sub)  # up
     ops.register(sub)  # status, breakers, budget, alerts, backup, restore (operators)
     faults.register(sub)  # faults (fault rehearsal)
+    access.register(sub)  # disable-user, revoke-user-keys, rotate-bootstrap-key (security incidents)
     terminal.register(sub)  # discuss, costs (users)
     return parser
 

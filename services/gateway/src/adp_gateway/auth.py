@@ -10,6 +10,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
+from adp_common.bootstrap import BOOTSTRAP_USER_ID, bootstrap_key_id
+
 Role = Literal["user", "admin"]
 KEY_PREFIX = "adp_"
 ANONYMOUS_USER_ID = "anonymous"
@@ -50,8 +52,7 @@ def new_key_id() -> str:
 
 def bootstrap_ids(key: str) -> tuple[str, str]:
     """Stable (user id, key id) for the bootstrap key, so every copy ensures the same rows."""
-    digest = hash_key(key)
-    return "usr_bootstrap_admin", "key_boot_" + digest[:16]
+    return BOOTSTRAP_USER_ID, bootstrap_key_id(key)
 
 
 def bearer_token(authorization: str | None) -> str | None:
