@@ -178,42 +178,44 @@ async def _breakers(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- budget
-async def _budget(args: argparse.Namespace) -> int:
-    bus = await connect_bus(args)
+async def _set_budget(bus: Bus, args: argparse.Namespace) -> int:
+    state = await bus.request(
+        bus.catalog.cost_budget_set,
+        SetBudget(daily_limit_usd=args.set, user_id=args.user, threshold=args.threshold),
+        timeout=args.timeout,
+        response_model=BudgetState,
+    )
+    if args.json:
+        print_json(state.model_dump(mode="json"))
+    else:
+        print(
+            f"budget {state.scope}: limit ${format_money(state.limit_usd)}"
+            f" (spent ${format_money(state.spent_usd)} on {state.day})"
+        )
+    return 0
+
+
+async def _read_budget(bus: Bus, args: argparse.Namespace) -> tuple[CostSummary | None, dict[str, BudgetState]]:
+    """The cost service's answer (None when it does not answer) and every budget state in the KV bucket."""
+    summary: CostSummary | None = None
     try:
-        if args.set is not None:
-            state = await bus.request(
-                bus.catalog.cost_budget_set,
-                SetBudget(daily_limit_usd=args.set, user_id=args.user, threshold=args.threshold),
-                timeout=args.timeout,
-                response_model=BudgetState,
-            )
-            if args.json:
-                print_json(state.model_dump(mode="json"))
-            else:
-                print(
-                    f"budget {state.scope}: limit ${format_money(state.limit_usd)}"
-                    f" (spent ${format_money(state.spent_usd)} on {state.day})"
-                )
-            return 0
-        try:
-            summary = await bus.request(
-                bus.catalog.cost_query,
-                CostQuery(kind="budget", user_id=args.user),
-                timeout=args.timeout,
-                response_model=CostSummary,
-            )
-            budget = summary.budget
-        except PlatformError as err:
-            print(f"cost service did not answer ({err.message}); reading the budget KV bucket", file=sys.stderr)
-            budget = None
-            summary = None
-        states = {}
-        for key, raw in (await read_kv(bus, KV_BUDGET)).items():
-            with contextlib.suppress(ValueError):
-                states[key] = BudgetState.model_validate_json(raw)
-    finally:
-        await bus.close(grace=1)
+        summary = await bus.request(
+            bus.catalog.cost_query,
+            CostQuery(kind="budget", user_id=args.user),
+            timeout=args.timeout,
+            response_model=CostSummary,
+        )
+    except PlatformError as err:
+        print(f"cost service did not answer ({err.message}); reading the budget KV bucket", file=sys.stderr)
+    states = {}
+    for key, raw in (await read_kv(bus, KV_BUDGET)).items():
+        with contextlib.suppress(ValueError):
+            states[key] = BudgetState.model_validate_json(raw)
+    return summary, states
+
+
+def _print_budget(args: argparse.Namespace, summary: CostSummary | None, states: dict[str, BudgetState]) -> None:
+    budget = summary.budget if summary else None
     if args.json:
         print_json(
             {
@@ -222,25 +224,37 @@ async def _budget(args: argparse.Namespace) -> int:
                 "states": {k: v.model_dump(mode="json") for k, v in states.items()},
             }
         )
-    else:
-        if budget is not None:
-            scope = f"user {args.user}" if args.user else "global"
-            flag = "  EXCEEDED" if budget.exceeded else ""
-            amounts = f"${format_money(budget.current)} of ${format_money(budget.limit)}"
-            print(f"{scope}: {amounts} today ({budget.percentage:.1f}%){flag}")
-        rows = [
-            [
-                k,
-                s.day,
-                format_money(s.spent_usd),
-                format_money(s.limit_usd),
-                f"{s.percentage:.1f}%",
-                "yes" if s.exceeded else "",
-            ]
-            for k, s in sorted(states.items())
+        return
+    if budget is not None:
+        scope = f"user {args.user}" if args.user else "global"
+        flag = "  EXCEEDED" if budget.exceeded else ""
+        amounts = f"${format_money(budget.current)} of ${format_money(budget.limit)}"
+        print(f"{scope}: {amounts} today ({budget.percentage:.1f}%){flag}")
+    rows = [
+        [
+            k,
+            s.day,
+            format_money(s.spent_usd),
+            format_money(s.limit_usd),
+            f"{s.percentage:.1f}%",
+            "yes" if s.exceeded else "",
         ]
-        if rows:
-            print(table(["SCOPE", "DAY", "SPENT_USD", "LIMIT_USD", "USED", "EXCEEDED"], rows))
+        for k, s in sorted(states.items())
+    ]
+    if rows:
+        print(table(["SCOPE", "DAY", "SPENT_USD", "LIMIT_USD", "USED", "EXCEEDED"], rows))
+
+
+async def _budget(args: argparse.Namespace) -> int:
+    bus = await connect_bus(args)
+    try:
+        if args.set is not None:
+            return await _set_budget(bus, args)
+        summary, states = await _read_budget(bus, args)
+    finally:
+        await bus.close(grace=1)
+    _print_budget(args, summary, states)
+    budget = summary.budget if summary else None
     exceeded = (budget is not None and budget.exceeded) or any(s.exceeded for s in states.values())
     return 1 if exceeded else 0
 
