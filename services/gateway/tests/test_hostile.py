@@ -83,6 +83,20 @@ async def test_pdf_over_its_total_cpu_budget_is_killed(
         assert time.monotonic() - start < 10
 
 
+async def test_pdf_over_its_memory_limit_is_refused(
+    nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
+) -> None:
+    # 18 KB whose one page parses into millions of operators: only the memory limit stops it in time
+    s = settings(
+        nats_url, pg_dsn, prefix, databases, redis_url, pdf_memory_mb=96, pdf_cpu_s=30, pdf_page_cpu_s=30, pdf_nice=0
+    )
+    async with running_gateway(s) as gw, admin_client(gw) as c:
+        start = time.monotonic()
+        files = {"file": ("x.pdf", empty_text_operators_pdf(pages=1, operators=2_000_000), "application/pdf")}
+        body = assert_envelope(await c.post("/api/files", files=files), 422, "FILE_UNREADABLE")
+        assert "memory" in body["error"]["message"] and time.monotonic() - start < 10
+
+
 @pytest_asyncio.fixture
 async def two_copies(
     nats_url: str, pg_dsn: str, prefix: str, databases: Any, redis_url: str
@@ -119,6 +133,19 @@ async def test_revoked_key_and_disabled_user_lose_live_sessions_on_every_copy(
             sock, sock_gone = await open_socket(second.url, key)
             ack = await sock.call("join-discussion", {"discussionId": did}, timeout=10)
             assert ack.get("ok"), ack
+            model = (await mallory.get("/v1/models")).json()["data"][0]["id"]
+            chat = {"model": model, "stream": True, "messages": [{"role": "user", "content": "Tell a long story"}]}
+            completion_started = asyncio.Event()
+
+            async def completion() -> float:
+                async with mallory.stream("POST", "/v1/chat/completions", json=chat) as r:
+                    assert r.status_code == 200
+                    async for _ in r.aiter_lines():
+                        completion_started.set()
+                return time.monotonic()
+
+            completion_ended = asyncio.create_task(completion())
+            await asyncio.wait_for(completion_started.wait(), 10)
             async with mallory.stream("GET", f"/api/discussions/{did}/events") as stream:
                 assert stream.status_code == 200
                 events = read_sse(stream)
@@ -134,6 +161,7 @@ async def test_revoked_key_and_disabled_user_lose_live_sessions_on_every_copy(
                 assert rest[-1]["event"] == "error" and rest[-1]["data"]["code"] == "UNAUTHORIZED", rest[-3:]
             await asyncio.wait_for(sock_gone.wait(), 2)
             assert time.monotonic() - revoked_at < 1.5
+            assert await asyncio.wait_for(completion_ended, 3) - revoked_at < 1.5  # the OpenAI stream ended too
             assert_envelope(await mallory.post(f"/api/discussions/{did}/proceed"), 401, "UNAUTHORIZED")
 
             # disabling the user ends the sessions of its other keys the same way

@@ -17,6 +17,7 @@ from adp_gateway.context import GatewayContext
 from adp_gateway.deps import Ctx, Limited, User
 from adp_gateway.errors import error_responses
 from adp_gateway.events import EventStreamResponse
+from adp_gateway.sessions import Session
 
 router = APIRouter(tags=["openai"])
 
@@ -79,6 +80,12 @@ async def _completion_frames(
 ) -> AsyncIterator[bytes]:
     ctx.metrics.streams.labels("openai").inc()
     pending: asyncio.Future[CompletionChunk] | None = first
+
+    # revoking the key (or disabling its user) ends the stream like a client going away
+    def end() -> None:
+        task.cancel()
+
+    session = ctx.sessions.add(Session("sse", req.user_id or "", req.key_id, end))
     try:
         yield enc.start()
         while True:
@@ -108,6 +115,7 @@ async def _completion_frames(
             yield enc.finish(result)
             return
     finally:
+        ctx.sessions.remove(session)
         ctx.metrics.streams.labels("openai").dec()
         if not task.done():
             task.cancel()
