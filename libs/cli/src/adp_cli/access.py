@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from adp_cli.cli_common import command
 from adp_cli.launcher import BOOTSTRAP_KEY_FILE, mask_key
-from adp_cli.ops import _cmd
 from adp_common.bootstrap import BOOTSTRAP_USER_ID, bootstrap_key_id
 
 
@@ -90,11 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("user_id")
     p.add_argument("--enable", action="store_true", help="enable the user again")
     _options(p)
-    p.set_defaults(func=_cmd(_disable_user))
+    p.set_defaults(func=command(_disable_user))
     p = sub.add_parser("revoke-user-keys", help="revoke every API key of a user (their live sessions end)")
     p.add_argument("user_id")
     _options(p)
-    p.set_defaults(func=_cmd(_revoke_user_keys))
+    p.set_defaults(func=command(_revoke_user_keys))
     p = sub.add_parser("rotate-bootstrap-key", help="a new admin key into DATA_DIR/bootstrap-api-key, old one revoked")
     _options(p)
-    p.set_defaults(func=_cmd(_rotate_bootstrap_key))
+    p.set_defaults(func=command(_rotate_bootstrap_key))
