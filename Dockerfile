@@ -28,6 +28,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY libs/common/pyproject.toml libs/common/pyproject.toml
 COPY libs/cli/pyproject.toml libs/cli/pyproject.toml
+COPY libs/client/pyproject.toml libs/client/pyproject.toml
 COPY libs/testing/pyproject.toml libs/testing/pyproject.toml
 COPY services/gateway/pyproject.toml services/gateway/pyproject.toml
 COPY services/dialogue/pyproject.toml services/dialogue/pyproject.toml

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -106,7 +107,7 @@ if __name__ == "__main__":
     ap.add_argument("--phase-s", type=float, default=5.0)
     ap.add_argument("--uploads", type=int, default=10)
     ap.add_argument("--rps", type=float, default=20.0)
-    ap.add_argument("--nats", default="nats://127.0.0.1:4222")
-    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    ap.add_argument("--nats", default=os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222"))
+    ap.add_argument("--pg", default=os.environ.get("ADP_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    ap.add_argument("--redis", default=os.environ.get("ADP_REDIS_URL", "redis://127.0.0.1:6379/0"))
     run_loop(main(ap.parse_args()))

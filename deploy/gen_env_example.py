@@ -82,6 +82,9 @@ ADP_ENVIRONMENT=compose
 # OTEL_EXPORTER_OTLP_ENDPOINT=
 # `adp status --gateway-url` default
 # ADP_GATEWAY_URL=http://127.0.0.1:8080
+# Gateway and API key of the commands that call it (`adp discuss`, `adp disable-user`, `adp revoke-user-keys`)
+# ADP_URL=http://127.0.0.1:8080
+# ADP_API_KEY=
 # `adp backup --out` default, and how many backups scripts/backup/backup-all.sh keeps
 # ADP_BACKUP_DIR=backups
 # ADP_BACKUP_KEEP=14

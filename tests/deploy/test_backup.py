@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from nats.js.errors import NotFoundError
 
-from adp_cli import ops
+from adp_cli import backup
 from adp_common import db
 from adp_common.bus import Bus
 from adp_common.schemas.llm import UsageRecord
@@ -66,7 +66,7 @@ async def test_database_round_trip(pg_dsn, databases, tmp_path: Path) -> None:
         await conn.close()
     before = await _rows(databases.dsn("cost"))
 
-    folder = await ops.run_backup(
+    folder = await backup.run_backup(
         nats_url="", prefix="unused", database_url=pg_dsn, out_dir=tmp_path, databases=[name], streams=[]
     )
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -75,7 +75,9 @@ async def test_database_round_trip(pg_dsn, databases, tmp_path: Path) -> None:
 
     # disaster: the database is gone
     await db.drop_database(pg_dsn, name)
-    await ops.run_restore(folder=folder, nats_url="", prefix="unused", database_url=pg_dsn, databases=None, streams=[])
+    await backup.run_restore(
+        folder=folder, nats_url="", prefix="unused", database_url=pg_dsn, databases=None, streams=[]
+    )
     after = await _rows(databases.dsn("cost"))
     assert after[:-1] == before[:-1]
     assert len(after) == 501
@@ -88,17 +90,17 @@ async def test_database_round_trip(pg_dsn, databases, tmp_path: Path) -> None:
     finally:
         await conn.close()
     with pytest.raises(RuntimeError, match="--replace"):
-        await ops.run_restore(
+        await backup.run_restore(
             folder=folder, nats_url="", prefix="unused", database_url=pg_dsn, databases=None, streams=[]
         )
-    await ops.run_restore(
+    await backup.run_restore(
         folder=folder, nats_url="", prefix="unused", database_url=pg_dsn, databases=None, streams=[], replace=True
     )
     assert (await _rows(databases.dsn("cost")))[:-1] == before[:-1]
 
     # and under another name (restore next to the live database to inspect it)
     copy = databases.name("costcopy")
-    await ops.run_restore(
+    await backup.run_restore(
         folder=folder,
         nats_url="",
         prefix="unused",
@@ -143,7 +145,7 @@ async def test_jetstream_round_trip(bus: Bus, nats_url: str, prefix: str, tmp_pa
     before = {s: await _stored(bus, s) for s in streams if (await bus.js.stream_info(s)).state.messages}
     configs = {s: (await bus.js.stream_info(s)).config for s in streams}
 
-    folder = await ops.run_backup(
+    folder = await backup.run_backup(
         nats_url=nats_url, prefix=prefix, database_url="", out_dir=tmp_path, databases=[], streams=None
     )
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -154,7 +156,7 @@ async def test_jetstream_round_trip(bus: Bus, nats_url: str, prefix: str, tmp_pa
 
     for s in streams:
         await bus.js.delete_stream(s)
-    done = await ops.run_restore(
+    done = await backup.run_restore(
         folder=folder, nats_url=nats_url, prefix=prefix, database_url="", databases=[], streams=None
     )
     assert done["streams"][usage] == 120
@@ -178,10 +180,10 @@ async def test_jetstream_round_trip(bus: Bus, nats_url: str, prefix: str, tmp_pa
 
     # restoring into non-empty streams needs --replace (nothing is appended twice)
     with pytest.raises(RuntimeError, match="--replace"):
-        await ops.run_restore(
+        await backup.run_restore(
             folder=folder, nats_url=nats_url, prefix=prefix, database_url="", databases=[], streams=[usage]
         )
-    done = await ops.run_restore(
+    done = await backup.run_restore(
         folder=folder, nats_url=nats_url, prefix=prefix, database_url="", databases=[], streams=[usage], replace=True
     )
     assert (await bus.js.stream_info(usage)).state.messages == 120

@@ -1,7 +1,8 @@
-"""docs/operations.md names only things that exist: every `adp` command parses with the real CLI parser,
-every HTTP path is a route of the gateway or of the services' admin server, every metric is defined in the
-code, every variable is documented in .env.example, every file, compose service, Kubernetes deployment,
-dashboard panel and alert rule it names is real, and it covers every procedure of the runbook."""
+"""docs/operations.md (with docs/security.md, its security procedures) names only things that exist:
+every `adp` command parses with the real CLI parser, every HTTP path is a route of the gateway or of the
+services' admin server, every metric is defined in the code, every variable is documented in .env.example,
+every file, compose service, Kubernetes deployment, dashboard panel and alert rule it names is real, and
+it covers every procedure of the runbook."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from adp_testing.gateway import gateway_paths
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs/operations.md"
+SECURITY_DOC = REPO / "docs/security.md"
 SOURCES = [*REPO.glob("services/*/src/**/*.py"), *REPO.glob("libs/*/src/**/*.py")]
 
 
 def doc() -> str:
-    return DOC.read_text()
+    return DOC.read_text() + "\n" + SECURITY_DOC.read_text()
 
 
 def code_and_prose(text: str) -> tuple[list[str], str]:

@@ -8,6 +8,7 @@ because of a kill. Prints the stall per kill and how many LLM calls the routers 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -112,8 +114,21 @@ def stall(log: EventLog, at: float, until: float) -> float:
     return max(b - a for a, b in itertools.pairwise(times))
 
 
+async def busy_router(p: Platform) -> Proc | None:
+    """A router copy with calls in flight (its /metrics says so)."""
+    async with httpx.AsyncClient(timeout=2) as http:
+        for copy in p.copies("llm-router"):
+            with contextlib.suppress(httpx.HTTPError):
+                text = (await http.get(copy.url + "/metrics")).text
+                inflight = re.search(r"^adp_router_inflight_requests (\S+)", text, re.MULTILINE)
+                if inflight and float(inflight.group(1)) > 0:
+                    return copy
+    return None
+
+
 async def kill_mid_turn(p: Platform, logs: dict[str, EventLog], service: str) -> Kill:
-    """SIGKILL one copy of `service` while a discussion streams (for the dialogue: the copy running it)."""
+    """SIGKILL one copy of `service` while a discussion streams (the dialogue copy running that turn, a
+    router copy with calls in flight)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         now = time.monotonic()
@@ -121,7 +136,12 @@ async def kill_mid_turn(p: Platform, logs: dict[str, EventLog], service: str) ->
             turn = streaming(log, now - 0.3)
             if turn is None:
                 continue
-            victim = runner_of(p, did, turn) if service == "dialogue" else p.copies(service)[0]
+            if service == "dialogue":
+                victim = runner_of(p, did, turn)
+            elif service == "llm-router":
+                victim = await busy_router(p)
+            else:
+                victim = p.copies(service)[0]
             if victim is not None:
                 p.kill(victim)
                 return Kill(service, time.monotonic())

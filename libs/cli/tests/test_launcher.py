@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from adp_cli import servers
+from adp_cli.launcher import key_banner
 from adp_cli.main import build_parser
 from adp_common import db
 from adp_common.bus import Bus
@@ -84,7 +85,10 @@ async def test_adp_up_brings_every_service_to_healthy(nats_url: str, pg_dsn: str
             if "Stop:" in line:
                 break
         out = "".join(lines)
-        assert f"http://127.0.0.1:{port}" in out and "adp_launcher_test_key_123456" in out
+        assert f"http://127.0.0.1:{port}" in out
+        # the banner says where the admin key is, masked; the key itself never reaches captured output
+        assert "adp_launcher_test_key_123456" not in out
+        assert "API key:  adp_laun…3456  (from ADP_BOOTSTRAP_API_KEY)" in out
         logs = tmp_path.resolve() / "logs"
         assert f"Logs:     {logs / 'error.log'}" in out  # where the logs are, printed
         combined = (logs / "combined.log").read_text()
@@ -173,3 +177,13 @@ async def test_adp_up_nats_cluster_replicates_every_stream_and_bucket(pg_dsn: st
             proc.wait()
         for base in ("gateway", "dialogue", "cost", "alerts"):
             await db.drop_database(pg_dsn, f"{base}_{prefix}")
+
+
+def test_banner_shows_where_the_key_is_not_the_key(tmp_path: Path) -> None:
+    key = "adp_" + "k" * 30 + "WXYZ"
+    line, curl = key_banner(key, tmp_path, from_env=False, show=False)
+    assert key not in line and key not in curl
+    assert line == f"adp_kkkk…WXYZ  (in {tmp_path / 'bootstrap-api-key'}; --show-key prints it)"
+    assert curl == f"$(cat {tmp_path / 'bootstrap-api-key'})"
+    assert key_banner(key, tmp_path, from_env=False, show=True) == (key, key)
+    assert build_parser().parse_args(["up", "--show-key"]).show_key

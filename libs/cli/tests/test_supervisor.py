@@ -4,6 +4,7 @@ and reported, and `adp status` shows the restarts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -43,7 +44,7 @@ def processes(data_dir: Path) -> dict[str, dict[str, object]]:
 async def read_until(proc: subprocess.Popen[str], marker: str, lines: list[str], timeout: float = 150) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), deadline - time.monotonic())  # type: ignore[union-attr]
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), deadline - time.monotonic())
         assert line, "launcher exited early:\n" + "".join(lines)
         lines.append(line)
         if marker in line:
@@ -106,9 +107,17 @@ async def test_adp_up_shares_the_gateway_port_and_restarts_a_killed_copy(
         assert await asyncio.to_thread(launcher.wait, 60) == 0
         assert not (tmp_path / STATE_FILE).exists()
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        if launcher.poll() is None:  # a failed test: let the launcher stop its processes first
+            launcher.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(launcher.wait, 40)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+                launcher.wait()
+        if (tmp_path / STATE_FILE).exists():  # processes the launcher could not stop
+            for left in processes(tmp_path).values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(str(left["pid"])), signal.SIGKILL)
         for base in ("gateway", "dialogue", "cost", "alerts"):
             await db.drop_database(pg_dsn, f"{base}_{prefix}")
         from adp_testing.fixtures import cleanup_prefix

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import io
 
-from adp_cli.terminal import Discuss, DiscussionState, SseEvent, Style, Terminal, apply_event
+from adp_cli.terminal.prompt import Discuss
+from adp_cli.terminal.render import DiscussionState, Style, Terminal, apply_event
+from adp_cli.terminal.transport import SseEvent
 
 
 def render(events: list[SseEvent]) -> tuple[DiscussionState, str]:

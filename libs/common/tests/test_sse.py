@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adp_common.sse import SSEDecoder, SSEEvent, comment, encode, retry
+from adp_common.sse import SSEDecoder, SSEEvent, SSEParser, comment, encode, retry, split_events
 
 
 def test_encoded_events_decode_back_across_every_cut() -> None:
@@ -35,3 +35,43 @@ def test_encoded_events_decode_back_across_every_cut() -> None:
 def test_crlf_and_field_rules() -> None:
     raw = b"id: 7\r\nevent: x\r\ndata:tight\r\ndata:  two spaces\r\n\r\n: only a comment\r\n\r\n"
     assert SSEDecoder().feed(raw) == [SSEEvent("x", "tight\n two spaces", "7")]
+
+
+def test_sse_parser_events_comments_multiline() -> None:
+    p = SSEParser()
+    lines = [": keep-alive", "event: message_start", 'data: {"a":', "data: 1}", "", "data: [DONE]", ""]
+    events = [e for e in (p.feed(line) for line in lines) if e is not None]
+    assert [(e.event, e.data) for e in events] == [("message_start", '{"a":\n1}'), ("message", "[DONE]")]
+    assert p.feed("") is None
+    p.feed("data:x")
+    tail = p.flush()
+    assert tail is not None and tail.data == "x"
+
+
+def _line_parsed(body: str) -> list[tuple[str, str]]:
+    p = SSEParser()
+    events = [p.feed(line) for line in body.replace("\r\n", "\n").split("\n")]
+    return [(e.event, e.data) for e in events if e is not None]
+
+
+def test_split_events_agrees_with_the_line_parser_whatever_the_reads() -> None:
+    body = (
+        'data: {"choices":[{"delta":{"content":"h\u00e9 "}}]}\n\n'
+        ": keep-alive\n\n"
+        'event: content_block_delta\r\ndata: {"a":\r\ndata: 1}\r\n\r\n'
+        "data: caf\u00e9 \u2014 ok\n\n\n"
+        "data:tight\n\n"
+        "data: [DONE]\n\n"
+        "data: unfinished"
+    )
+    raw = body.encode()
+    expected = _line_parsed(body)
+    assert ("content_block_delta", '{"a":\n1}') in expected and expected[-1] == ("message", "[DONE]")
+    for size in (1, 2, 3, 5, 7, 16, 64, len(raw)):  # every way the network could cut it, UTF-8 included
+        got: list[tuple[str, str]] = []
+        rest = b""
+        for i in range(0, len(raw), size):
+            events, rest = split_events(rest + raw[i : i + size])
+            got += [(e.event, e.data) for e in events]
+        assert got == expected, size
+        assert rest == b"data: unfinished"

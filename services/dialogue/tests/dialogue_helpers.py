@@ -22,6 +22,7 @@ from adp_router.settings import RouterSettings
 from adp_testing.inproc import running_service
 
 MIGRATIONS = Path(adp_dialogue.__file__).parent / "migrations"
+TOPIC = "How should a small team roll out feature flags safely?"
 
 
 class EventLog:
@@ -120,3 +121,14 @@ async def stored_events(bus: Bus, did: str) -> list[DiscussionEvent]:
 
 def dumps(view: DiscussionView) -> str:
     return json.dumps(view.model_dump(mode="json"), indent=1)[:3000]
+
+
+async def wait_status(bus: Bus, did: str, status: str, user: str = "u1", timeout: float = 30.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        view = await get(bus, user, did)
+        if view.status == status:
+            return view
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"status {view.status} != {status}: {view.error}")
+        await asyncio.sleep(0.05)

@@ -20,7 +20,8 @@ import httpx
 from nats.js.errors import KeyNotFoundError
 from pydantic import ValidationError
 
-from adp_cli.ops import _cmd, _common, _connect, _print_json, _table, read_kv
+from adp_cli.cli_common import command, connect_bus, connection_options, print_json, read_kv
+from adp_cli.tables import table
 from adp_common.catalog import KV_FAULTS
 from adp_common.schemas.faults import ProviderFault, ProviderFaultEntry, ProviderFaultList
 
@@ -49,7 +50,7 @@ def describe(fault: ProviderFault) -> str:
 def render(faults: ProviderFaultList) -> str:
     if not faults.faults:
         return "no faults injected"
-    return _table([[e.provider, describe(e.fault)] for e in faults.faults], ["PROVIDER", "FAULT"])
+    return table(["PROVIDER", "FAULT"], [[e.provider, describe(e.fault)] for e in faults.faults])
 
 
 async def _on_fake_provider(args: argparse.Namespace, fault: ProviderFault | None) -> ProviderFaultList:
@@ -68,7 +69,7 @@ async def _on_fake_provider(args: argparse.Namespace, fault: ProviderFault | Non
 
 
 async def _in_kv(args: argparse.Namespace, fault: ProviderFault | None) -> ProviderFaultList:
-    bus = await _connect(args)
+    bus = await connect_bus(args)
     try:
         kv = await bus.kv(KV_FAULTS)
         if args.clear:
@@ -101,7 +102,7 @@ async def _faults(args: argparse.Namespace) -> int:
         return 2
     result = await (_on_fake_provider(args, fault) if args.fake_provider else _in_kv(args, fault))
     if args.json:
-        _print_json(result.model_dump(mode="json"))
+        print_json(result.model_dump(mode="json"))
     else:
         print(render(result))
     changed = args.clear or fault is not None
@@ -110,7 +111,7 @@ async def _faults(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("faults", help="inject faults into simulated providers (rehearse failure procedures)")
-    _common(p)
+    connection_options(p)
     p.add_argument("provider", nargs="?", help="simulated provider name (e.g. simulated)")
     p.add_argument("--outage", action="store_true", help="every call fails with 503")
     p.add_argument("--error-rate", dest="error_rate", type=float, metavar="R", help="share of calls failing with 500")
@@ -121,4 +122,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stall-s", dest="stall_s", type=float, metavar="S", help="how long a stalled call hangs")
     p.add_argument("--clear", action="store_true", help="remove the provider's fault (every fault without a name)")
     p.add_argument("--fake-provider", metavar="URL", help="the test kit's fake provider server instead of the KV")
-    p.set_defaults(func=_cmd(_faults))
+    p.set_defaults(func=command(_faults))

@@ -39,12 +39,15 @@ def _cluster_size(value: str) -> int:
     return int(value)
 
 
+BOOTSTRAP_KEY_FILE = "bootstrap-api-key"
+
+
 def bootstrap_key(data_dir: Path) -> str:
     """ADP_BOOTSTRAP_API_KEY, else a key generated once and kept in the data dir."""
     key = os.environ.get("ADP_BOOTSTRAP_API_KEY")
     if key:
         return key
-    path = data_dir / "bootstrap-api-key"
+    path = data_dir / BOOTSTRAP_KEY_FILE
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -52,6 +55,22 @@ def bootstrap_key(data_dir: Path) -> str:
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key
+
+
+def mask_key(key: str) -> str:
+    """Enough of a key to tell keys apart in a log, not enough to use it."""
+    return f"{key[:8]}…{key[-4:]}" if len(key) > 16 else "…"
+
+
+def key_banner(key: str, data_dir: Path, *, from_env: bool, show: bool) -> tuple[str, str]:
+    """(the banner's API-key line, the Authorization value of its curl example): the key itself only when
+    asked for (banners end up in captured logs), else where it is and a masked form."""
+    if show:
+        return key, key
+    if from_env:
+        return f"{mask_key(key)}  (from ADP_BOOTSTRAP_API_KEY)", "$ADP_BOOTSTRAP_API_KEY"
+    path = data_dir / BOOTSTRAP_KEY_FILE
+    return f"{mask_key(key)}  (in {path}; --show-key prints it)", f"$(cat {path})"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -83,7 +102,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         env["ADP_LOG_DIR"] = str(log_dir)
         print(f"Logs       {log_dir / 'error.log'}, {log_dir / 'combined.log'}")
         manager = ProcessManager(env=env, relay=None if args.quiet else sys.stdout, log_dir=data_dir / "logs")
-        return asyncio.run(_run(manager, args, key))
+        banner = key_banner(key, data_dir, from_env=bool(os.environ.get("ADP_BOOTSTRAP_API_KEY")), show=args.show_key)
+        return asyncio.run(_run(manager, args, banner))
     finally:
         for s in reversed(started):
             s.stop()
@@ -108,7 +128,7 @@ def _resolve_nats(args: argparse.Namespace, data_dir: Path) -> servers.Started:
     return cluster.as_started()
 
 
-async def _run(manager: ProcessManager, args: argparse.Namespace, key: str) -> int:
+async def _run(manager: ProcessManager, args: argparse.Namespace, key_lines: tuple[str, str]) -> int:
     scale = _parse_scale(args.scale or [])
     procs = []
     for service in START_ORDER:
@@ -140,10 +160,11 @@ async def _run(manager: ProcessManager, args: argparse.Namespace, key: str) -> i
     print(f"AI Dialogue Platform is up ({len(procs)} processes: " + ", ".join(p.name for p in procs) + ")")
     shared = f" (shared by {len(gateways)} gateway copies)" if len(gateways) > 1 else ""
     print(f"  Gateway:  {gateways[0].url}{shared}   (web console at /, API docs at /docs)")
-    print(f"  API key:  {key}")
+    key_line, key_value = key_lines
+    print(f"  API key:  {key_line}")
     log_dir = Path(manager.env["ADP_LOG_DIR"])
     print(f"  Logs:     {log_dir / 'error.log'} (errors), {log_dir / 'combined.log'} (everything)")
-    print(f'  Try:      curl -H "Authorization: Bearer {key}" {gateways[0].url}/api/health')
+    print(f'  Try:      curl -H "Authorization: Bearer {key_value}" {gateways[0].url}/api/health')
     print("  Stop:     Ctrl-C")
     sys.stdout.flush()
     if args.exit_when_healthy:
@@ -183,4 +204,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for every service to be healthy")
     p.add_argument("--quiet", action="store_true", help="don't stream service logs (they go to DATA_DIR/logs)")
     p.add_argument("--exit-when-healthy", action="store_true", help="start, check health, stop (smoke test)")
+    p.add_argument("--show-key", action="store_true", help="print the admin API key itself in the banner")
     p.set_defaults(func=cmd_up)

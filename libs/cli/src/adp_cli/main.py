@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adp_cli import faults, launcher, ops, terminal
+from adp_cli import access, backup, faults, launcher, ops, terminal
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adp", description="AI Dialogue Platform command line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     launcher.register(sub)  # up
-    ops.register(sub)  # status, breakers, budget, alerts, backup, restore (operators)
+    ops.register(sub)  # status, breakers, budget, alerts (operators)
+    backup.register(sub)  # backup, restore (operators)
     faults.register(sub)  # faults (fault rehearsal)
+    access.register(sub)  # disable-user, revoke-user-keys, rotate-bootstrap-key (security incidents)
     terminal.register(sub)  # discuss, costs (users)
     return parser
 

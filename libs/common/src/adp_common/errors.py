@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     FILE_UNREADABLE = "FILE_UNREADABLE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 
 
 # HTTP status the gateway answers for each code.
@@ -59,6 +60,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.FILE_UNREADABLE: 422,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.REQUEST_TIMEOUT: 408,
 }
 
 

@@ -36,6 +36,7 @@ def gateway_settings(
         rate_limit_answers=int(HIGH),
         rate_limit_questions=int(HIGH),
         rate_limit_summary=int(HIGH),
+        auth_failures_per_window=int(HIGH),
         heartbeat_interval_s=30,
         shutdown_grace_s=3,
         request_timeout_s=5,

@@ -38,6 +38,7 @@ def fast_env(**extra: str) -> dict[str, str]:
         "ADP_RATE_LIMIT_ANSWERS": HIGH,
         "ADP_RATE_LIMIT_QUESTIONS": HIGH,
         "ADP_RATE_LIMIT_SUMMARY": HIGH,
+        "ADP_AUTH_FAILURES_PER_WINDOW": HIGH,
         "ADP_TURN_MAX_TOKENS": "200",
         "ADP_SSE_HEARTBEAT_S": "1",
         "ADP_REQUEST_STATS_INTERVAL_S": "1",

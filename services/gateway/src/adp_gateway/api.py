@@ -3,12 +3,14 @@ resource (adp_gateway.routes); the logic lives in the other modules."""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
@@ -20,6 +22,7 @@ from adp_gateway.errors import ERROR_RESPONSES, ErrorEnvelope, error_body, insta
 from adp_gateway.routes import admin, discussions, faults, files, openai, operations
 
 STATIC_DIR = Path(__file__).parent / "static"
+DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -67,6 +70,8 @@ def contract_document(doc: dict[str, Any]) -> None:
 def build_api(ctx: GatewayContext) -> FastAPI:
     s = ctx.settings
     app = FastAPI(
+        docs_url=None,  # served below from packaged assets, not a CDN
+        redoc_url=None,
         title="AI Dialogue Platform gateway",
         version="0.1.0",
         description="Client API of the AI Dialogue Platform (see docs/gateway.md). "
@@ -90,6 +95,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
             expose_headers=["X-Request-Id", "Retry-After"],
         )
 
+    _api_docs(app)
     for router in (
         operations.probes_router(ctx),
         discussions.router,
@@ -111,6 +117,33 @@ def build_api(ctx: GatewayContext) -> FastAPI:
     if (STATIC_DIR / "index.html").exists():
         app.mount("/", ConsoleFiles(directory=STATIC_DIR, html=True), name="static")
     return app
+
+
+def _api_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, their scripts and styles from the fastapi-offline package
+    (the docs work offline and load nothing from another site)."""
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - API docs",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - API reference",
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/docs-assets/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 __all__ = ["build_api", "error_body"]

@@ -75,6 +75,7 @@ class GatewayApp:
             max_inflight=s.max_inflight,
             max_body_bytes=s.max_body_bytes,
             max_upload_bytes=s.max_file_bytes + MULTIPART_OVERHEAD,
+            body_timeout_s=s.body_timeout_s,
             trust_forwarded_for=s.trust_forwarded_for,
         )
         await rt.bus.subscribe(rt.bus.catalog.ops("request-stats"), self._on_request_stats)

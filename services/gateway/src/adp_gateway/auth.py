@@ -6,8 +6,11 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
+
+from adp_common.bootstrap import BOOTSTRAP_USER_ID, bootstrap_key_id
 
 Role = Literal["user", "admin"]
 KEY_PREFIX = "adp_"
@@ -49,8 +52,7 @@ def new_key_id() -> str:
 
 def bootstrap_ids(key: str) -> tuple[str, str]:
     """Stable (user id, key id) for the bootstrap key, so every copy ensures the same rows."""
-    digest = hash_key(key)
-    return "usr_bootstrap_admin", "key_boot_" + digest[:16]
+    return BOOTSTRAP_USER_ID, bootstrap_key_id(key)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -65,12 +67,13 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 class TTLCache:
-    """A small bounded cache of key-hash -> principal (or None for unknown keys) with expiry."""
+    """A bounded cache of key-hash -> principal (or None for unknown keys) with expiry; when full, the least
+    recently used entry goes (a flood of unknown keys cannot empty it of the keys in use)."""
 
     def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._data: dict[str, tuple[float, Principal | None]] = {}
+        self._data: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
 
     def get(self, key: str, now: float | None = None) -> tuple[bool, Principal | None]:
         if self.ttl_s <= 0:
@@ -82,13 +85,15 @@ class TTLCache:
         if (now if now is not None else time.monotonic()) >= expires:
             self._data.pop(key, None)
             return False, None
+        self._data.move_to_end(key)
         return True, value
 
     def put(self, key: str, value: Principal | None, now: float | None = None) -> None:
         if self.ttl_s <= 0:
             return
-        if len(self._data) >= self.max_entries:
-            self._data.clear()
+        self._data.pop(key, None)
+        while len(self._data) >= self.max_entries:
+            self._data.popitem(last=False)
         self._data[key] = ((now if now is not None else time.monotonic()) + self.ttl_s, value)
 
     def drop_key_id(self, key_id: str) -> None:

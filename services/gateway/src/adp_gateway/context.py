@@ -32,7 +32,7 @@ from adp_gateway.files import PdfSandbox
 from adp_gateway.metrics_report import PlatformRequests
 from adp_gateway.observability import GatewayMetrics, StatsWindow
 from adp_gateway.pdf_text import Limits
-from adp_gateway.ratelimit import Counter, Decision, RateLimiter
+from adp_gateway.ratelimit import BlockedClients, Counter, Decision, RateLimiter
 from adp_gateway.sessions import LiveSessions
 from adp_gateway.settings import GatewaySettings
 from adp_gateway.store import Store
@@ -58,6 +58,7 @@ class GatewayContext:
     llm: LLMClient = field(init=False)
     pdf: PdfSandbox = field(init=False)
     sessions: LiveSessions = field(default_factory=LiveSessions)
+    auth_blocked: BlockedClients = field(default_factory=BlockedClients)
     active_streams: int = 0
     socket_connections: int = 0
 
@@ -73,28 +74,46 @@ class GatewayContext:
         return self.settings.request_timeout_s
 
     # ---- auth -------------------------------------------------------------------------------------------
-    async def authenticate(self, token: str | None) -> Principal | None:
-        """The principal for an API key; None when the key is unknown or revoked (cached briefly)."""
+    async def authenticate(self, token: str | None, client: str | None = None) -> Principal | None:
+        """The principal for an API key; None when the key is unknown or revoked (cached briefly). A client
+        address with too many failed authentications gets RATE_LIMIT_EXCEEDED instead of a key lookup."""
         if not token:
             if self.settings.allow_anonymous:
                 return Principal(user_id=ANONYMOUS_USER_ID, role="user", name="anonymous")
             return None
         digest = hash_key(token)
         hit, principal = self.cache.get(digest)
-        if hit:
-            return None if principal is not None and principal.expired() else principal
-        try:
-            principal = await asyncio.wait_for(self.store.principal_for_hash(digest), self.timeout)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-            raise PlatformError(ErrorCode.DATABASE_ERROR, f"key lookup failed: {type(err).__name__}") from None
-        self.cache.put(digest, principal)
+        if hit and principal is not None:
+            return None if principal.expired() else principal
+        if client is not None and (wait := self.auth_blocked.retry_after(client)):
+            raise RateLimited(wait, "auth_failures")
+        if not hit:
+            try:
+                principal = await asyncio.wait_for(self.store.principal_for_hash(digest), self.timeout)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                raise PlatformError(ErrorCode.DATABASE_ERROR, f"key lookup failed: {type(err).__name__}") from None
+            self.cache.put(digest, principal)
+        if principal is None and client is not None:
+            await self._count_auth_failure(client)
         return principal
 
-    async def authenticate_header(self, authorization: str | None, x_api_key: str | None = None) -> Principal:
+    async def _count_auth_failure(self, client: str) -> None:
+        s = self.settings
+        if not s.rate_limit_enabled:
+            return
+        decision = await self.limiter.check([Counter("auth_failures", f"ip:{client}", s.auth_failures_per_window)])
+        if not decision.allowed:
+            self.metrics.rate_limited.labels("auth_failures").inc()
+            self.auth_blocked.block(client, decision.retry_after_s)
+            raise RateLimited(decision.retry_after_s, "auth_failures")
+
+    async def authenticate_header(
+        self, authorization: str | None, x_api_key: str | None = None, client: str | None = None
+    ) -> Principal:
         token = bearer_token(authorization) or (x_api_key.strip() if x_api_key else None)
         if authorization and token is None and not x_api_key:
             raise PlatformError(ErrorCode.UNAUTHORIZED, "malformed Authorization header (use: Bearer <api key>)")
-        principal = await self.authenticate(token)
+        principal = await self.authenticate(token, client)
         if principal is None:
             raise PlatformError(
                 ErrorCode.UNAUTHORIZED, "invalid or revoked API key" if token else "missing API key (Bearer token)"

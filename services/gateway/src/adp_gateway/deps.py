@@ -45,7 +45,7 @@ async def principal(
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     auth = f"Bearer {creds.credentials}" if creds is not None else request.headers.get("authorization")
-    p = await ctx.authenticate_header(auth, x_api_key)
+    p = await ctx.authenticate_header(auth, x_api_key, request.state.client_ip)
     request.state.principal = p
     return p
 

@@ -30,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 from adp_common import sse
 from adp_common.bus import Bus
 from adp_common.envelope import decode
-from adp_common.schemas.dialogue import TERMINAL_EVENT_NAMES, DiscussionEvent
+from adp_common.schemas.dialogue import MAX_EVENT_SEQ, TERMINAL_EVENT_NAMES, DiscussionEvent
 
 log = logging.getLogger("adp.gateway.events")
 
@@ -84,12 +84,12 @@ def format_sse_error(discussion_id: str, code: str, message: str, last_seq: int)
 
 
 def parse_last_event_id(value: str | None) -> int:
-    """0 when absent; raises ValueError when present but not a non-negative integer."""
+    """0 when absent; raises ValueError when present but not an integer from 0 to MAX_EVENT_SEQ."""
     if value is None or value.strip() == "":
         return 0
     n = int(value.strip())
-    if n < 0:
-        raise ValueError("negative event id")
+    if not 0 <= n <= MAX_EVENT_SEQ:
+        raise ValueError("event id out of range")
     return n
 
 
@@ -226,6 +226,26 @@ class EventStream:
                 if msg.subject.endswith(".events"):
                     if ev.seq <= self.last_seq:
                         continue  # already delivered (history overlap or a re-publish)
+                    if ev.seq > self.last_seq + 1:
+                        # Durable events in between never reached the subscription (core delivery is at most
+                        # once: e.g. the connection was moving to another NATS server): read them from the store.
+                        try:
+                            missed = [m for m in await self.read_history(self.last_seq) if m.seq < ev.seq]
+                        except Exception as err:  # the client resumes by seq: nothing is lost
+                            log.warning(
+                                "events %d-%d of %s not read: %s",
+                                self.last_seq + 1,
+                                ev.seq - 1,
+                                self.discussion_id,
+                                err,
+                            )
+                            yield Overflow(self.last_seq)
+                            return
+                        for m in missed:
+                            self.last_seq = m.seq
+                            yield m
+                            if m.event in TERMINAL_EVENT_NAMES:
+                                return
                     self.last_seq = ev.seq
                 self._last_sent = loop.time()
                 yield ev

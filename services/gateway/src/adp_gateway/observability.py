@@ -18,15 +18,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from adp_common.errors import ErrorCode
 from adp_common.logging import correlation_id, log_slow
 from adp_common.schemas.ops import RequestStats
+from adp_gateway.bodylimit import UPLOAD_PATHS, BodyReader, BodyRefused, check_headers, has_body
 from adp_gateway.errors import code_for_status, error_body
 from adp_gateway.metrics_report import RecentRequests
+from adp_gateway.security_headers import security_headers
 
 access_log = logging.getLogger("adp.gateway.access")
 log = logging.getLogger("adp.gateway")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 EXEMPT_PATHS = ("/health", "/ready", "/live", "/metrics")
-UPLOAD_PATHS = ("/api/files", "/api/discussions")
 
 
 class GatewayMetrics:
@@ -117,10 +118,6 @@ def error_code_of(status: int, body: bytes) -> str:
         return code_for_status(status).value
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def client_ip(scope: Scope, trust_forwarded_for: bool) -> str:
     if trust_forwarded_for:
         for k, v in scope.get("headers", []):
@@ -142,6 +139,7 @@ class GatewayMiddleware:
         max_inflight: int,
         max_body_bytes: int,
         max_upload_bytes: int,
+        body_timeout_s: float = 10.0,
         trust_forwarded_for: bool = False,
     ) -> None:
         self.app = app
@@ -150,6 +148,7 @@ class GatewayMiddleware:
         self.max_inflight = max_inflight
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.body_timeout_s = body_timeout_s
         self.trust_forwarded_for = trust_forwarded_for
         self.inflight = 0
 
@@ -177,21 +176,46 @@ class GatewayMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 hdrs = list(message.get("headers", []))
-                hdrs.append((b"x-request-id", rid.encode()))
-                message = {**message, "headers": hdrs}
                 ctype = next((v for k, v in hdrs if k.lower() == b"content-type"), b"")
+                hdrs.append((b"x-request-id", rid.encode()))
+                hdrs += security_headers(ctype)
+                message = {**message, "headers": hdrs}
                 status_holder["streaming"] = ctype.startswith(b"text/event-stream")
             elif message["type"] == "http.response.body" and int(status_holder["status"]) >= 400:
                 if "error_code" not in state:
                     state["error_code"] = error_code_of(int(status_holder["status"]), message.get("body", b""))
             await send(message)
 
-        async def respond(status: int, code: ErrorCode, message: str, extra: dict[str, str] | None = None) -> None:
+        async def respond(
+            status: int,
+            code: ErrorCode,
+            message: str,
+            extra: dict[str, str] | None = None,
+            unread: BodyReader | None = None,
+        ) -> None:
             body = json.dumps(error_body(code, message)).encode()
             hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             hdrs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
             await send_wrapper({"type": "http.response.start", "status": status, "headers": hdrs})
-            await send({"type": "http.response.body", "body": body})
+            if unread is None:
+                await send({"type": "http.response.body", "body": body})
+                return
+            # The answer goes out whole, then what the client still sends of its body is read and dropped
+            # before the response is complete (and the connection closed): closing with unread data would
+            # reset the connection before the client has read the answer.
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await unread.discard_rest()
+            await send({"type": "http.response.body", "body": b""})
+
+        slot = {"taken": False}
+
+        def take_slot() -> None:
+            # A request holds an in-flight slot once its body is in: a client trickling a body holds none.
+            if counted and not slot["taken"]:
+                slot["taken"] = True
+                self.inflight += 1
+                self.metrics.inflight_now = self.inflight
+                self.metrics.inflight.inc()
 
         try:
             if counted and self.inflight >= self.max_inflight:
@@ -200,41 +224,32 @@ class GatewayMiddleware:
                     503, ErrorCode.SERVICE_UNAVAILABLE, "gateway overloaded, retry shortly", {"Retry-After": "1"}
                 )
                 return
-            limit = self.max_body_bytes
-            is_upload = path in UPLOAD_PATHS and headers.get("content-type", "").startswith("multipart/form-data")
-            if is_upload:
-                limit = self.max_upload_bytes
-            too_large_code = ErrorCode.INVALID_FILE_SIZE if is_upload else ErrorCode.VALIDATION_ERROR
-            declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                await respond(413, too_large_code, f"request body larger than {limit} bytes")
+            limit = self.max_upload_bytes if path in UPLOAD_PATHS else self.max_body_bytes
+            refusal = check_headers(path, headers, limit)
+            if refusal is not None:
+                unread = BodyReader(receive, path, limit, self.body_timeout_s, has_body(headers), lambda: None)
+                await respond(refusal.status, refusal.code, refusal.message, {"Connection": "close"}, unread)
                 return
-            received = 0
+            reader = BodyReader(receive, path, limit, self.body_timeout_s, has_body(headers), take_slot)
 
-            async def receive_limited() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise BodyTooLarge
-                return message
+            async def app_send(message: Message) -> None:
+                if reader.refusal is None:  # once the body is refused, the app's own answer is dropped
+                    await send_wrapper(message)
 
-            if counted:
-                self.inflight += 1
-                self.metrics.inflight_now = self.inflight
-                self.metrics.inflight.inc()
             try:
-                await self.app(scope, receive_limited, send_wrapper)
-            except BodyTooLarge:
-                if status_holder["status"] == 0:
-                    await respond(413, too_large_code, f"request body larger than {limit} bytes")
+                await self.app(scope, reader, app_send)
+            except BodyRefused:
+                pass
             except Exception:
                 log.exception("unhandled error on %s %s", scope.get("method"), path)
                 if status_holder["status"] == 0:
                     await respond(500, ErrorCode.INTERNAL_ERROR, "internal error")
             finally:
-                if counted:
+                if reader.refusal is not None and status_holder["status"] == 0:
+                    # the rest of the body is never read: the connection cannot carry another request
+                    refused = reader.refusal
+                    await respond(refused.status, refused.code, refused.message, {"Connection": "close"}, reader)
+                if slot["taken"]:
                     self.inflight -= 1
                     self.metrics.inflight_now = self.inflight
                     self.metrics.inflight.dec()

@@ -18,6 +18,10 @@ import resource
 import signal
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported only where the sandboxed process reads a PDF
+    from pypdf import PageObject
 
 # One source for the caps: the gateway's settings default to these.
 MAX_TEXT_CHARS = 200_000
@@ -60,17 +64,25 @@ def confine(limits: Limits) -> None:
     os.nice(limits.nice)  # the gateway's own work goes first on a busy machine
 
 
+_budget_spent: list[bool] = []  # set by the timer's handler: an exception alone can be caught by the library
+
+
 def _over_budget(signum: int, frame: object) -> None:
+    _budget_spent.append(True)
     raise PageOverBudget
 
 
-def _page_text(page: object, budget_s: float) -> str:
+def _page_text(page: PageObject, budget_s: float) -> str:
     """One page's text; PageOverBudget when it takes more than `budget_s` CPU seconds."""
+    _budget_spent.clear()
     signal.setitimer(signal.ITIMER_PROF, budget_s)
     try:
-        return page.extract_text() or ""  # type: ignore[attr-defined]
+        text = page.extract_text() or ""
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
+    if _budget_spent:
+        raise PageOverBudget
+    return str(text)
 
 
 def extract(data: bytes, limits: Limits) -> str:

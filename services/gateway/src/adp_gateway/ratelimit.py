@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -133,3 +134,29 @@ class RateLimiter:
     async def close(self) -> None:
         if self.redis is not None:
             await self.redis.aclose()
+
+
+class BlockedClients:
+    """Client addresses refused until a moment (too many failed authentications), least recently blocked
+    forgotten first when full."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def block(self, client: str, seconds: float, now: float | None = None) -> None:
+        self._until.pop(client, None)
+        while len(self._until) >= self.max_entries:
+            self._until.popitem(last=False)
+        self._until[client] = (time.monotonic() if now is None else now) + seconds
+
+    def retry_after(self, client: str, now: float | None = None) -> int:
+        """Seconds until the client may try again (0: not blocked)."""
+        until = self._until.get(client)
+        if until is None:
+            return 0
+        left = until - (time.monotonic() if now is None else now)
+        if left <= 0:
+            self._until.pop(client, None)
+            return 0
+        return max(1, math.ceil(left))

@@ -14,6 +14,7 @@ import uvicorn
 from adp_common.net import listening_socket
 from adp_common.service import ServiceRuntime, freeze_startup_heap
 from adp_gateway.app import GatewayApp
+from adp_gateway.guard import ConnectionGuard
 from adp_gateway.settings import GatewaySettings
 
 log = logging.getLogger("adp.gateway")
@@ -38,6 +39,7 @@ class GatewayServer:
         self.sock = listening_socket(settings.http_host, settings.http_port, reuse_port=settings.http_reuse_port)
         self.port: int = self.sock.getsockname()[1]
         self.server: _Server | None = None
+        self.guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_client)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -54,6 +56,7 @@ class GatewayServer:
                 access_log=False,
                 lifespan="off",
                 ws="wsproto",
+                http=self.guard.protocol(),
                 timeout_graceful_shutdown=int(self.settings.shutdown_grace_s),
                 timeout_keep_alive=15,
                 server_header=False,

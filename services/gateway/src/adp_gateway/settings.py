@@ -36,6 +36,11 @@ class GatewaySettings(ServiceSettings):
     max_socket_connections_per_user: int = Field(
         default=20, ge=1, description="Socket.IO connections of one user per copy"
     )
+    header_timeout_s: float = Field(default=10.0, gt=0, description="Request line and headers must arrive within")
+    body_timeout_s: float = Field(default=10.0, gt=0, description="A request body must arrive within (uploads too)")
+    max_connections_per_client: int = Field(
+        default=100, ge=1, description="Open HTTP connections per client address (raise it behind a proxy)"
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest non-upload request body")
     max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest uploaded file")
     max_files_per_discussion: int = Field(default=5, ge=0, le=5)
@@ -61,6 +66,9 @@ class GatewaySettings(ServiceSettings):
     rate_limit_answers: int = Field(default=10, ge=1)
     rate_limit_questions: int = Field(default=5, ge=1)
     rate_limit_summary: int = Field(default=2, ge=1)
+    auth_failures_per_window: int = Field(
+        default=20, ge=1, description="Failed authentications per client address per window, then 429"
+    )
     trust_forwarded_for: bool = Field(default=False, description="Take the client IP from X-Forwarded-For")
 
     # ---- live streams ----------------------------------------------------------------------------------

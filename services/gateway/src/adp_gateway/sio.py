@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.dialogue import (
+    MAX_EVENT_SEQ,
     AnswersCommand,
     Command,
     DialogueQuery,
@@ -63,7 +64,7 @@ class UserInput(OnDiscussion):
 
 
 class JoinDiscussion(OnDiscussion):
-    lastEventId: int = Field(default=0, ge=0)
+    lastEventId: int = Field(default=0, ge=0, le=MAX_EVENT_SEQ)
 
 
 def refused(code: ErrorCode, message: str) -> socketio.exceptions.ConnectionRefusedError:
@@ -118,7 +119,7 @@ class SocketGateway:
         if sid not in self.principals:
             return None
         try:
-            return await self.ctx.authenticate(self.tokens.get(sid))
+            return await self.ctx.authenticate(self.tokens.get(sid), self.ips.get(sid))
         except PlatformError:
             return self.principals.get(sid)  # the key store is unreachable: the connection's own check stands
 
@@ -184,7 +185,7 @@ class SocketGateway:
             if not token:
                 token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
             try:
-                principal = await ctx.authenticate(token)
+                principal = await ctx.authenticate(token, str(environ.get("REMOTE_ADDR") or "unknown"))
             except PlatformError as err:
                 raise refused(err.code, err.message) from None
             if principal is None:

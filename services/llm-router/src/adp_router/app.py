@@ -12,7 +12,7 @@ import time
 
 import aiohttp
 
-from adp_common.bus import RequestContext
+from adp_common.bus import Bus, RequestContext
 from adp_common.catalog import KV_BREAKERS, KV_BUDGET, KV_FAULTS, KV_LLM_RESULTS
 from adp_common.clock import RepeatClock
 from adp_common.schemas.llm import (
@@ -78,46 +78,70 @@ class RouterApp:
         self.client = new_http_session(s.router_max_connections)
         self.faults = FaultBook(await bus.kv(KV_FAULTS))
         await self.faults.start()
-        providers: dict[str, Provider] = {
+        providers = self._build_providers(config, self.client, self.faults)
+        breakers, budget = await self._follow_shared_state(bus)
+        for name in providers:
+            self.metrics.breaker.labels(name).set(BREAKER_VALUE[breakers.state(name).state])
+        self.router = Router(
+            s,
+            config,
+            providers,
+            bus=bus,
+            breakers=breakers,
+            budget=budget,
+            health=self.health,
+            metrics=self.metrics,
+            loop_lag_s=lambda: rt.loop_lag_recent_s,
+        )
+        await self._serve(bus, rt, self.router)
+        rt.checks.info["providers"] = sorted(config.providers)
+        rt.checks.info["simulated_only"] = config.simulated_only
+        self._health_task = asyncio.create_task(self._publish_health())
+        log.info(
+            "llm-router routing with providers %s%s",
+            ", ".join(sorted(config.providers)),
+            " (simulated only: no provider key configured)" if config.simulated_only else "",
+        )
+
+    def _build_providers(
+        self, config: RouterConfig, client: aiohttp.ClientSession, faults: FaultBook
+    ) -> dict[str, Provider]:
+        s = self.settings
+        return {
             name: build_provider(
                 rp,
-                self.client,
+                client,
                 connect_timeout=s.router_connect_timeout_s,
                 default_max_tokens=s.router_default_max_tokens,
                 simulated_ttft_s=s.simulated_ttft_ms / 1000,
                 simulated_tokens_per_s=s.simulated_tokens_per_s,
-                faults=self.faults.get,
+                faults=faults.get,
             )
             for name, rp in config.providers.items()
         }
+
+    async def _follow_shared_state(self, bus: Bus) -> tuple[BreakerBoard, BudgetGate]:
+        """Breaker states and today's budgets, followed from their KV buckets (the budgets read once first)."""
+        s = self.settings
         policy = BreakerPolicy(
             failure_threshold=s.breaker_failure_threshold,
             window_s=s.breaker_window_s,
             cooldown_s=s.breaker_cooldown_s,
             success_threshold=s.breaker_success_threshold,
         )
-        self.breakers = BreakerBoard(await bus.kv(KV_BREAKERS), policy, on_change=self._breaker_changed)
-        await self.breakers.start()
-        self.budget = BudgetGate(await bus.kv(KV_BUDGET))
-        await self.budget.start()
+        self.breakers = breakers = BreakerBoard(await bus.kv(KV_BREAKERS), policy, on_change=self._breaker_changed)
+        await breakers.start()
+        self.budget = budget = BudgetGate(await bus.kv(KV_BUDGET))
+        await budget.start()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.budget.synced.wait(), 5)
-        for name in providers:
-            self.metrics.breaker.labels(name).set(BREAKER_VALUE[self.breakers.state(name).state])
-        self.router = Router(
-            s,
-            config,
-            providers,
-            bus=bus,
-            breakers=self.breakers,
-            budget=self.budget,
-            health=self.health,
-            metrics=self.metrics,
-            loop_lag_s=lambda: rt.loop_lag_recent_s,
-        )
+            await asyncio.wait_for(budget.synced.wait(), 5)
+        return breakers, budget
+
+    async def _serve(self, bus: Bus, rt: ServiceRuntime, router: Router) -> None:
+        s = self.settings
         # one provider call per logical call: finished results kept (with a TTL) and replayed
         results = await bus.kv(KV_LLM_RESULTS, ttl=s.router_result_ttl_s)
-        self.router.once = OnceCalls(bus, results, rt.instance)
+        router.once = OnceCalls(bus, results, rt.instance)
         await bus.serve(bus.catalog.llm_call_owner(rt.instance), self._owner_query, CallOwnerQuery, name="call-owner")
         self.callers = CallerWatch(bus, s.router_caller_deadline_s, self._orphaned)
         await self.callers.start()
@@ -129,14 +153,6 @@ class RouterApp:
         )
         await bus.serve(bus.catalog.llm_models, self._models, None, name="models")
         await bus.serve(bus.catalog.llm_providers, self._providers, None, name="providers")
-        rt.checks.info["providers"] = sorted(config.providers)
-        rt.checks.info["simulated_only"] = config.simulated_only
-        self._health_task = asyncio.create_task(self._publish_health())
-        log.info(
-            "llm-router routing with providers %s%s",
-            ", ".join(sorted(config.providers)),
-            " (simulated only: no provider key configured)" if config.simulated_only else "",
-        )
 
     async def stop(self) -> None:
         if self._health_task is not None:

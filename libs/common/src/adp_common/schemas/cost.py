@@ -30,13 +30,19 @@ CostKind = Literal[
 `daily`, `budget` (with a user id: that user's own budget and spend today; else the global one), `user`."""
 
 
+# Report dates outside these have no costs and overflow the day arithmetic of a report (a day before or
+# after the range, time zones): refused as a bad request.
+REPORT_DATE_MIN = date(1970, 1, 1)
+REPORT_DATE_MAX = date(9999, 12, 30)
+
+
 class CostQuery(BaseModel):
     """Request on `<prefix>.cost.query`."""
 
     kind: CostKind = "summary"
     user_id: str | None = None
-    start_date: date | None = None
-    end_date: date | None = None
+    start_date: date | None = Field(default=None, ge=REPORT_DATE_MIN, le=REPORT_DATE_MAX)
+    end_date: date | None = Field(default=None, ge=REPORT_DATE_MIN, le=REPORT_DATE_MAX)
     limit: int | None = Field(
         default=None, ge=1, le=10_000, description="Max rows for the row kinds (default: the service's cap)"
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, RootModel, model_validator
+from pydantic import AfterValidator, BaseModel, Field, RootModel, model_validator
 from pydantic.json_schema import JsonDict
 
 from adp_common.envelope import event_type, utcnow
@@ -35,7 +36,23 @@ Topic = Annotated[
         description=f"{TOPIC_MIN_CHARS} to {TOPIC_MAX_CHARS} characters (after trimming spaces)",
     ),
 ]
-PersonaName = Annotated[str, Field(min_length=1, max_length=PERSONA_NAME_MAX_CHARS, json_schema_extra=_NO_NUL_DOC)]
+
+
+def printable_name(name: str) -> str:
+    """A name shown to other people: no control, format (bidi overrides, zero-width), separator-line or
+    private-use characters, which could make it display as something it is not."""
+    for ch in name:
+        category = unicodedata.category(ch)
+        if category.startswith("C") or category in ("Zl", "Zp"):
+            raise ValueError(f"name contains a control or formatting character (U+{ord(ch):04X})")
+    return name
+
+
+PersonaName = Annotated[
+    str,
+    Field(min_length=1, max_length=PERSONA_NAME_MAX_CHARS, json_schema_extra=_NO_NUL_DOC),
+    AfterValidator(printable_name),
+]
 MaxRounds = Annotated[int, Field(ge=1, le=MAX_ROUNDS_LIMIT)]
 UserText = Annotated[str, Field(min_length=1, max_length=INPUT_MAX_CHARS, json_schema_extra=_NO_NUL_DOC)]
 
@@ -171,6 +188,10 @@ class DialogueCommand(RootModel[Annotated[Command, Field(discriminator="action")
     Reply: DiscussionView (or an error reply)."""
 
 
+# Event sequence numbers are PostgreSQL bigints: a client's resume point above this is a bad request.
+MAX_EVENT_SEQ = 2**63 - 1
+
+
 class DialogueQuery(BaseModel):
     """Request on `<prefix>.dialogue.query`."""
 
@@ -181,7 +202,7 @@ class DialogueQuery(BaseModel):
     user_id: str | None = None
     discussion_id: str | None = None
     format: Literal["json", "markdown"] = "json"
-    after_seq: int = Field(default=0, ge=0, description="events: only those with a higher seq")
+    after_seq: int = Field(default=0, ge=0, le=MAX_EVENT_SEQ, description="events: only those with a higher seq")
 
 
 class DiscussionView(BaseModel):

@@ -239,7 +239,7 @@ async def events(
     try:
         last_seq = parse_last_event_id(last_event_id if last_event_id is not None else lastEventId)
     except ValueError:
-        raise PlatformError(ErrorCode.VALIDATION_ERROR, "Last-Event-ID must be a non-negative integer") from None
+        raise PlatformError(ErrorCode.VALIDATION_ERROR, "Last-Event-ID must be an integer from 0 to 2^63-1") from None
     did(discussion_id)
     if ctx.active_streams >= s.max_streams:
         raise PlatformError(ErrorCode.SERVICE_UNAVAILABLE, "too many open streams on this gateway copy")

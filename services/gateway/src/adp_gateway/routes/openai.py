@@ -16,6 +16,7 @@ from adp_gateway.context import GatewayContext
 from adp_gateway.deps import Ctx, Limited, User
 from adp_gateway.errors import error_responses
 from adp_gateway.events import EventStreamResponse
+from adp_gateway.sessions import Session
 
 router = APIRouter(tags=["openai"])
 
@@ -82,6 +83,12 @@ async def _completion_frames(
     first: CompletionChunk | None,
 ) -> AsyncIterator[bytes]:
     ctx.metrics.streams.labels("openai").inc()
+
+    # revoking the key (or disabling its user) ends the stream like a client going away
+    def end() -> None:
+        task.cancel()
+
+    session = ctx.sessions.add(Session("sse", req.user_id or "", req.key_id, end))
     try:
         frames = enc.start()
         chunk = first
@@ -109,6 +116,7 @@ async def _completion_frames(
             return
         yield frames + enc.finish(result)
     finally:
+        ctx.sessions.remove(session)
         ctx.metrics.streams.labels("openai").dec()
         if not task.done():
             task.cancel()

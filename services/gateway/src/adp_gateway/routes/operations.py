@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.health import Probes
 from adp_common.schemas.alerts import AckAlert, AlertEvent, AlertList, AlertQuery
-from adp_common.schemas.cost import CostKind, CostQuery, CostSummary
+from adp_common.schemas.cost import REPORT_DATE_MAX, REPORT_DATE_MIN, CostKind, CostQuery, CostSummary
 from adp_common.schemas.dialogue import CountReply, DialogueQuery
 from adp_common.schemas.llm import ProviderStatusList
 from adp_gateway.context import GatewayContext
@@ -64,8 +64,8 @@ async def costs(
     p: User,
     kind: Annotated[CostKind, Query(description="summary; a breakdown into rows (by_*); daily; budget")] = "summary",
     userId: Annotated[str | None, Query(max_length=80)] = None,
-    startDate: date | None = None,
-    endDate: date | None = None,
+    startDate: Annotated[date | None, Query(ge=REPORT_DATE_MIN, le=REPORT_DATE_MAX)] = None,
+    endDate: Annotated[date | None, Query(ge=REPORT_DATE_MIN, le=REPORT_DATE_MAX)] = None,
 ) -> JSONResponse:
     """A user sees only their own costs (and, with kind=budget, their own budget); an admin sees everyone's,
     or one user's with userId."""
