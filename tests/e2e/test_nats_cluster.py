@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 TURNS = 3  # per round: the three default personas
 FREEZE_S = 20.0
-GIVEN_UP_S = 5.0  # a frozen server is given up after 3-4 s of unanswered pings (adp_common.bus, the servers)
+GIVEN_UP_S = 6.0  # a frozen server is given up after 3-4 s of unanswered pings (adp_common.bus, the servers), + slack
 STEP_STREAM = "DIALOGUE_WORK"
 
 

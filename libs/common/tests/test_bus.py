@@ -12,7 +12,7 @@ import pytest
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from adp_common.bus import Bus, Delivery, Reject, RequestContext, Retry, send_now
+from adp_common.bus import Bus, Delivery, Reject, RequestContext, Retry, send_now, server_urls
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.schemas.llm import UsageRecord
 
@@ -81,7 +81,7 @@ async def test_start_request_is_on_the_wire_before_what_follows(bus: Bus, nats_u
 def _raw_subscriber(nats_url: str, subject: str) -> socket.socket:
     """A blocking NATS connection (plain protocol) subscribed to `subject`: it reads while the event loop
     stays blocked, so it sees only what has really been written to the server."""
-    url = urlparse(nats_url)
+    url = urlparse(server_urls(nats_url)[0])
     raw = socket.create_connection((url.hostname or "127.0.0.1", url.port or 4222), timeout=2)
     raw.recv(4096)  # INFO
     raw.sendall(f'CONNECT {{"verbose":false}}\r\nSUB {subject} 1\r\nPING\r\n'.encode())

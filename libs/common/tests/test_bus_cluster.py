@@ -15,7 +15,7 @@ from adp_cli.servers import free_port, start_embedded_nats
 from adp_common.bus import Bus, ReplicasUnavailable, server_urls
 from adp_common.schemas.llm import UsageRecord
 from adp_testing.fixtures import cleanup_prefix
-from adp_testing.procs import ServiceProcesses, cluster_size
+from adp_testing.procs import ServiceProcesses, cluster_size, stream_replicas
 
 
 def test_server_urls_split_a_comma_separated_list() -> None:
@@ -83,7 +83,7 @@ async def test_fewer_replicas_are_raised_at_start_and_logged(
 
 
 async def test_more_replicas_than_servers_is_a_clear_error(nats_url: str, nats_cluster: NatsCluster) -> None:
-    for url, replicas in ((nats_url, 3), (nats_cluster.url, 5)):
+    for url, replicas in ((nats_url, stream_replicas() + 2), (nats_cluster.url, 5)):
         prefix = "c" + uuid.uuid4().hex[:10]
         bus = await Bus.connect(url, prefix=prefix, name="too-many", replicas=replicas)
         try:

@@ -176,3 +176,26 @@ async def test_a_terminal_event_ends_the_stream_live_and_in_replay(bus: Bus) -> 
 
 async def collect_all(stream: EventStream) -> list[object]:
     return [item async for item in stream.items()]
+
+
+async def test_a_durable_event_the_subscription_missed_is_read_from_the_store(bus: Bus) -> None:
+    """Core delivery is at most once (a connection moving to another server loses what was published
+    meanwhile): a gap in the durable seq is filled from the store, in order, before the event after it."""
+    did = uuid.uuid4().hex
+    stored = [1]
+
+    async def store(after: int) -> list[DiscussionEvent]:
+        return [
+            DiscussionEvent(discussionId=did, seq=s, event="message-complete", data={"n": s})
+            for s in stored
+            if s > after
+        ]
+
+    async with EventStream(bus, did, store, heartbeat_s=30) as stream:
+        await stream.prepare()
+        stored += [2, 3]  # 2 was published while the subscription could not hear it; only 3 arrives
+        third = DiscussionEvent(discussionId=did, seq=3, event="message-complete", data={"n": 3})
+        await bus.nc.publish(bus.catalog.discussion_events(did), wrap(third).model_dump_json().encode())
+        items = await collect(stream, 3)
+    assert [i.seq for i in items] == [1, 2, 3]
+    assert stream.last_seq == 3

@@ -192,3 +192,34 @@ async def test_a_streamed_call_stops_when_its_caller_stops_answering(nats_url: s
         assert time.monotonic() - t0 < 2.5
         assert fake.stats.completed == 0
         await sub.unsubscribe()
+
+
+async def test_a_caller_moving_to_another_server_keeps_its_call(nats_url: str, prefix: str, bus: Bus) -> None:
+    """A caller's stream subscription is gone for a moment (its connection moves to another NATS server): the
+    keepalive that finds nobody listening is asked again before the call counts as orphaned, and it goes on."""
+    words = " ".join(f"w{i}" for i in range(60))
+    async with (
+        FakeProvider(timing=Timing(token_interval_s=0.03, text=words)) as fake,
+        router(nats_url, prefix, {"fake": provider(fake, timeout_s=30)}, router_keepalive_s=0.3) as app,
+    ):
+        subject = bus.catalog.llm_stream("moving-1")
+
+        async def answer(msg: Any) -> None:
+            if msg.reply:
+                await msg.respond(b"")
+
+        sub = await bus.nc.subscribe(subject, cb=answer)
+        call = asyncio.create_task(
+            bus.request(bus.catalog.llm_complete, req(request_id="moving-1", stream=True), timeout=15)
+        )
+        await asyncio.sleep(0.4)
+        await sub.unsubscribe()  # away for longer than a keepalive period, shorter than the second question
+        await bus.nc.flush()
+        await asyncio.sleep(0.6)
+        sub = await bus.nc.subscribe(subject, cb=answer)
+        await bus.nc.flush()
+        reply = await asyncio.wait_for(call, 15)
+        await sub.unsubscribe()
+        orphaned = app.rt.metrics.registry.get_sample_value("adp_router_orphaned_total") or 0
+    assert fake.stats.completed == 1 and orphaned == 0
+    assert reply["text"] == words

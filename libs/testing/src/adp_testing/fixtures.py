@@ -37,6 +37,8 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsClust
 @pytest.fixture(scope="session")
 def nats_url(request: pytest.FixtureRequest) -> Iterator[str]:
     if cluster_size():
+        # services run inside the tests read their settings from the environment too
+        os.environ.setdefault("ADP_STREAM_REPLICAS", str(stream_replicas()))
         yield request.getfixturevalue("nats_cluster").url
         return
     started = servers.resolve_nats()

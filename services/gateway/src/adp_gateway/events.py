@@ -226,6 +226,26 @@ class EventStream:
                 if msg.subject.endswith(".events"):
                     if ev.seq <= self.last_seq:
                         continue  # already delivered (history overlap or a re-publish)
+                    if ev.seq > self.last_seq + 1:
+                        # Durable events in between never reached the subscription (core delivery is at most
+                        # once: e.g. the connection was moving to another NATS server): read them from the store.
+                        try:
+                            missed = [m for m in await self.read_history(self.last_seq) if m.seq < ev.seq]
+                        except Exception as err:  # the client resumes by seq: nothing is lost
+                            log.warning(
+                                "events %d-%d of %s not read: %s",
+                                self.last_seq + 1,
+                                ev.seq - 1,
+                                self.discussion_id,
+                                err,
+                            )
+                            yield Overflow(self.last_seq)
+                            return
+                        for m in missed:
+                            self.last_seq = m.seq
+                            yield m
+                            if m.event in TERMINAL_EVENT_NAMES:
+                                return
                     self.last_seq = ev.seq
                 self._last_sent = loop.time()
                 yield ev

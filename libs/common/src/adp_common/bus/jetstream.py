@@ -8,7 +8,9 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
@@ -44,6 +46,24 @@ PUBLISH_RETRY_PAUSES = (0.1, 0.25, 0.5, 1.0)  # then 1.0 each time
 PUBLISH_RETRYABLE = (NatsTimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
 
 
+T = TypeVar("T")
+
+
+async def answered(call: Callable[[], Awaitable[T]], what: str, retry_for: float = PUBLISH_RETRY_S) -> T:
+    """A JetStream API call at start, asked again while it goes unanswered: on a cluster that is electing
+    leaders, or on a loaded machine, creating a replicated stream or consumer can take longer than one
+    request's timeout (creating either again with the same config is harmless)."""
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            return await call()
+        except PUBLISH_RETRYABLE as err:
+            if time.monotonic() >= deadline:
+                raise
+            log.info("%s: JetStream did not answer (%s); asking again", what, type(err).__name__)
+            await asyncio.sleep(0.5)
+
+
 class JetStream(BusConnection):
     async def ensure_stream(self, spec: StreamSpec, *, replicas: int | None = None) -> None:
         """Create the stream, or update it to this config; safe to call from every copy at start.
@@ -62,7 +82,7 @@ class JetStream(BusConnection):
             description=spec.description or None,
         )
         try:
-            await self.js.add_stream(cfg)
+            await answered(lambda: self.js.add_stream(cfg), f"stream {spec.name}")
             return
         except APIError as err:
             raise_if_replicas_unavailable(err, spec.name, want)
@@ -148,10 +168,13 @@ class JetStream(BusConnection):
             deliver_policy=deliver_policy,
         )
         try:  # create, or update an existing durable to this config (e.g. a changed ack wait)
-            await self.js.add_consumer(stream, config)
+            await answered(lambda: self.js.add_consumer(stream, config), f"consumer {durable}")
         except BadRequestError as err:
             log.warning("consumer %s keeps its config: %s", durable, err)
-        psub = await self.js.pull_subscribe(filter_subject or "", durable=durable, stream=stream, config=config)
+        psub = await answered(
+            lambda: self.js.pull_subscribe(filter_subject or "", durable=durable, stream=stream, config=config),
+            f"consumer {durable}",
+        )
         consumer: Consumer
 
         async def handle(msg: Msg) -> None:
