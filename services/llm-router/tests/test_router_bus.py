@@ -29,8 +29,8 @@ from adp_common.schemas.llm import (
 )
 from adp_common.sse import SSEEvent
 from adp_router.app import RouterApp
+from adp_router.pacing import ChunkEmitter, FlushTicker
 from adp_router.providers.base import Endpoint, new_http_session
-from adp_router.router import ChunkEmitter, FlushTicker
 from adp_router.settings import RouterSettings
 from adp_testing.fake_provider import DEFAULT_TEXT, FakeProvider, Fault, Timing
 from adp_testing.garbage import cyclic_garbage
