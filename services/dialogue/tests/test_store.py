@@ -1,4 +1,4 @@
-"""{DOC:test_store.py}"""
+"""The dialogue store: a turn's one-statement commit, terminal events given to discussions ended without one."""
 
 from __future__ import annotations
 
