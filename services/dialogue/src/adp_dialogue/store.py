@@ -10,6 +10,16 @@ import asyncpg
 import orjson
 
 from adp_common.schemas.dialogue import DiscussionEvent
+from adp_dialogue.rows import (
+    DiscussionDetail,
+    DiscussionRow,
+    MessageRow,
+    QuestionSetRow,
+    RoundRow,
+    StepRow,
+    SummaryRow,
+    loads,
+)
 
 ACTIVE_STATUSES = ("running", "waiting")
 Conn: TypeAlias = "asyncpg.Connection | asyncpg.pool.PoolConnectionProxy"
@@ -34,13 +44,6 @@ def _j(value: Any) -> str | None:
     return orjson.dumps(value, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS).decode()
 
 
-def loads(value: Any) -> Any:
-    """A JSON column as Python (a step's context holds every message so far: orjson, ~3x the stdlib)."""
-    if value is None or not isinstance(value, str):
-        return value
-    return orjson.loads(value)
-
-
 async def create_discussion(
     conn: Conn,
     *,
@@ -55,8 +58,8 @@ async def create_discussion(
     status: str,
     current_round: int,
     current_job: dict[str, Any] | None,
-) -> asyncpg.Record:
-    return await conn.fetchrow(
+) -> DiscussionRow:
+    row = await conn.fetchrow(
         """INSERT INTO discussions (id, user_id, topic, status, personas, current_round, max_rounds, auto_mode,
                                     token_limit, current_job, key_id)
            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11)
@@ -73,6 +76,7 @@ async def create_discussion(
         _j(current_job),
         key_id,
     )
+    return DiscussionRow.of(row)
 
 
 async def add_file(conn: Conn, *, id: str, discussion_id: str, name: str, content_type: str, size: int, text: str):
@@ -87,16 +91,17 @@ async def add_file(conn: Conn, *, id: str, discussion_id: str, name: str, conten
     )
 
 
-async def get_discussion(conn: Conn, discussion_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
+async def get_discussion(conn: Conn, discussion_id: str, *, for_update: bool = False) -> DiscussionRow | None:
     sql = "SELECT * FROM discussions WHERE id = $1" + (" FOR UPDATE" if for_update else "")
-    return await conn.fetchrow(sql, discussion_id)
+    row = await conn.fetchrow(sql, discussion_id)
+    return DiscussionRow.of(row) if row is not None else None
 
 
-async def discussion_with_children(conn: Conn, discussion_id: str) -> asyncpg.Record | None:
+async def discussion_with_children(conn: Conn, discussion_id: str) -> DiscussionDetail | None:
     """The discussion row and, in the same round trip, its messages, rounds, summaries and question sets,
     as arrays of their rows in order (`v_messages`, `v_rounds`, `v_summaries`, `v_questions`; NULL when
     there are none) — what a full view needs, in one query instead of five."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         """SELECT d.*,
              (SELECT array_agg(m ORDER BY m.round, m.position) FROM messages m
                WHERE m.discussion_id = d.id) AS v_messages,
@@ -106,6 +111,7 @@ async def discussion_with_children(conn: Conn, discussion_id: str) -> asyncpg.Re
            FROM discussions d WHERE d.id = $1""",
         discussion_id,
     )
+    return DiscussionDetail.of(row) if row is not None else None
 
 
 async def stop_discussion(conn: Conn, discussion_id: str, user_id: str, terminal: Iterable[str]) -> int | None:
@@ -149,10 +155,11 @@ async def update_discussion(conn: Conn, discussion_id: str, **fields: Any) -> No
     )
 
 
-async def list_discussions(conn: Conn, user_id: str, limit: int = 200) -> list[asyncpg.Record]:
-    return await conn.fetch(
+async def list_discussions(conn: Conn, user_id: str, limit: int = 200) -> list[DiscussionRow]:
+    rows = await conn.fetch(
         "SELECT * FROM discussions WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2", user_id, limit
     )
+    return [DiscussionRow.of(r) for r in rows]
 
 
 async def count_active(conn: Conn, user_id: str | None = None) -> int:
@@ -169,8 +176,9 @@ async def count_messages_of(conn: Conn, discussion_id: str, persona: str) -> int
     )
 
 
-async def messages(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM messages WHERE discussion_id = $1 ORDER BY round, position", discussion_id)
+async def messages(conn: Conn, discussion_id: str) -> list[MessageRow]:
+    rows = await conn.fetch("SELECT * FROM messages WHERE discussion_id = $1 ORDER BY round, position", discussion_id)
+    return [MessageRow.of(r) for r in rows]
 
 
 async def insert_message(
@@ -187,9 +195,9 @@ async def insert_message(
     model: str | None,
     input_tokens: int,
     output_tokens: int,
-) -> asyncpg.Record | None:
+) -> MessageRow | None:
     """The stored message, or None when this (round, turn) is already stored."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         """INSERT INTO messages (id, discussion_id, persona, content, round, turn, position, provider, model,
                                  input_tokens, output_tokens)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -206,16 +214,18 @@ async def insert_message(
         input_tokens,
         output_tokens,
     )
+    return MessageRow.of(row) if row is not None else None
 
 
-async def insert_round(conn: Conn, discussion_id: str, number: int, token_count: int) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def insert_round(conn: Conn, discussion_id: str, number: int, token_count: int) -> RoundRow | None:
+    row = await conn.fetchrow(
         """INSERT INTO rounds (discussion_id, number, token_count) VALUES ($1, $2, $3)
            ON CONFLICT DO NOTHING RETURNING *""",
         discussion_id,
         number,
         token_count,
     )
+    return RoundRow.of(row) if row is not None else None
 
 
 async def insert_summary(
@@ -228,8 +238,8 @@ async def insert_summary(
     tokens_before: int,
     tokens_after: int,
     reason: str,
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+) -> SummaryRow | None:
+    row = await conn.fetchrow(
         """INSERT INTO summaries (id, discussion_id, round, content, tokens_before, tokens_after, reason)
            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (discussion_id, round) DO NOTHING RETURNING *""",
         id,
@@ -240,10 +250,12 @@ async def insert_summary(
         tokens_after,
         reason,
     )
+    return SummaryRow.of(row) if row is not None else None
 
 
-async def summaries(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM summaries WHERE discussion_id = $1 ORDER BY round", discussion_id)
+async def summaries(conn: Conn, discussion_id: str) -> list[SummaryRow]:
+    rows = await conn.fetch("SELECT * FROM summaries WHERE discussion_id = $1 ORDER BY round", discussion_id)
+    return [SummaryRow.of(r) for r in rows]
 
 
 async def insert_question_set(
@@ -255,8 +267,8 @@ async def insert_question_set(
     questions: list[dict[str, Any]],
     reason: str,
     fallback: bool,
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+) -> QuestionSetRow | None:
+    row = await conn.fetchrow(
         """INSERT INTO question_sets (id, discussion_id, round, questions, reason, fallback)
            VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT (discussion_id, round) DO NOTHING RETURNING *""",
         id,
@@ -266,12 +278,14 @@ async def insert_question_set(
         reason,
         fallback,
     )
+    return QuestionSetRow.of(row) if row is not None else None
 
 
-async def question_set(conn: Conn, discussion_id: str, round: int) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def question_set(conn: Conn, discussion_id: str, round: int) -> QuestionSetRow | None:
+    row = await conn.fetchrow(
         "SELECT * FROM question_sets WHERE discussion_id = $1 AND round = $2", discussion_id, round
     )
+    return QuestionSetRow.of(row) if row is not None else None
 
 
 async def answer_question_set(conn: Conn, set_id: str, answers: dict[str, list[str]]) -> None:
@@ -299,7 +313,7 @@ _NO_CONTEXT = """
 
 async def load_step(
     conn: Conn, discussion_id: str, step_key: str, *, for_update: bool = False, context: bool = True
-) -> asyncpg.Record | None:
+) -> StepRow | None:
     """In one round trip, everything a step needs: the discussion row (locked with `for_update`), whether
     `step_key` was already processed (`step_done`, `step_next_job`), and the prompt context — every
     message in order (`ctx_messages`, JSON), the latest summary (`ctx_summary`, JSON or NULL), the files'
@@ -307,7 +321,7 @@ async def load_step(
 
     `context=False` leaves the prompt context out (the ctx_* columns come back empty): for a commit that
     needs only the row, since the context grows with every message of the discussion."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         f"""SELECT d.*,
              p.discussion_id IS NOT NULL AS step_done,
              p.next_job AS step_next_job,{_STEP_CONTEXT if context else _NO_CONTEXT}
@@ -318,6 +332,7 @@ async def load_step(
         discussion_id,
         step_key,
     )
+    return StepRow.of(row) if row is not None else None
 
 
 async def add_events(
@@ -513,15 +528,16 @@ def _event(r: asyncpg.Record) -> DiscussionEvent:
     )
 
 
-async def stalled_running(conn: Conn, older_than_s: float, limit: int = 100) -> list[asyncpg.Record]:
+async def stalled_running(conn: Conn, older_than_s: float, limit: int = 100) -> list[tuple[str, dict[str, Any] | None]]:
     """Discussions 'running' with no progress for `older_than_s` (their current job is re-published)."""
-    return await conn.fetch(
+    rows = await conn.fetch(
         """SELECT id, current_job FROM discussions
            WHERE status = 'running' AND updated_at < now() - make_interval(secs => $1)
            ORDER BY updated_at LIMIT $2""",
         older_than_s,
         limit,
     )
+    return [(r["id"], loads(r["current_job"])) for r in rows]
 
 
 async def touch(conn: Conn, discussion_id: str) -> datetime:
