@@ -34,7 +34,7 @@ from adp_common.schemas.dialogue import (
     SummaryCommand,
 )
 from adp_common.schemas.events import event_data
-from adp_dialogue import store, views
+from adp_dialogue import outbox, store, views
 from adp_dialogue.domain import questions
 from adp_dialogue.domain.export import to_markdown
 from adp_dialogue.domain.personas import USER_PERSONA, normalise_personas, user_turn_number
@@ -103,7 +103,7 @@ class Commands:
                 d = await self._owned(conn, did, q.user_id)
                 return views.base_view(d, has_active=await has_active(conn, d))
             if q.kind == "events":
-                events = await store.owned_events_after(conn, did, q.user_id, q.after_seq)
+                events = await outbox.owned_events_after(conn, did, q.user_id, q.after_seq)
                 if events is None:  # never reveal another user's discussion
                     raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "discussion not found")
                 return EventsReply(events=events)
@@ -162,7 +162,7 @@ class Commands:
         if nxt > d.max_rounds:
             raise PlatformError(ErrorCode.CONFLICT, f"the discussion reached its maximum of {d.max_rounds} rounds")
         job = turn_job(d.id, nxt, 1)
-        stored = await store.add_events(conn, d.id, None, events)
+        stored = await outbox.add_events(conn, d.id, None, events)
         await store.update_discussion(
             conn,
             d.id,
@@ -242,7 +242,7 @@ class Commands:
                         size=f.size,
                         text=f.text,
                     )
-                events = await store.add_events(
+                events = await outbox.add_events(
                     conn,
                     did,
                     None,
@@ -343,7 +343,7 @@ class Commands:
                     await self._owned(conn, did, cmd.user_id)  # 404 unless it exists and was already over
                 else:
                     end = event_data(TERMINAL_EVENTS["stopped"], payloads.DiscussionStopped(round=stopped))
-                    events = await store.add_events(conn, did, None, [end])
+                    events = await outbox.add_events(conn, did, None, [end])
         if stopped is not None:
             await self._after_commit(events, None)
             # The answer being generated is no longer wanted: the router copy running it cuts the provider

@@ -24,7 +24,7 @@ from adp_common.schemas import events as payloads
 from adp_common.schemas.dialogue import TERMINAL_EVENTS, DialogueJob, DiscussionEvent
 from adp_common.schemas.events import event_data
 from adp_common.schemas.llm import CancelCalls
-from adp_dialogue import store
+from adp_dialogue import outbox, store
 from adp_dialogue.domain import resolution
 from adp_dialogue.domain.personas import USER_PERSONA
 from adp_dialogue.rows import DiscussionRow
@@ -156,7 +156,7 @@ class Engine:
 
     async def _republish(self, conn: store.Conn, did: str, step_key: str, next_job: dict[str, Any] | None) -> None:
         job = DialogueJob.model_validate(next_job) if next_job else None
-        await self.publish_events(await store.events_for_step(conn, did, step_key), job)
+        await self.publish_events(await outbox.events_for_step(conn, did, step_key), job)
 
     async def _commit(
         self,
@@ -194,7 +194,7 @@ class Engine:
             d = await store.load_step(conn, did, job.step_key, for_update=True, context=context)
             if d is not None and d.step_done:  # another copy committed it meanwhile
                 nj = d.step_next_job
-                return await store.events_for_step(conn, did, job.step_key), (
+                return await outbox.events_for_step(conn, did, job.step_key), (
                     DialogueJob.model_validate(nj) if nj else None
                 )
             if d is None or not self._is_current(d.discussion, job):
@@ -205,7 +205,7 @@ class Engine:
             updates["current_job"] = next_job.model_dump() if next_job else None
             if next_job is None and "status" not in updates:
                 updates["status"] = "waiting"
-            published = await store.finish_step(
+            published = await outbox.finish_step(
                 conn, did, job.step_key, c.events, updates, next_job.model_dump() if next_job else None
             )
             return published, next_job
@@ -227,7 +227,7 @@ class Engine:
                     failed.append(event_data(TERMINAL_EVENTS["failed"], payloads.DiscussionFailed(**error)))
                 else:
                     await store.update_discussion(conn, did, status="waiting", error=error)
-                events = await store.add_events(conn, did, f"{job.step_key}:error:{retry}", failed)
+                events = await outbox.add_events(conn, did, f"{job.step_key}:error:{retry}", failed)
         log.warning("step %s of %s failed: %s %s", job.step_key, did, err.code.value, err.message)
         await self.publish_events(events)
 

@@ -12,7 +12,7 @@ from typing import Any
 from adp_common.schemas import events as payloads
 from adp_common.schemas.dialogue import DialogueJob, DiscussionEvent, PersonaSpec
 from adp_common.schemas.events import event_data
-from adp_dialogue import store, views
+from adp_dialogue import outbox, store, views
 from adp_dialogue.domain import prompts
 from adp_dialogue.domain.personas import USER_PERSONA, turn_number, user_turns_up_to
 from adp_dialogue.rows import MessageRow
@@ -54,7 +54,7 @@ async def _speak(host: StepHost, job: DialogueJob, lo: Loaded, num_delivered: in
     async with host.pool.acquire() as conn:
         _, data = event_data("message-start", payloads.MessageStart(persona=persona.name, turn=turn, round=job.round))
         data.pop("restart")  # set by the store when the turn is re-run
-        start = await store.add_start_event(conn, did, f"{job.step_key}:start", "message-start", data)
+        start = await outbox.add_start_event(conn, did, f"{job.step_key}:start", "message-start", data)
     # message-start and the LLM request leave on the same NATS connection in that order, so every live
     # listener has message-start before the router can even see the request; its JetStream ack is
     # awaited alongside the call rather than before it (one round trip off the time to first chunk).
@@ -117,12 +117,12 @@ def _quick(job: DialogueJob, spoken: Spoken) -> QuickCommit:
 
     async def quick(conn: store.Conn) -> tuple[list[DiscussionEvent], DialogueJob | None] | None:
         # A turn before the round's last needs neither the context nor the row's values: one statement
-        # (store.commit_turn) instead of a transaction of five round trips.
+        # (outbox.commit_turn) instead of a transaction of five round trips.
         message = {"id": uuid.uuid4().hex, **spoken.message_fields(job), "created_at": datetime.now(UTC)}
         next_job = turn_job(did, job.round, job.position + 1)
         retry = job.data.get("retry", 0)
         _, data = event_data("message-complete", payloads.MessageComplete(message=views.message(MessageRow(**message))))
-        done = await store.commit_turn(conn, did, job.step_key, retry, message, data, next_job.model_dump())
+        done = await outbox.commit_turn(conn, did, job.step_key, retry, message, data, next_job.model_dump())
         return ([done], next_job) if done is not None else None
 
     return quick
