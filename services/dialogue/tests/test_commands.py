@@ -1,4 +1,5 @@
-"""{DOC:test_commands.py}"""
+"""Discussion commands over the bus (real NATS, Postgres and the llm-router's simulated provider): a full
+discussion, validation, ownership and limits, stop mid-turn."""
 
 from __future__ import annotations
 
