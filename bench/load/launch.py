@@ -49,11 +49,14 @@ async def wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 class FakeProviderProcess:
-    def __init__(self, *, ttft_ms: float, tokens_per_s: float, tokens: int, jitter: float, log: Path) -> None:
+    def __init__(
+        self, *, ttft_ms: float, tokens_per_s: float, tokens: int, jitter: float, log: Path, stamp_every: int = 5
+    ) -> None:
         self.port = free_port()
         script = Path(__file__).with_name("provider.py")
         args = [sys.executable, str(script), "--port", str(self.port), "--ttft-ms", str(ttft_ms)]
         args += ["--tokens-per-s", str(tokens_per_s), "--tokens", str(tokens), "--jitter", str(jitter)]
+        args += ["--stamp-every", str(stamp_every)]
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             self.popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

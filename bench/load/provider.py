@@ -51,10 +51,10 @@ def stamp_token(last: bool, arrived_us: int | None = None) -> str:
     return f"ts{time.time_ns() // 1000}{rq}" + ("." if last else " ")
 
 
-def token(i: int, last: bool, arrived_us: int | None = None) -> str:
-    """Token `i` of an answer: stamped (the first, every STAMP_EVERY-th, the last) or a short word. The first
+def token(i: int, last: bool, arrived_us: int | None = None, stamp_every: int = STAMP_EVERY) -> str:
+    """Token `i` of an answer: stamped (the first, every `stamp_every`-th, the last) or a short word. The first
     token of a stream also carries `arrived_us`, when the provider had the whole request (see `arrival`)."""
-    if last or i % STAMP_EVERY == 0:
+    if last or i % stamp_every == 0:
         return stamp_token(last, arrived_us if i == 0 else None)
     return WORDS[i % len(WORDS)]
 
@@ -83,6 +83,7 @@ class Config:
     token_interval_s: float
     tokens: int
     jitter: float = 0.0  # ± fraction applied to the TTFT
+    stamp_every: int = STAMP_EVERY  # 1: every token carries its emission time
 
     def ttft(self) -> float:
         if not self.jitter:
@@ -145,7 +146,7 @@ class Stream:
         if i == 0:
             self.start = self.loop.time()
         last = i == self.tokens - 1
-        tok = token(i, last, self.arrived_us)
+        tok = token(i, last, self.arrived_us, cfg.stamp_every)
         out = _event(self.head + f'"choices":[{{"index":0,"delta":{{"content":"{tok}"}},"finish_reason":null}}]}}')
         self.i += 1
         if not last:
@@ -310,8 +311,9 @@ def main() -> None:
     ap.add_argument("--tokens-per-s", type=float, default=30.0)
     ap.add_argument("--tokens", type=int, default=40)
     ap.add_argument("--jitter", type=float, default=0.0, help="± fraction applied to the TTFT")
+    ap.add_argument("--stamp-every", type=int, default=STAMP_EVERY, help="1: every token carries its emission time")
     args = ap.parse_args()
-    config = Config(args.ttft_ms / 1000, 1 / args.tokens_per_s, args.tokens, args.jitter)
+    config = Config(args.ttft_ms / 1000, 1 / args.tokens_per_s, args.tokens, args.jitter, args.stamp_every)
     fake = FakeServer(args.host, args.port, config)
 
     async def run() -> None:

@@ -71,3 +71,70 @@ def test_skipped_questions_are_left_out_of_the_answers() -> None:
         assert d.ask_answers(qs) == {"q2": ["q2o2"]}
     finally:
         d.client.close()
+
+
+def test_a_replayed_event_is_shown_once() -> None:
+    first_time = message(2, "Solver", 1, 2, "Ship it behind a flag.")
+    _, text = render([first_time, first_time, SseEvent("message-complete", first_time.data, "9")])
+    assert text.count("Ship it behind a flag.") == 1
+
+
+def test_streamed_chunks_then_the_complete_message_print_the_text_once() -> None:
+    start = SseEvent("message-start", {"persona": "Solver", "round": 1, "turn": 2}, "1")
+    chunks = [SseEvent("message-chunk", {"round": 1, "turn": 2, "chunk": c}) for c in ("Ship ", "it.")]
+    _, text = render([start, *chunks, message(2, "Solver", 1, 2, "Ship it.")])
+    assert text.count("Ship it.") == 1 and "(complete message)" not in text
+
+
+def test_a_message_that_differs_from_its_stream_is_shown_as_stored() -> None:
+    start = SseEvent("message-start", {"persona": "Solver", "round": 1, "turn": 2}, "1")
+    chunk = SseEvent("message-chunk", {"round": 1, "turn": 2, "chunk": "Half an ans"})
+    _, text = render([start, chunk, message(2, "Solver", 1, 2, "A different answer.")])
+    assert text.index("(complete message)") < text.index("A different answer.")
+
+
+def test_an_error_event_is_shown_and_ends_the_round() -> None:
+    st, text = render([SseEvent("error", {"code": "LLM_TIMEOUT", "message": "slow"}, "3")])
+    assert "error LLM_TIMEOUT: slow" in text and st.round_done and st.ended is None
+
+
+def prompt_with(replies: list[str | None]) -> tuple[bool, list[tuple[str, dict[str, object]]], str]:
+    """Run one prompt over `replies`; -> whether the client goes on, the commands it sent, what it printed."""
+    answers = iter(replies)
+    out = io.StringIO()
+    args = argparse.Namespace(no_color=True, color="never", no_spinner=True, url="http://127.0.0.1:9", key="k")
+    args.timeout, args.settle, args.round_timeout = 1.0, 0.0, 0.1
+    d = Discuss(args, out, lambda _prompt: next(answers))
+    d.st = DiscussionState("d1")
+    sent: list[tuple[str, dict[str, object]]] = []
+
+    def command(action: str, body: dict[str, object]) -> bool:
+        sent.append((action, body))
+        return True
+
+    d.command = command  # type: ignore[method-assign]  # the gateway call, recorded instead of sent
+    try:
+        return d.prompt(), sent, out.getvalue()
+    finally:
+        d.client.close()
+
+
+def test_prompt_asks_again_after_an_unknown_answer_then_proceeds() -> None:
+    goes_on, sent, text = prompt_with(["zzz", "p"])
+    assert goes_on and sent == [("proceed", {})] and "please answer p, a, i, s, x or q" in text
+
+
+def test_prompt_sends_the_user_input_trimmed() -> None:
+    goes_on, sent, _ = prompt_with(["i", "  keep it cheap  "])
+    assert goes_on and sent == [("input", {"input": "keep it cheap"})]
+
+
+def test_prompt_quit_and_end_of_input_leave_without_a_command() -> None:
+    for replies in (["q"], [None]):
+        goes_on, sent, _ = prompt_with(replies)
+        assert not goes_on and sent == []
+
+
+def test_prompt_stop_sends_stop_and_leaves() -> None:
+    goes_on, sent, text = prompt_with(["x"])
+    assert not goes_on and sent == [("stop", {})] and "stopped discussion d1" in text

@@ -1,5 +1,6 @@
 """LLMClient against real NATS with a stand-in router: a copy that falls silent is given up after the idle
-timeout and the same request goes to another copy; a caller's cancel is not mistaken for a lost copy."""
+timeout and the same request goes to another copy; a caller's cancel is not mistaken for a lost copy; every
+chunk published before the reply reaches the caller before the call returns."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from adp_common.bus import Bus, RequestContext
 from adp_common.llm_client import LLMClient
-from adp_common.schemas.llm import ChatMessage, CompletionRequest, CompletionResult
+from adp_common.schemas.llm import ChatMessage, CompletionChunk, CompletionRequest, CompletionResult
 
 
 def request() -> CompletionRequest:
@@ -62,3 +63,28 @@ async def test_cancelling_the_caller_is_not_a_lost_router(bus: Bus, nats_url: st
     finally:
         await router.close(grace=0.5)
     assert calls == 1
+
+
+async def test_every_chunk_sent_just_before_the_reply_is_delivered_first(bus: Bus, nats_url: str, prefix: str) -> None:
+    router = await Bus.connect(nats_url, prefix=prefix, name="llm-router")
+    texts = [f"token {i} " + "x" * (i % 7) * 50 for i in range(400)]  # several socket reads' worth
+    try:
+
+        async def complete(req: CompletionRequest, _: RequestContext) -> CompletionResult:
+            subject = router.catalog.llm_stream(req.request_id)
+            for i, text in enumerate(texts):  # no pause: the reply leaves right behind the last chunk
+                await router.publish(subject, CompletionChunk(request_id=req.request_id, seq=i, delta=text))
+            return CompletionResult(request_id=req.request_id, text="".join(texts), provider="p", model="m")
+
+        await router.serve(router.catalog.llm_complete, complete, CompletionRequest)
+        client = LLMClient(bus)
+        for _ in range(5):
+            got: list[str] = []
+
+            async def on_chunk(c: CompletionChunk, got: list[str] = got) -> None:
+                got.append(c.delta)
+
+            result = await asyncio.wait_for(client.complete(request(), on_chunk), 10)
+            assert got == texts and result.text == "".join(texts)
+    finally:
+        await router.close(grace=0.5)

@@ -367,7 +367,7 @@ def test_markdown_export_neutralises_markup() -> None:
 
 # ---- jsonb parameters -------------------------------------------------------------------------------
 def test_jsonb_parameters_keep_the_stdlib_encoding_of_odd_values() -> None:
-    """store._j (orjson) writes what json.dumps(value, default=str) wrote: datetimes as str() gives them,
+    """store.json_param (orjson) writes what json.dumps(value, default=str) wrote: datetimes as str() gives them,
     integer keys as strings, text as text."""
     from datetime import UTC, datetime
 
@@ -375,5 +375,5 @@ def test_jsonb_parameters_keep_the_stdlib_encoding_of_odd_values() -> None:
 
     when = datetime(2026, 12, 1, 16, 0, 0, 123456, tzinfo=UTC)
     value = {"at": when, "n": {1: "one"}, "text": "naïve “quotes”", "list": [1.5, None, True]}
-    assert json.loads(store._j(value) or "") == json.loads(json.dumps(value, default=str))
-    assert store._j(None) is None
+    assert json.loads(store.json_param(value) or "") == json.loads(json.dumps(value, default=str))
+    assert store.json_param(None) is None

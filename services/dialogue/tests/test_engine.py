@@ -1,4 +1,5 @@
-"""{DOC:test_engine.py}"""
+"""The step engine over the bus: failures and retries, crashes between commit and publish, replays, copies
+sharing and taking over work, the sweeper."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""{DOC:test_queries.py}"""
+"""Discussion queries over the bus: stored events replayed after a seq, to the owner only."""
 
 from __future__ import annotations
 

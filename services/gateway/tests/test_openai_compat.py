@@ -53,3 +53,16 @@ def test_openai_mapping_and_stream_encoding() -> None:
         "completion_tokens": 1,
         "total_tokens": 4,
     }
+
+
+@pytest.mark.parametrize("model", ["fast", 'we"ird "delta":{"content":""} }', "modèle\\n\u2028"])
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_text_chunk_frame_is_the_whole_chunk_object_whatever_the_model_name(model: str, include_usage: bool) -> None:
+    enc = StreamEncoder("r1", model=model, include_usage=include_usage)
+    deltas = ['He said "hi"\n', "", "\u00e9\u2028</script>"]
+    frames = enc.chunks([CompletionChunk(request_id="r1", seq=i, delta=d) for i, d in enumerate(deltas)])
+    datas = [f[len("data: ") :] for f in frames.decode().strip().split("\n\n")]
+    objs = [json.loads(d) for d in datas]
+    assert [o["choices"][0]["delta"] for o in objs] == [{"content": d} for d in deltas]
+    assert all(o["model"] == model and o["id"] == "chatcmpl-r1" for o in objs)
+    assert all(("usage" in o) is include_usage for o in objs)

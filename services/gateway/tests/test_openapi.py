@@ -60,3 +60,35 @@ def test_ids_in_paths_have_patterns(doc: dict[str, Any]) -> None:
     param = operations(doc)["GET /api/discussions/{discussion_id}"]["parameters"][0]
     assert re.match(param["schema"]["pattern"], "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f")
     assert not re.match(param["schema"]["pattern"], "not-a-uuid")
+
+
+def test_no_dependency_runs_in_the_thread_pool() -> None:
+    """FastAPI runs a plain-function dependency in its thread pool: a thread hand-off on every request that
+    uses it. Every dependency of every route is a coroutine function (or an object whose call is one)."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    def sync_calls(dependant: Any) -> list[str]:
+        found = []
+        for dep in dependant.dependencies:
+            call = dep.call
+            target = call if inspect.isfunction(call) or inspect.ismethod(call) else type(call).__call__
+            if not inspect.iscoroutinefunction(target):
+                found.append(getattr(call, "__name__", type(call).__name__))
+            found += sync_calls(dep)
+        return found
+
+    def api_routes(routes: list[Any]) -> list[APIRoute]:
+        out: list[APIRoute] = []
+        for r in routes:
+            if isinstance(r, APIRoute):
+                out.append(r)
+            elif hasattr(r, "original_router"):  # a router included in the app
+                out += api_routes(r.original_router.routes)
+        return out
+
+    routes = api_routes(build_api(offline_context()).routes)
+    assert any(r.path == "/v1/chat/completions" for r in routes)
+    blocking = {f"{sorted(r.methods)[0]} {r.path}": calls for r in routes if (calls := sync_calls(r.dependant))}
+    assert blocking == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adp_router.router import chunk_interval_s
+from adp_router.pacing import chunk_interval_s
 
 
 def test_chunk_interval_grows_with_load_up_to_the_cap() -> None:

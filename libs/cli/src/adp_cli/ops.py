@@ -23,11 +23,11 @@ import httpx
 from adp_cli.cli_common import command, connect_bus, connection_options, print_json, read_kv
 from adp_cli.procs import START_ORDER
 from adp_cli.supervisor import read_state
-from adp_cli.tables import table
+from adp_cli.tables import alert_table, table
 from adp_common.bus import Bus
 from adp_common.catalog import KV_BREAKERS, KV_BUDGET
 from adp_common.errors import PlatformError
-from adp_common.schemas.alerts import AckAlert, AlertEvent, AlertList, AlertQuery
+from adp_common.schemas.alerts import AckAlert, AlertList, AlertQuery
 from adp_common.schemas.common import HealthReply
 from adp_common.schemas.cost import BudgetState, CostQuery, CostSummary, SetBudget
 from adp_common.schemas.llm import BreakerState, ProviderStatusList
@@ -260,22 +260,6 @@ async def _budget(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- alerts
-def _alert_rows(alerts: list[AlertEvent]) -> str:
-    rows = [
-        [
-            a.id,
-            a.severity,
-            a.state + (" (acked)" if a.acknowledged else ""),
-            a.rule,
-            a.subject,
-            a.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            a.message[:70],
-        ]
-        for a in alerts
-    ]
-    return table(["ID", "SEVERITY", "STATE", "RULE", "SUBJECT", "STARTED", "MESSAGE"], rows)
-
-
 async def _alerts(args: argparse.Namespace) -> int:
     bus = await connect_bus(args)
     try:
@@ -295,7 +279,7 @@ async def _alerts(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.model_dump(mode="json"))
     elif result.alerts:
-        print(_alert_rows(result.alerts))
+        print(alert_table(result.alerts))
     else:
         print("no alerts" if args.history else "no active alerts")
     firing = [a for a in result.alerts if a.state == "firing" and not a.acknowledged]

@@ -165,15 +165,17 @@ class LLMClient:
     async def _drain(
         self, sub: Subscription, queue: asyncio.Queue[CompletionChunk | None], pumper: asyncio.Task[None]
     ) -> None:
-        """Deliver every chunk of an answered call. Chunks published before the reply were sent before it;
-        a flush round trip guarantees they reached this client, then wait until the subscription has handed
-        them all over, and the pump has passed them on."""
-        await self.bus.nc.flush(timeout=2)
-        for _ in range(2000):  # at most ~2 s
-            if sub.pending_msgs == 0:
-                break
-            await asyncio.sleep(0.001)
-        await asyncio.sleep(0)
+        """Deliver every chunk of an answered call. Chunks published before the reply were sent before it, on
+        the same connection. With inline handlers they were queued when the reply was read, so the queue holds
+        them all already; otherwise a flush round trip guarantees they reached this client, then wait until
+        the subscription has handed them all over. Then the pump passes them on."""
+        if not self.bus.inline_in_order:
+            await self.bus.nc.flush(timeout=2)
+            for _ in range(2000):  # at most ~2 s
+                if sub.pending_msgs == 0:
+                    break
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0)
         await queue.put(None)
         await asyncio.wait_for(pumper, timeout=10)
 

@@ -34,12 +34,13 @@ from adp_common.schemas.dialogue import (
     SummaryCommand,
 )
 from adp_common.schemas.events import event_data
-from adp_dialogue import store, views
+from adp_dialogue import outbox, store, views
 from adp_dialogue.domain import questions
 from adp_dialogue.domain.export import to_markdown
 from adp_dialogue.domain.personas import USER_PERSONA, normalise_personas, user_turn_number
 from adp_dialogue.domain.text import estimate_tokens
 from adp_dialogue.engine import Engine, questions_job, summary_job, turn_job
+from adp_dialogue.rows import DiscussionRow, MessageRow
 from adp_dialogue.settings import DialogueSettings
 
 log = logging.getLogger("adp.dialogue.commands")
@@ -56,11 +57,11 @@ def parse_id(raw: str | None) -> str:
         raise PlatformError(ErrorCode.INVALID_DISCUSSION_ID, "invalid discussion id") from None
 
 
-async def has_active(conn: store.Conn, d: asyncpg.Record) -> bool:
+async def has_active(conn: store.Conn, d: DiscussionRow) -> bool:
     """Whether the discussion's user has an unfinished discussion: this one, or (one query) another."""
-    if d["status"] in store.ACTIVE_STATUSES:
+    if d.status in store.ACTIVE_STATUSES:
         return True
-    return await store.count_active(conn, d["user_id"]) > 0
+    return await store.count_active(conn, d.user_id) > 0
 
 
 class Commands:
@@ -95,21 +96,21 @@ class Commands:
                 raise PlatformError(ErrorCode.VALIDATION_ERROR, "user_id is required")
             if q.kind == "list":
                 rows = await store.list_discussions(conn, q.user_id)
-                active = any(r["status"] in store.ACTIVE_STATUSES for r in rows)
+                active = any(r.status in store.ACTIVE_STATUSES for r in rows)
                 return DiscussionList(discussions=[views.base_view(r, has_active=active) for r in rows])
             did = parse_id(q.discussion_id)
             if q.kind == "head":
                 d = await self._owned(conn, did, q.user_id)
                 return views.base_view(d, has_active=await has_active(conn, d))
             if q.kind == "events":
-                events = await store.owned_events_after(conn, did, q.user_id, q.after_seq)
+                events = await outbox.owned_events_after(conn, did, q.user_id, q.after_seq)
                 if events is None:  # never reveal another user's discussion
                     raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "discussion not found")
                 return EventsReply(events=events)
-            d = await store.discussion_with_children(conn, did)
-            if d is None or d["user_id"] != q.user_id:  # never reveal another user's discussion
+            detail = await store.discussion_with_children(conn, did)
+            if detail is None or detail.discussion.user_id != q.user_id:  # never reveal another user's discussion
                 raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "discussion not found")
-            view = views.full_view(d, has_active=await has_active(conn, d))
+            view = views.full_view(detail, has_active=await has_active(conn, detail.discussion))
         if q.kind == "get":
             return view
         if q.format == "markdown":
@@ -118,19 +119,19 @@ class Commands:
 
     # ---- helpers --------------------------------------------------------------------------------------
     @staticmethod
-    async def _owned(conn: store.Conn, did: str, user_id: str, *, for_update: bool = False) -> asyncpg.Record:
+    async def _owned(conn: store.Conn, did: str, user_id: str, *, for_update: bool = False) -> DiscussionRow:
         d = await store.get_discussion(conn, did, for_update=for_update)
-        if d is None or d["user_id"] != user_id:  # never reveal another user's discussion
+        if d is None or d.user_id != user_id:  # never reveal another user's discussion
             raise PlatformError(ErrorCode.DISCUSSION_NOT_FOUND, "discussion not found")
         return d
 
     @staticmethod
-    def _require_waiting(d: asyncpg.Record, *, allow_error: bool = False) -> None:
-        if d["status"] == "running":
+    def _require_waiting(d: DiscussionRow, *, allow_error: bool = False) -> None:
+        if d.status == "running":
             raise PlatformError(ErrorCode.CONFLICT, "a step is running; wait for the round to finish")
-        if d["status"] in TERMINAL:
-            raise PlatformError(ErrorCode.CONFLICT, f"the discussion is {d['status']}")
-        if d["error"] is not None and not allow_error:
+        if d.status in TERMINAL:
+            raise PlatformError(ErrorCode.CONFLICT, f"the discussion is {d.status}")
+        if d.error is not None and not allow_error:
             raise PlatformError(ErrorCode.CONFLICT, "the last step failed; proceed retries it")
 
     async def _after_commit(self, events: list[DiscussionEvent], job: DialogueJob | None) -> None:
@@ -150,37 +151,37 @@ class Commands:
 
     async def _view(self, did: str) -> DiscussionView:
         async with self.pool.acquire() as conn:
-            d = await store.discussion_with_children(conn, did)
-            assert d is not None
-            return views.full_view(d, has_active=await has_active(conn, d))
+            detail = await store.discussion_with_children(conn, did)
+            assert detail is not None
+            return views.full_view(detail, has_active=await has_active(conn, detail.discussion))
 
     async def _start_round(
-        self, conn: store.Conn, d: asyncpg.Record, events: list[tuple[str, dict[str, Any]]], extra_tokens: int = 0
+        self, conn: store.Conn, d: DiscussionRow, events: list[tuple[str, dict[str, Any]]], extra_tokens: int = 0
     ) -> tuple[list[DiscussionEvent], DialogueJob]:
-        nxt = d["current_round"] + 1
-        if nxt > d["max_rounds"]:
-            raise PlatformError(ErrorCode.CONFLICT, f"the discussion reached its maximum of {d['max_rounds']} rounds")
-        job = turn_job(d["id"], nxt, 1)
-        stored = await store.add_events(conn, d["id"], None, events)
+        nxt = d.current_round + 1
+        if nxt > d.max_rounds:
+            raise PlatformError(ErrorCode.CONFLICT, f"the discussion reached its maximum of {d.max_rounds} rounds")
+        job = turn_job(d.id, nxt, 1)
+        stored = await outbox.add_events(conn, d.id, None, events)
         await store.update_discussion(
             conn,
-            d["id"],
+            d.id,
             status="running",
             current_round=nxt,
             current_job=job.model_dump(),
             error=None,
-            token_count=d["token_count"] + extra_tokens,
+            token_count=d.token_count + extra_tokens,
         )
         return stored, job
 
-    async def _user_message(self, conn: store.Conn, d: asyncpg.Record, content: str) -> asyncpg.Record:
-        personas = store.loads(d["personas"])
-        rnd = d["current_round"] + 1
-        earlier = await store.count_messages_of(conn, d["id"], USER_PERSONA)
+    async def _user_message(self, conn: store.Conn, d: DiscussionRow, content: str) -> MessageRow:
+        personas = d.personas
+        rnd = d.current_round + 1
+        earlier = await store.count_messages_of(conn, d.id, USER_PERSONA)
         row = await store.insert_message(
             conn,
             id=uuid.uuid4().hex,
-            discussion_id=d["id"],
+            discussion_id=d.id,
             persona=USER_PERSONA,
             content=content,
             round=rnd,
@@ -241,7 +242,7 @@ class Commands:
                         size=f.size,
                         text=f.text,
                     )
-                events = await store.add_events(
+                events = await outbox.add_events(
                     conn,
                     did,
                     None,
@@ -261,7 +262,7 @@ class Commands:
             async with conn.transaction():
                 d = await self._owned(conn, did, cmd.user_id, for_update=True)
                 self._require_waiting(d, allow_error=True)
-                failed = store.loads(d["current_job"]) if d["error"] is not None else None
+                failed = d.current_job if d.error is not None else None
                 if failed:
                     job = DialogueJob.model_validate(failed)
                     job.data = {**job.data, "retry": int(job.data.get("retry", 0)) + 1}
@@ -278,23 +279,23 @@ class Commands:
             async with conn.transaction():
                 d = await self._owned(conn, did, cmd.user_id, for_update=True)
                 self._require_waiting(d)
-                rnd = cmd.round_number or d["current_round"]
+                rnd = cmd.round_number or d.current_round
                 qs = await store.question_set(conn, did, rnd)
                 if qs is None:
                     raise PlatformError(ErrorCode.VALIDATION_ERROR, f"no questions were generated for round {rnd}")
-                if qs["answers"] is not None:
+                if qs.answers is not None:
                     raise PlatformError(ErrorCode.CONFLICT, f"the questions of round {rnd} were already answered")
-                items = store.loads(qs["questions"])
+                items = qs.questions
                 problems = questions.validate_answers(items, cmd.answers)
                 if problems:
                     raise PlatformError(ErrorCode.VALIDATION_ERROR, "; ".join(problems))
-                await store.answer_question_set(conn, qs["id"], cmd.answers)
+                await store.answer_question_set(conn, qs.id, cmd.answers)
                 row = await self._user_message(conn, d, questions.answers_text(items, cmd.answers))
                 events, job = await self._start_round(
                     conn,
                     d,
                     [event_data("message-complete", payloads.MessageComplete(message=views.message(row)))],
-                    estimate_tokens(row["content"]),
+                    estimate_tokens(row.content),
                 )
         return await self._publish_and_view(did, events, job)
 
@@ -311,7 +312,7 @@ class Commands:
                     conn,
                     d,
                     [event_data("message-complete", payloads.MessageComplete(message=views.message(row)))],
-                    estimate_tokens(row["content"]),
+                    estimate_tokens(row.content),
                 )
         return await self._publish_and_view(did, events, job)
 
@@ -321,13 +322,13 @@ class Commands:
             async with conn.transaction():
                 d = await self._owned(conn, did, cmd.user_id, for_update=True)
                 self._require_waiting(d)
-                rnd = d["current_round"]
+                rnd = d.current_round
                 if kind == "questions":
                     if await store.question_set(conn, did, rnd) is not None:
                         raise PlatformError(ErrorCode.CONFLICT, f"questions were already generated for round {rnd}")
                     job = questions_job(did, rnd, "requested")
                 else:
-                    if any(s["round"] == rnd for s in await store.summaries(conn, did)):
+                    if any(s.round == rnd for s in await store.summaries(conn, did)):
                         raise PlatformError(ErrorCode.CONFLICT, f"round {rnd} is already summarised")
                     job = summary_job(did, rnd, "wait", "requested")
                 await store.update_discussion(conn, did, status="running", current_job=job.model_dump())
@@ -342,7 +343,7 @@ class Commands:
                     await self._owned(conn, did, cmd.user_id)  # 404 unless it exists and was already over
                 else:
                     end = event_data(TERMINAL_EVENTS["stopped"], payloads.DiscussionStopped(round=stopped))
-                    events = await store.add_events(conn, did, None, [end])
+                    events = await outbox.add_events(conn, did, None, [end])
         if stopped is not None:
             await self._after_commit(events, None)
             # The answer being generated is no longer wanted: the router copy running it cuts the provider

@@ -24,9 +24,10 @@ from adp_common.schemas import events as payloads
 from adp_common.schemas.dialogue import TERMINAL_EVENTS, DialogueJob, DiscussionEvent
 from adp_common.schemas.events import event_data
 from adp_common.schemas.llm import CancelCalls
-from adp_dialogue import store
+from adp_dialogue import outbox, store
 from adp_dialogue.domain import resolution
 from adp_dialogue.domain.personas import USER_PERSONA
+from adp_dialogue.rows import DiscussionRow
 from adp_dialogue.settings import DialogueSettings
 from adp_dialogue.steps import RUNNERS
 from adp_dialogue.steps.common import (
@@ -107,8 +108,8 @@ class Engine:
         did = job.discussion_id
         async with self.pool.acquire() as conn:
             row = await store.load_step(conn, did, job.step_key)
-            if row is not None and row["step_done"]:
-                await self._republish(conn, did, job.step_key, store.loads(row["step_next_job"]))
+            if row is not None and row.step_done:
+                await self._republish(conn, did, job.step_key, row.step_next_job)
                 return
         loaded_step = loaded(row) if row is not None else None
         if loaded_step is None or not self._is_current(loaded_step.d, job):
@@ -137,10 +138,10 @@ class Engine:
         self.metrics.duration.labels(job.kind).observe(time.perf_counter() - started)
 
     @staticmethod
-    def _is_current(d: asyncpg.Record, job: DialogueJob) -> bool:
-        current = store.loads(d["current_job"]) or {}
+    def _is_current(d: DiscussionRow, job: DialogueJob) -> bool:
+        current = d.current_job or {}
         return (
-            d["status"] == "running"
+            d.status == "running"
             and current.get("step_key") == job.step_key
             and (current.get("data") or {}).get("retry", 0) == job.data.get("retry", 0)
         )
@@ -155,7 +156,7 @@ class Engine:
 
     async def _republish(self, conn: store.Conn, did: str, step_key: str, next_job: dict[str, Any] | None) -> None:
         job = DialogueJob.model_validate(next_job) if next_job else None
-        await self.publish_events(await store.events_for_step(conn, did, step_key), job)
+        await self.publish_events(await outbox.events_for_step(conn, did, step_key), job)
 
     async def _commit(
         self,
@@ -191,12 +192,12 @@ class Engine:
         did = job.discussion_id
         async with conn.transaction():
             d = await store.load_step(conn, did, job.step_key, for_update=True, context=context)
-            if d is not None and d["step_done"]:  # another copy committed it meanwhile
-                nj = store.loads(d["step_next_job"])
-                return await store.events_for_step(conn, did, job.step_key), (
+            if d is not None and d.step_done:  # another copy committed it meanwhile
+                nj = d.step_next_job
+                return await outbox.events_for_step(conn, did, job.step_key), (
                     DialogueJob.model_validate(nj) if nj else None
                 )
-            if d is None or not self._is_current(d, job):
+            if d is None or not self._is_current(d.discussion, job):
                 return None
             c = await build(conn, loaded(d))
             next_job = c.next_job
@@ -204,7 +205,7 @@ class Engine:
             updates["current_job"] = next_job.model_dump() if next_job else None
             if next_job is None and "status" not in updates:
                 updates["status"] = "waiting"
-            published = await store.finish_step(
+            published = await outbox.finish_step(
                 conn, did, job.step_key, c.events, updates, next_job.model_dump() if next_job else None
             )
             return published, next_job
@@ -226,7 +227,7 @@ class Engine:
                     failed.append(event_data(TERMINAL_EVENTS["failed"], payloads.DiscussionFailed(**error)))
                 else:
                     await store.update_discussion(conn, did, status="waiting", error=error)
-                events = await store.add_events(conn, did, f"{job.step_key}:error:{retry}", failed)
+                events = await outbox.add_events(conn, did, f"{job.step_key}:error:{retry}", failed)
         log.warning("step %s of %s failed: %s %s", job.step_key, did, err.code.value, err.message)
         await self.publish_events(events)
 
@@ -237,12 +238,11 @@ class Engine:
             rows = await store.stalled_running(conn, self.s.stall_after_s)
             self.metrics.active.set(await store.count_active(conn))
         n = 0
-        for r in rows:
-            job = store.loads(r["current_job"])
+        for did, job in rows:
             if job:
                 await self.publish_job(DialogueJob.model_validate(job))
                 async with self.pool.acquire() as conn:
-                    await store.touch(conn, r["id"])
+                    await store.touch(conn, did)
                 n += 1
         return n
 

@@ -9,7 +9,16 @@ from typing import Any, TypeAlias
 import asyncpg
 import orjson
 
-from adp_common.schemas.dialogue import DiscussionEvent
+from adp_dialogue.rows import (
+    DiscussionDetail,
+    DiscussionRow,
+    MessageRow,
+    QuestionSetRow,
+    RoundRow,
+    StepRow,
+    SummaryRow,
+    loads,
+)
 
 ACTIVE_STATUSES = ("running", "waiting")
 Conn: TypeAlias = "asyncpg.Connection | asyncpg.pool.PoolConnectionProxy"
@@ -26,19 +35,12 @@ _UPDATABLE = {
 _JSON_COLUMNS = {"resolution", "current_job", "error", "personas"}
 
 
-def _j(value: Any) -> str | None:
+def json_param(value: Any) -> str | None:
     """A value for a jsonb parameter (orjson: a step's events carry whole messages). Datetimes and other
     types JSON lacks are written as str() gives them, as the stdlib encoder with default=str did."""
     if value is None:
         return None
     return orjson.dumps(value, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS).decode()
-
-
-def loads(value: Any) -> Any:
-    """A JSON column as Python (a step's context holds every message so far: orjson, ~3x the stdlib)."""
-    if value is None or not isinstance(value, str):
-        return value
-    return orjson.loads(value)
 
 
 async def create_discussion(
@@ -55,8 +57,8 @@ async def create_discussion(
     status: str,
     current_round: int,
     current_job: dict[str, Any] | None,
-) -> asyncpg.Record:
-    return await conn.fetchrow(
+) -> DiscussionRow:
+    row = await conn.fetchrow(
         """INSERT INTO discussions (id, user_id, topic, status, personas, current_round, max_rounds, auto_mode,
                                     token_limit, current_job, key_id)
            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11)
@@ -65,14 +67,15 @@ async def create_discussion(
         user_id,
         topic,
         status,
-        _j(personas),
+        json_param(personas),
         current_round,
         max_rounds,
         auto_mode,
         token_limit,
-        _j(current_job),
+        json_param(current_job),
         key_id,
     )
+    return DiscussionRow.of(row)
 
 
 async def add_file(conn: Conn, *, id: str, discussion_id: str, name: str, content_type: str, size: int, text: str):
@@ -87,16 +90,17 @@ async def add_file(conn: Conn, *, id: str, discussion_id: str, name: str, conten
     )
 
 
-async def get_discussion(conn: Conn, discussion_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
+async def get_discussion(conn: Conn, discussion_id: str, *, for_update: bool = False) -> DiscussionRow | None:
     sql = "SELECT * FROM discussions WHERE id = $1" + (" FOR UPDATE" if for_update else "")
-    return await conn.fetchrow(sql, discussion_id)
+    row = await conn.fetchrow(sql, discussion_id)
+    return DiscussionRow.of(row) if row is not None else None
 
 
-async def discussion_with_children(conn: Conn, discussion_id: str) -> asyncpg.Record | None:
+async def discussion_with_children(conn: Conn, discussion_id: str) -> DiscussionDetail | None:
     """The discussion row and, in the same round trip, its messages, rounds, summaries and question sets,
     as arrays of their rows in order (`v_messages`, `v_rounds`, `v_summaries`, `v_questions`; NULL when
     there are none) — what a full view needs, in one query instead of five."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         """SELECT d.*,
              (SELECT array_agg(m ORDER BY m.round, m.position) FROM messages m
                WHERE m.discussion_id = d.id) AS v_messages,
@@ -106,6 +110,7 @@ async def discussion_with_children(conn: Conn, discussion_id: str) -> asyncpg.Re
            FROM discussions d WHERE d.id = $1""",
         discussion_id,
     )
+    return DiscussionDetail.of(row) if row is not None else None
 
 
 async def stop_discussion(conn: Conn, discussion_id: str, user_id: str, terminal: Iterable[str]) -> int | None:
@@ -125,7 +130,7 @@ async def lock_user(conn: Conn, user_id: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dialogue-user:' || $1))", user_id)
 
 
-def _assignments(fields: dict[str, Any], first_param: int) -> tuple[list[str], list[Any]]:
+def assignments(fields: dict[str, Any], first_param: int) -> tuple[list[str], list[Any]]:
     """`col = $n` assignments (JSON columns cast) for an UPDATE of discussions, numbered from `first_param`."""
     sets, args = [], []
     for i, (k, v) in enumerate(fields.items(), start=first_param):
@@ -133,7 +138,7 @@ def _assignments(fields: dict[str, Any], first_param: int) -> tuple[list[str], l
             raise ValueError(f"cannot update {k}")
         if k in _JSON_COLUMNS:
             sets.append(f"{k} = ${i}::jsonb")
-            args.append(_j(v))
+            args.append(json_param(v))
         else:
             sets.append(f"{k} = ${i}")
             args.append(v)
@@ -143,16 +148,17 @@ def _assignments(fields: dict[str, Any], first_param: int) -> tuple[list[str], l
 async def update_discussion(conn: Conn, discussion_id: str, **fields: Any) -> None:
     if not fields:
         return
-    sets, args = _assignments(fields, 2)
+    sets, args = assignments(fields, 2)
     await conn.execute(
         f"UPDATE discussions SET {', '.join(sets)}, updated_at = now() WHERE id = $1", discussion_id, *args
     )
 
 
-async def list_discussions(conn: Conn, user_id: str, limit: int = 200) -> list[asyncpg.Record]:
-    return await conn.fetch(
+async def list_discussions(conn: Conn, user_id: str, limit: int = 200) -> list[DiscussionRow]:
+    rows = await conn.fetch(
         "SELECT * FROM discussions WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2", user_id, limit
     )
+    return [DiscussionRow.of(r) for r in rows]
 
 
 async def count_active(conn: Conn, user_id: str | None = None) -> int:
@@ -169,8 +175,9 @@ async def count_messages_of(conn: Conn, discussion_id: str, persona: str) -> int
     )
 
 
-async def messages(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM messages WHERE discussion_id = $1 ORDER BY round, position", discussion_id)
+async def messages(conn: Conn, discussion_id: str) -> list[MessageRow]:
+    rows = await conn.fetch("SELECT * FROM messages WHERE discussion_id = $1 ORDER BY round, position", discussion_id)
+    return [MessageRow.of(r) for r in rows]
 
 
 async def insert_message(
@@ -187,9 +194,9 @@ async def insert_message(
     model: str | None,
     input_tokens: int,
     output_tokens: int,
-) -> asyncpg.Record | None:
+) -> MessageRow | None:
     """The stored message, or None when this (round, turn) is already stored."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         """INSERT INTO messages (id, discussion_id, persona, content, round, turn, position, provider, model,
                                  input_tokens, output_tokens)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -206,16 +213,18 @@ async def insert_message(
         input_tokens,
         output_tokens,
     )
+    return MessageRow.of(row) if row is not None else None
 
 
-async def insert_round(conn: Conn, discussion_id: str, number: int, token_count: int) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def insert_round(conn: Conn, discussion_id: str, number: int, token_count: int) -> RoundRow | None:
+    row = await conn.fetchrow(
         """INSERT INTO rounds (discussion_id, number, token_count) VALUES ($1, $2, $3)
            ON CONFLICT DO NOTHING RETURNING *""",
         discussion_id,
         number,
         token_count,
     )
+    return RoundRow.of(row) if row is not None else None
 
 
 async def insert_summary(
@@ -228,8 +237,8 @@ async def insert_summary(
     tokens_before: int,
     tokens_after: int,
     reason: str,
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+) -> SummaryRow | None:
+    row = await conn.fetchrow(
         """INSERT INTO summaries (id, discussion_id, round, content, tokens_before, tokens_after, reason)
            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (discussion_id, round) DO NOTHING RETURNING *""",
         id,
@@ -240,10 +249,12 @@ async def insert_summary(
         tokens_after,
         reason,
     )
+    return SummaryRow.of(row) if row is not None else None
 
 
-async def summaries(conn: Conn, discussion_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM summaries WHERE discussion_id = $1 ORDER BY round", discussion_id)
+async def summaries(conn: Conn, discussion_id: str) -> list[SummaryRow]:
+    rows = await conn.fetch("SELECT * FROM summaries WHERE discussion_id = $1 ORDER BY round", discussion_id)
+    return [SummaryRow.of(r) for r in rows]
 
 
 async def insert_question_set(
@@ -255,28 +266,30 @@ async def insert_question_set(
     questions: list[dict[str, Any]],
     reason: str,
     fallback: bool,
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+) -> QuestionSetRow | None:
+    row = await conn.fetchrow(
         """INSERT INTO question_sets (id, discussion_id, round, questions, reason, fallback)
            VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT (discussion_id, round) DO NOTHING RETURNING *""",
         id,
         discussion_id,
         round,
-        _j(questions),
+        json_param(questions),
         reason,
         fallback,
     )
+    return QuestionSetRow.of(row) if row is not None else None
 
 
-async def question_set(conn: Conn, discussion_id: str, round: int) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def question_set(conn: Conn, discussion_id: str, round: int) -> QuestionSetRow | None:
+    row = await conn.fetchrow(
         "SELECT * FROM question_sets WHERE discussion_id = $1 AND round = $2", discussion_id, round
     )
+    return QuestionSetRow.of(row) if row is not None else None
 
 
 async def answer_question_set(conn: Conn, set_id: str, answers: dict[str, list[str]]) -> None:
     await conn.execute(
-        "UPDATE question_sets SET answers = $2::jsonb, answered_at = now() WHERE id = $1", set_id, _j(answers)
+        "UPDATE question_sets SET answers = $2::jsonb, answered_at = now() WHERE id = $1", set_id, json_param(answers)
     )
 
 
@@ -299,7 +312,7 @@ _NO_CONTEXT = """
 
 async def load_step(
     conn: Conn, discussion_id: str, step_key: str, *, for_update: bool = False, context: bool = True
-) -> asyncpg.Record | None:
+) -> StepRow | None:
     """In one round trip, everything a step needs: the discussion row (locked with `for_update`), whether
     `step_key` was already processed (`step_done`, `step_next_job`), and the prompt context — every
     message in order (`ctx_messages`, JSON), the latest summary (`ctx_summary`, JSON or NULL), the files'
@@ -307,7 +320,7 @@ async def load_step(
 
     `context=False` leaves the prompt context out (the ctx_* columns come back empty): for a commit that
     needs only the row, since the context grows with every message of the discussion."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         f"""SELECT d.*,
              p.discussion_id IS NOT NULL AS step_done,
              p.next_job AS step_next_job,{_STEP_CONTEXT if context else _NO_CONTEXT}
@@ -318,210 +331,19 @@ async def load_step(
         discussion_id,
         step_key,
     )
+    return StepRow.of(row) if row is not None else None
 
 
-async def add_events(
-    conn: Conn, discussion_id: str, step_key: str | None, events: list[tuple[str, dict[str, Any]]]
-) -> list[DiscussionEvent]:
-    """Allocate consecutive seqs (in the caller's transaction) and store the events, in one statement
-    however many events. Marks the discussion as active (updated_at) too."""
-    if not events:
-        return []
-    return await _store_events(conn, discussion_id, step_key, events, {}, mark=False, next_job=None)
-
-
-async def _store_events(
-    conn: Conn,
-    discussion_id: str,
-    step_key: str | None,
-    events: list[tuple[str, dict[str, Any]]],
-    updates: dict[str, Any],
-    *,
-    mark: bool,
-    next_job: dict[str, Any] | None,
-) -> list[DiscussionEvent]:
-    """One statement: allocate the events' seqs while applying `updates` to the discussion, store the
-    events and, with `mark`, record `step_key` as processed (with its follow-up job)."""
-    params: list[Any] = [discussion_id, len(events), [n for n, _ in events], [_j(d) for _, d in events], step_key]
-    marked = ""
-    if mark:
-        params.append(_j(next_job))
-        marked = """,
-            marked AS (
-              INSERT INTO processed_steps (discussion_id, step_key, next_job)
-              SELECT $1, $5, $6::jsonb FROM alloc
-              ON CONFLICT DO NOTHING)"""
-    sets, args = _assignments(updates, len(params) + 1)
-    row = await conn.fetchrow(
-        f"""WITH alloc AS (
-              UPDATE discussions SET {"".join(x + ", " for x in sets)}next_seq = next_seq + $2, updated_at = now()
-               WHERE id = $1
-              RETURNING next_seq - $2 AS first),
-            stored AS (
-              INSERT INTO events (discussion_id, seq, event, data, step_key)
-              SELECT $1, alloc.first + e.i - 1, e.event, e.data::jsonb, $5
-                FROM alloc, unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(event, data, i)
-              RETURNING seq){marked}
-            SELECT alloc.first, now() AS at, (SELECT count(*) FROM stored) AS n FROM alloc""",
-        *params,
-        *args,
-    )
-    if row is None or row["n"] != len(events):
-        raise LookupError(f"discussion {discussion_id} not found")
-    return [
-        DiscussionEvent(discussionId=discussion_id, seq=row["first"] + i, event=name, data=data, time=row["at"])
-        for i, (name, data) in enumerate(events)
-    ]
-
-
-async def add_start_event(
-    conn: Conn, discussion_id: str, step_key: str, event: str, data: dict[str, Any]
-) -> DiscussionEvent:
-    """Store a step's opening event in one statement (atomic on its own, no transaction needed). When the
-    step already has an event under `step_key` (it is being run again after a crash or a retry), the data
-    gets `"restart": true` so listeners drop the partial answer they saw."""
-    row = await conn.fetchrow(
-        """WITH prior AS (
-             SELECT EXISTS (SELECT 1 FROM events WHERE discussion_id = $1 AND step_key = $2) AS again),
-           alloc AS (
-             UPDATE discussions SET next_seq = next_seq + 1, updated_at = now() WHERE id = $1
-             RETURNING next_seq - 1 AS seq)
-           INSERT INTO events (discussion_id, seq, event, data, step_key)
-           SELECT $1, alloc.seq, $3,
-                  CASE WHEN prior.again THEN $4::jsonb || '{"restart": true}'::jsonb ELSE $4::jsonb END, $2
-             FROM alloc, prior
-           RETURNING seq, data, created_at""",
-        discussion_id,
-        step_key,
-        event,
-        _j(data),
-    )
-    if row is None:
-        raise LookupError(f"discussion {discussion_id} not found")
-    return DiscussionEvent(
-        discussionId=discussion_id, seq=row["seq"], event=event, data=loads(row["data"]), time=row["created_at"]
-    )
-
-
-async def finish_step(
-    conn: Conn,
-    discussion_id: str,
-    step_key: str,
-    events: list[tuple[str, dict[str, Any]]],
-    updates: dict[str, Any],
-    next_job: dict[str, Any] | None,
-) -> list[DiscussionEvent]:
-    """A step's outcome in one statement (call inside the step's transaction): its events (consecutive
-    seqs), the discussion's new state, and the processed mark (`processed_steps`) holding the follow-up job
-    — one round trip where separate statements took three."""
-    return await _store_events(conn, discussion_id, step_key, events, updates, mark=True, next_job=next_job)
-
-
-async def commit_turn(
-    conn: Conn,
-    discussion_id: str,
-    step_key: str,
-    retry: int,
-    message: dict[str, Any],
-    event_data: dict[str, Any],
-    next_job: dict[str, Any],
-) -> DiscussionEvent | None:
-    """A turn before its round's last, committed in one statement (no transaction, no lock round trip):
-    when the discussion is still running this step (`current_job` names it, with this retry), store the
-    message (`message`: the messages row, created_at included) and its `message-complete` event
-    (`event_data`), add the turn's tokens, make `next_job` the current job and mark the step processed.
-    None when the step is no longer current (stopped, paused, or committed by another copy, which moves
-    `current_job` on): nothing is written, and the caller takes the general path, which tells those apart.
-    (Also None, with the step marked done, if the message was somehow stored already: the general path then
-    finds the step done and publishes its follow-up job.)"""
-    row = await conn.fetchrow(
-        """WITH alloc AS (
-             UPDATE discussions
-                SET current_job = $5::jsonb, token_count = token_count + $6, next_seq = next_seq + 1,
-                    updated_at = now()
-              WHERE id = $1 AND status = 'running' AND current_job->>'step_key' = $2
-                AND COALESCE((current_job->'data'->>'retry')::int, 0) = $3
-             RETURNING next_seq - 1 AS seq),
-           msg AS (
-             INSERT INTO messages (id, discussion_id, persona, content, round, turn, position, provider, model,
-                                   input_tokens, output_tokens, created_at)
-             SELECT $7, $1, $8, $9, $10, $11, $12, $13, $14, $15, $6, $16 FROM alloc
-             ON CONFLICT (discussion_id, round, turn) DO NOTHING RETURNING 1),
-           stored AS (
-             INSERT INTO events (discussion_id, seq, event, data, step_key)
-             SELECT $1, alloc.seq, 'message-complete', $4::jsonb, $2 FROM alloc, msg),
-           marked AS (
-             INSERT INTO processed_steps (discussion_id, step_key, next_job)
-             SELECT $1, $2, $5::jsonb FROM alloc ON CONFLICT DO NOTHING)
-           SELECT alloc.seq, now() AS at, (SELECT count(*) FROM msg) AS stored FROM alloc""",
-        discussion_id,
-        step_key,
-        retry,
-        _j(event_data),
-        _j(next_job),
-        message["output_tokens"],
-        message["id"],
-        message["persona"],
-        message["content"],
-        message["round"],
-        message["turn"],
-        message["position"],
-        message["provider"],
-        message["model"],
-        message["input_tokens"],
-        message["created_at"],
-    )
-    if row is None or not row["stored"]:
-        return None
-    return DiscussionEvent(
-        discussionId=discussion_id, seq=row["seq"], event="message-complete", data=event_data, time=row["at"]
-    )
-
-
-async def events_for_step(conn: Conn, discussion_id: str, step_key: str) -> list[DiscussionEvent]:
-    rows = await conn.fetch(
-        "SELECT * FROM events WHERE discussion_id = $1 AND step_key = $2 ORDER BY seq", discussion_id, step_key
-    )
-    return [_event(r) for r in rows]
-
-
-async def owned_events_after(
-    conn: Conn, discussion_id: str, user_id: str, after_seq: int, limit: int = 10_000
-) -> list[DiscussionEvent] | None:
-    """In one round trip, the discussion's stored events with seq > `after_seq` (oldest first), or None
-    unless the discussion exists and belongs to `user_id`."""
-    rows = await conn.fetch(
-        """SELECT d.user_id, e.discussion_id, e.seq, e.event, e.data, e.created_at
-             FROM discussions d
-             LEFT JOIN LATERAL (SELECT * FROM events
-                                 WHERE discussion_id = d.id AND seq > $3 ORDER BY seq LIMIT $4) e ON true
-            WHERE d.id = $1 AND d.user_id = $2
-            ORDER BY e.seq""",
-        discussion_id,
-        user_id,
-        after_seq,
-        limit,
-    )
-    if not rows:
-        return None
-    return [_event(r) for r in rows if r["seq"] is not None]
-
-
-def _event(r: asyncpg.Record) -> DiscussionEvent:
-    return DiscussionEvent(
-        discussionId=r["discussion_id"], seq=r["seq"], event=r["event"], data=loads(r["data"]), time=r["created_at"]
-    )
-
-
-async def stalled_running(conn: Conn, older_than_s: float, limit: int = 100) -> list[asyncpg.Record]:
+async def stalled_running(conn: Conn, older_than_s: float, limit: int = 100) -> list[tuple[str, dict[str, Any] | None]]:
     """Discussions 'running' with no progress for `older_than_s` (their current job is re-published)."""
-    return await conn.fetch(
+    rows = await conn.fetch(
         """SELECT id, current_job FROM discussions
            WHERE status = 'running' AND updated_at < now() - make_interval(secs => $1)
            ORDER BY updated_at LIMIT $2""",
         older_than_s,
         limit,
     )
+    return [(r["id"], loads(r["current_job"])) for r in rows]
 
 
 async def touch(conn: Conn, discussion_id: str) -> datetime:

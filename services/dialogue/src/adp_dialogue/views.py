@@ -2,71 +2,68 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
-
-import asyncpg
 
 from adp_common.schemas.dialogue import DiscussionView, PersonaSpec
 from adp_common.schemas.events import Message
-from adp_dialogue import store
 from adp_dialogue.domain.personas import USER_PERSONA
+from adp_dialogue.rows import DiscussionDetail, DiscussionRow, MessageRow, QuestionSetRow, SummaryRow
 
 
-def message_dict(r: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:
+def message_dict(r: MessageRow) -> dict[str, Any]:
     """A message as clients see it; the User's own messages carry no token counts (no model wrote them)."""
-    if r["persona"] == USER_PERSONA:
+    if r.persona == USER_PERSONA:
         return {
-            "id": r["id"],
-            "persona": r["persona"],
-            "content": r["content"],
-            "turn": r["turn"],
-            "round": r["round"],
+            "id": r.id,
+            "persona": r.persona,
+            "content": r.content,
+            "turn": r.turn,
+            "round": r.round,
             "provider": None,
             "model": None,
-            "createdAt": r["created_at"].isoformat(),
+            "createdAt": r.created_at.isoformat(),
         }
     return {
-        "id": r["id"],
-        "persona": r["persona"],
-        "content": r["content"],
-        "turn": r["turn"],
-        "round": r["round"],
-        "provider": r["provider"],
-        "model": r["model"],
-        "inputTokens": r["input_tokens"],
-        "outputTokens": r["output_tokens"],
-        "createdAt": r["created_at"].isoformat(),
+        "id": r.id,
+        "persona": r.persona,
+        "content": r.content,
+        "turn": r.turn,
+        "round": r.round,
+        "provider": r.provider,
+        "model": r.model,
+        "inputTokens": r.input_tokens,
+        "outputTokens": r.output_tokens,
+        "createdAt": r.created_at.isoformat(),
     }
 
 
-def message(r: asyncpg.Record | Mapping[str, Any]) -> Message:
+def message(r: MessageRow) -> Message:
     """A message as the events carry it."""
     return Message(**message_dict(r))
 
 
-def summary_dict(r: asyncpg.Record) -> dict[str, Any]:
+def summary_dict(r: SummaryRow) -> dict[str, Any]:
     return {
-        "id": r["id"],
-        "roundNumber": r["round"],
-        "content": r["content"],
-        "tokensBefore": r["tokens_before"],
-        "tokensAfter": r["tokens_after"],
-        "reason": r["reason"],
-        "createdAt": r["created_at"].isoformat(),
+        "id": r.id,
+        "roundNumber": r.round,
+        "content": r.content,
+        "tokensBefore": r.tokens_before,
+        "tokensAfter": r.tokens_after,
+        "reason": r.reason,
+        "createdAt": r.created_at.isoformat(),
     }
 
 
-def question_set_dict(r: asyncpg.Record) -> dict[str, Any]:
+def question_set_dict(r: QuestionSetRow) -> dict[str, Any]:
     return {
-        "id": r["id"],
-        "roundNumber": r["round"],
-        "questions": store.loads(r["questions"]),
-        "reason": r["reason"],
-        "fallback": r["fallback"],
-        "answers": store.loads(r["answers"]),
-        "answeredAt": r["answered_at"].isoformat() if r["answered_at"] else None,
-        "createdAt": r["created_at"].isoformat(),
+        "id": r.id,
+        "roundNumber": r.round,
+        "questions": r.questions,
+        "reason": r.reason,
+        "fallback": r.fallback,
+        "answers": r.answers,
+        "answeredAt": r.answered_at.isoformat() if r.answered_at else None,
+        "createdAt": r.created_at.isoformat(),
     }
 
 
@@ -78,32 +75,32 @@ def round_dict(number: int, msgs: list[dict[str, Any]], completed_at: Any = None
     }
 
 
-def base_view(d: asyncpg.Record, *, has_active: bool) -> DiscussionView:
+def base_view(d: DiscussionRow, *, has_active: bool) -> DiscussionView:
     """`has_active`: whether the discussion's user has any unfinished (running or waiting) discussion."""
     return DiscussionView(
-        id=d["id"],
-        userId=d["user_id"],
-        topic=d["topic"],
-        status=d["status"],
-        currentRound=d["current_round"],
-        maxRounds=d["max_rounds"],
-        personas=[PersonaSpec(**p) for p in store.loads(d["personas"])],
-        resolution=store.loads(d["resolution"]),
-        tokenCount=d["token_count"],
-        tokenLimit=d["token_limit"],
-        createdAt=d["created_at"],
-        updatedAt=d["updated_at"],
-        error=store.loads(d["error"]),
+        id=d.id,
+        userId=d.user_id,
+        topic=d.topic,
+        status=d.status,
+        currentRound=d.current_round,
+        maxRounds=d.max_rounds,
+        personas=[PersonaSpec(**p) for p in d.personas],
+        resolution=d.resolution,
+        tokenCount=d.token_count,
+        tokenLimit=d.token_limit,
+        createdAt=d.created_at,
+        updatedAt=d.updated_at,
+        error=d.error,
         hasActiveDiscussion=has_active,
     )
 
 
-def full_view(d: asyncpg.Record, *, has_active: bool) -> DiscussionView:
-    """The whole discussion from `store.discussion_with_children`'s row."""
-    view = base_view(d, has_active=has_active)
-    msgs = [message_dict(r) for r in d["v_messages"] or ()]
+def full_view(detail: DiscussionDetail, *, has_active: bool) -> DiscussionView:
+    """The whole discussion from `store.discussion_with_children`."""
+    view = base_view(detail.discussion, has_active=has_active)
+    msgs = [message_dict(r) for r in detail.messages]
     view.messages = msgs
-    view.rounds = [round_dict(r["number"], msgs, r["completed_at"]) for r in d["v_rounds"] or ()]
-    view.summaries = [summary_dict(r) for r in d["v_summaries"] or ()]
-    view.questions = [question_set_dict(r) for r in d["v_questions"] or ()]
+    view.rounds = [round_dict(r.number, msgs, r.completed_at) for r in detail.rounds]
+    view.summaries = [summary_dict(r) for r in detail.summaries]
+    view.questions = [question_set_dict(r) for r in detail.question_sets]
     return view

@@ -29,7 +29,8 @@ DiscussionId = Annotated[str, Path(json_schema_extra={"pattern": DISCUSSION_ID_P
 bearer = HTTPBearer(auto_error=False, description="API key")
 
 
-def gateway_context(request: Request) -> GatewayContext:
+async def gateway_context(request: Request) -> GatewayContext:
+    """Async: FastAPI runs a plain function dependency in its thread pool, a thread hand-off per request."""
     ctx: GatewayContext = request.app.state.ctx
     return ctx
 

@@ -185,6 +185,10 @@ class StreamEncoder:
         self.include_usage = include_usage
         self.created = int(time.time())
         self.started = False
+        # A text chunk is the same frame every time but for its text: built once, around the JSON string (the
+        # delta is the frame's last object holding an empty string: quotes inside the model name are escaped).
+        head, _, tail = self._chunk(delta={"content": ""}).rpartition(b'"delta":{"content":""}')
+        self._text_head, self._text_tail = head + b'"delta":{"content":', b"}" + tail
 
     def _chunk(self, **kw: Any) -> bytes:
         return sse_data(
@@ -198,7 +202,11 @@ class StreamEncoder:
         return self._chunk(delta={"role": "assistant", "content": ""})
 
     def chunk(self, c: CompletionChunk) -> bytes:
-        return self._chunk(delta={"content": c.delta})
+        return self._text_head + json.dumps(c.delta).encode() + self._text_tail
+
+    def chunks(self, cs: list[CompletionChunk]) -> bytes:
+        """Several chunks' frames in one piece (one write to the client)."""
+        return b"".join([self._text_head + json.dumps(c.delta).encode() + self._text_tail for c in cs])
 
     def finish(self, result: CompletionResult) -> bytes:
         out = self._chunk(delta={}, finish_reason=result.finish_reason or "stop")

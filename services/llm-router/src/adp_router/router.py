@@ -1,261 +1,33 @@
-"""The routing engine: budget gate, fallback chain, breakers, retries, streaming, usage records.
+"""The routing engine: budget gate, fallback chain, breakers, retries, usage records.
 
-Hot path per streamed token: one string format and one core-NATS publish (buffered by the client)."""
+Streamed tokens are paced and published by `adp_router.pacing` (ChunkEmitter on a shared FlushTicker)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import math
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
-import orjson
-from nats.aio.client import Client as NATS
-
-from adp_common.bus import Bus, send_now
+from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
 from adp_common.logging import log_slow
 from adp_common.retry import Backoff
-from adp_common.schemas.llm import CompletionRequest, CompletionResult, Usage, UsageRecord
+from adp_common.schemas.llm import CompletionRequest, CompletionResult, Usage
 from adp_router import spans
 from adp_router.breaker import BreakerBoard
 from adp_router.budget import BudgetGate
 from adp_router.calls import OnceCalls
 from adp_router.config import RouteEntry, RouterConfig
 from adp_router.health import HealthBoard
+from adp_router.inflight import InFlight
 from adp_router.metrics import RouterMetrics
+from adp_router.pacing import ChunkEmitter, FlushTicker, chunk_interval_s
 from adp_router.providers import CallState, Provider, ProviderError
 from adp_router.settings import RouterSettings
-from adp_router.simulated_text import estimate_tokens
+from adp_router.usage import Track, account, publish_usage, usage_record
 
 log = logging.getLogger("adp.router")
-USAGE_PUBLISH_RETRY = Backoff(initial_s=0.2, max_s=0.4, attempts=3)  # a usage record is what charges a call
-
-
-class FlushTicker:
-    """One clock for every coalescing `ChunkEmitter` of this copy. Each stream gets a tick once per period:
-    - the tick flushes the stream's emitter if it holds tokens (`add`); the emitters of one tick leave in one
-      loop iteration — one NATS socket write — instead of one timer, task and write per stream and interval;
-    - it wakes the stream's reader if it is paced (`next_tick`): one read then takes every token that
-      arrived meanwhile, so the per-token work in the router (task wake-up, parsing layers) happens once
-      per tick.
-    Streams are dealt round-robin over `slots` ticks spread evenly across the period, so a period's work
-    comes in small bursts (a first token arriving meanwhile waits for one slot, not for every stream).
-    `period()` is read at every tick (it grows with the load, see `chunk_interval_s`). Ticks never come
-    closer than `min_tick_s`: when the period is short (little load) one wake-up serves several slots, so
-    many slots — small bursts under load — cost no extra wake-ups when the copy is nearly idle."""
-
-    def __init__(self, period: Callable[[], float], slots: int = 8, min_tick_s: float = 0.0025) -> None:
-        self.period = period
-        self.slots = slots
-        self.min_tick_s = min_tick_s
-        self.waiting: list[dict[ChunkEmitter, None]] = [{} for _ in range(slots)]  # insertion-ordered sets
-        self._ticks = [asyncio.Event() for _ in range(slots)]
-        self._sleepers = 0
-        self._dealt = 0
-        self._current = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def deal(self) -> int:
-        """The slot of a new stream."""
-        self._dealt = (self._dealt + 1) % self.slots
-        return self._dealt
-
-    def add(self, emitter: ChunkEmitter) -> None:
-        self.waiting[emitter.slot][emitter] = None
-        self._ensure_running()
-
-    def remove(self, emitter: ChunkEmitter) -> None:
-        self.waiting[emitter.slot].pop(emitter, None)
-
-    async def next_tick(self, slot: int) -> None:
-        tick = self._ticks[slot]
-        self._sleepers += 1
-        self._ensure_running()
-        try:
-            await tick.wait()
-        finally:
-            self._sleepers -= 1
-
-    def _ensure_running(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            while self._sleepers or any(self.waiting):
-                tick_s = self.period() / self.slots
-                group = min(self.slots, math.ceil(self.min_tick_s / tick_s)) if tick_s > 0 else self.slots
-                await asyncio.sleep(tick_s * group)
-                for _ in range(group):
-                    await self._tick()
-        finally:
-            self._task = None
-
-    async def _tick(self) -> None:
-        k = self._current = (self._current + 1) % self.slots
-        tick, self._ticks[k] = self._ticks[k], asyncio.Event()
-        tick.set()
-        batch, self.waiting[k] = self.waiting[k], {}
-        for emitter in batch:
-            try:
-                await emitter.flush()
-            except Exception:  # one stream's failed publish must not stop the others' chunks
-                log.exception("chunk flush of %s failed", emitter.request_id)
-
-
-class ChunkEmitter:
-    """Publishes CompletionChunk JSON on the request's stream subject.
-
-    Tokens are coalesced: the first is sent at once (time to first token), later ones wait for the next
-    tick of the shared `FlushTicker` and leave together in one message, which cuts NATS messages and socket
-    writes several-fold at typical token rates with no visible delay. Without a ticker every token is its
-    own message. `seq` counts tokens accepted; published messages carry their own
-    monotonic sequence (from 0, continued across a restart on another provider; the first message after a
-    restart carries restart=true)."""
-
-    __slots__ = (
-        "_buf",
-        "_head",
-        "msg_seq",
-        "nc",
-        "relay_template",
-        "request_id",
-        "restart",
-        "seq",
-        "slot",
-        "subject",
-        "ticker",
-    )
-
-    def __init__(
-        self,
-        nc: NATS,
-        subject: str,
-        request_id: str,
-        ticker: FlushTicker | None = None,
-        relay_template: dict[str, Any] | None = None,
-    ) -> None:
-        self.nc = nc
-        self.relay_template = relay_template
-        self.subject = subject
-        self.request_id = request_id
-        self.ticker = ticker
-        self.slot = ticker.deal() if ticker is not None else 0
-        self.seq = 0
-        self.msg_seq = 0
-        self.restart = False
-        self._head = ""
-        self._buf: list[str] = []
-
-    def set_provider(self, provider: str, model: str) -> None:
-        self._head = (
-            f'{{"request_id":{json.dumps(self.request_id)},"provider":{json.dumps(provider)},'
-            f'"model":{json.dumps(model)},"seq":'
-        )
-
-    async def emit(self, delta: str) -> None:
-        self.seq += 1
-        self._buf.append(delta)
-        if self.ticker is None or self.msg_seq == 0:
-            await self.flush()
-        elif len(self._buf) == 1:
-            self.ticker.add(self)
-
-    async def pace(self, transport: asyncio.Transport | None = None) -> None:
-        """Awaited by a provider adapter before it reads more of the streamed body (`CallState.pace`): sends
-        the tokens read so far, then holds the next read until the next tick. Until the first token has gone
-        out, reads are not held (time to first token).
-
-        The body's `transport`, when given, stops reading from its socket meanwhile: the provider's tokens
-        wait in the kernel's buffer and the next read takes them in one system call, instead of the event
-        loop reading and the HTTP parser handling every token as it arrives (one read per token)."""
-        if self.ticker is None or self.msg_seq == 0:
-            return
-        await self.flush()
-        held = transport if transport is not None and transport.is_reading() else None
-        if held is not None:
-            held.pause_reading()
-        try:
-            await self.ticker.next_tick(self.slot)
-        finally:
-            if held is not None and not held.is_closing():
-                held.resume_reading()
-
-    def discard(self) -> None:
-        """Drop tokens not yet sent (the answer restarts elsewhere) and mark the next message as a restart."""
-        if self.ticker is not None:
-            self.ticker.remove(self)
-        self._buf.clear()
-        self.restart = True
-
-    async def flush(self) -> None:
-        if not self._buf:
-            return
-        if self.ticker is not None:
-            self.ticker.remove(self)
-        delta = "".join(self._buf)
-        self._buf.clear()
-        restart = self.restart
-        self.restart = False
-        self.msg_seq += 1
-        if self.relay_template is not None:
-            # Straight to the final listeners, in their own format (see CompletionRequest.relay_template).
-            data = dict(self.relay_template.get("data") or {})
-            data["chunk"] = delta
-            if restart:
-                data["restart"] = True
-            await self.nc.publish(self.subject, orjson.dumps({**self.relay_template, "data": data}))
-        else:
-            flag = "true" if restart else "false"
-            head = f'{self._head}{self.msg_seq - 1},"restart":{flag},"delta":'.encode()
-            await self.nc.publish(self.subject, head + orjson.dumps(delta) + b"}")
-        if self.msg_seq == 1:
-            send_now(self.nc)  # the first token (time to first chunk); the ticker's chunks share a write
-
-
-@dataclass
-class Track:
-    """What the usage record of one call reports (the last attempted provider when it fails)."""
-
-    provider: str = "none"
-    model: str = "none"
-    input_tokens: int = 0
-    output_tokens: int = 0
-    estimated: bool = False
-    ttft_ms: float | None = None
-    attempts: int = 0
-
-
-def chunk_interval_s(
-    streams: int,
-    base_ms: float,
-    max_ms: float,
-    busy_streams: int,
-    lag_ms: float = 0.0,
-    overload_lag_ms: float = 0.0,
-    overload_max_ms: float = 0.0,
-) -> float:
-    """Coalescing window (the flush tick): `base_ms` while this copy carries at most `busy_streams`
-    streams, then growing with the load up to `max_ms`. Under load, fewer and larger chunks keep the
-    per-message cost downstream (NATS, gateway, clients) from growing with every token; one user alone
-    still sees tokens within `base_ms`. The first token is never held back.
-
-    When the copy's event loop lags by more than `overload_lag_ms` (the machine is short of CPU, whatever the
-    stream count), the window grows further in proportion to the lag, up to `overload_max_ms`: the text
-    arrives in coarser pieces so that first tokens and requests, which wait in the same queues, do not."""
-    if streams <= busy_streams or max_ms <= base_ms:
-        ms = base_ms
-    else:
-        ms = min(max_ms, base_ms * streams / busy_streams)
-    if 0 < overload_lag_ms < lag_ms and overload_max_ms > ms:
-        ms = min(overload_max_ms, ms * lag_ms / overload_lag_ms)
-    return ms / 1000
 
 
 def backoff(attempt: int, initial: float, cap: float) -> float:
@@ -286,12 +58,8 @@ class Router:
         self.health = health
         self.metrics = metrics
         self.streams = 0  # streamed calls in flight on this copy (sets the chunk interval)
-        # in-flight calls by discussion and by request id, and why each one cancelled by `_cancel` was
-        self.calls: dict[str, set[asyncio.Task[Any]]] = {}
-        self.calls_by_request: dict[str, asyncio.Task[Any]] = {}
-        self._cancelled: dict[asyncio.Task[Any], str] = {}
+        self.inflight = InFlight(metrics)  # in-flight calls, to cancel a discussion's or one
         self.once: OnceCalls | None = None  # logical calls' results, when the router runs with its bucket
-        self.orphaned: set[str] = set()  # request ids cancelled because their caller was gone
         s = settings
 
         def interval() -> float:
@@ -320,17 +88,17 @@ class Router:
             try:
                 return await self._complete_call(req)
             finally:
-                self.orphaned.discard(req.request_id)
+                self.inflight.orphaned.discard(req.request_id)
 
         def passes_on(err: PlatformError) -> bool:  # a stopped discussion, not a caller that vanished
-            return err.code == ErrorCode.CONFLICT and req.request_id not in self.orphaned
+            return err.code == ErrorCode.CONFLICT and req.request_id not in self.inflight.orphaned
 
         try:
             result, how = await self.once.run(
                 req.call_key, lambda: self._complete_call(req), time.monotonic() + req.timeout_s, passes_on
             )
         finally:
-            self.orphaned.discard(req.request_id)
+            self.inflight.orphaned.discard(req.request_id)
         if how == "called":
             return result
         self.metrics.replays.labels(how).inc()
@@ -341,12 +109,7 @@ class Router:
 
     async def _replay_chunks(self, req: CompletionRequest, result: CompletionResult) -> None:
         """A replayed answer reaches a streaming caller's listeners as one chunk that restarts the text."""
-        emitter = ChunkEmitter(
-            self.bus.nc,
-            req.relay_subject or self.bus.catalog.llm_stream(req.request_id),
-            req.request_id,
-            relay_template=(req.relay_template or {}) if req.relay_subject else None,
-        )
+        emitter = self._emitter(req, paced=False)
         emitter.restart = True
         emitter.set_provider(result.provider, result.model)
         await emitter.emit(result.text)
@@ -364,7 +127,7 @@ class Router:
                 if req.stream:
                     self.streams += 1
                 try:
-                    result = await self._cancellable(req, self._run_chain(req, chain, t0, deadline, track))
+                    result = await self.inflight.run(req, self._run_chain(req, chain, t0, deadline, track))
                 finally:
                     if req.stream:
                         self.streams -= 1
@@ -397,65 +160,6 @@ class Router:
             await self._record(req, track, result.latency_ms, None)
         return result
 
-    async def _cancellable(
-        self, req: CompletionRequest, call: Coroutine[Any, Any, CompletionResult]
-    ) -> CompletionResult:
-        """Run a call so that `cancel_discussion` (a discussion's calls) and `cancel_request` (one call) can
-        stop it: it then ends as a CONFLICT error, and its usage so far is recorded like any failed call's
-        (what the provider streamed is charged)."""
-        task = asyncio.current_task()
-        if task is None:
-            return await call
-        # The caller's own task is what gets cancelled: a task of its own for the call would cost one more
-        # turn of the event loop before the provider request leaves (time to first token).
-        did = req.discussion_id or ""
-        calls = self.calls.setdefault(did, set()) if did else None
-        if calls is not None:
-            calls.add(task)
-        self.calls_by_request[req.request_id] = task
-        try:
-            return await call
-        except asyncio.CancelledError:
-            reason = self._cancelled.pop(task, None)
-            if reason is None or task.uncancel() > 0:  # cancelled by someone else too (shutdown): give up
-                raise
-            raise PlatformError(ErrorCode.CONFLICT, f"call cancelled: {reason}") from None
-        finally:
-            if calls is not None:
-                calls.discard(task)
-                if not calls:
-                    self.calls.pop(did, None)
-            if self.calls_by_request.get(req.request_id) is task:
-                del self.calls_by_request[req.request_id]
-            self._cancelled.pop(task, None)
-
-    def cancel_discussion(self, discussion_id: str, reason: str) -> int:
-        """Cancel this copy's in-flight calls of a discussion (the provider connection closes at once, so
-        the provider stops generating); the number cancelled."""
-        return self._cancel(list(self.calls.get(discussion_id, ())), f"of discussion {discussion_id}", reason)
-
-    def cancel_request(self, request_id: str, reason: str) -> int:
-        """Cancel this copy's in-flight call with this request id, if it has one; the number cancelled."""
-        task = self.calls_by_request.get(request_id)
-        return self._cancel([task] if task is not None else [], f"with request id {request_id}", reason)
-
-    def cancel_orphan(self, request_id: str, reason: str) -> int:
-        """Cancel a call whose caller is gone: what streamed is charged, and the caller's next attempt at
-        the same logical call runs it afresh rather than failing with this call's error."""
-        if request_id in self.calls_by_request:
-            self.orphaned.add(request_id)
-        return self.cancel_request(request_id, reason)
-
-    def _cancel(self, tasks: list[asyncio.Task[Any]], what: str, reason: str) -> int:
-        tasks = [t for t in tasks if not t.done()]
-        for task in tasks:
-            self._cancelled[task] = reason
-            task.cancel()
-        if tasks:
-            self.metrics.cancelled.inc(len(tasks))
-            log.info("cancelled %d call(s) %s: %s", len(tasks), what, reason)
-        return len(tasks)
-
     def _gate(self, req: CompletionRequest, chain: list[RouteEntry]) -> list[RouteEntry]:
         if not chain:
             raise PlatformError(ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"no provider configured for route {req.route!r}")
@@ -477,22 +181,56 @@ class Router:
         raise PlatformError(ErrorCode.BUDGET_EXCEEDED, f"budget exceeded ({scope})")
 
     # ---- chain and attempts ----------------------------------------------------------------------------
+    def _emitter(self, req: CompletionRequest, *, paced: bool = True) -> ChunkEmitter:
+        """A streaming call's chunk publisher: to the caller's stream subject, or relayed straight to the final
+        listeners; `paced` on this copy's flush ticker."""
+        emitter = ChunkEmitter(
+            self.bus.nc,
+            req.relay_subject or self.bus.catalog.llm_stream(req.request_id),
+            req.request_id,
+            self.ticker if paced else None,
+            relay_template=(req.relay_template or {}) if req.relay_subject else None,
+        )
+        if req.relay_restart:
+            emitter.restart = True  # the caller re-sent this call: listeners drop the partial text they have
+        return emitter
+
+    def _result(
+        self, req: CompletionRequest, entry: RouteEntry, text: str, st: CallState, track: Track, t0: float
+    ) -> CompletionResult:
+        latency = (time.perf_counter() - t0) * 1000
+        return CompletionResult(
+            request_id=req.request_id,
+            text=text,
+            finish_reason=st.finish_reason,
+            usage=Usage(input_tokens=track.input_tokens, output_tokens=track.output_tokens, estimated=track.estimated),
+            provider=entry.provider,
+            model=entry.model,
+            simulated=self.config.providers[entry.provider].config.kind == "simulated",
+            latency_ms=round(latency, 3),
+            ttft_ms=track.ttft_ms,
+            attempts=track.attempts,
+        )
+
+    @staticmethod
+    def _chain_failed(
+        req: CompletionRequest, last: tuple[ErrorCode, str] | None, skipped: int, deadline: float
+    ) -> PlatformError:
+        """Why no provider of the chain answered: the last failure, else open circuits, the deadline, none."""
+        if last is not None:
+            return PlatformError(*last)
+        if skipped:
+            return PlatformError(
+                ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"every provider for route {req.route!r} has an open circuit"
+            )
+        if time.perf_counter() >= deadline:
+            return PlatformError(ErrorCode.LLM_TIMEOUT, f"deadline of {req.timeout_s:g}s passed")
+        return PlatformError(ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"no provider available for route {req.route!r}")
+
     async def _run_chain(
         self, req: CompletionRequest, chain: list[RouteEntry], t0: float, deadline: float, track: Track
     ) -> CompletionResult:
-        emitter = (
-            ChunkEmitter(
-                self.bus.nc,
-                req.relay_subject or self.bus.catalog.llm_stream(req.request_id),
-                req.request_id,
-                self.ticker,
-                relay_template=(req.relay_template or {}) if req.relay_subject else None,
-            )
-            if req.stream
-            else None
-        )
-        if emitter is not None and req.relay_restart:
-            emitter.restart = True  # the caller re-sent this call: listeners drop the partial text they have
+        emitter = self._emitter(req) if req.stream else None
         # the last failure's code and message (not the error itself: its traceback holds this frame)
         last: tuple[ErrorCode, str] | None = None
         skipped = 0
@@ -523,30 +261,8 @@ class Router:
                 continue
             if emitter is not None:
                 await emitter.flush()  # the caller has every token before the reply
-            latency = (time.perf_counter() - t0) * 1000
-            return CompletionResult(
-                request_id=req.request_id,
-                text=text,
-                finish_reason=st.finish_reason,
-                usage=Usage(
-                    input_tokens=track.input_tokens, output_tokens=track.output_tokens, estimated=track.estimated
-                ),
-                provider=entry.provider,
-                model=entry.model,
-                simulated=self.config.providers[entry.provider].config.kind == "simulated",
-                latency_ms=round(latency, 3),
-                ttft_ms=track.ttft_ms,
-                attempts=track.attempts,
-            )
-        if last is None:
-            if skipped:
-                raise PlatformError(
-                    ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"every provider for route {req.route!r} has an open circuit"
-                )
-            if time.perf_counter() >= deadline:
-                raise PlatformError(ErrorCode.LLM_TIMEOUT, f"deadline of {req.timeout_s:g}s passed")
-            raise PlatformError(ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"no provider available for route {req.route!r}")
-        raise PlatformError(*last)
+            return self._result(req, entry, text, st, track, t0)
+        raise self._chain_failed(req, last, skipped, deadline)
 
     async def _run_entry(
         self,
@@ -608,42 +324,57 @@ class Router:
             try:
                 async with asyncio.timeout(timeout):
                     if emitter is not None:
-                        emitter.set_provider(name, entry.model)
-                        gen = provider.stream(req, entry.model, st, timeout)
-                        try:
-                            async for delta in gen:
-                                if not delta:
-                                    continue  # e.g. the role-only first chunk: not a token
-                                if not parts:
-                                    track.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
-                                parts.append(delta)
-                                await emitter.emit(delta)
-                        finally:
-                            await gen.aclose()  # type: ignore[attr-defined]  # an async generator, typed as AsyncIterator
+                        await self._stream(req, provider, entry, st, timeout, emitter, parts, track, t0)
                     else:
                         parts.append(await provider.complete(req, entry.model, st, timeout))
             except TimeoutError:
                 raise ProviderError(f"{name} did not finish within {timeout:.3g}s", timeout=True) from None
         except asyncio.CancelledError:
-            self._usage(track, req, st, parts, failed=True)  # cancelled: what streamed so far is charged
+            account(track, req, st, parts, failed=True)  # cancelled: what streamed so far is charged
             raise
         except ProviderError as err:
-            self._usage(track, req, st, parts, failed=True)
+            account(track, req, st, parts, failed=True)
             await self._failed(name, entry.model, start, err)
             raise
         except Exception as err:  # an adapter bug must not crash the call: report a clean provider error
             log.exception("provider %s failed unexpectedly", name)
             perr = ProviderError(f"{name} failed: {type(err).__name__}")
-            self._usage(track, req, st, parts, failed=True)
+            account(track, req, st, parts, failed=True)
             await self._failed(name, entry.model, start, perr)
             raise perr from None
         text = "".join(parts)
-        self._usage(track, req, st, parts, failed=False)
+        account(track, req, st, parts, failed=False)
         now = time.perf_counter()
         self.health.record(name, time.time(), True, (now - start) * 1000)
         self.metrics.attempts.labels(name, "ok").inc()
         await self.breakers.success(name)
         return text, st
+
+    @staticmethod
+    async def _stream(
+        req: CompletionRequest,
+        provider: Provider,
+        entry: RouteEntry,
+        st: CallState,
+        timeout: float,
+        emitter: ChunkEmitter,
+        parts: list[str],
+        track: Track,
+        t0: float,
+    ) -> None:
+        """Stream one attempt's answer: every token into `parts` and out through `emitter`."""
+        emitter.set_provider(entry.provider, entry.model)
+        gen = provider.stream(req, entry.model, st, timeout)
+        try:
+            async for delta in gen:
+                if not delta:
+                    continue  # e.g. the role-only first chunk: not a token
+                if not parts:
+                    track.ttft_ms = round((time.perf_counter() - t0) * 1000, 3)
+                parts.append(delta)
+                await emitter.emit(delta)
+        finally:
+            await gen.aclose()  # type: ignore[attr-defined]  # an async generator, typed as AsyncIterator
 
     async def _failed(self, name: str, model: str, start: float, err: ProviderError) -> None:
         self.health.record(name, time.time(), False, (time.perf_counter() - start) * 1000)
@@ -653,53 +384,6 @@ class Router:
             await self.breakers.failure(name)
         log.warning("attempt on %s failed: %s", name, err.message)
 
-    @staticmethod
-    def _usage(track: Track, req: CompletionRequest, st: CallState, parts: list[str], *, failed: bool) -> None:
-        """Usage of the latest attempt: the provider's figures, else an estimate (chars/4) marked estimated.
-        Failed attempts that streamed nothing cost nothing."""
-        if failed and not parts and st.input_tokens is None:
-            track.input_tokens = track.output_tokens = 0
-            track.estimated = False
-            return
-        est = False
-        if st.input_tokens is not None:
-            track.input_tokens = st.input_tokens
-        else:
-            track.input_tokens = sum(estimate_tokens(m.content) + 4 for m in req.messages)
-            est = True
-        if st.output_tokens is not None and not failed:
-            track.output_tokens = st.output_tokens
-        else:
-            track.output_tokens = estimate_tokens("".join(parts))
-            est = est or bool(parts)
-        track.estimated = est
-
     # ---- usage records ---------------------------------------------------------------------------------
     async def _record(self, req: CompletionRequest, track: Track, latency_ms: float, error: str | None) -> None:
-        rec = UsageRecord(
-            request_id=req.request_id,
-            user_id=req.user_id,
-            key_id=req.key_id,
-            discussion_id=req.discussion_id,
-            persona=req.persona,
-            route=req.route,
-            provider=track.provider,
-            model=track.model,
-            input_tokens=track.input_tokens,
-            output_tokens=track.output_tokens,
-            estimated=track.estimated,
-            latency_ms=round(latency_ms, 3),
-            ttft_ms=track.ttft_ms,
-            status="error" if error else "ok",
-            error_code=error,
-        )
-        for tries in range(1, USAGE_PUBLISH_RETRY.attempts + 1):
-            try:
-                await self.bus.publish_event(self.bus.catalog.usage_record, rec, msg_id=req.request_id, timeout=3)
-                return
-            except Exception as err:
-                if tries == USAGE_PUBLISH_RETRY.attempts:
-                    log.error("usage record %s not published: %s", req.request_id, err)
-                    return
-                with contextlib.suppress(asyncio.CancelledError):  # a cancelled call is still charged
-                    await asyncio.sleep(USAGE_PUBLISH_RETRY.pause(tries))
+        await publish_usage(self.bus, req.request_id, usage_record(req, track, latency_ms, error))

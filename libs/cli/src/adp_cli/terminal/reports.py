@@ -10,7 +10,7 @@ import sys
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from adp_cli.tables import table
+from adp_cli.tables import alert_table, table
 from adp_cli.terminal.render import first
 from adp_client import ApiError, Client
 
@@ -69,34 +69,19 @@ def cmd_costs(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_list(args: argparse.Namespace) -> int:
+    """`adp alerts`' listing through the gateway (an API key instead of NATS access); the same table."""
     try:
         with Client(args.url, args.key, timeout=args.timeout) as client:
-            alerts = [a.model_dump(mode="json") for a in client.alerts().alerts]
+            alerts = client.alerts().alerts
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if exc.code == "NETWORK_ERROR" else 1
     if not args.all:
-        alerts = [a for a in alerts if a.get("state", "firing") != "resolved"]
+        alerts = [a for a in alerts if a.state != "resolved"]
     if args.json:
-        print(json.dumps(alerts, indent=2))
-        return 0
-    if not alerts:
+        print(json.dumps([a.model_dump(mode="json") for a in alerts], indent=2))
+    elif alerts:
+        print(alert_table(alerts))
+    else:
         print("no active alerts" if not args.all else "no alerts")
-        return 0
-    rows = [
-        [
-            str(a.get("id", "")),
-            str(a.get("severity", "")),
-            str(a.get("rule", "")),
-            str(a.get("subject", "")),
-            str(a.get("state", "")),
-            "yes" if a.get("acknowledged") else "no",
-            str(a.get("started_at", ""))[:19],
-            str(a.get("message", "")),
-        ]
-        for a in alerts
-    ]
-    print(
-        table(["ID", "SEVERITY", "RULE", "SUBJECT", "STATE", "ACK", "SINCE", "MESSAGE"], rows, max_width=60, rule=True)
-    )
     return 0

@@ -19,6 +19,10 @@ log = logging.getLogger("adp.bus")
 
 
 class PubSub(BusConnection):
+    # Whether `subscribe_inline` handlers run in the connection's read loop: then a message that reached this
+    # connection before another (a reply, say) has been handled before that one is even looked at.
+    inline_in_order: bool = nats_internals.USE_PRIVATE_API
+
     async def publish(
         self, subject: str, payload: BaseModel | dict[str, Any] | bytes, headers: dict[str, str] | None = None
     ) -> None:

@@ -34,16 +34,16 @@ def after_round(
     *,
     summary_done: bool,
 ) -> Commit:
-    did = lo.d["id"]
+    did = lo.d.id
     state = flow.RoundState(
-        topic=lo.d["topic"],
+        topic=lo.d.topic,
         personas=[p.name for p in lo.personas],
         round=round_number,
-        max_rounds=lo.d["max_rounds"],
+        max_rounds=lo.d.max_rounds,
         token_count=tokens,
-        token_limit=lo.d["token_limit"],
+        token_limit=lo.d.token_limit,
         last_summary_round=lo.summary.round if lo.summary else 0,
-        auto_mode=lo.d["auto_mode"],
+        auto_mode=lo.d.auto_mode,
         has_question_set=round_number in lo.question_rounds,
         messages=msgs,
     )

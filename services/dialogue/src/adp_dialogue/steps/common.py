@@ -13,6 +13,7 @@ from adp_common.schemas.dialogue import DialogueJob, DiscussionEvent, PersonaSpe
 from adp_dialogue import store
 from adp_dialogue.domain import prompts, resolution
 from adp_dialogue.domain.personas import turn_step_key
+from adp_dialogue.rows import DiscussionRow, StepRow
 from adp_dialogue.settings import DialogueSettings
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def final_job(discussion_id: str, round_number: int, assessment: resolution.Asse
 
 @dataclass
 class Loaded:
-    d: asyncpg.Record
+    d: DiscussionRow
     personas: list[PersonaSpec]
     messages: list[prompts.Msg]
     summary: prompts.SummaryRef | None
@@ -80,7 +81,7 @@ class Loaded:
 
     def context(self) -> prompts.Context:
         return prompts.Context(
-            topic=self.d["topic"],
+            topic=self.d.topic,
             personas=self.personas,
             messages=self.messages,
             summary=self.summary,
@@ -88,19 +89,19 @@ class Loaded:
         )
 
 
-def loaded(row: asyncpg.Record) -> Loaded:
+def loaded(row: StepRow) -> Loaded:
     """A step's view of its discussion from `store.load_step`."""
-    latest = store.loads(row["ctx_summary"])
+    latest = row.ctx_summary
     return Loaded(
-        d=row,
-        personas=[PersonaSpec(**p) for p in store.loads(row["personas"])],
+        d=row.discussion,
+        personas=[PersonaSpec(**p) for p in row.discussion.personas],
         messages=[
             prompts.Msg(persona=m["persona"], content=m["content"], round=m["round"], turn=m["turn"])
-            for m in store.loads(row["ctx_messages"])
+            for m in row.ctx_messages
         ],
         summary=prompts.SummaryRef(latest["round"], latest["content"]) if latest else None,
-        files=[prompts.FileText(f["name"], f["text"]) for f in store.loads(row["ctx_files"])],
-        question_rounds=set(row["ctx_question_rounds"]),
+        files=[prompts.FileText(f["name"], f["text"]) for f in row.ctx_files],
+        question_rounds=set(row.ctx_question_rounds),
     )
 
 

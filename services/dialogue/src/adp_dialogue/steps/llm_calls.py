@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
 from adp_common.bus import Bus
 from adp_common.llm_client import LLMClient
 from adp_common.schemas.dialogue import DialogueJob, DiscussionEvent
 from adp_common.schemas.llm import ChatMessage, CompletionRequest
 from adp_dialogue.domain import policy, prompts
 from adp_dialogue.domain.text import estimate_tokens
+from adp_dialogue.rows import DiscussionRow
 from adp_dialogue.settings import DialogueSettings
 
 
@@ -25,7 +24,7 @@ class StepCalls:
     def request(
         self,
         job: DialogueJob,
-        d: asyncpg.Record,
+        d: DiscussionRow,
         num_delivered: int,
         messages: list[ChatMessage],
         *,
@@ -38,15 +37,15 @@ class StepCalls:
         retry = job.data.get("retry", 0)
         suffix = f":c{n}" if n else ""
         return CompletionRequest(
-            request_id=f"{d['id']}:{job.step_key}:{retry}.{num_delivered}{suffix}",
+            request_id=f"{d.id}:{job.step_key}:{retry}.{num_delivered}{suffix}",
             # the same for every delivery of the step: a redelivered step gets the first one's answer
-            call_key=f"{d['id']}:{job.step_key}:{retry}:{task}{suffix}",
+            call_key=f"{d.id}:{job.step_key}:{retry}:{task}{suffix}",
             messages=messages,
             route=route,
             persona=persona,
-            user_id=d["user_id"],
-            key_id=d.get("key_id"),
-            discussion_id=d["id"],
+            user_id=d.user_id,
+            key_id=d.key_id,
+            discussion_id=d.id,
             task=task,
             round=job.round,
             max_tokens=max_tokens,
@@ -56,7 +55,7 @@ class StepCalls:
     async def complete_full(
         self,
         job: DialogueJob,
-        d: asyncpg.Record,
+        d: DiscussionRow,
         num_delivered: int,
         base: list[ChatMessage],
         *,
@@ -71,9 +70,9 @@ class StepCalls:
         discussion's chunk subject as a `message-chunk` event carrying `chunk_data` (no hop through here)."""
         relay: dict[str, Any] = {}
         if chunk_data is not None:
-            template = DiscussionEvent(discussionId=d["id"], seq=0, event="message-chunk", data=chunk_data)
+            template = DiscussionEvent(discussionId=d.id, seq=0, event="message-chunk", data=chunk_data)
             relay = {
-                "relay_subject": self.bus.catalog.discussion_chunks(d["id"]),
+                "relay_subject": self.bus.catalog.discussion_chunks(d.id),
                 "relay_template": template.model_dump(mode="json"),
             }
         req = self.request(

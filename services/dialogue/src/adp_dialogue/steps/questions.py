@@ -17,7 +17,7 @@ log = logging.getLogger("adp.dialogue.engine")
 
 async def run(host: StepHost, job: DialogueJob, lo: Loaded, num_delivered: int) -> tuple[Build, QuickCommit | None]:
     d = lo.d
-    did = d["id"]
+    did = d.id
     base = prompts.questions_messages(lo.context(), job.round)
     req = host.calls.request(job, d, num_delivered, base, route="moderator", persona="Moderator", task="questions")
     res = await host.calls.llm.complete(req)
@@ -38,7 +38,7 @@ async def run(host: StepHost, job: DialogueJob, lo: Loaded, num_delivered: int) 
         )
         events: EventList = []
         if row:
-            qset = payloads.QuestionSet(id=row["id"], roundNumber=job.round, questions=qs)
+            qset = payloads.QuestionSet(id=row.id, roundNumber=job.round, questions=qs)
             events.append(
                 event_data("questions-generated", payloads.QuestionsGenerated(questionSet=qset, roundNumber=job.round))
             )

@@ -17,14 +17,14 @@ from adp_dialogue.steps.common import Build, Commit, EventList, Loaded, QuickCom
 
 async def run(host: StepHost, job: DialogueJob, lo: Loaded, num_delivered: int) -> tuple[Build, QuickCommit | None]:
     d = lo.d
-    did = d["id"]
+    did = d.id
     base = prompts.summary_messages(lo.context(), job.round)
     text, *_ = await host.calls.complete_full(
         job, d, num_delivered, base, route="moderator", persona="Moderator", task="summary"
     )
 
     async def build(conn: store.Conn, now: Loaded) -> Commit:
-        before = now.d["token_count"]
+        before = now.d.token_count
         after = estimate_tokens(text)
         row = await store.insert_summary(
             conn,

@@ -12,9 +12,10 @@ from typing import Any
 from adp_common.schemas import events as payloads
 from adp_common.schemas.dialogue import DialogueJob, DiscussionEvent, PersonaSpec
 from adp_common.schemas.events import event_data
-from adp_dialogue import store, views
+from adp_dialogue import outbox, store, views
 from adp_dialogue.domain import prompts
 from adp_dialogue.domain.personas import USER_PERSONA, turn_number, user_turns_up_to
+from adp_dialogue.rows import MessageRow
 from adp_dialogue.steps.after_round import after_round
 from adp_dialogue.steps.common import Build, Commit, EventList, Loaded, QuickCommit, StepHost, turn_job
 
@@ -46,14 +47,14 @@ class Spoken:
 
 
 async def _speak(host: StepHost, job: DialogueJob, lo: Loaded, num_delivered: int) -> Spoken:
-    did = lo.d["id"]
+    did = lo.d.id
     persona = lo.personas[job.position - 1]
     user_rounds = [m.round for m in lo.messages if m.persona == USER_PERSONA]
     turn = turn_number(job.round, job.position, len(lo.personas), user_turns_up_to(job.round, user_rounds))
     async with host.pool.acquire() as conn:
         _, data = event_data("message-start", payloads.MessageStart(persona=persona.name, turn=turn, round=job.round))
         data.pop("restart")  # set by the store when the turn is re-run
-        start = await store.add_start_event(conn, did, f"{job.step_key}:start", "message-start", data)
+        start = await outbox.add_start_event(conn, did, f"{job.step_key}:start", "message-start", data)
     # message-start and the LLM request leave on the same NATS connection in that order, so every live
     # listener has message-start before the router can even see the request; its JetStream ack is
     # awaited alongside the call rather than before it (one round trip off the time to first chunk).
@@ -95,7 +96,7 @@ def _build(host: StepHost, job: DialogueJob, spoken: Spoken) -> Build:
         msg = views.message(row) if row else None
         if msg:
             events.append(event_data("message-complete", payloads.MessageComplete(message=msg)))
-        tokens = now.d["token_count"] + spoken.output_tokens
+        tokens = now.d.token_count + spoken.output_tokens
         updates: dict[str, Any] = {"token_count": tokens}
         if job.position < len(now.personas):
             return Commit(events, turn_job(did, job.round, job.position + 1), updates)
@@ -103,7 +104,7 @@ def _build(host: StepHost, job: DialogueJob, spoken: Spoken) -> Build:
         msgs = [m for m in now.messages if not (m.round == job.round and m.turn == spoken.turn)]
         if msg:
             msgs.append(prompts.Msg(spoken.persona.name, spoken.text, job.round, spoken.turn))
-        round_msgs = [views.message(r) for r in await store.messages(conn, did) if r["round"] == job.round]
+        round_msgs = [views.message(r) for r in await store.messages(conn, did) if r.round == job.round]
         info = payloads.RoundInfo(number=job.round, messages=round_msgs)
         events.append(event_data("round-complete", payloads.RoundComplete(round=info)))
         return after_round(host, now, job.round, tokens, msgs, events, updates, summary_done=False)
@@ -116,12 +117,12 @@ def _quick(job: DialogueJob, spoken: Spoken) -> QuickCommit:
 
     async def quick(conn: store.Conn) -> tuple[list[DiscussionEvent], DialogueJob | None] | None:
         # A turn before the round's last needs neither the context nor the row's values: one statement
-        # (store.commit_turn) instead of a transaction of five round trips.
+        # (outbox.commit_turn) instead of a transaction of five round trips.
         message = {"id": uuid.uuid4().hex, **spoken.message_fields(job), "created_at": datetime.now(UTC)}
         next_job = turn_job(did, job.round, job.position + 1)
         retry = job.data.get("retry", 0)
-        _, data = event_data("message-complete", payloads.MessageComplete(message=views.message(message)))
-        done = await store.commit_turn(conn, did, job.step_key, retry, message, data, next_job.model_dump())
+        _, data = event_data("message-complete", payloads.MessageComplete(message=views.message(MessageRow(**message))))
+        done = await outbox.commit_turn(conn, did, job.step_key, retry, message, data, next_job.model_dump())
         return ([done], next_job) if done is not None else None
 
     return quick

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -47,22 +46,27 @@ async def chat_completions(body: oai.ChatCompletionRequest, ctx: Ctx, p: Limited
 
 async def _stream_completion(ctx: GatewayContext, req: CompletionRequest, body: oai.ChatCompletionRequest) -> Response:
     """Start the call; answer with a plain error if it fails before the first token, else stream chunks."""
-    queue: asyncio.Queue[CompletionChunk] = asyncio.Queue()
+    # One queue carries the chunks, then None once the call has ended (its result or error is then on the task):
+    # a chunk costs one wake-up of the response's body, and no future or wait per chunk.
+    queue: asyncio.Queue[CompletionChunk | None] = asyncio.Queue()
 
     async def on_chunk(c: CompletionChunk) -> None:
         queue.put_nowait(c)
 
     task = asyncio.create_task(ctx.llm.complete(req, on_chunk=on_chunk))
-    first = asyncio.ensure_future(queue.get())
-    await asyncio.wait({first, task}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done() and not first.done() and task.exception() is not None:
-        first.cancel()
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        first = await queue.get()
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if first is None and not task.cancelled() and task.exception() is not None:
         exc = task.exception()
         if isinstance(exc, PlatformError):
             raise exc
         raise PlatformError(ErrorCode.LLM_PROVIDER_ERROR, "completion failed")
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    model = (first.result().model if first.done() else None) or body.model
+    model = (first.model if first is not None else None) or body.model
     enc = oai.StreamEncoder(req.request_id, model=model, include_usage=include_usage)
     # a client that goes away cancels the call, here and (CancelCalls by request id) at the router
     return EventStreamResponse(
@@ -75,11 +79,10 @@ async def _completion_frames(
     req: CompletionRequest,
     enc: oai.StreamEncoder,
     task: asyncio.Task[CompletionResult],
-    queue: asyncio.Queue[CompletionChunk],
-    first: asyncio.Future[CompletionChunk],
+    queue: asyncio.Queue[CompletionChunk | None],
+    first: CompletionChunk | None,
 ) -> AsyncIterator[bytes]:
     ctx.metrics.streams.labels("openai").inc()
-    pending: asyncio.Future[CompletionChunk] | None = first
 
     # revoking the key (or disabling its user) ends the stream like a client going away
     def end() -> None:
@@ -87,33 +90,31 @@ async def _completion_frames(
 
     session = ctx.sessions.add(Session("sse", req.user_id or "", req.key_id, end))
     try:
-        yield enc.start()
-        while True:
-            get = pending if pending is not None else asyncio.ensure_future(queue.get())
-            pending = None
-            watched: list[asyncio.Future[Any]] = [get, task]
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            if get.done():
-                yield enc.chunk(get.result())
-                continue
-            get.cancel()
-            if task.cancelled():  # the client went away (EventStreamResponse cancelled the call here)
-                # and the router stops it too: the provider stops generating, and only what streamed is charged
-                cancel = CancelCalls(request_id=req.request_id, reason="client disconnected")
-                await ctx.bus.notify(ctx.bus.catalog.llm_cancel, cancel)
-                return
-            while not queue.empty():
-                yield enc.chunk(queue.get_nowait())
-            try:
-                result = task.result()
-            except PlatformError as err:
-                yield enc.error(err.code.value, err.message)
-                return
-            except Exception:
-                yield enc.error(ErrorCode.INTERNAL_ERROR.value, "completion failed")
-                return
-            yield enc.finish(result)
+        frames = enc.start()
+        chunk = first
+        while chunk is not None:
+            batch, ended = _ready(queue, chunk)  # every chunk already waiting leaves in one write
+            frames += enc.chunks(batch)
+            if ended:
+                break
+            yield frames
+            frames = b""
+            chunk = await queue.get()
+        # the call has ended: its last chunks and its end leave together
+        if task.cancelled():  # the client went away (EventStreamResponse cancelled the call here)
+            # and the router stops it too: the provider stops generating, and only what streamed is charged
+            cancel = CancelCalls(request_id=req.request_id, reason="client disconnected")
+            await ctx.bus.notify(ctx.bus.catalog.llm_cancel, cancel)
             return
+        try:
+            result = task.result()
+        except PlatformError as err:
+            yield frames + enc.error(err.code.value, err.message)
+            return
+        except Exception:
+            yield frames + enc.error(ErrorCode.INTERNAL_ERROR.value, "completion failed")
+            return
+        yield frames + enc.finish(result)
     finally:
         ctx.sessions.remove(session)
         ctx.metrics.streams.labels("openai").dec()
@@ -121,3 +122,14 @@ async def _completion_frames(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _ready(queue: asyncio.Queue[CompletionChunk | None], chunk: CompletionChunk) -> tuple[list[CompletionChunk], bool]:
+    """`chunk` and the chunks queued behind it; True when the end of the call (None) was among them."""
+    batch = [chunk]
+    while not queue.empty():
+        nxt = queue.get_nowait()
+        if nxt is None:
+            return batch, True
+        batch.append(nxt)
+    return batch, False

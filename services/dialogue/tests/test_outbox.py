@@ -1,4 +1,4 @@
-"""{DOC:test_store.py}"""
+"""The event outbox: a turn's one-statement commit, terminal events given to discussions ended without one."""
 
 from __future__ import annotations
 
@@ -20,17 +20,17 @@ from dialogue_helpers import (
 
 from adp_common.bus import Bus
 from adp_common.schemas.dialogue import DialogueQuery, EventsReply
-from adp_dialogue import store
+from adp_dialogue import outbox
 
 
 async def test_a_turn_commits_in_one_statement_only_while_it_is_due(
     bus: Bus, nats_url: str, pg_dsn: str, prefix: str, databases, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The one-statement commit of a turn before the round's last (store.commit_turn) writes what the
+    """The one-statement commit of a turn before the round's last (outbox.commit_turn) writes what the
     general commit writes, and nothing at all once the step is no longer the discussion's current one."""
     settings = dialogue_settings(nats_url, pg_dsn, prefix, databases.name("dialogue"))
     quick_commits: list[str] = []
-    commit_turn = store.commit_turn
+    commit_turn = outbox.commit_turn
 
     async def counted(conn, did, step_key, *args):
         ev = await commit_turn(conn, did, step_key, *args)
@@ -38,7 +38,7 @@ async def test_a_turn_commits_in_one_statement_only_while_it_is_due(
             quick_commits.append(step_key)
         return ev
 
-    monkeypatch.setattr(store, "commit_turn", counted)
+    monkeypatch.setattr(outbox, "commit_turn", counted)
     async with router(nats_url, prefix), dialogue(settings) as app, event_log(bus) as log:
         assert app.engine is not None
         view = await command(bus, action="create", user_id="u1", topic=TOPIC)
@@ -67,7 +67,7 @@ async def test_a_turn_commits_in_one_statement_only_while_it_is_due(
         async with app.engine.pool.acquire() as conn:
             for step_key, retry in (("r1t1", 0), ("r1t2", 0), ("r2t1", 1)):
                 nj = {"discussion_id": view.id, "kind": "turn", "step_key": "x", "round": 1, "position": 2}
-                got = await store.commit_turn(conn, view.id, step_key, retry, stale, {"message": {}}, nj)
+                got = await outbox.commit_turn(conn, view.id, step_key, retry, stale, {"message": {}}, nj)
                 assert got is None
             count = await conn.fetchval("SELECT count(*) FROM messages WHERE discussion_id = $1", view.id)
         assert count == 3
