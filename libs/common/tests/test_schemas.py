@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -40,3 +42,23 @@ def test_each_action_is_its_own_model() -> None:
         DialogueCommand.model_validate({"action": "answers", "user_id": "u", "discussion_id": "d"})  # no answers
     with pytest.raises(ValidationError):
         DialogueCommand.model_validate({"action": "fly", "user_id": "u"})
+
+
+def test_hidden_name_characters_are_exactly_the_unicode_categories() -> None:
+    """The written-out ranges stay true to unicodedata (Cc, Cf, Co, Cs, Zl, Zp), and the documented pattern
+    and the validator refuse exactly them."""
+    import unicodedata
+
+    from adp_common.schemas.dialogue import HIDDEN_NAME_CHAR_RANGES, PRINTABLE_NAME, printable_name
+
+    hidden = {"Cc", "Cf", "Co", "Cs", "Zl", "Zp"}
+    expected = {cp for cp in range(0x110000) if unicodedata.category(chr(cp)) in hidden}
+    listed = {cp for a, b in HIDDEN_NAME_CHAR_RANGES for cp in range(a, b + 1)}
+    assert listed == expected
+    pattern = re.compile(PRINTABLE_NAME)
+    for ch in ("\u202e", "\u200b", "\x00", "\x1b", "\U000e0041", "\ue000", "\u2028"):
+        assert not pattern.match(f"Ana{ch}lyzer")
+        with pytest.raises(ValueError):
+            printable_name(f"Ana{ch}lyzer")
+    for ok in ("Analyzer", "Réviseur", "分析者", "Solver 2", "🙂 Moderator"):
+        assert pattern.match(ok) and printable_name(ok) == ok

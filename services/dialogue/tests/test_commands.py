@@ -177,14 +177,14 @@ async def test_stop_mid_turn_cancels_the_llm_call(bus: Bus, nats_url: str, pg_ds
         view = await command(bus, action="create", user_id="u1", topic=TOPIC)
         did = view.id
         await log.wait(lambda evs: any(e.discussionId == did and e.event == "message-chunk" for e in evs), 10)
-        assert did in rapp.router.calls  # the first persona is answering (slowly: ~20 tokens/s)
+        assert did in rapp.router.inflight.by_discussion  # the first persona is answering (slowly: ~20 tokens/s)
         stopped = await command(bus, action="stop", user_id="u1", discussion_id=did)
         assert stopped.status == "stopped"
         for _ in range(100):
-            if did not in rapp.router.calls:
+            if did not in rapp.router.inflight.by_discussion:
                 break
             await asyncio.sleep(0.02)
-        assert did not in rapp.router.calls  # cancelled within ~2 s, not after the whole answer
+        assert did not in rapp.router.inflight.by_discussion  # cancelled within ~2 s, not after the whole answer
         assert rapp.metrics.cancelled._value.get() == 1
         await asyncio.sleep(0.5)  # the step's end (dropped) has been handled
         done = await get(bus, "u1", did)

@@ -253,6 +253,7 @@ async def test_overflowing_ids_and_dates_are_bad_requests(
                 assert_envelope(await admin.get(f"/api/costs?endDate={end}"), 400, "VALIDATION_ERROR")
             assert_envelope(await admin.get("/api/costs?startDate=0001-01-01"), 400, "VALIDATION_ERROR")
             assert (await admin.get("/api/costs?endDate=2026-01-05")).status_code == 200
+            assert_envelope(await admin.get("/api/costs?userId=usr%00x"), 400, "VALIDATION_ERROR")  # NUL: no SQL
             sock, _ = await open_socket(gw.url, ADMIN_KEY)
             try:
                 ack = await sock.call("join-discussion", {"discussionId": did, "lastEventId": 2**63}, timeout=10)

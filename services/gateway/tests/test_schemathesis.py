@@ -64,8 +64,12 @@ def _run_cases(op: Any, mode: Any, base_url: str, failures: list[str]) -> None:
 
     # What a schema cannot describe. An upload is accepted by its bytes (PDF, text, image magic): generated
     # files are rejected as 413/415 although "schema-valid", and multipart has no non-string file to reject.
-    # A cost date range is checked as a whole (start <= end, at most ten years).
+    # A cost date range is checked as a whole (start <= end, at most ten years). Persona names given as plain
+    # strings (an anyOf of an object and a patterned string) are sometimes drawn without their pattern, so a
+    # name with a control character the server refuses comes as "valid"; the pattern and the validator are one
+    # definition, checked against unicodedata in libs/common/tests/test_schemas.py.
     uncheckable = {
+        "POST /api/discussions": [positive_data_acceptance],
         "POST /api/files": [positive_data_acceptance, negative_data_rejection],
         "GET /api/costs": [positive_data_acceptance],
     }
@@ -93,7 +97,7 @@ def _run_cases(op: Any, mode: Any, base_url: str, failures: list[str]) -> None:
             )
         except (AssertionError, BaseExceptionGroup) as err:  # failed checks: record them with the exchange
             found = err.exceptions if isinstance(err, BaseExceptionGroup) else (err,)
-            answer = f"{response.status_code} {response.text[:160]}"
+            answer = f"{response.status_code} {response.text[:600]}"
             for failure in found:
                 title = getattr(failure, "title", type(failure).__name__)
                 detail = " ".join(str(getattr(failure, "message", failure)).split())[:200]

@@ -639,7 +639,7 @@ async def test_cancel_stops_a_discussions_call_and_charges_what_streamed(
         await asyncio.sleep(0.1)
         assert not call.done()
         await cancelled_at_once(bus, call, CancelCalls(discussion_id="d-cancel", reason="discussion stopped"))
-        assert app.router.calls == {}
+        assert app.router.inflight.by_discussion == {}
         await asyncio.sleep(2.5)  # past the end the answer would have had
         assert fake.stats.calls == 1 and fake.stats.completed == 0
         recs = [r for r in await usage_records(bus) if r.request_id == "cancel-1"]
@@ -661,7 +661,7 @@ async def test_cancel_by_request_id_stops_that_call_only(
         )
         await cancelled_at_once(bus, call, CancelCalls(request_id="cancel-r1", reason="client disconnected"))
         assert (await asyncio.wait_for(other, 5)).text  # the other call ran to its end
-        assert app.router.calls_by_request == {}
+        assert app.router.inflight.by_request == {}
         recs = {r.request_id: r for r in await usage_records(bus)}
     assert recs["cancel-r1"].error_code == "CONFLICT" and 0 < recs["cancel-r1"].output_tokens < 40
     assert recs["keep-r2"].status == "ok"

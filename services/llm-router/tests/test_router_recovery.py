@@ -154,7 +154,7 @@ async def test_a_streamed_call_stops_when_its_caller_dies(nats_url: str, prefix:
         await asyncio.wait_for(first.wait(), 5)
         await caller.nc.close()  # what the server sees when a process is killed
         died = time.monotonic()
-        while app.router.calls_by_request:
+        while app.router.inflight.by_request:
             assert time.monotonic() - died < 3.5, "the call ran on after its caller died"
             await asyncio.sleep(0.05)
         stopped_s = time.monotonic() - died

@@ -12,29 +12,21 @@ from adp_dialogue.rows import DiscussionDetail, DiscussionRow, MessageRow, Quest
 
 def message_dict(r: MessageRow) -> dict[str, Any]:
     """A message as clients see it; the User's own messages carry no token counts (no model wrote them)."""
-    if r.persona == USER_PERSONA:
-        return {
-            "id": r.id,
-            "persona": r.persona,
-            "content": r.content,
-            "turn": r.turn,
-            "round": r.round,
-            "provider": None,
-            "model": None,
-            "createdAt": r.created_at.isoformat(),
-        }
-    return {
+    by_user = r.persona == USER_PERSONA
+    out: dict[str, Any] = {
         "id": r.id,
         "persona": r.persona,
         "content": r.content,
         "turn": r.turn,
         "round": r.round,
-        "provider": r.provider,
-        "model": r.model,
-        "inputTokens": r.input_tokens,
-        "outputTokens": r.output_tokens,
-        "createdAt": r.created_at.isoformat(),
+        "provider": None if by_user else r.provider,
+        "model": None if by_user else r.model,
     }
+    if not by_user:
+        out["inputTokens"] = r.input_tokens
+        out["outputTokens"] = r.output_tokens
+    out["createdAt"] = r.created_at.isoformat()
+    return out
 
 
 def message(r: MessageRow) -> Message:

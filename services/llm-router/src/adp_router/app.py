@@ -202,7 +202,7 @@ class RouterApp:
         return await self.router.once.owner_query(q)
 
     def _orphaned(self, request_id: str, why: str) -> None:
-        if self.router is not None and self.router.cancel_orphan(request_id, why):
+        if self.router is not None and self.router.inflight.cancel_orphan(request_id, why):
             assert self.metrics is not None
             self.metrics.orphaned.inc()
             log.warning("call %s stopped: %s", request_id, why)
@@ -211,9 +211,9 @@ class RouterApp:
         if self.router is None:
             return
         if cancel.discussion_id:
-            self.router.cancel_discussion(cancel.discussion_id, cancel.reason)
+            self.router.inflight.cancel_discussion(cancel.discussion_id, cancel.reason)
         if cancel.request_id:
-            self.router.cancel_request(cancel.request_id, cancel.reason)
+            self.router.inflight.cancel_request(cancel.request_id, cancel.reason)
 
     async def _models(self, _: object, __: RequestContext) -> ModelList:
         assert self.config is not None

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from adp_common.bus import Bus
 from adp_common.errors import ErrorCode, PlatformError
@@ -21,6 +20,7 @@ from adp_router.budget import BudgetGate
 from adp_router.calls import OnceCalls
 from adp_router.config import RouteEntry, RouterConfig
 from adp_router.health import HealthBoard
+from adp_router.inflight import InFlight
 from adp_router.metrics import RouterMetrics
 from adp_router.pacing import ChunkEmitter, FlushTicker, chunk_interval_s
 from adp_router.providers import CallState, Provider, ProviderError
@@ -58,12 +58,8 @@ class Router:
         self.health = health
         self.metrics = metrics
         self.streams = 0  # streamed calls in flight on this copy (sets the chunk interval)
-        # in-flight calls by discussion and by request id, and why each one cancelled by `_cancel` was
-        self.calls: dict[str, set[asyncio.Task[Any]]] = {}
-        self.calls_by_request: dict[str, asyncio.Task[Any]] = {}
-        self._cancelled: dict[asyncio.Task[Any], str] = {}
+        self.inflight = InFlight(metrics)  # in-flight calls, to cancel a discussion's or one
         self.once: OnceCalls | None = None  # logical calls' results, when the router runs with its bucket
-        self.orphaned: set[str] = set()  # request ids cancelled because their caller was gone
         s = settings
 
         def interval() -> float:
@@ -92,17 +88,17 @@ class Router:
             try:
                 return await self._complete_call(req)
             finally:
-                self.orphaned.discard(req.request_id)
+                self.inflight.orphaned.discard(req.request_id)
 
         def passes_on(err: PlatformError) -> bool:  # a stopped discussion, not a caller that vanished
-            return err.code == ErrorCode.CONFLICT and req.request_id not in self.orphaned
+            return err.code == ErrorCode.CONFLICT and req.request_id not in self.inflight.orphaned
 
         try:
             result, how = await self.once.run(
                 req.call_key, lambda: self._complete_call(req), time.monotonic() + req.timeout_s, passes_on
             )
         finally:
-            self.orphaned.discard(req.request_id)
+            self.inflight.orphaned.discard(req.request_id)
         if how == "called":
             return result
         self.metrics.replays.labels(how).inc()
@@ -113,12 +109,7 @@ class Router:
 
     async def _replay_chunks(self, req: CompletionRequest, result: CompletionResult) -> None:
         """A replayed answer reaches a streaming caller's listeners as one chunk that restarts the text."""
-        emitter = ChunkEmitter(
-            self.bus.nc,
-            req.relay_subject or self.bus.catalog.llm_stream(req.request_id),
-            req.request_id,
-            relay_template=(req.relay_template or {}) if req.relay_subject else None,
-        )
+        emitter = self._emitter(req, paced=False)
         emitter.restart = True
         emitter.set_provider(result.provider, result.model)
         await emitter.emit(result.text)
@@ -136,7 +127,7 @@ class Router:
                 if req.stream:
                     self.streams += 1
                 try:
-                    result = await self._cancellable(req, self._run_chain(req, chain, t0, deadline, track))
+                    result = await self.inflight.run(req, self._run_chain(req, chain, t0, deadline, track))
                 finally:
                     if req.stream:
                         self.streams -= 1
@@ -169,65 +160,6 @@ class Router:
             await self._record(req, track, result.latency_ms, None)
         return result
 
-    async def _cancellable(
-        self, req: CompletionRequest, call: Coroutine[Any, Any, CompletionResult]
-    ) -> CompletionResult:
-        """Run a call so that `cancel_discussion` (a discussion's calls) and `cancel_request` (one call) can
-        stop it: it then ends as a CONFLICT error, and its usage so far is recorded like any failed call's
-        (what the provider streamed is charged)."""
-        task = asyncio.current_task()
-        if task is None:
-            return await call
-        # The caller's own task is what gets cancelled: a task of its own for the call would cost one more
-        # turn of the event loop before the provider request leaves (time to first token).
-        did = req.discussion_id or ""
-        calls = self.calls.setdefault(did, set()) if did else None
-        if calls is not None:
-            calls.add(task)
-        self.calls_by_request[req.request_id] = task
-        try:
-            return await call
-        except asyncio.CancelledError:
-            reason = self._cancelled.pop(task, None)
-            if reason is None or task.uncancel() > 0:  # cancelled by someone else too (shutdown): give up
-                raise
-            raise PlatformError(ErrorCode.CONFLICT, f"call cancelled: {reason}") from None
-        finally:
-            if calls is not None:
-                calls.discard(task)
-                if not calls:
-                    self.calls.pop(did, None)
-            if self.calls_by_request.get(req.request_id) is task:
-                del self.calls_by_request[req.request_id]
-            self._cancelled.pop(task, None)
-
-    def cancel_discussion(self, discussion_id: str, reason: str) -> int:
-        """Cancel this copy's in-flight calls of a discussion (the provider connection closes at once, so
-        the provider stops generating); the number cancelled."""
-        return self._cancel(list(self.calls.get(discussion_id, ())), f"of discussion {discussion_id}", reason)
-
-    def cancel_request(self, request_id: str, reason: str) -> int:
-        """Cancel this copy's in-flight call with this request id, if it has one; the number cancelled."""
-        task = self.calls_by_request.get(request_id)
-        return self._cancel([task] if task is not None else [], f"with request id {request_id}", reason)
-
-    def cancel_orphan(self, request_id: str, reason: str) -> int:
-        """Cancel a call whose caller is gone: what streamed is charged, and the caller's next attempt at
-        the same logical call runs it afresh rather than failing with this call's error."""
-        if request_id in self.calls_by_request:
-            self.orphaned.add(request_id)
-        return self.cancel_request(request_id, reason)
-
-    def _cancel(self, tasks: list[asyncio.Task[Any]], what: str, reason: str) -> int:
-        tasks = [t for t in tasks if not t.done()]
-        for task in tasks:
-            self._cancelled[task] = reason
-            task.cancel()
-        if tasks:
-            self.metrics.cancelled.inc(len(tasks))
-            log.info("cancelled %d call(s) %s: %s", len(tasks), what, reason)
-        return len(tasks)
-
     def _gate(self, req: CompletionRequest, chain: list[RouteEntry]) -> list[RouteEntry]:
         if not chain:
             raise PlatformError(ErrorCode.NO_LLM_PROVIDER_AVAILABLE, f"no provider configured for route {req.route!r}")
@@ -249,16 +181,14 @@ class Router:
         raise PlatformError(ErrorCode.BUDGET_EXCEEDED, f"budget exceeded ({scope})")
 
     # ---- chain and attempts ----------------------------------------------------------------------------
-    def _emitter(self, req: CompletionRequest) -> ChunkEmitter | None:
-        """The call's chunk publisher when it streams: to the caller's stream subject, or relayed straight to
-        the final listeners."""
-        if not req.stream:
-            return None
+    def _emitter(self, req: CompletionRequest, *, paced: bool = True) -> ChunkEmitter:
+        """A streaming call's chunk publisher: to the caller's stream subject, or relayed straight to the final
+        listeners; `paced` on this copy's flush ticker."""
         emitter = ChunkEmitter(
             self.bus.nc,
             req.relay_subject or self.bus.catalog.llm_stream(req.request_id),
             req.request_id,
-            self.ticker,
+            self.ticker if paced else None,
             relay_template=(req.relay_template or {}) if req.relay_subject else None,
         )
         if req.relay_restart:
@@ -300,7 +230,7 @@ class Router:
     async def _run_chain(
         self, req: CompletionRequest, chain: list[RouteEntry], t0: float, deadline: float, track: Track
     ) -> CompletionResult:
-        emitter = self._emitter(req)
+        emitter = self._emitter(req) if req.stream else None
         # the last failure's code and message (not the error itself: its traceback holds this frame)
         last: tuple[ErrorCode, str] | None = None
         skipped = 0

@@ -19,7 +19,8 @@ from adp_gateway.deps import Admin, Ctx
 from adp_gateway.errors import error_responses
 
 router = APIRouter(tags=["admin"], responses=error_responses(403))
-PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a valid KV key
+# A KV key: NATS splits keys into tokens at dots, so a name with dots (or ending in one) is refused.
+PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ProviderName = Annotated[str, Path(json_schema_extra={"pattern": PROVIDER_NAME.pattern})]
 
 

@@ -63,7 +63,7 @@ async def costs(
     ctx: Ctx,
     p: User,
     kind: Annotated[CostKind, Query(description="summary; a breakdown into rows (by_*); daily; budget")] = "summary",
-    userId: Annotated[str | None, Query(max_length=80)] = None,
+    userId: Annotated[str | None, Query(pattern=ID_PATTERN.pattern)] = None,
     startDate: Annotated[date | None, Query(ge=REPORT_DATE_MIN, le=REPORT_DATE_MAX)] = None,
     endDate: Annotated[date | None, Query(ge=REPORT_DATE_MIN, le=REPORT_DATE_MAX)] = None,
 ) -> JSONResponse:
