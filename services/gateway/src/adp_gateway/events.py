@@ -207,16 +207,8 @@ class EventStream:
                     yield Overflow(self.last_seq)
                     return
                 if not self.buffer:
-                    if self._heartbeat_due:
-                        self._heartbeat_due = False
-                        self._last_sent = loop.time()
+                    if await self._idle(loop):
                         yield Heartbeat()
-                        continue
-                    self._waiter = loop.create_future()
-                    try:
-                        await self._waiter
-                    finally:
-                        self._waiter = None
                     continue
                 msg = self.buffer.popleft()
                 parsed = parse_message(msg.subject, msg.data)
@@ -227,18 +219,8 @@ class EventStream:
                     if ev.seq <= self.last_seq:
                         continue  # already delivered (history overlap or a re-publish)
                     if ev.seq > self.last_seq + 1:
-                        # Durable events in between never reached the subscription (core delivery is at most
-                        # once: e.g. the connection was moving to another NATS server): read them from the store.
-                        try:
-                            missed = [m for m in await self.read_history(self.last_seq) if m.seq < ev.seq]
-                        except Exception as err:  # the client resumes by seq: nothing is lost
-                            log.warning(
-                                "events %d-%d of %s not read: %s",
-                                self.last_seq + 1,
-                                ev.seq - 1,
-                                self.discussion_id,
-                                err,
-                            )
+                        missed = await self._read_gap(ev.seq)
+                        if missed is None:  # the client resumes by seq: nothing is lost
                             yield Overflow(self.last_seq)
                             return
                         for m in missed:
@@ -256,6 +238,30 @@ class EventStream:
                 self._timer.cancel()  # which drops its callback, and with it the reference back to this stream
                 self._timer = None
             stop_wait.cancel()
+
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Nothing buffered: True at once when a heartbeat is due, else wait for the next wake-up (a message,
+        the heartbeat clock, the stop signal or the end) and return False."""
+        if self._heartbeat_due:
+            self._heartbeat_due = False
+            self._last_sent = loop.time()
+            return True
+        self._waiter = loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        return False
+
+    async def _read_gap(self, seq: int) -> list[DiscussionEvent] | None:
+        """The durable events between the last delivered one and `seq`, which never reached the subscription
+        (core delivery is at most once: e.g. the connection was moving to another NATS server), read from the
+        store; None when the store cannot be read."""
+        try:
+            return [m for m in await self.read_history(self.last_seq) if m.seq < seq]
+        except Exception as err:
+            log.warning("events %d-%d of %s not read: %s", self.last_seq + 1, seq - 1, self.discussion_id, err)
+            return None
 
 
 class EventStreamResponse(StreamingResponse):

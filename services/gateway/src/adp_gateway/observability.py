@@ -127,6 +127,66 @@ def client_ip(scope: Scope, trust_forwarded_for: bool) -> str:
     return client[0] if client else "unknown"
 
 
+def request_id_of(headers: dict[str, str]) -> str:
+    """The client's X-Request-ID when it is a safe token, else a fresh one."""
+    rid = headers.get("x-request-id", "")
+    return rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+
+
+class _Exchange:
+    """One HTTP request/response as the middleware sees it: what has been sent so far and whether the request
+    holds an in-flight slot."""
+
+    def __init__(self, send: Send, rid: str, state: dict[str, object], counted: bool) -> None:
+        self._send = send
+        self.rid = rid
+        self.state = state
+        self.counted = counted
+        self.holder: dict[str, int] = {"status": 0, "streaming": False}
+        self.slot_taken = False
+
+    @property
+    def status(self) -> int:
+        return int(self.holder["status"])
+
+    async def send(self, message: Message) -> None:
+        """Every response goes out with its request id and the security headers; an error's code is noted."""
+        if message["type"] == "http.response.start":
+            self.holder["status"] = message["status"]
+            hdrs = list(message.get("headers", []))
+            ctype = next((v for k, v in hdrs if k.lower() == b"content-type"), b"")
+            hdrs.append((b"x-request-id", self.rid.encode()))
+            hdrs += security_headers(ctype)
+            message = {**message, "headers": hdrs}
+            self.holder["streaming"] = ctype.startswith(b"text/event-stream")
+        elif message["type"] == "http.response.body" and self.status >= 400:
+            if "error_code" not in self.state:
+                self.state["error_code"] = error_code_of(self.status, message.get("body", b""))
+        await self._send(message)
+
+    async def respond(
+        self,
+        status: int,
+        code: ErrorCode,
+        message: str,
+        extra: dict[str, str] | None = None,
+        unread: BodyReader | None = None,
+    ) -> None:
+        body = json.dumps(error_body(code, message)).encode()
+        hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        hdrs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+        await self.send({"type": "http.response.start", "status": status, "headers": hdrs})
+        if unread is None:
+            await self._send({"type": "http.response.body", "body": body})
+            return
+        # The answer goes out whole, then what the client still sends of its body is read and dropped
+        # before the response is complete (and the connection closed): closing with unread data would
+        # reset the connection before the client has read the answer.
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+        await unread.discard_rest()
+        await self._send({"type": "http.response.body", "body": b""})
+
+
 class GatewayMiddleware:
     """Pure ASGI (streams pass straight through)."""
 
@@ -158,104 +218,76 @@ class GatewayMiddleware:
             return
         path: str = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        rid = headers.get("x-request-id", "")
-        if not _REQUEST_ID.match(rid):
-            rid = uuid.uuid4().hex
+        rid = request_id_of(headers)
         token = correlation_id.set(rid)
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         ip = client_ip(scope, self.trust_forwarded_for)
         state["client_ip"] = ip
         start = time.perf_counter()
-        status_holder = {"status": 0, "streaming": False}
-        exempt = path in EXEMPT_PATHS
-        is_stream = path.endswith("/events")
-        counted = not exempt and not is_stream
+        counted = path not in EXEMPT_PATHS and not path.endswith("/events")
+        exchange = _Exchange(send, rid, state, counted)
+        try:
+            await self._handle(scope, receive, exchange, path, headers)
+        finally:
+            self._record(scope, path, exchange.holder, start, ip, rid)
+            correlation_id.reset(token)
 
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                hdrs = list(message.get("headers", []))
-                ctype = next((v for k, v in hdrs if k.lower() == b"content-type"), b"")
-                hdrs.append((b"x-request-id", rid.encode()))
-                hdrs += security_headers(ctype)
-                message = {**message, "headers": hdrs}
-                status_holder["streaming"] = ctype.startswith(b"text/event-stream")
-            elif message["type"] == "http.response.body" and int(status_holder["status"]) >= 400:
-                if "error_code" not in state:
-                    state["error_code"] = error_code_of(int(status_holder["status"]), message.get("body", b""))
-            await send(message)
+    async def _handle(
+        self, scope: Scope, receive: Receive, exchange: _Exchange, path: str, headers: dict[str, str]
+    ) -> None:
+        """Shed load and refuse oversized bodies before the app runs; then run it behind the body reader."""
+        if exchange.counted and self.inflight >= self.max_inflight:
+            self.metrics.shed.inc()
+            await exchange.respond(
+                503, ErrorCode.SERVICE_UNAVAILABLE, "gateway overloaded, retry shortly", {"Retry-After": "1"}
+            )
+            return
+        limit = self.max_upload_bytes if path in UPLOAD_PATHS else self.max_body_bytes
+        refusal = check_headers(path, headers, limit)
+        if refusal is not None:
+            unread = BodyReader(receive, path, limit, self.body_timeout_s, has_body(headers), lambda: None)
+            await exchange.respond(refusal.status, refusal.code, refusal.message, {"Connection": "close"}, unread)
+            return
+        reader = BodyReader(
+            receive, path, limit, self.body_timeout_s, has_body(headers), lambda: self._take_slot(exchange)
+        )
+        try:
+            await self._run_app(scope, reader, exchange, path)
+        finally:
+            if reader.refusal is not None and exchange.status == 0:
+                # the rest of the body is never read: the connection cannot carry another request
+                refused = reader.refusal
+                await exchange.respond(refused.status, refused.code, refused.message, {"Connection": "close"}, reader)
+            self._release_slot(exchange)
 
-        async def respond(
-            status: int,
-            code: ErrorCode,
-            message: str,
-            extra: dict[str, str] | None = None,
-            unread: BodyReader | None = None,
-        ) -> None:
-            body = json.dumps(error_body(code, message)).encode()
-            hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            hdrs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-            await send_wrapper({"type": "http.response.start", "status": status, "headers": hdrs})
-            if unread is None:
-                await send({"type": "http.response.body", "body": body})
-                return
-            # The answer goes out whole, then what the client still sends of its body is read and dropped
-            # before the response is complete (and the connection closed): closing with unread data would
-            # reset the connection before the client has read the answer.
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-            await unread.discard_rest()
-            await send({"type": "http.response.body", "body": b""})
-
-        slot = {"taken": False}
-
-        def take_slot() -> None:
-            # A request holds an in-flight slot once its body is in: a client trickling a body holds none.
-            if counted and not slot["taken"]:
-                slot["taken"] = True
-                self.inflight += 1
-                self.metrics.inflight_now = self.inflight
-                self.metrics.inflight.inc()
+    async def _run_app(self, scope: Scope, reader: BodyReader, exchange: _Exchange, path: str) -> None:
+        async def app_send(message: Message) -> None:
+            if reader.refusal is None:  # once the body is refused, the app's own answer is dropped
+                await exchange.send(message)
 
         try:
-            if counted and self.inflight >= self.max_inflight:
-                self.metrics.shed.inc()
-                await respond(
-                    503, ErrorCode.SERVICE_UNAVAILABLE, "gateway overloaded, retry shortly", {"Retry-After": "1"}
-                )
-                return
-            limit = self.max_upload_bytes if path in UPLOAD_PATHS else self.max_body_bytes
-            refusal = check_headers(path, headers, limit)
-            if refusal is not None:
-                unread = BodyReader(receive, path, limit, self.body_timeout_s, has_body(headers), lambda: None)
-                await respond(refusal.status, refusal.code, refusal.message, {"Connection": "close"}, unread)
-                return
-            reader = BodyReader(receive, path, limit, self.body_timeout_s, has_body(headers), take_slot)
+            await self.app(scope, reader, app_send)
+        except BodyRefused:
+            pass
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), path)
+            if exchange.status == 0:
+                await exchange.respond(500, ErrorCode.INTERNAL_ERROR, "internal error")
 
-            async def app_send(message: Message) -> None:
-                if reader.refusal is None:  # once the body is refused, the app's own answer is dropped
-                    await send_wrapper(message)
+    def _take_slot(self, exchange: _Exchange) -> None:
+        # A request holds an in-flight slot once its body is in: a client trickling a body holds none.
+        if exchange.counted and not exchange.slot_taken:
+            exchange.slot_taken = True
+            self.inflight += 1
+            self.metrics.inflight_now = self.inflight
+            self.metrics.inflight.inc()
 
-            try:
-                await self.app(scope, reader, app_send)
-            except BodyRefused:
-                pass
-            except Exception:
-                log.exception("unhandled error on %s %s", scope.get("method"), path)
-                if status_holder["status"] == 0:
-                    await respond(500, ErrorCode.INTERNAL_ERROR, "internal error")
-            finally:
-                if reader.refusal is not None and status_holder["status"] == 0:
-                    # the rest of the body is never read: the connection cannot carry another request
-                    refused = reader.refusal
-                    await respond(refused.status, refused.code, refused.message, {"Connection": "close"}, reader)
-                if slot["taken"]:
-                    self.inflight -= 1
-                    self.metrics.inflight_now = self.inflight
-                    self.metrics.inflight.dec()
-        finally:
-            self._record(scope, path, status_holder, start, ip, rid)
-            correlation_id.reset(token)
+    def _release_slot(self, exchange: _Exchange) -> None:
+        if exchange.slot_taken:
+            self.inflight -= 1
+            self.metrics.inflight_now = self.inflight
+            self.metrics.inflight.dec()
 
     def _record(self, scope: Scope, path: str, holder: dict[str, int], start: float, ip: str, rid: str) -> None:
         status = int(holder["status"] or 0) or 500

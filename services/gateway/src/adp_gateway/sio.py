@@ -75,6 +75,40 @@ def refused(code: ErrorCode, message: str) -> socketio.exceptions.ConnectionRefu
     return err
 
 
+# The client events: name, payload model, and the rate-limit action it counts against (None: not limited).
+CLIENT_EVENTS: tuple[tuple[str, type[BaseModel], str | None], ...] = (
+    ("start-dialogue", StartDialogue, "start"),
+    ("proceed-dialogue", OnDiscussion, "proceed"),
+    ("submit-answers", SubmitAnswers, "answers"),
+    ("user-input", UserInput, "answers"),
+    ("generate-summary", OnDiscussion, "summary"),
+    ("generate-questions", OnDiscussion, "questions"),
+    ("stop-dialogue", OnDiscussion, None),
+    ("join-discussion", JoinDiscussion, None),
+)
+
+
+def connect_token(environ: dict[str, Any], auth: Any) -> str | None:
+    """The API key from the Socket.IO auth payload, else from the Authorization header."""
+    token = None
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        token = auth["token"].removeprefix("Bearer ").strip()
+    if not token:
+        token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
+    return token
+
+
+def parse_event(event: str, model: type[BaseModel], data: Any) -> BaseModel:
+    """The event's payload as its model, or the validation error a client is told."""
+    if not isinstance(data, dict):
+        raise PlatformError(ErrorCode.VALIDATION_ERROR, f"{event} needs an object payload")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        code = ErrorCode.INVALID_DISCUSSION_ID if "discussionId" in str(err) else None
+        raise PlatformError(code or ErrorCode.VALIDATION_ERROR, validation_message(err)) from None
+
+
 class SocketGateway:
     def __init__(self, ctx: GatewayContext) -> None:
         self.ctx = ctx
@@ -175,89 +209,82 @@ class SocketGateway:
 
     # ---- handlers -------------------------------------------------------------------------------------
     def _register(self) -> None:
-        sio = self.sio
+        self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
+        for event, model, action in CLIENT_EVENTS:
+            self.sio.on(event, self._handler(event, model, action))
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         ctx = self.ctx
+        token = connect_token(environ, auth)
+        ip = str(environ.get("REMOTE_ADDR") or "unknown")
+        try:
+            principal = await ctx.authenticate(token, ip)
+        except PlatformError as err:
+            raise refused(err.code, err.message) from None
+        if principal is None:
+            raise refused(ErrorCode.UNAUTHORIZED, "invalid or missing API key")
+        self._check_capacity(principal)
+        self.principals[sid] = principal
+        self.tokens[sid] = token
+        self.handles[sid] = ctx.sessions.add(
+            Session("socketio", principal.user_id, principal.key_id, lambda: self.end_revoked(sid))
+        )
+        self.ips[sid] = ip
+        ctx.socket_connections += 1
+        ctx.metrics.connections.inc()
 
-        async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-            token = None
-            if isinstance(auth, dict) and isinstance(auth.get("token"), str):
-                token = auth["token"].removeprefix("Bearer ").strip()
-            if not token:
-                token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
-            try:
-                principal = await ctx.authenticate(token, str(environ.get("REMOTE_ADDR") or "unknown"))
-            except PlatformError as err:
-                raise refused(err.code, err.message) from None
-            if principal is None:
-                raise refused(ErrorCode.UNAUTHORIZED, "invalid or missing API key")
-            limits = ctx.settings
-            if ctx.socket_connections >= limits.max_socket_connections:
-                raise refused(ErrorCode.SERVICE_UNAVAILABLE, "too many Socket.IO connections on this gateway copy")
-            if ctx.sessions.count("socketio", principal.user_id) >= limits.max_socket_connections_per_user:
-                raise refused(ErrorCode.RATE_LIMIT_EXCEEDED, "too many Socket.IO connections for this user")
-            self.principals[sid] = principal
-            self.tokens[sid] = token
-            self.handles[sid] = ctx.sessions.add(
-                Session("socketio", principal.user_id, principal.key_id, lambda: self.end_revoked(sid))
-            )
-            self.ips[sid] = str(environ.get("REMOTE_ADDR") or "unknown")
-            ctx.socket_connections += 1
-            ctx.metrics.connections.inc()
+    def _check_capacity(self, principal: Principal) -> None:
+        """Refuse a connection beyond this copy's or this user's Socket.IO connection limit."""
+        ctx = self.ctx
+        limits = ctx.settings
+        if ctx.socket_connections >= limits.max_socket_connections:
+            raise refused(ErrorCode.SERVICE_UNAVAILABLE, "too many Socket.IO connections on this gateway copy")
+        if ctx.sessions.count("socketio", principal.user_id) >= limits.max_socket_connections_per_user:
+            raise refused(ErrorCode.RATE_LIMIT_EXCEEDED, "too many Socket.IO connections for this user")
 
-        async def disconnect(sid: str, *_: Any) -> None:
-            self.tokens.pop(sid, None)
-            ctx.sessions.remove(self.handles.pop(sid, 0))
-            if self.principals.pop(sid, None) is not None:
-                ctx.socket_connections -= 1
-                ctx.metrics.connections.dec()
-            self.ips.pop(sid, None)
-            for t in self.forwarders.pop(sid, {}).values():
-                t.cancel()
+    async def _disconnect(self, sid: str, *_: Any) -> None:
+        ctx = self.ctx
+        self.tokens.pop(sid, None)
+        ctx.sessions.remove(self.handles.pop(sid, 0))
+        if self.principals.pop(sid, None) is not None:
+            ctx.socket_connections -= 1
+            ctx.metrics.connections.dec()
+        self.ips.pop(sid, None)
+        for t in self.forwarders.pop(sid, {}).values():
+            t.cancel()
 
-        sio.on("connect", connect)
-        sio.on("disconnect", disconnect)
+    def _handler(
+        self, event: str, model: type[BaseModel], action: str | None
+    ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
+        async def run(sid: str, data: Any = None) -> dict[str, Any]:
+            return await self._on_event(event, model, action, sid, data)
 
-        def handler(
-            event: str, model: type[BaseModel], action: str | None
-        ) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
-            async def run(sid: str, data: Any = None) -> dict[str, Any]:
-                discussion_id = data.get("discussionId") if isinstance(data, dict) else None
-                principal = await self.current_principal(sid)
-                if principal is None:
-                    await self.error(sid, ErrorCode.UNAUTHORIZED, "not authenticated (API key revoked?)")
-                    await self.sio.disconnect(sid)
-                    return {"error": {"code": "UNAUTHORIZED", "message": "not authenticated"}}
-                try:
-                    if not isinstance(data, dict):
-                        raise PlatformError(ErrorCode.VALIDATION_ERROR, f"{event} needs an object payload")
-                    try:
-                        body = model.model_validate(data)
-                    except ValidationError as err:
-                        code = ErrorCode.INVALID_DISCUSSION_ID if "discussionId" in str(err) else None
-                        raise PlatformError(code or ErrorCode.VALIDATION_ERROR, validation_message(err)) from None
-                    await ctx.rate_limit(principal, self.ips.get(sid, "unknown"), action)
-                    view = await self.dispatch(sid, event, principal, body)
-                    return {"ok": True, "discussion": view.model_dump(mode="json")}
-                except PlatformError as err:
-                    await self.error(
-                        sid, err.code, err.message, discussion_id if isinstance(discussion_id, str) else None
-                    )
-                    return {"error": {"code": err.code.value, "message": err.message}}
-                except Exception:
-                    log.exception("socket event %s failed", event)
-                    await self.error(sid, ErrorCode.INTERNAL_ERROR, "internal error")
-                    return {"error": {"code": "INTERNAL_ERROR", "message": "internal error"}}
+        return run
 
-            return run
-
-        sio.on("start-dialogue", handler("start-dialogue", StartDialogue, "start"))
-        sio.on("proceed-dialogue", handler("proceed-dialogue", OnDiscussion, "proceed"))
-        sio.on("submit-answers", handler("submit-answers", SubmitAnswers, "answers"))
-        sio.on("user-input", handler("user-input", UserInput, "answers"))
-        sio.on("generate-summary", handler("generate-summary", OnDiscussion, "summary"))
-        sio.on("generate-questions", handler("generate-questions", OnDiscussion, "questions"))
-        sio.on("stop-dialogue", handler("stop-dialogue", OnDiscussion, None))
-        sio.on("join-discussion", handler("join-discussion", JoinDiscussion, None))
+    async def _on_event(
+        self, event: str, model: type[BaseModel], action: str | None, sid: str, data: Any
+    ) -> dict[str, Any]:
+        """One client event: authenticate again, validate, rate-limit, dispatch; every failure is answered
+        with an `error` event and an error acknowledgement."""
+        discussion_id = data.get("discussionId") if isinstance(data, dict) else None
+        principal = await self.current_principal(sid)
+        if principal is None:
+            await self.error(sid, ErrorCode.UNAUTHORIZED, "not authenticated (API key revoked?)")
+            await self.sio.disconnect(sid)
+            return {"error": {"code": "UNAUTHORIZED", "message": "not authenticated"}}
+        try:
+            body = parse_event(event, model, data)
+            await self.ctx.rate_limit(principal, self.ips.get(sid, "unknown"), action)
+            view = await self.dispatch(sid, event, principal, body)
+            return {"ok": True, "discussion": view.model_dump(mode="json")}
+        except PlatformError as err:
+            await self.error(sid, err.code, err.message, discussion_id if isinstance(discussion_id, str) else None)
+            return {"error": {"code": err.code.value, "message": err.message}}
+        except Exception:
+            log.exception("socket event %s failed", event)
+            await self.error(sid, ErrorCode.INTERNAL_ERROR, "internal error")
+            return {"error": {"code": "INTERNAL_ERROR", "message": "internal error"}}
 
     async def dispatch(self, sid: str, event: str, p: Principal, body: BaseModel) -> DiscussionView:
         ctx = self.ctx
