@@ -248,7 +248,8 @@ def median_of(rounds: list[dict[str, Run]], path: str, key: str) -> float | None
 
 def row_for(level: int, rounds: list[dict[str, Run]], path: str) -> dict[str, Any]:
     row: dict[str, Any] = {"streams": level, "path": path, "rps": median_of(rounds, path, "rps")}
-    row["errors"] = sum(sum(r[path].errors.values()) for r in rounds)
+    kinds = sum((r[path].errors for r in rounds), Counter[str]())
+    row["errors"], row["error_kinds"] = sum(kinds.values()), dict(kinds)
     row["calls"] = sum(r[path].calls for r in rounds)
     for key in ("ttft_p50", "ttft_p99", "total_p50", "lag_p50", "lag_p99", "lag_max"):
         row[key] = median_of(rounds, path, key)
@@ -293,6 +294,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"| {r['streams']} | {r['path']} | {f(r['rps'], '{:.0f}')} | {ratio} | {ttft} | {total} | {lag} "
             f"| {f(r['lag_max'])} | {r['errors']} | {cpu} |"
         )
+    for r in rows:
+        if r["errors"]:
+            print(f"errors at {r['streams']} streams, {r['path']}: {r['error_kinds']}")
 
 
 # ---- orchestration ----------------------------------------------------------------------------------------------

@@ -124,6 +124,7 @@ class Platform:
                 "ADP_RATE_LIMIT_ENABLED": "false",
                 "ADP_MAX_INFLIGHT": "4096",
                 "ADP_MAX_STREAMS": "4096",
+                "ADP_MAX_CONNECTIONS_PER_CLIENT": "100000",  # every benchmark connection comes from one address
                 # dialogue: every discussion streaming at once; round 1 only
                 "ADP_MAX_ACTIVE_DISCUSSIONS": "100000",
                 "ADP_WORKER_CONCURRENCY": str(self.worker_concurrency),

@@ -113,7 +113,7 @@ def build_api(ctx: GatewayContext) -> FastAPI:
             contract_document(document())
         return app.openapi_schema or {}
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to replace the schema
     if (STATIC_DIR / "index.html").exists():
         app.mount("/", ConsoleFiles(directory=STATIC_DIR, html=True), name="static")
     return app

@@ -42,7 +42,7 @@ class ConnectionGuard:
                 self._guard_client: str | None = None
                 self._header_timer: asyncio.TimerHandle | None = None
 
-            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn narrows it
                 super().connection_made(transport)
                 client = self.client[0] if self.client else "unknown"
                 if not guard.admit(client):
