@@ -46,6 +46,7 @@ from adp_testing.fake_provider_setup import (
     prompt_tokens,
     split_tokens,
 )
+from adp_testing.fake_provider_streams import anthropic_stream, openai_stream
 
 __all__ = ["DEFAULT_TEXT", "FakeProvider", "Fault", "Stats", "Timing"]
 
@@ -243,7 +244,8 @@ class FakeProvider:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             head = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
             return StreamingResponse(
-                self._openai_stream(head, fault, inp, include_usage), media_type="text/event-stream"
+                openai_stream(head, self._token_stream(fault), fault, inp, include_usage, self._usage_counted),
+                media_type="text/event-stream",
             )
         changed = self._whole_fault(
             fault, {"id": cid, "object": "chat.completion", "result": "no choices here"}, b'{"id": "x", "choices": ['
@@ -266,33 +268,6 @@ class FakeProvider:
             resp["usage"] = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
         return JSONResponse(resp)
 
-    async def _openai_stream(
-        self, head: dict[str, Any], fault: Fault | None, inp: int, include_usage: bool
-    ) -> AsyncIterator[bytes]:
-        first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-        yield f"data: {json.dumps(first)}\n\n".encode()
-        out = 0
-        async for i, tok in self._token_stream(fault):
-            if fault is not None and fault.malformed_sse and i == 2:
-                yield b"data: {this is not json\n\n"
-                return
-            if fault is not None and fault.wrong_json and i == 2:
-                yield f"data: {json.dumps({'unexpected': [1, 2, 3]})}\n\n".encode()
-                return
-            chunk = {**head, "choices": [{"index": 0, "delta": {"content": tok}, "finish_reason": None}]}
-            yield f"data: {json.dumps(chunk)}\n\n".encode()
-            out += 1
-        last = {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-        yield f"data: {json.dumps(last)}\n\n".encode()
-        if include_usage and not (fault and fault.no_usage):
-            usage = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
-            # Count before sending: a client may close the stream as soon as it has the usage.
-            self._usage_counted(inp, out)
-            yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n".encode()
-        else:
-            self._usage_counted(0, 0)
-        yield b"data: [DONE]\n\n"
-
     async def _models(self, _: Request) -> Response:
         return JSONResponse(
             {"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "fake"}]},
@@ -309,7 +284,8 @@ class FakeProvider:
         no_usage = bool(fault and fault.no_usage)
         if body.get("stream"):
             return StreamingResponse(
-                self._anthropic_stream(mid, model, fault, inp, no_usage), media_type="text/event-stream"
+                anthropic_stream(mid, model, self._token_stream(fault), fault, inp, no_usage, self._usage_counted),
+                media_type="text/event-stream",
             )
         changed = self._whole_fault(
             fault, {"id": mid, "type": "message", "contents": "wrong field"}, b'{"id": "x", "content": ['
@@ -333,34 +309,6 @@ class FakeProvider:
         if not no_usage:
             resp["usage"] = {"input_tokens": inp, "output_tokens": out}
         return JSONResponse(resp)
-
-    async def _anthropic_stream(
-        self, mid: str, model: str, fault: Fault | None, inp: int, no_usage: bool
-    ) -> AsyncIterator[bytes]:
-        def ev(kind: str, data: dict[str, Any]) -> bytes:
-            return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
-
-        start_usage = {} if no_usage else {"usage": {"input_tokens": inp, "output_tokens": 1}}
-        message = {"id": mid, "type": "message", "role": "assistant", "model": model, "content": []}
-        yield ev("message_start", {"message": {**message, "stop_reason": None, **start_usage}})
-        yield ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-        yield ev("ping", {})
-        out = 0
-        async for i, tok in self._token_stream(fault):
-            if fault is not None and fault.malformed_sse and i == 2:
-                yield b"event: content_block_delta\ndata: {broken\n\n"
-                return
-            if fault is not None and fault.wrong_json and i == 2:
-                yield ev("content_block_delta", {"index": 0, "delta": "not an object"})
-                return
-            yield ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": tok}})
-            out += 1
-        yield ev("content_block_stop", {"index": 0})
-        delta_usage = {} if no_usage else {"usage": {"output_tokens": out}}
-        # Count before sending: a client may close the stream as soon as it has the usage.
-        self._usage_counted(0 if no_usage else inp, 0 if no_usage else out)
-        yield ev("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, **delta_usage})
-        yield ev("message_stop", {})
 
     # ---- admin API -----------------------------------------------------------------------------------
     async def _faults_api(self, request: Request) -> Response:
