@@ -76,7 +76,7 @@ def adp_commands() -> list[str]:
 def test_every_adp_command_parses_with_the_cli() -> None:
     commands = adp_commands()
     subs = {c.split()[0] for c in commands}
-    assert {"status", "breakers", "budget", "alerts", "backup", "restore"} <= subs, subs
+    assert {"status", "breakers", "cost", "alerts", "backup", "restore"} <= subs, subs
     parser = build_parser()
     for command in commands:
         argv = shlex.split(command)
@@ -89,7 +89,7 @@ def test_every_adp_command_parses_with_the_cli() -> None:
 
 def test_the_command_check_catches_a_wrong_command() -> None:
     parser = build_parser()
-    for bad in (["breakers", "--reset"], ["budget", "--set"], ["statuss"]):
+    for bad in (["breakers", "--reset"], ["budget", "--set"], ["cost", "budget", "--set"], ["cost"], ["statuss"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
 

@@ -1,11 +1,11 @@
-"""adp-cost-report against a running cost service over the bus."""
+"""`adp cost report` (and `adp-cost-report`) against a running cost service over the bus."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from adp_cost.report import build_parser, gather, render
+from adp_cli.cost_report import build_parser, gather, render
 
 from .conftest import T0, CostEnv, make_record, run_cost
 
@@ -32,13 +32,21 @@ async def test_report_prints_today_by_provider_and_by_user(cost_env: CostEnv, na
 
 def test_report_without_a_cost_service_fails_clearly(nats_url: str, prefix: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "adp_cost.report", "--nats-url", nats_url, "--prefix", prefix, "--timeout", "1"],
+        [sys.executable, "-m", "adp_cli.cost_report", "--nats-url", nats_url, "--prefix", prefix, "--timeout", "1"],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert proc.returncode == 2
     assert "SERVICE_UNAVAILABLE" in proc.stderr
+    family_argv = ["cost", "report", "--nats-url", nats_url, "--prefix", prefix, "--timeout", "1"]
+    family = subprocess.run(
+        [sys.executable, "-m", "adp_cli.main", *family_argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert family.returncode == 2 and "SERVICE_UNAVAILABLE" in family.stderr
 
 
 def test_report_json_flag_parses() -> None:

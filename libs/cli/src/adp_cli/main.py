@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adp_cli import access, backup, faults, launcher, ops, terminal
+from adp_cli import access, backup, cost, faults, launcher, ops, terminal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     faults.register(sub)  # faults (fault rehearsal)
     access.register(sub)  # disable-user, revoke-user-keys, rotate-bootstrap-key (security incidents)
     terminal.register(sub)  # discuss, costs (users)
+    cost.register(sub)  # cost show|report|budget
     return parser
 
 

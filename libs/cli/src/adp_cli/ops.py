@@ -297,6 +297,18 @@ def _usd(value: str) -> Decimal:
 
 
 # ---------------------------------------------------------------------------------------------------- parser
+budget_command = command(_budget)
+
+
+def add_budget_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="today's spend against the daily budget; --set changes the limit")
+    connection_options(p)
+    p.add_argument("--set", metavar="USD", type=_usd, help="new daily limit in USD (decimal)")
+    p.add_argument("--user", metavar="ID", help="a user's budget instead of the global one")
+    p.add_argument("--threshold", type=float, help="warning threshold as a fraction (with --set), e.g. 0.8")
+    p.set_defaults(func=budget_command)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the `adp` parser."""
     p = sub.add_parser("status", help="health of every service (over NATS) and of the gateway's HTTP API")
@@ -317,12 +329,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     connection_options(p)
     p.set_defaults(func=command(_breakers))
 
-    p = sub.add_parser("budget", help="today's spend against the daily budget; --set changes the limit")
-    connection_options(p)
-    p.add_argument("--set", metavar="USD", type=_usd, help="new daily limit in USD (decimal)")
-    p.add_argument("--user", metavar="ID", help="a user's budget instead of the global one")
-    p.add_argument("--threshold", type=float, help="warning threshold as a fraction (with --set), e.g. 0.8")
-    p.set_defaults(func=command(_budget))
+    add_budget_parser(sub, "budget")  # the short name of `adp cost budget`
 
     p = sub.add_parser("alerts", help="active alerts (or --history); --ack ID acknowledges one")
     connection_options(p)

@@ -1,4 +1,5 @@
-"""adp CLI commands for users (terminal client): `adp discuss`, `adp costs`, `adp alerts-list`.
+"""adp CLI commands for users (terminal client): `adp discuss`, `adp cost show` (short name `adp costs`),
+`adp alerts-list`.
 
 Built only on the gateway's client contract (docs/gateway.md): Bearer API key, JSON endpoints and the
 discussion event stream (Server-Sent Events, resumed with Last-Event-ID after a drop). `transport` reads
@@ -25,6 +26,16 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
 
 
+def add_costs_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="cost by provider, per day, and today's budget (GET /api/costs)")
+    add_connection_args(p)
+    p.add_argument("--start", help="start date YYYY-MM-DD")
+    p.add_argument("--end", help="end date YYYY-MM-DD")
+    p.add_argument("--user", help="user id (admins)")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    p.set_defaults(func=cmd_costs)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the `adp` parser."""
     p = sub.add_parser("discuss", help="start a discussion and watch it live in the terminal")
@@ -39,13 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--settle", type=float, default=0.5, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_discuss)
 
-    p = sub.add_parser("costs", help="cost by provider, per day, and today's budget (GET /api/costs)")
-    add_connection_args(p)
-    p.add_argument("--start", help="start date YYYY-MM-DD")
-    p.add_argument("--end", help="end date YYYY-MM-DD")
-    p.add_argument("--user", help="user id (admins)")
-    p.add_argument("--json", action="store_true", help="print the raw JSON")
-    p.set_defaults(func=cmd_costs)
+    add_costs_parser(sub, "costs")  # the short name of `adp cost show`
 
     p = sub.add_parser("alerts-list", help="alerts as the gateway shows them (GET /api/alerts)")
     add_connection_args(p)

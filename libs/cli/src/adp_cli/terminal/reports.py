@@ -1,5 +1,5 @@
-"""`adp costs` and `adp alerts-list`: the gateway's cost and alert views as tables (GET /api/costs,
-GET /api/alerts).
+"""`adp cost show` (short name `adp costs`) and `adp alerts-list`: the gateway's cost and alert views as tables
+(GET /api/costs, GET /api/alerts).
 """
 
 from __future__ import annotations

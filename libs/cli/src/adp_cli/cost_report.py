@@ -1,5 +1,6 @@
-"""`adp-cost-report`: spend today, by provider and by user for a date range, asked of the cost service over the
-bus (so it works against any running deployment, with no database access)."""
+"""`adp cost report` (also installed as `adp-cost-report`): spend today, by provider and by user for a date
+range, asked of the cost service over the bus (so it works against any running deployment, with no database
+access)."""
 
 from __future__ import annotations
 
@@ -25,16 +26,23 @@ def _parse_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="adp-cost-report", description="Spend report from the cost service.")
-    p.add_argument("--nats-url", default=os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222"))
-    p.add_argument("--prefix", default=os.environ.get("ADP_SUBJECT_PREFIX", "adp"), help="subject prefix")
+def add_report_args(p: argparse.ArgumentParser) -> None:
+    """The report's own options (the connection options come from the caller)."""
     p.add_argument("--start", type=_parse_date, help="first day (UTC), default: 29 days before --end")
     p.add_argument("--end", type=_parse_date, help="last day (UTC), default: today")
     p.add_argument("--user", help="only this user's spend")
     p.add_argument("--top", type=int, default=20, help="rows per breakdown (default 20)")
+    p.set_defaults(func=report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the `adp-cost-report` command."""
+    p = argparse.ArgumentParser(prog="adp-cost-report", description="Spend report from the cost service.")
+    p.add_argument("--nats-url", default=os.environ.get("ADP_NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--prefix", default=os.environ.get("ADP_SUBJECT_PREFIX", "adp"), help="subject prefix")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--timeout", type=float, default=10.0)
+    add_report_args(p)
     return p
 
 
@@ -90,21 +98,24 @@ def render(args: argparse.Namespace, res: dict[str, CostSummary]) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def report(args: argparse.Namespace) -> int:
     try:
         res = asyncio.run(gather(args))
     except PlatformError as err:
-        print(f"adp-cost-report: {err.code.value}: {err.message}", file=sys.stderr)
+        print(f"cost report: {err.code.value}: {err.message}", file=sys.stderr)
         return 2
     except (OSError, TimeoutError, NatsError) as err:
-        print(f"adp-cost-report: cannot reach NATS at {args.nats_url}: {err}", file=sys.stderr)
+        print(f"cost report: cannot reach NATS at {args.nats_url}: {err}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({k: v.model_dump(mode="json") for k, v in res.items()}, indent=2))
     else:
         print(render(args, res))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return report(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
