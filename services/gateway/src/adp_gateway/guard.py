@@ -8,8 +8,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class ConnectionGuard:
@@ -33,10 +32,12 @@ class ConnectionGuard:
         if self.open[client] <= 0:
             del self.open[client]
 
-    def protocol(self) -> type[H11Protocol]:
+    def protocol(self) -> type[HttpToolsProtocol]:
+        """uvicorn's httptools protocol (the C parser: every SSE write and request of the gateway goes
+        through it) with the two guards."""
         guard = self
 
-        class GuardedH11Protocol(H11Protocol):
+        class GuardedHttpToolsProtocol(HttpToolsProtocol):
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
                 self._guard_client: str | None = None
@@ -55,18 +56,18 @@ class ConnectionGuard:
                 self._leave()
                 super().connection_lost(exc)
 
-            def data_received(self, data: bytes) -> None:
-                awaiting_headers = self.conn.their_state is h11.IDLE
-                cycle = self.cycle
-                super().data_received(data)
-                if self.cycle is not cycle:
-                    self._cancel_header_timer()  # a request's headers are complete
-                elif awaiting_headers and self._header_timer is None:
+            def on_message_begin(self) -> None:
+                super().on_message_begin()
+                if self._guard_client is not None and self._header_timer is None:
                     self._arm_header_timer()  # the next request on a kept-alive connection started
 
-            def handle_websocket_upgrade(self, event: h11.Request) -> None:
+            def on_headers_complete(self) -> None:
+                self._cancel_header_timer()
+                super().on_headers_complete()
+
+            def handle_websocket_upgrade(self) -> None:
                 self._leave()  # the connection now belongs to the WebSocket protocol
-                super().handle_websocket_upgrade(event)
+                super().handle_websocket_upgrade()
 
             def _leave(self) -> None:
                 self._cancel_header_timer()
@@ -88,4 +89,4 @@ class ConnectionGuard:
                 if not self.transport.is_closing():
                     self.transport.close()
 
-        return GuardedH11Protocol
+        return GuardedHttpToolsProtocol
