@@ -8,9 +8,9 @@ from adp_gateway.guard import ConnectionGuard
 
 def test_the_guard_counts_connections_per_client_and_uses_httptools() -> None:
     guard = ConnectionGuard(header_timeout_s=10, max_per_client=2)
-    assert guard.admit("10.0.0.1") and guard.admit("10.0.0.1")
-    assert not guard.admit("10.0.0.1") and guard.refused == 1
-    assert guard.admit("10.0.0.2")
-    guard.release("10.0.0.1")
-    assert guard.admit("10.0.0.1")
+    assert guard.admit("127.0.0.2") and guard.admit("127.0.0.2")
+    assert not guard.admit("127.0.0.2") and guard.refused == 1
+    assert guard.admit("127.0.0.3")
+    guard.release("127.0.0.2")
+    assert guard.admit("127.0.0.2")
     assert issubclass(guard.protocol(), HttpToolsProtocol)
