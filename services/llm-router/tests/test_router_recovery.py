@@ -96,6 +96,24 @@ def result(text: str) -> CompletionResult:
     return CompletionResult(request_id="x", text=text, usage=Usage(output_tokens=3), provider="p", model="m")
 
 
+async def test_a_new_logical_call_costs_one_bucket_round_trip_before_the_provider(bus: Bus) -> None:
+    """The claim is the only bucket operation between a new call and its provider request (under load each
+    round trip waits for a turn of a busy event loop, and adds to the time to first token); a repeat still
+    finds the stored result."""
+    deadline = time.monotonic() + 30
+    sent_before_call: list[int] = []
+
+    async def call() -> CompletionResult:
+        sent_before_call.append(bus.nc.stats["out_msgs"] - start)
+        return result("new")
+
+    async with copy(bus, "router-a") as a:
+        start = bus.nc.stats["out_msgs"]
+        assert await a.run("n1", call, deadline, lambda err: False) == (result("new"), "called")
+        assert await a.run("n1", call, deadline, lambda err: False) == (result("new"), "replayed")
+    assert sent_before_call == [1]
+
+
 async def test_another_copys_running_call_is_joined_and_a_dead_copys_is_taken_over(bus: Bus) -> None:
     """Across copies: a repeat on copy B of a call copy A runs waits for A's result; a claim left by a copy
     that is gone (nobody answers for it) is taken over at once."""

@@ -87,6 +87,9 @@ class OnceCalls:
         """The call's result and how it was obtained. `passes_on(err)`: whether a failure of the call is
         also the answer to a joiner (a stopped discussion) rather than something its own attempt may fix."""
         key = kv_key(call_key)
+        # Almost every call is new: claim it first, in the one round trip that stands between the request
+        # and the provider; its entry is read only when the claim finds one.
+        blind = True
         while time.monotonic() < deadline:
             local = self.running.get(key)
             if local is not None:
@@ -97,12 +100,15 @@ class OnceCalls:
                     raise outcome.error
                 continue
             try:
-                got = await self._decide(call_key, key, deadline)
+                got = await (self._write_claim(call_key, key, None) if blind else self._decide(call_key, key, deadline))
             except Exception as err:  # the bucket is unreachable: call the provider
                 log.warning("llm-results bucket unavailable for %s: %s", call_key, err)
                 break
             if got is None:
-                continue  # lost a race for the claim, or the call we waited for ended without a result
+                # an entry exists (first look), another copy claimed it first, or the call we waited for
+                # ended without a result: look at the entry
+                blind = False
+                continue
             if isinstance(got, tuple):
                 return got
             return await self._call(call_key, key, got, call, passes_on)
@@ -123,13 +129,18 @@ class OnceCalls:
             assert stored is not None
             result = await self._wait_remote(call_key, key, stored.owner, deadline)
             return (result, "joined") if result is not None else None
+        return await self._write_claim(call_key, key, None if move == "claim" else revision)
+
+    async def _write_claim(self, call_key: str, key: str, revision: int | None) -> int | None:
+        """Claim the call for this copy: a new entry (`revision` None) or over the entry at `revision`. The
+        claim's revision, or None when the entry is not as expected (it exists, or another copy wrote it)."""
         claim = StoredCall(call_key=call_key, state="running", owner=self.instance).model_dump_json().encode()
         try:
-            if move == "claim":
+            if revision is None:
                 return await self.kv.create(key, claim)
             return await self.kv.update(key, claim, last=revision)
         except KeyWrongLastSequenceError:
-            return None  # another copy claimed it first: look again
+            return None
         except Exception as err:
             if "wrong last sequence" in str(err).lower():
                 return None
