@@ -22,6 +22,7 @@ from dialogue_helpers import (
 from adp_common.bus import Bus
 from adp_common.envelope import decode
 from adp_common.errors import ErrorCode, PlatformError
+from adp_dialogue.settings import DialogueSettings
 from adp_testing.garbage import cyclic_garbage
 
 
@@ -171,7 +172,7 @@ async def test_copy_killed_mid_turn_is_taken_over(bus: Bus, processes, prefix: s
         print(f"turn taken over {taken_over_s:.2f} s after the kill")
         assert restarted[0].data["turn"] == 2
         # the step's ack wait (plus a fetch and a loaded machine's slack), not a 30 s timeout
-        assert taken_over_s < 6.5, taken_over_s
+        assert taken_over_s < DialogueSettings.model_fields["step_ack_wait_s"].default + 2.5, taken_over_s
         await log.wait_event(did, "round-complete", 2, timeout=60)
         done = await wait_status(bus, did, "completed")
     assert survivor.alive()

@@ -17,10 +17,13 @@ class DialogueSettings(ServiceSettings):
         default=4, ge=1, description="DB connections for gateway commands/queries, apart from the steps' pool"
     )
     step_ack_wait_s: float = Field(
-        default=4.0, gt=0, description="A step whose copy died (no keep-alive for this long) goes to another copy"
+        default=5.0, gt=0, description="A step whose copy died (no keep-alive for this long) goes to another copy"
     )
     step_progress_s: float = Field(
-        default=1.0, gt=0, description="How often a running step keeps its message alive (well under the ack wait)"
+        default=2.0,
+        gt=0,
+        description="How often a running step keeps its message alive (well under the ack wait; each keep-alive "
+        "is one message per running step, hundreds a second on a busy copy)",
     )
     step_max_deliver: int = Field(default=10, ge=1)
     llm_timeout_s: float = Field(default=120.0, gt=0, le=600, description="Deadline of one LLM call")
