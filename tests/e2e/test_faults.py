@@ -51,6 +51,7 @@ async def stack(nats_url: str, pg_dsn: str) -> AsyncIterator[Stack]:
             "ADP_COST_PRICE_FAKE2": "1.00,2.00",
             "ADP_COST_BUDGET_REFRESH_S": "0.5",
             "ADP_STEP_ACK_WAIT_S": "3",
+            "ADP_STEP_PROGRESS_S": "1",
             "ADP_AUTO_QUESTIONS": "false",
             "ADP_MAX_CONTINUATIONS": "0",
             "ADP_COST_ACK_WAIT_S": "3",

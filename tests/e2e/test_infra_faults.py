@@ -48,7 +48,9 @@ async def infra(pg_dsn: str) -> AsyncIterator[Infra]:
         proxied = pg_dsn.replace(f"@{target.hostname}/", f"@127.0.0.1:{proxy.port}/", 1)
     holder: dict[str, servers.Started] = {"nats": nats}
     try:
-        async with running_platform(nats.url, proxied, replicas=1, env={"ADP_STEP_ACK_WAIT_S": "3"}) as p:
+        async with running_platform(
+            nats.url, proxied, replicas=1, env={"ADP_STEP_ACK_WAIT_S": "3", "ADP_STEP_PROGRESS_S": "1"}
+        ) as p:
             infra = Infra(p, nats, nats_dir, port, proxy)
             yield infra
             holder["nats"] = infra.nats

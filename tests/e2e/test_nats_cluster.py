@@ -63,6 +63,7 @@ async def stack(pg_dsn: str) -> AsyncIterator[Stack]:
                 ),
                 "ADP_COST_PRICE_FAKE": "1.00,2.00",
                 "ADP_STEP_ACK_WAIT_S": "3",
+                "ADP_STEP_PROGRESS_S": "1",
                 "ADP_COST_ACK_WAIT_S": "3",
                 "ADP_AUTO_QUESTIONS": "false",
                 "ADP_MAX_CONTINUATIONS": "0",

@@ -39,7 +39,9 @@ async def stack(nats_url: str) -> AsyncIterator[Stack]:
     endpoint = await TcpProxy("127.0.0.1", pair.primary_port).start()
     try:
         dsn = pair.dsn(endpoint.port)
-        async with running_platform(nats_url, dsn, replicas=1, env={"ADP_STEP_ACK_WAIT_S": "3"}) as p:
+        async with running_platform(
+            nats_url, dsn, replicas=1, env={"ADP_STEP_ACK_WAIT_S": "3", "ADP_STEP_PROGRESS_S": "1"}
+        ) as p:
             yield Stack(p, pair, endpoint)
     finally:
         await endpoint.stop()
