@@ -34,7 +34,7 @@ def test_openai_mapping_and_stream_encoding() -> None:
     enc = StreamEncoder("r1", model="fast", include_usage=True)
     frames = (
         enc.start()
-        + enc.chunk(CompletionChunk(request_id="r1", seq=0, delta="Hel"))
+        + enc.chunks([CompletionChunk(request_id="r1", seq=0, delta="Hel")])
         + enc.finish(
             CompletionResult(
                 request_id="r1", text="Hel", provider="sim", model="m", usage=Usage(input_tokens=3, output_tokens=1)
@@ -66,3 +66,47 @@ def test_a_text_chunk_frame_is_the_whole_chunk_object_whatever_the_model_name(mo
     assert [o["choices"][0]["delta"] for o in objs] == [{"content": d} for d in deltas]
     assert all(o["model"] == model and o["id"] == "chatcmpl-r1" for o in objs)
     assert all(("usage" in o) is include_usage for o in objs)
+
+
+def stream_text(enc: StreamEncoder, chunks: list[CompletionChunk], result: CompletionResult) -> tuple[str, str]:
+    """(the text an OpenAI client reads, how its stream ends: a finish reason or an error code)"""
+    frames = (enc.chunks(chunks) + enc.finish(result)).decode()
+    objs = [json.loads(f[len("data: ") :]) for f in frames.strip().split("\n\n")[:-1]]
+    text = "".join(o["choices"][0]["delta"].get("content", "") for o in objs if o.get("choices"))
+    errors = [o["error"]["code"] for o in objs if "error" in o]
+    return text, errors[0] if errors else objs[-1]["choices"][0]["finish_reason"]
+
+
+def chunk(seq: int, delta: str, restart: bool = False) -> CompletionChunk:
+    return CompletionChunk(request_id="r1", seq=seq, delta=delta, restart=restart)
+
+
+def done(text: str) -> CompletionResult:
+    return CompletionResult(request_id="r1", text=text, provider="p", model="m")
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        # the re-sent call joined the running one: its next chunk (marked restart) then the whole text
+        [chunk(0, "Hello "), chunk(1, "wor"), chunk(2, "ld", restart=True), chunk(0, "Hello world", restart=True)],
+        # the re-sent call's answer replayed from the start, in pieces
+        [chunk(0, "Hello "), chunk(1, "wor"), chunk(0, "Hel", restart=True), chunk(1, "lo w"), chunk(2, "orld")],
+        # a stored result replayed as one chunk after part of it was sent
+        [chunk(0, "Hello "), chunk(0, "Hello world", restart=True)],
+        # the re-sent call's chunks lost on the way: the rest comes with the result
+        [chunk(0, "Hello "), chunk(3, "x", restart=True)],
+    ],
+)
+def test_a_restarted_answer_reaches_an_openai_client_once(chunks: list[CompletionChunk]) -> None:
+    """A client cannot take back text it has read: an answer that restarts continues after it instead."""
+    assert stream_text(StreamEncoder("r1", model="m", include_usage=False), chunks, done("Hello world")) == (
+        "Hello world",
+        "stop",
+    )
+
+
+def test_an_answer_that_changed_after_part_was_sent_ends_in_an_error() -> None:
+    chunks = [chunk(0, "Hello "), chunk(0, "Good", restart=True), chunk(1, "bye")]
+    text, end = stream_text(StreamEncoder("r1", model="m", include_usage=False), chunks, done("Goodbye"))
+    assert (text, end) == ("Hello ", "LLM_PROVIDER_ERROR")

@@ -80,6 +80,29 @@ async def test_a_failed_call_is_made_again(bus: Bus, nats_url: str, prefix: str)
     assert ok.text == DEFAULT_TEXT and fake.stats.calls == 2
 
 
+async def test_a_call_the_client_re_sends_reaches_the_provider_once(bus: Bus, nats_url: str, prefix: str) -> None:
+    """A router copy that is slow to be heard (its keepalives late: a NATS server frozen or moving) is given up
+    by the client, which sends the same request again: it joins the call still running instead of calling the
+    provider a second time, streamed or not."""
+    timing = Timing(ttft_s=2.5)
+    async with (
+        FakeProvider(timing=timing) as fake,
+        router(nats_url, prefix, {"fake": provider(fake)}, router_keepalive_s=30, router_caller_deadline_s=60) as app,
+    ):
+        client = LLMClient(bus, idle_timeout_s=1.0, router_attempts=3)
+        chunks: list[CompletionChunk] = []
+
+        async def on_chunk(c: CompletionChunk) -> None:
+            chunks.append(c)
+
+        plain = await client.complete(req(request_id="rs.1"))
+        streamed = await client.complete(req(request_id="rs.2"), on_chunk)
+        assert replays(app, "joined") + replays(app, "replayed") >= 2
+    assert plain.text == streamed.text == DEFAULT_TEXT
+    assert fake.stats.calls == 2  # one per request, none for the re-sent ones
+    assert chunks[-1].restart and chunks[-1].delta == DEFAULT_TEXT  # a listener ends with the whole text
+
+
 @contextlib.asynccontextmanager
 async def copy(bus: Bus, instance: str) -> AsyncIterator[OnceCalls]:
     """The logical-call bookkeeping of one router copy, answering other copies' questions about its calls."""

@@ -9,8 +9,9 @@ LLM_TIMEOUT, NO_LLM_PROVIDER_AVAILABLE or BUDGET_EXCEEDED) when the call ends.
 
 A router copy that dies mid-call stops sending keepalives: after `idle_timeout_s` of silence the
 client gives up on it and sends the same request (same request_id, so the usage record is never
-duplicated) to another copy. If text had already been delivered, the first chunk of the new attempt
-carries `restart=True` so the receiver discards its partial text.
+duplicated, and the same call_key, so a copy that was only slow to be heard is joined rather than the
+provider called again) to another copy. If text had already been delivered, the first chunk of the new
+attempt carries `restart=True` so the receiver discards its partial text.
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ class LLMClient:
         """Run one completion. With `on_chunk`, chunks are delivered in order while the call runs; the
         returned result always has the full text. Errors raise PlatformError with the router's code."""
         relayed = req.relay_subject is not None
-        req = req.model_copy(update={"stream": on_chunk is not None or relayed})
+        # A call re-sent to another router copy is the same logical call: the router joins the running call or
+        # replays its result instead of calling the provider again (adp_router.calls).
+        call_key = req.call_key or f"request:{req.request_id}"
+        req = req.model_copy(update={"stream": on_chunk is not None or relayed, "call_key": call_key})
         deadline = time.monotonic() + req.timeout_s + 5
         delivered = False
         for attempt in range(1, self.router_attempts + 1):

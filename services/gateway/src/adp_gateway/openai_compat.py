@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adp_common.errors import ErrorCode
 from adp_common.schemas.llm import ChatMessage, CompletionChunk, CompletionRequest, CompletionResult, ModelList
 
 
@@ -174,6 +175,37 @@ def sse_data(obj: dict[str, Any] | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
+class SentText:
+    """What an OpenAI client has of a streamed answer, which cannot be taken back. An answer that restarts
+    (the call was re-sent to another router copy, which joined the running call or replayed its result)
+    sends nothing until its text has caught up with what was sent, then only what is new; an answer that
+    comes back different is an error at the end (`rest` is None)."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []  # the text sent, while the answer is level with it
+        self._sent = ""  # the text sent, while a restarted answer catches up
+        self._answer: str | None = None  # the restarted answer so far (None: level)
+
+    def take(self, c: CompletionChunk) -> str | None:
+        """The part of chunk `c` to send now (None: nothing, the restarted answer is behind)."""
+        if not c.restart and self._answer is None:
+            self._parts.append(c.delta)
+            return c.delta
+        if self._answer is None:
+            self._sent = "".join(self._parts)
+            self._answer = ""
+        self._answer = c.delta if c.restart else self._answer + c.delta
+        if not self._answer.startswith(self._sent):
+            return None
+        new, self._parts, self._answer = self._answer[len(self._sent) :], [self._answer], None
+        return new or None
+
+    def rest(self, text: str) -> str | None:
+        """What is left to send of the answer's whole `text`; None when it differs from what was sent."""
+        sent = "".join(self._parts) if self._answer is None else self._sent
+        return text[len(sent) :] if text.startswith(sent) else None
+
+
 class StreamEncoder:
     """Turns router chunks and the final result into OpenAI `chat.completion.chunk` SSE frames."""
 
@@ -189,6 +221,7 @@ class StreamEncoder:
         # delta is the frame's last object holding an empty string: quotes inside the model name are escaped).
         head, _, tail = self._chunk(delta={"content": ""}).rpartition(b'"delta":{"content":""}')
         self._text_head, self._text_tail = head + b'"delta":{"content":', b"}" + tail
+        self.text = SentText()
 
     def _chunk(self, **kw: Any) -> bytes:
         return sse_data(
@@ -201,15 +234,21 @@ class StreamEncoder:
         self.started = True
         return self._chunk(delta={"role": "assistant", "content": ""})
 
-    def chunk(self, c: CompletionChunk) -> bytes:
-        return self._text_head + json.dumps(c.delta).encode() + self._text_tail
+    def _text(self, text: str) -> bytes:
+        return self._text_head + json.dumps(text).encode() + self._text_tail
 
     def chunks(self, cs: list[CompletionChunk]) -> bytes:
         """Several chunks' frames in one piece (one write to the client)."""
-        return b"".join([self._text_head + json.dumps(c.delta).encode() + self._text_tail for c in cs])
+        return b"".join([self._text(t) for c in cs if (t := self.text.take(c)) is not None])
 
     def finish(self, result: CompletionResult) -> bytes:
-        out = self._chunk(delta={}, finish_reason=result.finish_reason or "stop")
+        """The end of the stream: the answer's text not sent yet, its finish reason and usage; an error when
+        the answer differs from the text already sent (a re-sent call that the provider answered anew)."""
+        rest = self.text.rest(result.text)
+        if rest is None:
+            return self.error(ErrorCode.LLM_PROVIDER_ERROR.value, "the answer changed while it was re-sent")
+        out = self._text(rest) if rest else b""
+        out += self._chunk(delta={}, finish_reason=result.finish_reason or "stop")
         if self.include_usage:
             out += self._chunk(final_usage=True, usage=usage_dict(result))
         return out + sse_data("[DONE]")

@@ -68,7 +68,8 @@ class CompletionRequest(BaseModel):
         max_length=300,
         description="Logical id of the call, the same every time its caller makes it again (a dialogue step "
         "redelivered after a crash): the router replays a finished call's stored result for it, or joins the "
-        "call still running for it, instead of calling the provider again. The request_id stays per attempt.",
+        "call still running for it, instead of calling the provider again. The request_id stays per attempt. "
+        "Without one, LLMClient uses the request_id: a request it re-sends to another router copy is the same call.",
     )
 
 
