@@ -119,22 +119,48 @@ def result(text: str) -> CompletionResult:
     return CompletionResult(request_id="x", text=text, usage=Usage(output_tokens=3), provider="p", model="m")
 
 
-async def test_a_new_logical_call_costs_one_bucket_round_trip_before_the_provider(bus: Bus) -> None:
-    """The claim is the only bucket operation between a new call and its provider request (under load each
-    round trip waits for a turn of a busy event loop, and adds to the time to first token); a repeat still
-    finds the stored result."""
+async def test_a_new_logical_call_waits_for_one_bucket_round_trip_and_a_fresh_one_for_none(bus: Bus) -> None:
+    """Under load each round trip waits for a turn of a busy event loop and adds to the time to first token:
+    a new call waits only for its claim, and a fresh one (the caller's first attempt) for nothing, its claim
+    written while the provider request starts; a repeat still finds the stored result."""
     deadline = time.monotonic() + 30
-    sent_before_call: list[int] = []
+    answers_before_call: list[int] = []
 
     async def call() -> CompletionResult:
-        sent_before_call.append(bus.nc.stats["out_msgs"] - start)
+        answers_before_call.append(bus.nc.stats["in_msgs"] - start)
         return result("new")
 
     async with copy(bus, "router-a") as a:
-        start = bus.nc.stats["out_msgs"]
+        start = bus.nc.stats["in_msgs"]
         assert await a.run("n1", call, deadline, lambda err: False) == (result("new"), "called")
         assert await a.run("n1", call, deadline, lambda err: False) == (result("new"), "replayed")
-    assert sent_before_call == [1]
+        start = bus.nc.stats["in_msgs"]
+        assert await a.run("n2", call, deadline, lambda err: False, fresh=True) == (result("new"), "called")
+        assert await a.run("n2", call, deadline, lambda err: False) == (result("new"), "replayed")
+    assert answers_before_call == [1, 0]
+
+
+async def test_a_fresh_call_made_before_after_all_is_replayed_and_its_request_cancelled(bus: Bus) -> None:
+    """A caller's first attempt that is not (its job published again after a long stall): the provider request
+    started alongside the claim is cancelled once the claim finds the stored result, which is returned."""
+    deadline = time.monotonic() + 30
+    cancelled = asyncio.Event()
+
+    async def first() -> CompletionResult:
+        return result("stored")
+
+    async def again() -> CompletionResult:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return result("again")
+
+    async with copy(bus, "router-a") as a:
+        assert await a.run("f1", first, deadline, lambda err: False, fresh=True) == (result("stored"), "called")
+        assert await a.run("f1", again, deadline, lambda err: False, fresh=True) == (result("stored"), "replayed")
+    assert cancelled.is_set()
 
 
 async def test_another_copys_running_call_is_joined_and_a_dead_copys_is_taken_over(bus: Bus) -> None:

@@ -79,14 +79,16 @@ class LLMClient:
         # A call re-sent to another router copy is the same logical call: the router joins the running call or
         # replays its result instead of calling the provider again (adp_router.calls).
         call_key = req.call_key or f"request:{req.request_id}"
-        req = req.model_copy(update={"stream": on_chunk is not None or relayed, "call_key": call_key})
+        fresh = req.fresh or req.call_key is None
+        req = req.model_copy(update={"stream": on_chunk is not None or relayed, "call_key": call_key, "fresh": fresh})
         deadline = time.monotonic() + req.timeout_s + 5
         delivered = False
         for attempt in range(1, self.router_attempts + 1):
             try:
-                if relayed and attempt > 1:
-                    # chunks went straight to the listeners; tell them a re-sent answer starts over
-                    req = req.model_copy(update={"relay_restart": True})
+                if attempt > 1:
+                    # the call may be running: a re-sent one is never fresh. Relayed chunks went straight to
+                    # the listeners; tell them a re-sent answer starts over
+                    req = req.model_copy(update={"fresh": False, "relay_restart": relayed})
                 return await self._attempt(req, on_chunk, deadline, restart=delivered)
             except _RouterLost as lost:
                 delivered = delivered or bool(lost.args and lost.args[0])

@@ -66,6 +66,10 @@ class Outcome:
     error: PlatformError | None = None
 
 
+class _ClaimLost(Exception):
+    """A claim written alongside a fresh call found the call's entry there already."""
+
+
 class OnceCalls:
     def __init__(self, bus: Bus, kv: KeyValue, instance: str) -> None:
         self.bus = bus
@@ -83,13 +87,23 @@ class OnceCalls:
         call: Callable[[], Awaitable[CompletionResult]],
         deadline: float,
         passes_on: Callable[[PlatformError], bool],
+        *,
+        fresh: bool = False,
     ) -> tuple[CompletionResult, How]:
         """The call's result and how it was obtained. `passes_on(err)`: whether a failure of the call is
-        also the answer to a joiner (a stopped discussion) rather than something its own attempt may fix."""
+        also the answer to a joiner (a stopped discussion) rather than something its own attempt may fix.
+        `fresh`: the caller makes the call for the first time (`CompletionRequest.fresh`)."""
         key = kv_key(call_key)
         # Almost every call is new: claim it first, in the one round trip that stands between the request
-        # and the provider; its entry is read only when the claim finds one.
+        # and the provider (none for a fresh call: claimed while its request starts); its entry is read
+        # only when the claim finds one.
         blind = True
+        if fresh and key not in self.running:
+            claiming = asyncio.ensure_future(self._write_claim(call_key, key, None))
+            made = await self._call(call_key, key, None, call, passes_on, claiming)
+            if made is not None:
+                return made
+            blind = False
         while time.monotonic() < deadline:
             local = self.running.get(key)
             if local is not None:
@@ -111,8 +125,8 @@ class OnceCalls:
                 continue
             if isinstance(got, tuple):
                 return got
-            return await self._call(call_key, key, got, call, passes_on)
-        return await self._call(call_key, key, None, call, passes_on)
+            return await self._call_claimed(call_key, key, got, call, passes_on)
+        return await self._call_claimed(call_key, key, None, call, passes_on)
 
     async def _decide(self, call_key: str, key: str, deadline: float) -> tuple[CompletionResult, How] | int | None:
         """One look at the call's entry: a result to return, the revision of this copy's claim (the call is
@@ -188,7 +202,7 @@ class OnceCalls:
                     return None
         raise PlatformError(ErrorCode.LLM_TIMEOUT, "the call this request joined did not finish in time")
 
-    async def _call(
+    async def _call_claimed(
         self,
         call_key: str,
         key: str,
@@ -196,17 +210,42 @@ class OnceCalls:
         call: Callable[[], Awaitable[CompletionResult]],
         passes_on: Callable[[PlatformError], bool],
     ) -> tuple[CompletionResult, How]:
-        """Make the call (this copy holds the claim at `revision`, or none when the bucket is unusable); its
-        result is stored before the claim is let go, so no other copy ever sees neither."""
+        made = await self._call(call_key, key, revision, call, passes_on, None)
+        assert made is not None  # only a claim written alongside the call can be lost
+        return made
+
+    async def _call(
+        self,
+        call_key: str,
+        key: str,
+        revision: int | None,
+        call: Callable[[], Awaitable[CompletionResult]],
+        passes_on: Callable[[PlatformError], bool],
+        claiming: asyncio.Future[int | None] | None,
+    ) -> tuple[CompletionResult, How] | None:
+        """Make the call (this copy holds the claim at `revision`, or none when the bucket is unusable; or the
+        claim is being written alongside: `claiming`); its result is stored before the claim is let go, so no
+        other copy ever sees neither. None when the claim written alongside found an entry: the call is
+        cancelled (the caller's job was published again after a long stall), its entry is to be looked at."""
         outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.running[key] = outcome
+        work = asyncio.ensure_future(call())
         try:
-            result = await call()
+            if claiming is not None:
+                revision = await self._settle(call_key, claiming)
+            result = await work
+        except _ClaimLost:
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            self._finish(key, outcome, Outcome())
+            return None
         except PlatformError as err:
             await self._release(key, revision)
             self._finish(key, outcome, Outcome(error=err if passes_on(err) else None))
             raise
         except BaseException:
+            work.cancel()
             await self._release(key, revision)
             self._finish(key, outcome, Outcome())
             raise
@@ -218,6 +257,18 @@ class OnceCalls:
                 log.warning("result of %s not stored: %s", call_key, err)
         self._finish(key, outcome, Outcome(result=result))
         return result, "called"
+
+    async def _settle(self, call_key: str, claiming: asyncio.Future[int | None]) -> int | None:
+        """The revision of a claim written alongside its call (None: the bucket is unusable, the call goes
+        on unclaimed); _ClaimLost when the entry already existed."""
+        try:
+            revision = await claiming
+        except Exception as err:
+            log.warning("llm-results bucket unavailable for %s: %s", call_key, err)
+            return None
+        if revision is None:
+            raise _ClaimLost
+        return revision
 
     def _finish(self, key: str, future: asyncio.Future[Outcome], outcome: Outcome) -> None:
         if self.running.get(key) is future:

@@ -95,7 +95,11 @@ class Router:
 
         try:
             result, how = await self.once.run(
-                req.call_key, lambda: self._complete_call(req), time.monotonic() + req.timeout_s, passes_on
+                req.call_key,
+                lambda: self._complete_call(req),
+                time.monotonic() + req.timeout_s,
+                passes_on,
+                fresh=req.fresh,
             )
         finally:
             self.inflight.orphaned.discard(req.request_id)

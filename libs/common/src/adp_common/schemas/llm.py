@@ -71,6 +71,13 @@ class CompletionRequest(BaseModel):
         "call still running for it, instead of calling the provider again. The request_id stays per attempt. "
         "Without one, LLMClient uses the request_id: a request it re-sends to another router copy is the same call.",
     )
+    fresh: bool = Field(
+        default=False,
+        description="The caller makes this logical call for the first time (a step's first delivery, a request's "
+        "first send): the router claims it while the provider request starts instead of before, sparing the "
+        "time to first token a round trip. Should an earlier attempt exist after all, the new request is "
+        "cancelled and the earlier one's result used.",
+    )
 
 
 class CompletionChunk(BaseModel):

@@ -40,6 +40,7 @@ class StepCalls:
             request_id=f"{d.id}:{job.step_key}:{retry}.{num_delivered}{suffix}",
             # the same for every delivery of the step: a redelivered step gets the first one's answer
             call_key=f"{d.id}:{job.step_key}:{retry}:{task}{suffix}",
+            fresh=num_delivered == 1,
             messages=messages,
             route=route,
             persona=persona,
