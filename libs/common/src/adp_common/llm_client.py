@@ -69,7 +69,8 @@ class LLMClient:
         self.idle_timeout_s = idle_timeout_s
         self.router_attempts = router_attempts
         self._attempts: set[_Attempt] = set()
-        self._answers: set[asyncio.Future[None]] = set()  # answers to the router's keepalive questions
+        self._answers: list[str] = []  # reply subjects of the router's keepalive questions, answered together
+        self._answering: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
     async def complete(self, req: CompletionRequest, on_chunk: ChunkCallback | None = None) -> CompletionResult:
@@ -117,9 +118,7 @@ class LLMClient:
         def on_msg(msg: Msg) -> None:
             watched.last_seen = time.monotonic()
             if msg.reply:  # the router asks whether this caller is still there (see adp_router.callers)
-                answer = asyncio.ensure_future(self.bus.nc.publish(msg.reply, b""))
-                self._answers.add(answer)
-                answer.add_done_callback(self._answers.discard)
+                self._answer(msg.reply)
             if on_chunk is None:
                 return
             chunk = CompletionChunk.model_validate_json(msg.data)
@@ -167,6 +166,24 @@ class LLMClient:
                     await pumper
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    def _answer(self, reply: str) -> None:
+        """Answer a keepalive question. The router asks about every running call on one clock, so questions
+        come in bursts: one task answers all that arrived together (a task per answer cost a busy caller
+        hundreds of tasks a second)."""
+        self._answers.append(reply)
+        if self._answering is None:
+            self._answering = asyncio.ensure_future(self._send_answers())
+
+    async def _send_answers(self) -> None:
+        try:
+            while self._answers:
+                replies, self._answers = self._answers, []
+                for reply in replies:
+                    with contextlib.suppress(Exception):
+                        await self.bus.nc.publish(reply, b"")
+        finally:
+            self._answering = None
 
     async def _drain(
         self, sub: Subscription, queue: asyncio.Queue[CompletionChunk | None], pumper: asyncio.Task[None]
