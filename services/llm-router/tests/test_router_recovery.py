@@ -125,19 +125,25 @@ async def test_a_new_logical_call_waits_for_one_bucket_round_trip_and_a_fresh_on
     written while the provider request starts; a repeat still finds the stored result."""
     deadline = time.monotonic() + 30
     answers_before_call: list[int] = []
+    loop_turns: list[int] = []  # appended by a callback due at the next turn of the event loop
 
     async def call() -> CompletionResult:
         answers_before_call.append(bus.nc.stats["in_msgs"] - start)
+        loop_turns.append(len(turned))
         return result("new")
 
+    turned: list[int] = []
     async with copy(bus, "router-a") as a:
         start = bus.nc.stats["in_msgs"]
         assert await a.run("n1", call, deadline, lambda err: False) == (result("new"), "called")
         assert await a.run("n1", call, deadline, lambda err: False) == (result("new"), "replayed")
         start = bus.nc.stats["in_msgs"]
+        turned: list[int] = []
+        asyncio.get_running_loop().call_soon(turned.append, 1)
         assert await a.run("n2", call, deadline, lambda err: False, fresh=True) == (result("new"), "called")
         assert await a.run("n2", call, deadline, lambda err: False) == (result("new"), "replayed")
     assert answers_before_call == [1, 0]
+    assert loop_turns[-1] == 0  # the fresh call started before the loop turned once
 
 
 async def test_a_fresh_call_made_before_after_all_is_replayed_and_its_request_cancelled(bus: Bus) -> None:

@@ -229,23 +229,42 @@ class OnceCalls:
         cancelled (the caller's job was published again after a long stall), its entry is to be looked at."""
         outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.running[key] = outcome
-        work = asyncio.ensure_future(call())
+        # The call runs in this task: a task of its own would cost a turn of the event loop before the provider
+        # request leaves. A claim written alongside that finds the entry cancels it from here.
+        task = asyncio.current_task()
+        calling, lost = True, False
+
+        def on_claim(f: asyncio.Future[int | None]) -> None:
+            nonlocal lost
+            if not f.cancelled() and f.exception() is None and f.result() is None:
+                lost = True
+                if calling and task is not None:
+                    task.cancel()
+
+        if claiming is not None:
+            claiming.add_done_callback(on_claim)
         try:
+            try:
+                result = await call()
+            finally:
+                calling = False
             if claiming is not None:
                 revision = await self._settle(call_key, claiming)
-            result = await work
         except _ClaimLost:
-            work.cancel()
-            with contextlib.suppress(BaseException):
-                await work
             self._finish(key, outcome, Outcome())
             return None
+        except asyncio.CancelledError:
+            if lost and task is not None and task.uncancel() == 0:
+                self._finish(key, outcome, Outcome())
+                return None
+            await self._release(key, revision)
+            self._finish(key, outcome, Outcome())
+            raise
         except PlatformError as err:
             await self._release(key, revision)
             self._finish(key, outcome, Outcome(error=err if passes_on(err) else None))
             raise
         except BaseException:
-            work.cancel()
             await self._release(key, revision)
             self._finish(key, outcome, Outcome())
             raise
