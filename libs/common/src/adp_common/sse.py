@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: the router makes one per token of every stream, and a frozen dataclass's __init__ (one
+# object.__setattr__ per field) costs three times as much.
+@dataclass(slots=True)
 class SSEEvent:
     event: str
     data: str
