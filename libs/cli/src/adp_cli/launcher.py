@@ -19,7 +19,7 @@ from pathlib import Path
 
 from adp_cli import servers
 from adp_cli.nats_cluster import start_nats_cluster
-from adp_cli.procs import SERVICES, START_ORDER, ProcessManager
+from adp_cli.procs import SERVICES, START_ORDER, Proc, ProcessManager
 from adp_cli.supervisor import Supervisor
 
 
@@ -128,6 +128,21 @@ def _resolve_nats(args: argparse.Namespace, data_dir: Path) -> servers.Started:
     return cluster.as_started()
 
 
+def print_banner(procs: list[Proc], key_lines: tuple[str, str], manager: ProcessManager) -> None:
+    gateways = [p for p in procs if p.service == "gateway"]
+    print()
+    print(f"AI Dialogue Platform is up ({len(procs)} processes: " + ", ".join(p.name for p in procs) + ")")
+    shared = f" (shared by {len(gateways)} gateway copies)" if len(gateways) > 1 else ""
+    print(f"  Gateway:  {gateways[0].url}{shared}   (web console at /, API docs at /docs)")
+    key_line, key_value = key_lines
+    print(f"  API key:  {key_line}")
+    log_dir = Path(manager.env["ADP_LOG_DIR"])
+    print(f"  Logs:     {log_dir / 'error.log'} (errors), {log_dir / 'combined.log'} (everything)")
+    print(f'  Try:      curl -H "Authorization: Bearer {key_value}" {gateways[0].url}/api/health')
+    print("  Stop:     Ctrl-C")
+    sys.stdout.flush()
+
+
 async def _run(manager: ProcessManager, args: argparse.Namespace, key_lines: tuple[str, str]) -> int:
     scale = _parse_scale(args.scale or [])
     procs = []
@@ -155,23 +170,13 @@ async def _run(manager: ProcessManager, args: argparse.Namespace, key_lines: tup
         print(f"\nstart-up failed: {err}", file=sys.stderr)
         await asyncio.to_thread(manager.stop_all, 10)
         return 1
-    gateways = [p for p in procs if p.service == "gateway"]
-    print()
-    print(f"AI Dialogue Platform is up ({len(procs)} processes: " + ", ".join(p.name for p in procs) + ")")
-    shared = f" (shared by {len(gateways)} gateway copies)" if len(gateways) > 1 else ""
-    print(f"  Gateway:  {gateways[0].url}{shared}   (web console at /, API docs at /docs)")
-    key_line, key_value = key_lines
-    print(f"  API key:  {key_line}")
-    log_dir = Path(manager.env["ADP_LOG_DIR"])
-    print(f"  Logs:     {log_dir / 'error.log'} (errors), {log_dir / 'combined.log'} (everything)")
-    print(f'  Try:      curl -H "Authorization: Bearer {key_value}" {gateways[0].url}/api/health')
-    print("  Stop:     Ctrl-C")
-    sys.stdout.flush()
     if args.exit_when_healthy:
+        print_banner(procs, key_lines, manager)
         await asyncio.to_thread(manager.stop_all, 15)
         return 0
     supervisor = Supervisor(manager, procs, Path(args.data_dir))
-    supervisor.write_state()
+    supervisor.write_state()  # before the banner: whoever reads it finds the processes recorded (`adp status`)
+    print_banner(procs, key_lines, manager)
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from adp_common import telemetry
-from adp_common.bus import Bus
+from adp_common.bus import Bus, answered
 from adp_common.envelope import envelope_of
 from adp_common.retry import Backoff, retry
 from adp_common.schemas.llm import UsageRecord
@@ -143,8 +143,12 @@ class LedgerIngestor:
 
     async def start(self) -> None:
         for i in range(self.workers):
-            psub = await self.bus.js.pull_subscribe(
-                self.subject, durable=DURABLE, stream=self.stream, config=self.consumer_config()
+            # a JetStream API call can go unanswered while a cluster elects its leaders: asked again, not fatal
+            psub = await answered(
+                lambda: self.bus.js.pull_subscribe(
+                    self.subject, durable=DURABLE, stream=self.stream, config=self.consumer_config()
+                ),
+                f"consumer {DURABLE}",
             )
             self._tasks.append(asyncio.create_task(self._run(psub), name=f"cost-ingest-{i}"))
 

@@ -70,6 +70,34 @@ class _ClaimLost(Exception):
     """A claim written alongside a fresh call found the call's entry there already."""
 
 
+class _ClaimWatch:
+    """Cancels the task making a fresh call when the claim written alongside finds the call's entry."""
+
+    __slots__ = ("lost", "task")
+
+    def __init__(self, claiming: asyncio.Future[int | None]) -> None:
+        self.task = asyncio.current_task()
+        self.lost = False
+        claiming.add_done_callback(self._on_claim)
+
+    def _on_claim(self, f: asyncio.Future[int | None]) -> None:
+        if not f.cancelled() and f.exception() is None and f.result() is None:
+            self.lost = True
+            if self.task is not None:
+                self.task.cancel()
+
+    def stop(self) -> None:
+        """The call is over: nothing to cancel (and no reference to the task, whose error holds the frame)."""
+        self.task = None
+
+
+def _uncancel() -> int:
+    """Withdraw one cancellation of the running task; the number left. A function, so that the task is never
+    a local of the frame its error's traceback holds."""
+    task = asyncio.current_task()
+    return task.uncancel() if task is not None else 1
+
+
 class OnceCalls:
     def __init__(self, bus: Bus, kv: KeyValue, instance: str) -> None:
         self.bus = bus
@@ -231,30 +259,20 @@ class OnceCalls:
         self.running[key] = outcome
         # The call runs in this task: a task of its own would cost a turn of the event loop before the provider
         # request leaves. A claim written alongside that finds the entry cancels it from here.
-        task = asyncio.current_task()
-        calling, lost = True, False
-
-        def on_claim(f: asyncio.Future[int | None]) -> None:
-            nonlocal lost
-            if not f.cancelled() and f.exception() is None and f.result() is None:
-                lost = True
-                if calling and task is not None:
-                    task.cancel()
-
-        if claiming is not None:
-            claiming.add_done_callback(on_claim)
+        watch = _ClaimWatch(claiming) if claiming is not None else None
         try:
             try:
                 result = await call()
             finally:
-                calling = False
+                if watch is not None:
+                    watch.stop()
             if claiming is not None:
                 revision = await self._settle(call_key, claiming)
         except _ClaimLost:
             self._finish(key, outcome, Outcome())
             return None
         except asyncio.CancelledError:
-            if lost and task is not None and task.uncancel() == 0:
+            if watch is not None and watch.lost and _uncancel() == 0:
                 self._finish(key, outcome, Outcome())
                 return None
             await self._release(key, revision)
@@ -262,7 +280,8 @@ class OnceCalls:
             raise
         except PlatformError as err:
             await self._release(key, revision)
-            self._finish(key, outcome, Outcome(error=err if passes_on(err) else None))
+            # a joiner gets a copy without this call's traceback (which holds this frame, and so the outcome)
+            self._finish(key, outcome, Outcome(error=PlatformError(err.code, err.message) if passes_on(err) else None))
             raise
         except BaseException:
             await self._release(key, revision)

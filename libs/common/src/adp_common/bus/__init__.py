@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from adp_common.bus.connection import BusConnection, server_urls, wait_for
 from adp_common.bus.consumer import Consumer, ConsumerHandler, Delivery, Reject, Retry
-from adp_common.bus.jetstream import JetStream
+from adp_common.bus.jetstream import JetStream, answered
 from adp_common.bus.kv import KeyValueBuckets, KVWatch
 from adp_common.bus.nats_internals import send_now
 from adp_common.bus.pubsub import PubSub
@@ -49,6 +49,7 @@ __all__ = [
     "ReplicasUnavailable",
     "RequestContext",
     "Retry",
+    "answered",
     "decode_reply",
     "send_now",
     "server_urls",
