@@ -271,7 +271,8 @@ class Load:
                         r = await c.post("/v1/chat/completions", json=body)
                         text, ok = r.text, r.status_code == 200
                 if not ok:
-                    self.failures.append(Failure(t0, f"{what}: {r.status_code} {text[:200]}"))
+                    # a stream's end says why it failed (its error event, or no [DONE])
+                    self.failures.append(Failure(t0, f"{what}: {r.status_code} {text[:120]} … {text[-400:]}"))
             except httpx.HTTPError as err:
                 self.failures.append(Failure(t0, f"{what}: {type(err).__name__} {err}"))
             self.calls += 1

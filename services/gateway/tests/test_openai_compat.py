@@ -96,6 +96,8 @@ def done(text: str) -> CompletionResult:
         [chunk(0, "Hello "), chunk(0, "Hello world", restart=True)],
         # the re-sent call's chunks lost on the way: the rest comes with the result
         [chunk(0, "Hello "), chunk(3, "x", restart=True)],
+        # a chunk lost while a NATS server restarted: the rest comes with the result
+        [chunk(0, "Hello "), chunk(2, "ld"), chunk(3, "")],
     ],
 )
 def test_a_restarted_answer_reaches_an_openai_client_once(chunks: list[CompletionChunk]) -> None:

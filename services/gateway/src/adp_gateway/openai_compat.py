@@ -176,33 +176,30 @@ def sse_data(obj: dict[str, Any] | str) -> bytes:
 
 
 class SentText:
-    """What an OpenAI client has of a streamed answer, which cannot be taken back. An answer that restarts
-    (the call was re-sent to another router copy, which joined the running call or replayed its result)
-    sends nothing until its text has caught up with what was sent, then only what is new; an answer that
-    comes back different is an error at the end (`rest` is None)."""
+    """What an OpenAI client has of a streamed answer, which cannot be taken back. Chunks are sent while they
+    come in order; once one is missing (lost while a NATS server restarted) or the answer restarts (the call
+    was re-sent to another router copy, which joined the running call, replayed its result or made it again,
+    and the attempts' chunks may interleave), nothing more is sent until the call's result: then the rest of
+    its text after what was sent. A result that does not begin with it is an error (`rest` is None)."""
 
     def __init__(self) -> None:
-        self._parts: list[str] = []  # the text sent, while the answer is level with it
-        self._sent = ""  # the text sent, while a restarted answer catches up
-        self._answer: str | None = None  # the restarted answer so far (None: level)
+        self._parts: list[str] = []  # the text sent
+        self._next = 0  # the seq of the chunk that comes next in order
+        self._held = False
 
     def take(self, c: CompletionChunk) -> str | None:
-        """The part of chunk `c` to send now (None: nothing, the restarted answer is behind)."""
-        if not c.restart and self._answer is None:
-            self._parts.append(c.delta)
-            return c.delta
-        if self._answer is None:
-            self._sent = "".join(self._parts)
-            self._answer = ""
-        self._answer = c.delta if c.restart else self._answer + c.delta
-        if not self._answer.startswith(self._sent):
+        """The part of chunk `c` to send now (None: nothing, until the result)."""
+        if c.restart or c.seq > self._next:
+            self._held = True
+        if self._held or c.seq < self._next:
             return None
-        new, self._parts, self._answer = self._answer[len(self._sent) :], [self._answer], None
-        return new or None
+        self._next = c.seq + 1
+        self._parts.append(c.delta)
+        return c.delta
 
     def rest(self, text: str) -> str | None:
         """What is left to send of the answer's whole `text`; None when it differs from what was sent."""
-        sent = "".join(self._parts) if self._answer is None else self._sent
+        sent = "".join(self._parts)
         return text[len(sent) :] if text.startswith(sent) else None
 
 
