@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from nats.js.errors import KeyNotFoundError
 
 from adp_cli.nats_cluster import NatsCluster
 from adp_cli.servers import free_port, start_embedded_nats
@@ -53,6 +54,27 @@ async def test_streams_and_buckets_are_created_with_the_configured_replicas(nats
         assert await _replicas(bus, kv._stream) == 3
     finally:
         await bus.close(grace=1)
+        await cleanup_prefix(nats_cluster.url, prefix)
+
+
+async def test_a_bucket_is_handed_out_once_its_leader_answers(nats_cluster: NatsCluster) -> None:
+    """A service that opens a bucket while the bucket's leader is being elected (a cluster just started, a
+    server lost) gets it once it answers reads, so its first read does not fail its start."""
+    prefix = "c" + uuid.uuid4().hex[:10]
+    first = await Bus.connect(nats_cluster.url, prefix=prefix, name="first", replicas=3)
+    try:
+        stream = (await first.kv("budget"))._stream
+        for _ in range(3):
+            second = await Bus.connect(nats_cluster.url, prefix=prefix, name="second", replicas=3)
+            try:
+                await second.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
+                kv = await second.kv("budget")
+                with pytest.raises(KeyNotFoundError):
+                    await kv.get("global")
+            finally:
+                await second.close(grace=1)
+    finally:
+        await first.close(grace=1)
         await cleanup_prefix(nats_cluster.url, prefix)
 
 

@@ -14,7 +14,7 @@ import asyncpg
 from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from adp_common.bus import Bus
+from adp_common.bus import Bus, answered
 from adp_common.catalog import KV_BUDGET
 from adp_common.schemas.cost import BudgetState, SetBudget
 from adp_common.schemas.money import format_money
@@ -69,7 +69,8 @@ class BudgetTracker:
     # ---- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.kv = await self.bus.kv(KV_BUDGET)
-        await self.refresh_all()
+        # safe to repeat (events are recorded once); a leader election at start must not stop the service
+        await answered(self.refresh_all, "budget refresh")
         self._task = asyncio.create_task(self._dirty_loop(), name="cost-budget-dirty")
 
     async def stop(self) -> None:

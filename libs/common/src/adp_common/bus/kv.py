@@ -8,13 +8,17 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from nats.js.errors import APIError, BadRequestError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import APIError, BadRequestError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from adp_common.bus.connection import BusConnection
+from adp_common.bus.jetstream import answered
 from adp_common.bus.replicas import raise_if_replicas_unavailable
 
 log = logging.getLogger("adp.bus")
+
+READINESS_PROBE_S = 1.0
 
 
 class KeyValueBuckets(BusConnection):
@@ -23,12 +27,19 @@ class KeyValueBuckets(BusConnection):
         with fewer replicas is raised to them."""
         name = self.catalog.bucket(base)
         if name not in self._kv:
-            self._kv[name] = await self._ensure_bucket(name, history, ttl)
+            kv = await self._ensure_bucket(name, history, ttl)
+            # A replicated bucket just created (or whose leader is being elected) answers reads only once it
+            # has a leader; a service must not start and then fail its first read.
+            await answered(lambda: _read_missing_key(kv), f"bucket {name}")
+            self._kv[name] = kv
         return self._kv[name]
 
     async def _ensure_bucket(self, name: str, history: int, ttl: float | None) -> KeyValue:
         try:
-            return await self.js.create_key_value(bucket=name, history=history, ttl=ttl, replicas=self.replicas)
+            return await answered(
+                lambda: self.js.create_key_value(bucket=name, history=history, ttl=ttl, replicas=self.replicas),
+                f"bucket {name}",
+            )
         except APIError as err:
             raise_if_replicas_unavailable(err, name, self.replicas)
             if not isinstance(err, BadRequestError):
@@ -46,6 +57,17 @@ class KeyValueBuckets(BusConnection):
                 raise_if_replicas_unavailable(err, name, self.replicas)
                 raise
         return kv
+
+
+async def _read_missing_key(kv: KeyValue) -> None:
+    """One read the bucket's leader must answer (`not found` is an answer). A read sent while the leader
+    changes goes unanswered, so it is given up after a short wait and asked again."""
+    try:
+        await asyncio.wait_for(kv.get("readiness-probe"), READINESS_PROBE_S)
+    except KeyNotFoundError:
+        pass
+    except TimeoutError as err:  # nats-py's own timeout is one too
+        raise NatsTimeoutError from err
 
 
 class KVWatch:
@@ -74,7 +96,8 @@ class KVWatch:
         if self.kv is None:
             self.synced.set()
             return
-        self._watcher = await self.kv.watchall()
+        kv = self.kv
+        self._watcher = await answered(kv.watchall, f"{self.what} watch")
         self._task = asyncio.create_task(self._follow(self._watcher))
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
