@@ -169,6 +169,48 @@ async def test_a_fresh_call_made_before_after_all_is_replayed_and_its_request_ca
     assert cancelled.is_set()
 
 
+async def test_a_call_sent_again_only_after_a_silence_is_claimed_once_it_has_run_part_of_it(bus: Bus) -> None:
+    """A request its client sends again only after seconds of silence cannot have another attempt before it
+    has run about half that: a shorter call makes one bucket write, its result (still replayed to a repeat),
+    and a longer one is claimed on time, so a repeat on another copy joins it."""
+    deadline = time.monotonic() + 30
+    never = lambda err: False  # noqa: E731
+    calls: list[str] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def short() -> CompletionResult:
+        calls.append("short")
+        return result("short")
+
+    async def slow() -> CompletionResult:
+        calls.append("slow")
+        started.set()
+        await release.wait()
+        return result("slow")
+
+    kv = await bus.kv(KV_LLM_RESULTS, ttl=60)
+
+    async def writes() -> int:
+        return (await bus.js.stream_info(kv._stream)).state.last_seq
+
+    async with copy(bus, "router-a") as a, copy(bus, "router-b") as b:
+        before = await writes()
+        assert await a.run("l1", short, deadline, never, fresh=True, claim_after_s=0.3) == (result("short"), "called")
+        assert await writes() - before == 1
+        assert await b.run("l1", short, deadline, never) == (result("short"), "replayed")
+
+        running = asyncio.create_task(a.run("l2", slow, deadline, never, fresh=True, claim_after_s=0.3))
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.sleep(0.6)
+        joiner = asyncio.create_task(b.run("l2", short, deadline, never))
+        await asyncio.sleep(0.5)
+        assert not joiner.done()
+        release.set()
+        assert await running == (result("slow"), "called")
+        assert await joiner == (result("slow"), "joined")
+    assert calls == ["short", "slow"]
+
+
 async def test_another_copys_running_call_is_joined_and_a_dead_copys_is_taken_over(bus: Bus) -> None:
     """Across copies: a repeat on copy B of a call copy A runs waits for A's result; a claim left by a copy
     that is gone (nobody answers for it) is taken over at once."""

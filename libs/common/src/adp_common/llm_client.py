@@ -79,9 +79,12 @@ class LLMClient:
         relayed = req.relay_subject is not None
         # A call re-sent to another router copy is the same logical call: the router joins the running call or
         # replays its result instead of calling the provider again (adp_router.calls).
-        call_key = req.call_key or f"request:{req.request_id}"
-        fresh = req.fresh or req.call_key is None
-        req = req.model_copy(update={"stream": on_chunk is not None or relayed, "call_key": call_key, "fresh": fresh})
+        update: dict[str, object] = {"stream": on_chunk is not None or relayed}
+        if req.call_key is None:
+            # Sent again only after `idle_timeout_s` of silence: until the call has run about half that, no
+            # other attempt can exist, so the router need not claim it before.
+            update.update(call_key=f"request:{req.request_id}", fresh=True, claim_after_s=self.idle_timeout_s / 2)
+        req = req.model_copy(update=update)
         deadline = time.monotonic() + req.timeout_s + 5
         delivered = False
         for attempt in range(1, self.router_attempts + 1):
@@ -89,7 +92,7 @@ class LLMClient:
                 if attempt > 1:
                     # the call may be running: a re-sent one is never fresh. Relayed chunks went straight to
                     # the listeners; tell them a re-sent answer starts over
-                    req = req.model_copy(update={"fresh": False, "relay_restart": relayed})
+                    req = req.model_copy(update={"fresh": False, "claim_after_s": None, "relay_restart": relayed})
                 return await self._attempt(req, on_chunk, deadline, restart=delivered)
             except _RouterLost as lost:
                 delivered = delivered or bool(lost.args and lost.args[0])

@@ -8,6 +8,8 @@ claim ("done") until the bucket's TTL drops it. The same logical call then:
 - finds a claim of a live copy still running it: it waits for that call's result (joins it);
 - finds a claim of a copy that is gone, or that no longer runs it: it takes the claim over and calls.
 A failed or cancelled call releases its claim, so the caller's next attempt calls the provider afresh.
+A request its client sends again only after seconds of silence (`CompletionRequest.claim_after_s`) is claimed
+only once it has run part of that: a shorter call writes its result alone.
 
 The bucket is an optimisation of cost, never a dependency: if it cannot be read or written the call simply
 goes to the provider.
@@ -70,15 +72,27 @@ class _ClaimLost(Exception):
     """A claim written alongside a fresh call found the call's entry there already."""
 
 
-class _ClaimWatch:
-    """Cancels the task making a fresh call when the claim written alongside finds the call's entry."""
+class _ClaimAlongside:
+    """The claim of a fresh call, written alongside its provider request: at once, or only once the call has run
+    `after` seconds (`future` stays None for a call that ends sooner). It cancels the task making the call when
+    it finds the call's entry already there."""
 
-    __slots__ = ("lost", "task")
+    __slots__ = ("future", "lost", "task", "timer")
 
-    def __init__(self, claiming: asyncio.Future[int | None]) -> None:
+    def __init__(self, write: Callable[[], Awaitable[int | None]], after: float | None) -> None:
         self.task = asyncio.current_task()
         self.lost = False
-        claiming.add_done_callback(self._on_claim)
+        self.future: asyncio.Future[int | None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        if after is None:
+            self._start(write)
+        else:
+            self.timer = asyncio.get_running_loop().call_later(after, self._start, write)
+
+    def _start(self, write: Callable[[], Awaitable[int | None]]) -> None:
+        self.timer = None
+        self.future = asyncio.ensure_future(write())
+        self.future.add_done_callback(self._on_claim)
 
     def _on_claim(self, f: asyncio.Future[int | None]) -> None:
         if not f.cancelled() and f.exception() is None and f.result() is None:
@@ -87,8 +101,12 @@ class _ClaimWatch:
                 self.task.cancel()
 
     def stop(self) -> None:
-        """The call is over: nothing to cancel (and no reference to the task, whose error holds the frame)."""
+        """The call is over: nothing to cancel or claim (and no reference to the task, whose error holds the
+        frame)."""
         self.task = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 def _uncancel() -> int:
@@ -117,18 +135,20 @@ class OnceCalls:
         passes_on: Callable[[PlatformError], bool],
         *,
         fresh: bool = False,
+        claim_after_s: float | None = None,
     ) -> tuple[CompletionResult, How]:
         """The call's result and how it was obtained. `passes_on(err)`: whether a failure of the call is
         also the answer to a joiner (a stopped discussion) rather than something its own attempt may fix.
-        `fresh`: the caller makes the call for the first time (`CompletionRequest.fresh`)."""
+        `fresh`: the caller makes the call for the first time (`CompletionRequest.fresh`), to be claimed only
+        once it has run `claim_after_s` when given."""
         key = kv_key(call_key)
         # Almost every call is new: claim it first, in the one round trip that stands between the request
         # and the provider (none for a fresh call: claimed while its request starts); its entry is read
         # only when the claim finds one.
         blind = True
         if fresh and key not in self.running:
-            claiming = asyncio.ensure_future(self._write_claim(call_key, key, None))
-            made = await self._call(call_key, key, None, call, passes_on, claiming)
+            claim = _ClaimAlongside(lambda: self._write_claim(call_key, key, None), claim_after_s)
+            made = await self._call(call_key, key, None, call, passes_on, claim)
             if made is not None:
                 return made
             blind = False
@@ -249,30 +269,32 @@ class OnceCalls:
         revision: int | None,
         call: Callable[[], Awaitable[CompletionResult]],
         passes_on: Callable[[PlatformError], bool],
-        claiming: asyncio.Future[int | None] | None,
+        claim: _ClaimAlongside | None,
     ) -> tuple[CompletionResult, How] | None:
         """Make the call (this copy holds the claim at `revision`, or none when the bucket is unusable; or the
-        claim is being written alongside: `claiming`); its result is stored before the claim is let go, so no
-        other copy ever sees neither. None when the claim written alongside found an entry: the call is
-        cancelled (the caller's job was published again after a long stall), its entry is to be looked at."""
+        claim is written alongside: `claim`); its result is stored before the claim is let go, so no other copy
+        ever sees neither. None when the claim written alongside found an entry: the call is cancelled (the
+        caller's job was published again after a long stall), its entry is to be looked at."""
         outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.running[key] = outcome
+        store = False  # a call too short to need its claim written still stores its result
         # The call runs in this task: a task of its own would cost a turn of the event loop before the provider
         # request leaves. A claim written alongside that finds the entry cancels it from here.
-        watch = _ClaimWatch(claiming) if claiming is not None else None
         try:
             try:
                 result = await call()
             finally:
-                if watch is not None:
-                    watch.stop()
-            if claiming is not None:
-                revision = await self._settle(call_key, claiming)
+                if claim is not None:
+                    claim.stop()
+            if claim is not None:
+                store = claim.future is None
+                if claim.future is not None:
+                    revision = await self._settle(call_key, claim.future)
         except _ClaimLost:
             self._finish(key, outcome, Outcome())
             return None
         except asyncio.CancelledError:
-            if watch is not None and watch.lost and _uncancel() == 0:
+            if claim is not None and claim.lost and _uncancel() == 0:
                 self._finish(key, outcome, Outcome())
                 return None
             await self._release(key, revision)
@@ -287,7 +309,7 @@ class OnceCalls:
             await self._release(key, revision)
             self._finish(key, outcome, Outcome())
             raise
-        if revision is not None:
+        if revision is not None or store:
             done = StoredCall(call_key=call_key, state="done", owner=self.instance, result=result)
             try:
                 await self.kv.put(key, done.model_dump_json().encode())

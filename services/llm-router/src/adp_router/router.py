@@ -100,6 +100,7 @@ class Router:
                 time.monotonic() + req.timeout_s,
                 passes_on,
                 fresh=req.fresh,
+                claim_after_s=req.claim_after_s,
             )
         finally:
             self.inflight.orphaned.discard(req.request_id)

@@ -78,6 +78,13 @@ class CompletionRequest(BaseModel):
         "time to first token a round trip. Should an earlier attempt exist after all, the new request is "
         "cancelled and the earlier one's result used.",
     )
+    claim_after_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="For a fresh call whose caller sends it again only after a longer silence (a request with no "
+        "logical id of its own): the router claims the call only once it has run this long, and stores the "
+        "result of a shorter one without a claim, sparing short calls a bucket write.",
+    )
 
 
 class CompletionChunk(BaseModel):
