@@ -30,9 +30,12 @@ def chunk_interval_s(
     overload_max_ms: float = 0.0,
 ) -> float:
     """Coalescing window (the flush tick): `base_ms` while this copy carries at most `busy_streams`
-    streams, then growing with the load up to `max_ms`. Under load, fewer and larger chunks keep the
-    per-message cost downstream (NATS, gateway, clients) from growing with every token; one user alone
-    still sees tokens within `base_ms`. The first token is never held back.
+    streams, then growing with the square of the load up to `max_ms`. The chunk messages a copy sends per
+    second (streams ÷ window) thus peak at `busy_streams` streams and fall as the load grows beyond: under
+    load, fewer and larger chunks keep the per-message cost downstream (NATS, gateway, clients) from growing
+    with every token, while at a moderate load text still flows within a few tens of milliseconds (and the
+    end of a short answer is not held for long: a stream's body is read at its tick). The first token is
+    never held back.
 
     When the copy's event loop lags by more than `overload_lag_ms` (the machine is short of CPU, whatever the
     stream count), the window grows further in proportion to the lag, up to `overload_max_ms`: the text
@@ -40,7 +43,7 @@ def chunk_interval_s(
     if streams <= busy_streams or max_ms <= base_ms:
         ms = base_ms
     else:
-        ms = min(max_ms, base_ms * streams / busy_streams)
+        ms = min(max_ms, base_ms * (streams / busy_streams) ** 2)
     if 0 < overload_lag_ms < lag_ms and overload_max_ms > ms:
         ms = min(overload_max_ms, ms * lag_ms / overload_lag_ms)
     return ms / 1000

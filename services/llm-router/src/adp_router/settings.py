@@ -53,7 +53,7 @@ class RouterSettings(ServiceSettings):
         default="reject", description="what to do when a budget is exceeded"
     )
     router_chunk_interval_ms: float = Field(
-        default=20.0, ge=0, description="tokens arriving within this interval go to the caller in one chunk (0 = each)"
+        default=5.0, ge=0, description="tokens arriving within this interval go to the caller in one chunk (0 = each)"
     )
     router_chunk_interval_max_ms: float = Field(
         default=500.0, ge=0, description="under load the chunk interval grows up to this (see router_busy_streams)"
@@ -64,7 +64,10 @@ class RouterSettings(ServiceSettings):
         description="streams are spread over this many flush ticks per chunk interval (at most one every 2.5 ms)",
     )
     router_busy_streams: int = Field(
-        default=20, ge=1, description="streams in flight on one copy beyond which the chunk interval grows"
+        default=25,
+        ge=1,
+        description="streams in flight on one copy beyond which the chunk interval grows (with the square of the "
+        "streams in flight)",
     )
     router_overload_lag_ms: float = Field(
         default=3.0,
