@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 import pytest_asyncio
 
 from adp_cli import servers
-from adp_testing.platform import ADMIN_KEY, EventLog, Platform, running_platform
+from adp_testing.platform import EventLog, Platform, running_platform
 from adp_testing.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -61,52 +60,18 @@ async def infra(pg_dsn: str) -> AsyncIterator[Infra]:
         shutil.rmtree(nats_dir, ignore_errors=True)
 
 
-async def health(p: Platform) -> int:
-    try:
-        async with p.client(ADMIN_KEY, timeout=5) as c:
-            return (await c.get("/api/health")).status_code
-    except httpx.HTTPError:
-        return 0
-
-
-async def wait_health(p: Platform, status: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while (got := await health(p)) != status:
-        assert time.monotonic() < deadline, f"/api/health stayed {got}, expected {status}"
-        await asyncio.sleep(0.3)
-
-
-async def proceed(p: Platform, key: str, did: str, timeout: float = 60) -> None:
-    """Proceed, retrying while services recover (503) or the previous step still runs (409)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            async with p.client(key) as c:
-                r = await c.post(f"/api/discussions/{did}/proceed")
-            if r.status_code == 200:
-                return
-            assert r.status_code in (409, 503), r.text
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "proceed never accepted"
-        await asyncio.sleep(0.3)
-
-
 async def test_nats_restart_loses_nothing(infra: Infra) -> None:
     p = infra.platform
     _, key = await p.new_user("through-restart")
-    async with p.client(key) as c:
-        r = await c.post("/api/discussions", json={"topic": "Keep going while the message bus restarts."})
-        assert r.status_code == 201, r.text
-        did = r.json()["id"]
+    did = await p.start_discussion(key, "Keep going while the message bus restarts.")
     log = EventLog(p, key, did).start()
     try:
         await log.wait_for("round-complete", 1)
         infra.nats.stop()
         await asyncio.sleep(1.0)
         infra.nats = await asyncio.to_thread(servers.start_embedded_nats, infra.nats_dir, infra.nats_port)
-        await wait_health(p, 200, 60)
-        await proceed(p, key, did)
+        await p.wait_health(200, 60)
+        await p.proceed(key, did)
         await log.wait_for("round-complete", 2, timeout=90)
         async with p.client(key) as c:
             view = (await c.get(f"/api/discussions/{did}")).json()
@@ -121,21 +86,18 @@ async def test_nats_restart_loses_nothing(infra: Infra) -> None:
 async def test_postgres_unreachable_for_ten_seconds(infra: Infra) -> None:
     p = infra.platform
     _, key = await p.new_user("through-db-outage")
-    async with p.client(key) as c:
-        r = await c.post("/api/discussions", json={"topic": "Keep going while the database is away."})
-        assert r.status_code == 201, r.text
-        did = r.json()["id"]
+    did = await p.start_discussion(key, "Keep going while the database is away.")
     log = EventLog(p, key, did).start()
     try:
         await log.wait_for("round-complete", 1)
-        await proceed(p, key, did)  # round 2 starts; its steps need the database
+        await p.proceed(key, did)  # round 2 starts; its steps need the database
         await log.wait_for("message-start", 4)
         infra.pg.cut()
         cut_at = time.monotonic()
-        await wait_health(p, 503, 10)
+        await p.wait_health(503, 10)
         await asyncio.sleep(max(0.0, 10 - (time.monotonic() - cut_at)))
         infra.pg.restore()
-        await wait_health(p, 200, 60)
+        await p.wait_health(200, 60)
         # No step lost: round 2 completes once the database is back, each turn stored once.
         await log.wait_for("round-complete", 2, timeout=90)
         async with p.client(key) as c:

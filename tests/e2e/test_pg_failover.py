@@ -11,13 +11,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 import pytest_asyncio
 
 from adp_testing import pg_failover
 from adp_testing.pg_failover import PgPair
-from adp_testing.platform import ADMIN_KEY, EventLog, Platform, running_platform
+from adp_testing.platform import EventLog, Platform, running_platform
 from adp_testing.tcpproxy import TcpProxy
 
 pytestmark = [
@@ -48,50 +47,21 @@ async def stack(nats_url: str) -> AsyncIterator[Stack]:
         await asyncio.to_thread(pair.stop)
 
 
-async def health(p: Platform) -> int:
-    try:
-        async with p.client(ADMIN_KEY, timeout=5) as c:
-            return (await c.get("/api/health")).status_code
-    except httpx.HTTPError:
-        return 0
-
-
-async def proceed(p: Platform, key: str, did: str, timeout: float = 60) -> None:
-    """Proceed, retrying while the previous step still runs (409) or a service reconnects (503)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            async with p.client(key) as c:
-                r = await c.post(f"/api/discussions/{did}/proceed")
-            if r.status_code == 200:
-                return
-            assert r.status_code in (409, 503), r.text
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "proceed never accepted"
-        await asyncio.sleep(0.3)
-
-
 async def test_services_ride_out_a_primary_switch(stack: Stack) -> None:
     p = stack.platform
     _, key = await p.new_user("through-failover")
-    async with p.client(key) as c:
-        r = await c.post("/api/discussions", json={"topic": "Keep going while the database fails over."})
-        assert r.status_code == 201, r.text
-        did = r.json()["id"]
+    did = await p.start_discussion(key, "Keep going while the database fails over.")
     log = EventLog(p, key, did).start()
     try:
         await log.wait_for("round-complete", 1)
-        await proceed(p, key, did)  # round 2 starts; its steps write to the database
+        await p.proceed(key, did)  # round 2 starts; its steps write to the database
         await log.wait_for("message-start", 4)
         switched_at = time.monotonic()
         await asyncio.to_thread(stack.pair.promote)
         stack.endpoint.target = ("127.0.0.1", stack.pair.standby_port)
         stack.endpoint.cut()  # connections to the old primary end, as they do when its node goes away
         stack.endpoint.restore()
-        while await health(p) != 200:
-            assert time.monotonic() - switched_at < 60, "the platform never became healthy on the new primary"
-            await asyncio.sleep(0.2)
+        await p.wait_health(200, 60)
         healthy_s = time.monotonic() - switched_at
         await log.wait_for("round-complete", 2, timeout=90)
         round_s = time.monotonic() - switched_at
@@ -108,10 +78,7 @@ async def test_services_ride_out_a_primary_switch(stack: Stack) -> None:
         await log.stop()
     # everything written before the switch is on the promoted server (the key still works), and new work too
     _, new_key = await p.new_user("after-failover")
-    async with p.client(new_key) as c:
-        r = await c.post("/api/discussions", json={"topic": "Start fresh on the promoted primary."})
-        assert r.status_code == 201, r.text
-    after = EventLog(p, new_key, r.json()["id"]).start()
+    after = EventLog(p, new_key, await p.start_discussion(new_key, "Start fresh on the promoted primary.")).start()
     try:
         await after.wait_for("round-complete", 1, timeout=60)
     finally:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -18,6 +15,7 @@ from adp_cli.launcher import key_banner
 from adp_cli.main import build_parser
 from adp_common import db
 from adp_common.bus import Bus
+from adp_testing.launcher import launcher_env, read_until, start_launcher
 
 
 async def test_embedded_nats_has_jetstream(tmp_path: Path) -> None:
@@ -61,29 +59,11 @@ def test_parser_rejects_bad_scale() -> None:
 async def test_adp_up_brings_every_service_to_healthy(nats_url: str, pg_dsn: str, prefix: str, tmp_path: Path) -> None:
     """`adp up` starts all five services as processes, each healthy over HTTP, then stops on SIGTERM."""
     port = servers.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")}
-    env.update(
-        ADP_NATS_URL=nats_url,
-        ADP_DATABASE_URL=pg_dsn,
-        ADP_SUBJECT_PREFIX=prefix,
-        ADP_DB_SUFFIX=prefix,
-        ADP_BOOTSTRAP_API_KEY="adp_launcher_test_key_123456",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "adp_cli.main", "up", "--port", str(port), "--data-dir", str(tmp_path), "--quiet"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = launcher_env(pg_dsn, prefix, "adp_launcher_test_key_123456", nats_url)
+    proc = start_launcher(["up", "--port", str(port), "--data-dir", str(tmp_path), "--quiet"], env)
     lines: list[str] = []
     try:
-        while True:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
-            assert line, "launcher exited early:\n" + "".join(lines)
-            lines.append(line)
-            if "Stop:" in line:
-                break
+        await read_until(proc, "Stop:", lines, timeout=120)
         out = "".join(lines)
         assert f"http://127.0.0.1:{port}" in out
         # the banner says where the admin key is, masked; the key itself never reaches captured output
@@ -128,30 +108,13 @@ def test_nats_cluster_needs_three_servers() -> None:
 async def test_adp_up_nats_cluster_replicates_every_stream_and_bucket(pg_dsn: str, prefix: str, tmp_path: Path) -> None:
     """`adp up --nats-cluster 3` starts three NATS servers, points every service at all three, and every
     stream and KV bucket the services create has three replicas; Ctrl-C stops the servers too."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")}
-    env.update(
-        ADP_DATABASE_URL=pg_dsn,
-        ADP_SUBJECT_PREFIX=prefix,
-        ADP_DB_SUFFIX=prefix,
-        ADP_BOOTSTRAP_API_KEY="adp_launcher_test_key_123456",
-    )
+    env = launcher_env(pg_dsn, prefix, "adp_launcher_test_key_123456")
     port = servers.free_port()
     argv = ["up", "--nats-cluster", "3", "--nats-port", "0", "--port", str(port), "--data-dir", str(tmp_path)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "adp_cli.main", *argv, "--quiet"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_launcher([*argv, "--quiet"], env)
     lines: list[str] = []
     try:
-        while True:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
-            assert line, "launcher exited early:\n" + "".join(lines)
-            lines.append(line)
-            if "Stop:" in line:
-                break
+        await read_until(proc, "Stop:", lines, timeout=120)
         nats_line = next(line for line in lines if line.startswith("NATS"))
         url = nats_line.split()[1]
         assert len(url.split(",")) == 3 and "3-server cluster" in nats_line, nats_line

@@ -19,6 +19,7 @@ import pytest
 from adp_cli import servers
 from adp_cli.supervisor import STATE_FILE, restart_delay
 from adp_common import db
+from adp_testing.launcher import launcher_env, read_until, start_launcher
 
 
 def test_restart_back_off_doubles_while_a_copy_keeps_crashing() -> None:
@@ -41,37 +42,14 @@ def processes(data_dir: Path) -> dict[str, dict[str, object]]:
     return {p["name"]: p for p in json.loads((data_dir / STATE_FILE).read_text())["processes"]}
 
 
-async def read_until(proc: subprocess.Popen[str], marker: str, lines: list[str], timeout: float = 150) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), deadline - time.monotonic())
-        assert line, "launcher exited early:\n" + "".join(lines)
-        lines.append(line)
-        if marker in line:
-            return
-
-
 @pytest.mark.slow
 async def test_adp_up_shares_the_gateway_port_and_restarts_a_killed_copy(
     nats_url: str, pg_dsn: str, prefix: str, tmp_path: Path
 ) -> None:
     port = servers.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")}
-    env.update(
-        ADP_NATS_URL=nats_url,
-        ADP_DATABASE_URL=pg_dsn,
-        ADP_SUBJECT_PREFIX=prefix,
-        ADP_DB_SUFFIX=prefix,
-        ADP_BOOTSTRAP_API_KEY="adp_supervisor_test_key_123456",
-    )
+    env = launcher_env(pg_dsn, prefix, "adp_supervisor_test_key_123456", nats_url)
     args = ["up", "--port", str(port), "--data-dir", str(tmp_path), "--quiet", "--scale", "gateway=2"]
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "adp_cli.main", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    launcher = start_launcher(args, env)
     lines: list[str] = []
     try:
         await read_until(launcher, "Stop:", lines)

@@ -82,6 +82,43 @@ class Platform:
             assert r.status_code == 201, r.text
             return uid, r.json()["key"]
 
+    async def start_discussion(self, key: str, topic: str) -> str:
+        async with self.client(key) as c:
+            r = await c.post("/api/discussions", json={"topic": topic})
+            assert r.status_code == 201, r.text
+            return str(r.json()["id"])
+
+    async def health(self) -> int:
+        """The status of `/api/health` on the first gateway copy (0: no answer)."""
+        try:
+            async with self.client(ADMIN_KEY, timeout=5) as c:
+                return (await c.get("/api/health")).status_code
+        except httpx.HTTPError:
+            return 0
+
+    async def wait_health(self, status: int, timeout: float) -> float:
+        """Wait until `/api/health` answers `status`; the seconds it took."""
+        start = time.monotonic()
+        while (got := await self.health()) != status:
+            assert time.monotonic() - start < timeout, f"/api/health stayed {got}, expected {status}"
+            await asyncio.sleep(0.2)
+        return time.monotonic() - start
+
+    async def proceed(self, key: str, discussion_id: str, timeout: float = 60) -> None:
+        """Proceed, retrying while the previous step still runs (409) or services recover (503)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                async with self.client(key) as c:
+                    r = await c.post(f"/api/discussions/{discussion_id}/proceed")
+                if r.status_code == 200:
+                    return
+                assert r.status_code in (409, 503), r.text
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "proceed never accepted"
+            await asyncio.sleep(0.3)
+
     def kill(self, proc: Proc) -> None:
         self.procs.kill(proc)
 
