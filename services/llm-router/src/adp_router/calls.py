@@ -143,8 +143,8 @@ class OnceCalls:
         once it has run `claim_after_s` when given."""
         key = kv_key(call_key)
         # Almost every call is new: claim it first, in the one round trip that stands between the request
-        # and the provider (none for a fresh call: claimed while its request starts); its entry is read
-        # only when the claim finds one.
+        # and the provider (none for a fresh call: claimed while its request starts, or once it has run
+        # `claim_after_s`); its entry is read only when the claim finds one.
         blind = True
         if fresh and key not in self.running:
             claim = _ClaimAlongside(lambda: self._write_claim(call_key, key, None), claim_after_s)
@@ -287,8 +287,9 @@ class OnceCalls:
                 if claim is not None:
                     claim.stop()
             if claim is not None:
-                store = claim.future is None
-                if claim.future is not None:
+                if claim.future is None:
+                    store = True
+                else:
                     revision = await self._settle(call_key, claim.future)
         except _ClaimLost:
             self._finish(key, outcome, Outcome())
