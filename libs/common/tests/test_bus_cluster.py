@@ -59,16 +59,17 @@ async def test_streams_and_buckets_are_created_with_the_configured_replicas(nats
 
 async def test_a_bucket_is_handed_out_once_its_leader_answers(nats_cluster: NatsCluster) -> None:
     """A service that opens a bucket while the bucket's leader is being elected (a cluster just started, a
-    server lost) gets it once it answers reads, so its first read does not fail its start."""
+    server lost) gets it once it answers reads, so its first read does not fail its start; also when another
+    service created the bucket with another history."""
     prefix = "c" + uuid.uuid4().hex[:10]
     first = await Bus.connect(nats_cluster.url, prefix=prefix, name="first", replicas=3)
     try:
         stream = (await first.kv("budget"))._stream
-        for _ in range(3):
+        for history in (1, 5):
             second = await Bus.connect(nats_cluster.url, prefix=prefix, name="second", replicas=3)
             try:
                 await second.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
-                kv = await second.kv("budget")
+                kv = await second.kv("budget", history=history)
                 with pytest.raises(KeyNotFoundError):
                     await kv.get("global")
             finally:

@@ -64,6 +64,19 @@ async def answered(call: Callable[[], Awaitable[T]], what: str, retry_for: float
             await asyncio.sleep(0.5)
 
 
+# A JetStream read sent while a stream's leader changes goes unanswered: a read at start is given up after
+# this long and asked again (`answered`), rather than waiting out the bus's whole request timeout.
+READ_TRY_S = 2.0
+
+
+async def start_read(request: Awaitable[T]) -> T:
+    """A JetStream read at start, given up after READ_TRY_S as unanswered (for `answered` to ask again)."""
+    try:
+        return await asyncio.wait_for(request, READ_TRY_S)
+    except TimeoutError as err:  # nats-py's own timeout is one too
+        raise NatsTimeoutError from err
+
+
 class JetStream(BusConnection):
     async def ensure_stream(self, spec: StreamSpec, *, replicas: int | None = None) -> None:
         """Create the stream, or update it to this config; safe to call from every copy at start.
@@ -89,7 +102,7 @@ class JetStream(BusConnection):
             if not isinstance(err, BadRequestError):
                 raise
         # Exists with another config: update it, never lowering replicas an operator raised.
-        current = await self.js.stream_info(spec.name)
+        current = await answered(lambda: start_read(self.js.stream_info(spec.name)), f"stream {spec.name}")
         have = current.config.num_replicas or 1
         if have < want:
             log.info("stream %s: replicas raised from %d to %d", spec.name, have, want)

@@ -8,17 +8,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, BadRequestError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from adp_common.bus.connection import BusConnection
-from adp_common.bus.jetstream import answered
+from adp_common.bus.jetstream import answered, start_read
 from adp_common.bus.replicas import raise_if_replicas_unavailable
 
 log = logging.getLogger("adp.bus")
-
-READINESS_PROBE_S = 1.0
 
 
 class KeyValueBuckets(BusConnection):
@@ -46,8 +43,8 @@ class KeyValueBuckets(BusConnection):
                 raise
         # It exists with another config (another service's history or TTL, or replicas an operator changed),
         # or another copy created it at the same moment: use it, with at least our replicas.
-        kv = await self.js.key_value(name)
-        current = await self.js.stream_info(kv._stream)
+        kv = await answered(lambda: start_read(self.js.key_value(name)), f"bucket {name}")
+        current = await answered(lambda: start_read(self.js.stream_info(kv._stream)), f"bucket {name}")
         have = current.config.num_replicas or 1
         if have < self.replicas:
             log.info("bucket %s: replicas raised from %d to %d", name, have, self.replicas)
@@ -60,14 +57,9 @@ class KeyValueBuckets(BusConnection):
 
 
 async def _read_missing_key(kv: KeyValue) -> None:
-    """One read the bucket's leader must answer (`not found` is an answer). A read sent while the leader
-    changes goes unanswered, so it is given up after a short wait and asked again."""
-    try:
-        await asyncio.wait_for(kv.get("readiness-probe"), READINESS_PROBE_S)
-    except KeyNotFoundError:
-        pass
-    except TimeoutError as err:  # nats-py's own timeout is one too
-        raise NatsTimeoutError from err
+    """One read the bucket's leader must answer (`not found` is an answer)."""
+    with contextlib.suppress(KeyNotFoundError):
+        await start_read(kv.get("readiness-probe"))
 
 
 class KVWatch:
