@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
+from adp_cli import nats_cluster as nats_cluster_module
+from adp_cli import procs as procs_module
 from adp_cli import servers
 from adp_cli.launcher import key_banner
 from adp_cli.main import build_parser
+from adp_cli.procs import Proc, ProcessManager
 from adp_common import db
 from adp_common.bus import Bus
 from adp_testing.launcher import launcher_env, read_until, start_launcher
@@ -96,6 +101,42 @@ async def test_adp_up_brings_every_service_to_healthy(nats_url: str, pg_dsn: str
         from adp_testing.fixtures import cleanup_prefix
 
         await cleanup_prefix(nats_url, prefix)
+
+
+def test_free_ports_are_distinct() -> None:
+    for _ in range(200):
+        ports = servers.free_ports(9)
+        assert len(set(ports)) == 9
+
+
+def test_a_service_copy_never_gets_a_port_another_copy_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy just started may not have bound its port yet when the next one is given one."""
+    manager = ProcessManager(env={})
+    manager.procs.append(Proc("gateway", 1, 41001, subprocess.Popen(["true"])))
+    offers = iter([41001, 41001, 41002])
+    monkeypatch.setattr(procs_module, "free_port", lambda: next(offers))
+    assert manager._unused_port() == 41002
+    manager.procs[0].popen.wait()
+
+
+def test_a_cluster_whose_chosen_port_is_taken_starts_on_other_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Free ports are chosen before the servers start, and another process can take one meanwhile: the cluster
+    then starts on newly chosen ports."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        first = [taken.getsockname()[1], *servers.free_ports(8)]
+        choices = iter([first])
+        real = nats_cluster_module.free_ports
+        monkeypatch.setattr(nats_cluster_module, "free_ports", lambda n: next(choices, None) or real(n))
+        cluster = nats_cluster_module.start_nats_cluster(3, tmp_path)
+        try:
+            assert taken.getsockname()[1] not in [n.port for n in cluster.nodes]
+            assert all(n.healthy() for n in cluster.nodes)
+        finally:
+            cluster.stop()
 
 
 def test_nats_cluster_needs_three_servers() -> None:

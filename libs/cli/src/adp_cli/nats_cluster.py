@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adp_cli.servers import Started, free_port, nats_server_binary, port_open
+from adp_cli.servers import Started, free_ports, nats_server_binary, port_open
 
 CLUSTER_NAME = "adp"
 READY_TIMEOUT_S = 30.0
@@ -29,6 +29,14 @@ READY_TIMEOUT_S = 30.0
 # only unanswered pings show it. nats-server's defaults (every 2 min, 2 missed) would keep routing requests to
 # queue subscribers behind it for minutes; this gives it up after 3-4 s, as the services' clients do.
 SERVER_CONFIG = 'ping_interval: "1s"\nping_max: 3\n'
+
+
+START_ATTEMPTS = 3
+
+
+class ServerNotStarted(RuntimeError):
+    """A server of the cluster could not start: one of its ports is in use, or it exited at once (a port
+    taken between its choice and the server's bind)."""
 
 
 @dataclass
@@ -64,7 +72,7 @@ class NatsNode:
         (self.store / "server.conf").write_text(SERVER_CONFIG)
         for port in (self.port, self.cluster_port, self.monitor_port):
             if port_open("127.0.0.1", port):
-                raise RuntimeError(f"nats-server {self.name}: port {port} is already in use")
+                raise ServerNotStarted(f"nats-server {self.name}: port {port} is already in use")
         out = open(log_dir / f"{self.name}.log", "ab") if log_dir else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(self.command(binary), stdout=out, stderr=subprocess.STDOUT)
@@ -73,7 +81,12 @@ class NatsNode:
                 out.close()
         deadline = time.monotonic() + 15
         while not port_open("127.0.0.1", self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            if self.proc.poll() is not None:
+                raise ServerNotStarted(
+                    f"nats-server {self.name} exited at start (ports {self.port}, "
+                    f"{self.cluster_port}, {self.monitor_port})"
+                )
+            if time.monotonic() > deadline:
                 raise RuntimeError(f"nats-server {self.name} did not start on port {self.port}")
             time.sleep(0.05)
 
@@ -178,7 +191,8 @@ def nats_cluster(size: int, store: Path, *, base_port: int | None = None, log_di
     if base_port is not None:
         ports = [(base_port + i, base_port + 2000 + i, base_port + 4000 + i) for i in range(size)]
     else:
-        ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+        free = free_ports(3 * size)
+        ports = [(free[3 * i], free[3 * i + 1], free[3 * i + 2]) for i in range(size)]
     route_urls = [f"nats://127.0.0.1:{cluster}" for _, cluster, _ in ports]
     nodes = [
         NatsNode(
@@ -197,11 +211,19 @@ def nats_cluster(size: int, store: Path, *, base_port: int | None = None, log_di
 def start_nats_cluster(
     size: int, store: Path, *, base_port: int | None = None, log_dir: Path | None = None
 ) -> NatsCluster:
-    cluster = nats_cluster(size, store, base_port=base_port, log_dir=log_dir)
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return cluster.start()
-    except BaseException:
-        cluster.stop()
-        raise
+    # On free ports another process can take one between its choice and the server's start: choose again.
+    attempts = 1 if base_port is not None else START_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        cluster = nats_cluster(size, store, base_port=base_port, log_dir=log_dir)
+        try:
+            return cluster.start()
+        except ServerNotStarted:
+            cluster.stop()
+            if attempt == attempts:
+                raise
+        except BaseException:
+            cluster.stop()
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -16,6 +16,8 @@ from typing import IO
 
 import httpx
 
+from adp_cli.servers import free_port
+
 # service name -> python module with the entry point
 SERVICES: dict[str, str] = {
     "llm-router": "adp_router.main",
@@ -25,14 +27,6 @@ SERVICES: dict[str, str] = {
     "gateway": "adp_gateway.main",
 }
 START_ORDER = ["llm-router", "cost", "alerts", "dialogue", "gateway"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -94,7 +88,7 @@ class ProcessManager:
         else:
             index = self._counts.get(service, 0) + 1
             self._counts[service] = index
-        port = port or free_port()
+        port = port or self._unused_port()
         env = dict(self.env)
         env.update(extra_env or {})
         env["ADP_HTTP_PORT"] = str(port)
@@ -129,6 +123,14 @@ class ProcessManager:
         else:
             self.procs.append(proc)
         return proc
+
+    def _unused_port(self) -> int:
+        """A free port that none of this manager's processes was given: one just started may not have bound
+        its port yet, and the kernel can hand the same free port out twice in a row."""
+        given = {p.port for p in self.procs}
+        while (port := free_port()) in given:
+            pass
+        return port
 
     def _pump(self, name: str, popen: subprocess.Popen[bytes]) -> None:
         assert popen.stdout is not None and self.relay is not None

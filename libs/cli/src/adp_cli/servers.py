@@ -26,9 +26,21 @@ def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
 
 
 def free_port() -> int:
+    """A port nothing listens on now (another process may still take it before it is used)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: the kernel may hand the same free port out twice in a row."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def docker_available() -> bool:
