@@ -69,12 +69,16 @@ async def answered(call: Callable[[], Awaitable[T]], what: str, retry_for: float
 READ_TRY_S = 2.0
 
 
-async def start_read(request: Awaitable[T]) -> T:
-    """A JetStream read at start, given up after READ_TRY_S as unanswered (for `answered` to ask again)."""
-    try:
-        return await asyncio.wait_for(request, READ_TRY_S)
-    except TimeoutError as err:  # nats-py's own timeout is one too
-        raise NatsTimeoutError from err
+async def read_at_start(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """A JetStream read at start: each try given up after READ_TRY_S, and asked again (`answered`)."""
+
+    async def one_try() -> T:
+        try:
+            return await asyncio.wait_for(call(), READ_TRY_S)
+        except TimeoutError as err:  # nats-py's own timeout is one too
+            raise NatsTimeoutError from err
+
+    return await answered(one_try, what)
 
 
 class JetStream(BusConnection):
@@ -102,7 +106,7 @@ class JetStream(BusConnection):
             if not isinstance(err, BadRequestError):
                 raise
         # Exists with another config: update it, never lowering replicas an operator raised.
-        current = await answered(lambda: start_read(self.js.stream_info(spec.name)), f"stream {spec.name}")
+        current = await read_at_start(lambda: self.js.stream_info(spec.name), f"stream {spec.name}")
         have = current.config.num_replicas or 1
         if have < want:
             log.info("stream %s: replicas raised from %d to %d", spec.name, have, want)

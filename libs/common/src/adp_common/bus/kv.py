@@ -12,7 +12,7 @@ from nats.js.errors import APIError, BadRequestError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from adp_common.bus.connection import BusConnection
-from adp_common.bus.jetstream import answered, start_read
+from adp_common.bus.jetstream import answered, read_at_start
 from adp_common.bus.replicas import raise_if_replicas_unavailable
 
 log = logging.getLogger("adp.bus")
@@ -27,7 +27,7 @@ class KeyValueBuckets(BusConnection):
             kv = await self._ensure_bucket(name, history, ttl)
             # A replicated bucket just created (or whose leader is being elected) answers reads only once it
             # has a leader; a service must not start and then fail its first read.
-            await answered(lambda: _read_missing_key(kv), f"bucket {name}")
+            await read_at_start(lambda: _read_missing_key(kv), f"bucket {name}")
             self._kv[name] = kv
         return self._kv[name]
 
@@ -43,8 +43,8 @@ class KeyValueBuckets(BusConnection):
                 raise
         # It exists with another config (another service's history or TTL, or replicas an operator changed),
         # or another copy created it at the same moment: use it, with at least our replicas.
-        kv = await answered(lambda: start_read(self.js.key_value(name)), f"bucket {name}")
-        current = await answered(lambda: start_read(self.js.stream_info(kv._stream)), f"bucket {name}")
+        kv = await read_at_start(lambda: self.js.key_value(name), f"bucket {name}")
+        current = await read_at_start(lambda: self.js.stream_info(kv._stream), f"bucket {name}")
         have = current.config.num_replicas or 1
         if have < self.replicas:
             log.info("bucket %s: replicas raised from %d to %d", name, have, self.replicas)
@@ -59,7 +59,7 @@ class KeyValueBuckets(BusConnection):
 async def _read_missing_key(kv: KeyValue) -> None:
     """One read the bucket's leader must answer (`not found` is an answer)."""
     with contextlib.suppress(KeyNotFoundError):
-        await start_read(kv.get("readiness-probe"))
+        await kv.get("readiness-probe")
 
 
 class KVWatch:
@@ -88,8 +88,7 @@ class KVWatch:
         if self.kv is None:
             self.synced.set()
             return
-        kv = self.kv
-        self._watcher = await answered(kv.watchall, f"{self.what} watch")
+        self._watcher = await answered(self.kv.watchall, f"{self.what} watch")
         self._task = asyncio.create_task(self._follow(self._watcher))
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
